@@ -1,0 +1,1 @@
+"""Sources and sinks: replay Parquet, the Parquet ledger, the run report."""

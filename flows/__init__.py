@@ -1,0 +1,1 @@
+"""Flow assembly and command-line entry points."""

@@ -1,0 +1,164 @@
+"""The one dataflow: ticks → strategies → order by event time → risk → execution →
+portfolio, with stage health, the Parquet ledger and the run report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.ledger import ParquetLedger, shard_key
+from connectors.replay import ReplaySource, RowsRead
+from connectors.report import ReportSink
+from flows.config import build_strategies, output_dir
+from operators.execution import PaperExecution, execute_orders
+from operators.health import HealthJudge, health_events, stage_health
+from operators.keyed import stateful_by_key
+from operators.ordering import order_by_event_time
+from operators.portfolio import Portfolio, portfolio_fold
+from operators.report import REPORT_KEY, ReportBuilder, RunReport, Tally
+from operators.risk import RiskFilter, risk_filter
+from operators.session import MarketSession
+from operators.strategies.runner import StrategyRunner, run_strategies
+from operators.ticks import route_ticks
+from schemas.config import AppConfig
+from schemas.enums import Broker, Stage
+from schemas.events import DeadLetter, Model, StageHealth
+from schemas.ledger import KIND_OF, LEDGER_KINDS
+from schemas.report import BrokerSummary
+from schemas.ticks import US, TickBatch
+
+PER_BROKER_KINDS = ("signals", "rejections", "orders", "order_failures", "fills", "pnl")
+
+
+def _to_ledger(kinds: Iterable[str]) -> Any:
+    wanted = {LEDGER_KINDS[k] for k in kinds}
+
+    def rows(kv: tuple[str, Any]) -> list[tuple[str, Model]]:
+        broker, item = kv
+        if type(item) in wanted:
+            return [(shard_key(KIND_OF[type(item)], broker), item)]
+        return []
+
+    return rows
+
+
+def build_flow(
+    cfg: AppConfig,
+    *,
+    source: Source[Any] | None = None,
+    source_parts: list[str] | None = None,
+    ledger: Sink[Any] | None = None,
+    report: Sink[RunReport] | None = None,
+    out_dir: Path | None = None,
+) -> Dataflow:
+    """Assemble the flow. Tests pass their own source and sinks; defaults replay the config."""
+    started = time.perf_counter()
+    out = out_dir or output_dir(cfg)
+    brokers = sorted(cfg.brokers, key=lambda b: b.value)
+    routes = cfg.routes()
+    tokens = [i.instrument_token for i in cfg.instruments]
+    session = MarketSession(cfg.session)
+    window_us = cfg.health.window_s * US
+    grids = {"health": window_us, "snapshot": cfg.portfolio.snapshot_interval_s * US}
+    strategies = build_strategies(cfg)
+    tick_sizes = {i.instrument_token: i.tick_size for i in cfg.instruments}
+
+    if source is None:
+        replay = ReplaySource(cfg.source.path, tokens, cfg.source.batch_size, cfg.source.partitions)
+        source, source_parts = replay, replay.part_names()
+    parts = source_parts or [f"replay-{k}" for k in range(cfg.source.partitions)]
+
+    def make_runner(key: str, resume: Any) -> StrategyRunner:
+        broker, token = key.split(":")
+        tok = int(token)
+        mine = [
+            (s.id, strategies[s.id])
+            for s in cfg.strategies
+            if s.enabled and Broker(broker) in s.brokers and tok in cfg.strategy_instruments(s)
+        ]
+        return StrategyRunner(Broker(broker), tok, mine, grids["snapshot"], window_us, resume)
+
+    def make_risk(key: str, resume: Any) -> RiskFilter:
+        b = Broker(key)
+        return RiskFilter(b, cfg.brokers[b], cfg.costs, session, resume)
+
+    def make_exec(key: str, resume: Any) -> PaperExecution:
+        b = Broker(key)
+        return PaperExecution(b, cfg.brokers[b].slippage_bps, cfg.costs, tick_sizes)
+
+    def make_portfolio(key: str, resume: Any) -> Portfolio:
+        b = Broker(key)
+        return Portfolio(b, cfg.brokers[b].starting_cash, resume)
+
+    trading = {b for bs in routes.values() for b in bs}
+
+    def make_judge(key: str, resume: Any) -> HealthJudge:
+        broker, stage = key.split(":")
+        b = Broker(broker)
+        return HealthJudge(b, Stage(stage), cfg.health, b in trading, session, resume)
+
+    flow = Dataflow("alpha_panda")
+    items = op.input("ticks", flow, source)
+    valid = op.branch("valid", items, lambda x: isinstance(x, TickBatch))
+    batches: Stream[TickBatch] = valid.trues  # type: ignore[assignment]
+    other = op.branch("dead", valid.falses, lambda x: isinstance(x, DeadLetter))
+    dead: Stream[DeadLetter] = other.trues  # type: ignore[assignment]
+
+    to_strategies, progress = route_ticks("route", batches, routes, brokers, window_us)
+    outputs = run_strategies("strategies", to_strategies, make_runner)
+    ordered = order_by_event_time("order", op.merge("outputs", outputs, progress), tokens, grids)
+    risked = risk_filter("risk", ordered, make_risk)
+    executed = execute_orders("execution", risked, make_exec)
+    folded = portfolio_fold("portfolio", executed, make_portfolio)
+
+    events = op.merge(
+        "health_events",
+        health_events("health_ordered", ordered, (Stage.MARKET_DATA, Stage.SIGNAL_GENERATION)),
+        health_events("health_risk", risked, (Stage.RISK_VALIDATION,)),
+        health_events("health_execution", executed, (Stage.ORDER_EXECUTION,)),
+        health_events("health_portfolio", folded, (Stage.PORTFOLIO_UPDATES,)),
+    )
+    health = stage_health("health", events, cfg.health, make_judge)
+
+    def health_row(kv: tuple[str, StageHealth]) -> tuple[str, Model]:
+        return (shard_key("health", kv[0].replace(":", "-")), kv[1])
+
+    ledger_rows = op.merge(
+        "ledger_rows",
+        op.flat_map("ledger_signals", ordered, _to_ledger(["signals"])),
+        op.flat_map("ledger_risk", risked, _to_ledger(["rejections"])),
+        op.flat_map("ledger_orders", executed, _to_ledger(["orders", "order_failures", "fills"])),
+        op.flat_map("ledger_pnl", folded, _to_ledger(["pnl"])),
+        op.map("ledger_health", health, health_row),
+        op.map("ledger_dead", dead, lambda d: (shard_key("dead_letters", d.source_partition), d)),
+    )
+    shards = {k: [b.value for b in brokers] for k in PER_BROKER_KINDS}
+    shards["health"] = [f"{b.value}-{s.value}" for b in brokers for s in Stage]
+    shards["dead_letters"] = parts
+    op.output("ledger", ledger_rows, ledger or ParquetLedger(out, shards, cfg.output.rows_per_file))
+
+    def tally(x: Any) -> tuple[str, Any]:
+        if isinstance(x, TickBatch):
+            return (REPORT_KEY, Tally(ticks=len(x)))
+        if isinstance(x, RowsRead):
+            return (REPORT_KEY, Tally(rows_read=x.count))
+        return (REPORT_KEY, x)
+
+    summaries = op.filter_map(
+        "report_summaries", folded, lambda kv: kv[1] if isinstance(kv[1], BrokerSummary) else None
+    )
+    report_in = op.map(
+        "report_in", op.merge("report_all", batches, other.falses, dead, summaries), tally
+    )
+    built = stateful_by_key(
+        "report", report_in, lambda _k, resume: ReportBuilder(str(out), started, resume)
+    )
+    op.output("report_out", op.key_rm("report_unkey", built), report or ReportSink(out))  # type: ignore[arg-type]
+    return flow

@@ -1,0 +1,128 @@
+"""Accounting shared by the risk exposure book and the portfolio: fees, average-cost positions.
+
+Identity kept at every step: cash + Σ qty·mark = starting cash + realized + unrealized − fees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.config import CostModel
+from schemas.enums import SignalType
+from schemas.events import Position
+
+
+def fees(costs: CostModel, side: SignalType | str, quantity: int, price: float) -> float:
+    """Charges of one fill under the cost model, rounded to the paisa."""
+    turnover = quantity * price
+    brokerage = min(costs.brokerage_cap, costs.brokerage_pct * turnover)
+    transaction = costs.transaction_pct * turnover
+    sebi = costs.sebi_per_crore * turnover / 1e7
+    sell = SignalType(side) is SignalType.SELL
+    stt = costs.stt_sell_pct * turnover if sell else 0.0
+    stamp = 0.0 if sell else costs.stamp_buy_pct * turnover
+    gst = costs.gst_pct * (brokerage + transaction + sebi)
+    return round(brokerage + transaction + sebi + stt + stamp + gst, 2)
+
+
+def signed(side: SignalType | str, quantity: int) -> int:
+    return quantity if SignalType(side) is SignalType.BUY else -quantity
+
+
+@dataclass
+class Lot:
+    quantity: int = 0
+    average_price: float = 0.0
+    realized: float = 0.0
+    mark: float | None = None
+
+
+@dataclass
+class Book:
+    """Cash and average-cost positions (long and short) of one broker or strategy."""
+
+    starting_cash: float
+    cash: float = 0.0
+    realized: float = 0.0
+    fees: float = 0.0
+    lots: dict[int, Lot] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.lots and self.cash == 0.0:
+            self.cash = self.starting_cash
+
+    def position(self, token: int) -> int:
+        lot = self.lots.get(token)
+        return lot.quantity if lot else 0
+
+    def apply(self, token: int, side: SignalType | str, quantity: int, price: float, fee: float) -> float:
+        """Apply one fill; returns the realized PnL it closed (before fees)."""
+        lot = self.lots.setdefault(token, Lot())
+        delta = signed(side, quantity)
+        self.cash -= delta * price + fee
+        self.fees += fee
+        realized = 0.0
+        q = lot.quantity
+        if q == 0 or (q > 0) == (delta > 0):
+            lot.average_price = (q * lot.average_price + delta * price) / (q + delta)
+            lot.quantity = q + delta
+        else:
+            closed = min(abs(q), abs(delta))
+            direction = 1 if q > 0 else -1
+            realized = closed * (price - lot.average_price) * direction
+            lot.quantity = q + delta
+            if lot.quantity == 0:
+                lot.average_price = 0.0
+            elif (lot.quantity > 0) != (q > 0):
+                lot.average_price = price  # flipped: the remainder opens at the fill price
+        lot.realized += realized
+        self.realized += realized
+        if lot.mark is None:
+            lot.mark = price
+        return realized
+
+    def mark(self, token: int, price: float) -> None:
+        lot = self.lots.get(token)
+        if lot is not None:
+            lot.mark = price
+
+    def unrealized(self) -> float:
+        return sum(
+            lot.quantity * ((lot.mark or lot.average_price) - lot.average_price)
+            for lot in self.lots.values()
+        )
+
+    def market_value(self) -> float:
+        return sum(lot.quantity * (lot.mark or lot.average_price) for lot in self.lots.values())
+
+    def equity(self) -> float:
+        return self.cash + self.market_value()
+
+    def net_pnl(self) -> float:
+        return self.realized + self.unrealized() - self.fees
+
+    def short_value(self) -> float:
+        return sum(
+            -lot.quantity * (lot.mark or lot.average_price)
+            for lot in self.lots.values()
+            if lot.quantity < 0
+        )
+
+    def positions(self) -> list[Position]:
+        out = []
+        for token in sorted(self.lots):
+            lot = self.lots[token]
+            if lot.quantity == 0 and lot.realized == 0.0:
+                continue
+            mark = lot.mark if lot.mark is not None else lot.average_price
+            out.append(
+                Position(
+                    instrument_token=token,
+                    quantity=lot.quantity,
+                    average_price=lot.average_price,
+                    last_price=mark,
+                    realized_pnl=lot.realized,
+                    unrealized_pnl=lot.quantity * (mark - lot.average_price),
+                )
+            )
+        return out

@@ -1,0 +1,244 @@
+"""Stage health computed inside the flow: windowed counts per (broker, stage), then a status
+with a reason. Event-time windows over the ordered per-broker stream in replay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import bytewax.operators as op
+import numpy as np
+from bytewax.dataflow import Stream
+from bytewax.operators.windowing import (
+    UTC_MAX,
+    Clock,
+    ClockLogic,
+    TumblingWindower,
+    fold_window,
+)
+
+from operators.keyed import stateful_by_key
+from operators.session import MarketSession
+from schemas.config import HealthConfig
+from schemas.enums import Broker, HealthReason, HealthStatus, Stage
+from schemas.events import (
+    OrderFailed,
+    OrderFilled,
+    OrderPlaced,
+    PnlSnapshot,
+    RejectedSignal,
+    StageHealth,
+    TradingSignal,
+    ValidatedSignal,
+)
+from schemas.ids import content_id
+from schemas.ticks import US, TickCount, from_us, to_us
+from schemas.ticks import Clock as FlowClock
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """``count`` events of a stage at event time ``ts`` (0 = heartbeat)."""
+
+    ts: int
+    count: int
+    latency_ms: float | None = None
+
+
+_STAGE_OF: dict[type, Stage] = {
+    TickCount: Stage.MARKET_DATA,
+    TradingSignal: Stage.SIGNAL_GENERATION,
+    ValidatedSignal: Stage.RISK_VALIDATION,
+    RejectedSignal: Stage.RISK_VALIDATION,
+    OrderPlaced: Stage.ORDER_EXECUTION,
+    OrderFailed: Stage.ORDER_EXECUTION,
+}
+
+
+def stage_events(stages: tuple[Stage, ...]) -> Callable[[tuple[str, Any]], Iterable[tuple[str, StageEvent]]]:
+    """Extractor for one stream: counts its events for ``stages`` and turns health clocks
+    into heartbeats, so that silent windows exist too."""
+
+    def extract(kv: tuple[str, Any]) -> Iterable[tuple[str, StageEvent]]:
+        broker, item = kv
+        if isinstance(item, FlowClock):
+            if item.grid == "health":
+                return [(f"{broker}:{s.value}", StageEvent(item.ts, 0)) for s in stages]
+            return []
+        stage = _STAGE_OF.get(type(item))
+        if isinstance(item, (OrderFilled, PnlSnapshot)):
+            stage = Stage.PORTFOLIO_UPDATES if Stage.PORTFOLIO_UPDATES in stages else Stage.ORDER_EXECUTION
+        if stage is None or stage not in stages:
+            return []
+        n = item.count if isinstance(item, TickCount) else 1
+        ts = item.ts if isinstance(item, TickCount) else to_us(item.timestamp)
+        return [(f"{broker}:{stage.value}", StageEvent(ts, n))]
+
+    return extract
+
+
+class _InOrderClockLogic(ClockLogic[StageEvent, datetime]):
+    """Event time of an already ordered stream: the watermark is the latest timestamp."""
+
+    def __init__(self, resume: datetime | None) -> None:
+        self.wm = resume or datetime.min.replace(tzinfo=timezone.utc)
+
+    def before_batch(self) -> None:
+        return None
+
+    def on_item(self, value: StageEvent) -> tuple[datetime, datetime]:
+        ts = from_us(value.ts)
+        self.wm = max(self.wm, ts)
+        return ts, self.wm
+
+    def on_notify(self) -> datetime:
+        return self.wm
+
+    def on_eof(self) -> datetime:
+        return UTC_MAX
+
+    def to_system_utc(self, timestamp: datetime) -> datetime | None:
+        return None
+
+    def snapshot(self) -> datetime:
+        return self.wm
+
+
+class InOrderEventClock(Clock[StageEvent, datetime]):
+    def build(self, resume_state: datetime | None) -> _InOrderClockLogic:
+        return _InOrderClockLogic(resume_state)
+
+
+@dataclass
+class WindowAcc:
+    count: int = 0
+    last_ts: int | None = None
+    latencies: list[float] = field(default_factory=list)
+
+
+def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
+    if e.count:
+        acc.count += e.count
+        acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
+    if e.latency_ms is not None:
+        acc.latencies.append(e.latency_ms)
+    return acc
+
+
+def _merge(a: WindowAcc, b: WindowAcc) -> WindowAcc:
+    a.count += b.count
+    if b.last_ts is not None:
+        a.last_ts = b.last_ts if a.last_ts is None else max(a.last_ts, b.last_ts)
+    a.latencies.extend(b.latencies)
+    return a
+
+
+@dataclass
+class JudgeState:
+    windows: int = 0
+    silent: int = 0
+    active_before: bool = False
+
+
+class HealthJudge:
+    """Status of one (broker, stage) from its window results, in window order."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        stage: Stage,
+        cfg: HealthConfig,
+        has_strategy: bool,
+        session: MarketSession,
+        state: JudgeState | None = None,
+    ) -> None:
+        self.broker, self.stage, self.cfg = broker, stage, cfg
+        self.has_strategy = has_strategy
+        self.session = session
+        self.state = state or JudgeState()
+
+    def judge(self, start_us: int, acc: WindowAcc) -> tuple[HealthStatus, HealthReason]:
+        st, cfg = self.state, self.cfg
+        st.windows += 1
+        end_us = start_us + cfg.window_s * US
+        if st.windows <= cfg.startup_windows:
+            return HealthStatus.STARTUP, HealthReason.STARTUP_GRACE
+        if not (self.session.is_open(start_us) or self.session.is_open(end_us - 1)):
+            return HealthStatus.IDLE, HealthReason.MARKET_CLOSED
+        if self.stage is not Stage.MARKET_DATA and not self.has_strategy:
+            return HealthStatus.IDLE, HealthReason.NO_ENABLED_STRATEGY
+        st.silent = 0 if acc.count else st.silent + 1
+        if acc.count:
+            st.active_before = True
+        if acc.latencies:
+            p99 = float(np.percentile(acc.latencies, 99))
+            if p99 > cfg.latency_critical_s * 1000:
+                return HealthStatus.CRITICAL, HealthReason.LATENCY_HIGH
+            if p99 > cfg.latency_warning_s * 1000:
+                return HealthStatus.WARNING, HealthReason.LATENCY_HIGH
+        if self.stage is Stage.MARKET_DATA:
+            if st.silent >= cfg.market_data_silence_critical_windows:
+                return HealthStatus.CRITICAL, HealthReason.NO_TICKS
+            if st.silent >= cfg.market_data_silence_warning_windows:
+                return HealthStatus.WARNING, HealthReason.NO_TICKS
+            return HealthStatus.HEALTHY, HealthReason.OK
+        if st.active_before and st.silent >= cfg.stall_critical_windows:
+            return HealthStatus.CRITICAL, HealthReason.STAGE_STALLED
+        if st.active_before and st.silent >= cfg.stall_warning_windows:
+            return HealthStatus.WARNING, HealthReason.STAGE_STALLED
+        return HealthStatus.HEALTHY, HealthReason.OK if acc.count else HealthReason.NO_ACTIVITY
+
+    def on_item(self, item: tuple[int, WindowAcc]) -> list[StageHealth]:
+        window_id, acc = item
+        length = self.cfg.window_s * US
+        start = window_id * length
+        status, reason = self.judge(start, acc)
+        lat = acc.latencies
+        return [
+            StageHealth(
+                event_id=content_id("health", self.broker.value, self.stage.value, start),
+                broker=self.broker,
+                stage=self.stage,
+                status=status,
+                reason=reason,
+                window_start=from_us(start),
+                window_end=from_us(start + length),
+                count=acc.count,
+                rate_per_s=acc.count / self.cfg.window_s,
+                last_event_time=from_us(acc.last_ts) if acc.last_ts is not None else None,
+                latency_p50_ms=float(np.percentile(lat, 50)) if lat else None,
+                latency_p99_ms=float(np.percentile(lat, 99)) if lat else None,
+            )
+        ]
+
+    def on_eof(self) -> list[StageHealth]:
+        return []
+
+
+def stage_health(
+    step_id: str,
+    events: Stream[tuple[str, StageEvent]],
+    cfg: HealthConfig,
+    make_judge: Callable[[str, JudgeState | None], HealthJudge],
+) -> Stream[tuple[str, StageHealth]]:
+    """Keyed ``"{broker}:{stage}"``: tumbling event-time windows, then a judged status."""
+    windows = fold_window(
+        f"{step_id}_window",
+        events,  # type: ignore[arg-type]
+        InOrderEventClock(),
+        TumblingWindower(length=timedelta(seconds=cfg.window_s), align_to=EPOCH),
+        WindowAcc,
+        _fold,
+        _merge,
+    )
+    return stateful_by_key(f"{step_id}_judge", windows.down, make_judge)  # type: ignore[arg-type]
+
+
+def health_events(
+    step_id: str, up: Stream[tuple[str, Any]], stages: tuple[Stage, ...]
+) -> Stream[tuple[str, StageEvent]]:
+    return op.flat_map(step_id, up, stage_events(stages))

@@ -1,0 +1,68 @@
+"""``stateful_by_key``: a stateful operator whose logic knows its key.
+
+Bytewax's ``stateful_batch`` builders receive only the resume state; the per-broker and
+per-instrument stages need their key (broker name, instrument token) to build their logic.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, Protocol, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulBatchLogic
+
+V = TypeVar("V")
+W = TypeVar("W")
+V_contra = TypeVar("V_contra", contravariant=True)
+W_co = TypeVar("W_co", covariant=True)
+
+
+class KeyedLogic(Protocol[V_contra, W_co]):
+    """Logic of one key: ``state`` is what gets snapshotted (must be picklable)."""
+
+    state: Any
+
+    def on_item(self, item: V_contra) -> Iterable[W_co]: ...
+
+    def on_eof(self) -> Iterable[W_co]: ...
+
+
+Factory = Callable[[str, Any], KeyedLogic[V, W]]
+
+
+class _Shim(StatefulBatchLogic[tuple[str, V], W, tuple[str, Any]], Generic[V, W]):
+    def __init__(self, factory: Factory[V, W], resume: tuple[str, Any] | None) -> None:
+        self.factory = factory
+        self.logic: KeyedLogic[V, W] | None = None
+        self.key: str | None = None
+        if resume is not None:
+            self.key = resume[0]
+            self.logic = factory(resume[0], resume[1])
+
+    def on_batch(self, values: list[tuple[str, V]]) -> tuple[list[W], bool]:
+        out: list[W] = []
+        for key, value in values:
+            if self.logic is None:
+                self.key, self.logic = key, self.factory(key, None)
+            out.extend(self.logic.on_item(value))
+        return out, False
+
+    def on_eof(self) -> tuple[list[W], bool]:
+        return (list(self.logic.on_eof()) if self.logic is not None else []), False
+
+    def snapshot(self) -> tuple[str, Any]:
+        assert self.logic is not None and self.key is not None
+        return (self.key, copy.deepcopy(self.logic.state))
+
+
+def stateful_by_key(
+    step_id: str, up: Stream[tuple[str, V]], factory: Factory[V, W]
+) -> Stream[tuple[str, W]]:
+    """Run ``factory(key, resume_state)``'s logic per key; items come out in logic order."""
+    tagged = op.map(f"{step_id}_tag", up, lambda kv: (kv[0], (kv[0], kv[1])))
+    return op.stateful_batch(  # type: ignore[return-value]
+        f"{step_id}_logic", tagged, lambda resume: _Shim(factory, resume)  # type: ignore[arg-type]
+    )

@@ -1,0 +1,102 @@
+"""Per-broker event-time order: merge the outputs of every instrument key into one stream.
+
+Each instrument key reports a watermark with its output. Items are released, sorted by
+(time, kind, instrument, id), once every instrument's watermark has passed them; so the
+per-broker stages see the same sequence whatever the worker count or batch boundaries.
+Clock items mark the first health-window and snapshot boundary crossed by the stream.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from bytewax.dataflow import Stream
+
+from operators.keyed import stateful_by_key
+from schemas.events import TradingSignal
+from schemas.ticks import BrokerItem, Clock, Mark, StrategyOutput, TickCount, to_us
+
+SortKey = tuple[int, int, int, str]
+_NEVER = -(2**62)
+
+
+def sort_key(item: BrokerItem) -> SortKey:
+    if isinstance(item, Mark):
+        return (item.ts, 0, item.instrument_token, "")
+    if isinstance(item, Clock):
+        return (item.ts, 1, 0, item.grid)
+    if isinstance(item, TickCount):
+        return (item.ts, 2, item.instrument_token, str(item.count))
+    return (to_us(item.timestamp), 3, item.instrument_token, f"{item.strategy_id}/{item.signal_id}")
+
+
+@dataclass
+class OrderState:
+    watermarks: dict[int, int]
+    pending: list[tuple[SortKey, int, BrokerItem]] = field(default_factory=list)
+    next_boundary: dict[str, int] = field(default_factory=dict)
+    pushed: int = 0
+
+
+class EventTimeOrder:
+    """Pure logic of the ordering stage for one broker."""
+
+    def __init__(self, tokens: Iterable[int], grids_us: dict[str, int], state: OrderState | None = None):
+        self.grids = grids_us
+        self.state = state or OrderState(watermarks={t: _NEVER for t in tokens})
+
+    def push(self, out: StrategyOutput) -> None:
+        st = self.state
+        for item in (*out.marks, *out.counts, *out.signals):
+            heapq.heappush(st.pending, (sort_key(item), st.pushed, item))
+            st.pushed += 1
+        tok = out.instrument_token
+        if out.watermark > st.watermarks.get(tok, _NEVER):
+            st.watermarks[tok] = out.watermark
+
+    def _clocks_before(self, key: SortKey) -> list[Clock]:
+        out = []
+        for grid, length in self.grids.items():
+            nxt = self.state.next_boundary.get(grid)
+            if nxt is None:
+                self.state.next_boundary[grid] = (key[0] // length + 1) * length
+            elif key > (nxt, 1, 0, grid):
+                out.append(Clock(nxt, grid))
+                self.state.next_boundary[grid] = max(nxt, key[0] // length * length) + length
+        out.sort(key=sort_key)
+        return out
+
+    def on_item(self, out: StrategyOutput) -> list[BrokerItem]:
+        self.push(out)
+        return self.release()
+
+    def on_eof(self) -> list[BrokerItem]:
+        return self.release(final=True)
+
+    def release(self, final: bool = False) -> list[BrokerItem]:
+        """Items every instrument has passed (all of them if ``final``), in order."""
+        st = self.state
+        limit = None if final else min(st.watermarks.values(), default=_NEVER)
+        out: list[BrokerItem] = []
+        while st.pending and (limit is None or st.pending[0][0][0] < limit):
+            key, _, item = heapq.heappop(st.pending)
+            out.extend(self._clocks_before(key))
+            out.append(item)
+        return out
+
+
+def order_by_event_time(
+    step_id: str,
+    up: Stream[tuple[str, StrategyOutput]],
+    tokens: Iterable[int],
+    grids_us: dict[str, int],
+) -> Stream[tuple[str, BrokerItem]]:
+    """Keyed by broker: release strategy outputs in event-time order (see module doc)."""
+    toks = tuple(tokens)
+    return stateful_by_key(step_id, up, lambda _key, resume: EventTimeOrder(toks, grids_us, resume))
+
+
+def signals_of(item: BrokerItem) -> TradingSignal | None:
+    return item if isinstance(item, TradingSignal) else None

@@ -1,0 +1,75 @@
+"""Strategy interfaces: the per-tick user API and the vectorised engine API."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.enums import SignalType
+from schemas.ticks import I64
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One tick as a per-tick strategy sees it."""
+
+    instrument_token: int
+    timestamp: datetime
+    last_price: float
+    volume: int | None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What a per-tick strategy returns to trade; the engine adds ids, broker and time."""
+
+    signal_type: SignalType | str
+    quantity: int
+    reason: str = ""
+
+
+class TickStrategy(Protocol):
+    """User strategy: ``on_tick`` is called for every tick of each instrument, in order.
+
+    ``state`` is a dict private to one (broker, instrument): keep what you need across ticks
+    in it (it is snapshotted for recovery, so keep it picklable).
+    """
+
+    def on_tick(self, tick: Tick, state: dict[str, Any]) -> Signal | None: ...
+
+
+Regime = npt.NDArray[np.int8]
+
+
+class VectorStrategy(ABC):
+    """Built-in strategy, vectorised over a batch.
+
+    ``regime`` maps prices (integer paise) to +1 (buy zone), -1 (sell zone) or 0 for each
+    tick of the batch. A signal fires when the regime enters +1 or -1. The result for a
+    tick depends only on that tick and the ``history`` ticks before it, never on where a
+    batch starts, because every indicator is computed exactly from integer paise.
+    """
+
+    history: int
+    quantity: int
+
+    @abstractmethod
+    def regime(self, paise: I64, n_prev: int) -> tuple[Regime, list[str]]:
+        """Regimes for ``paise[n_prev:]``; ``paise[:n_prev]`` is carried history.
+
+        Also returns a short reason per tick where the regime is non-zero (else "").
+        """
+
+
+def rolling_sum(x: I64, width: int) -> I64:
+    """r[i] = x[i-width+1] + ... + x[i] for i >= width-1 (exact in int64); others are junk."""
+    cs = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(x, dtype=np.int64)))
+    out = np.zeros(len(x), dtype=np.int64)
+    if len(x) >= width:
+        out[width - 1 :] = cs[width:] - cs[: len(cs) - width]
+    return out

@@ -1,0 +1,175 @@
+"""Tick validation (bad rows → dead letters) and fan-out of batches to broker keys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bytewax.operators as op
+import numpy as np
+from bytewax.dataflow import Stream
+
+from schemas.enums import Broker, DeadLetterReason
+from schemas.events import DeadLetter
+from schemas.ids import content_id
+from schemas.ticks import F64, I64, Mark, StrategyOutput, TickBatch, TickCount, from_us
+
+MISSING_TS = np.iinfo(np.int64).min
+MIN_PRICE = 0.01  # one paisa: prices are handled in integer paise
+
+
+@dataclass(frozen=True)
+class RawTicks:
+    """Columns of one instrument's rows as read, before validation (row offsets kept)."""
+
+    source: str
+    partition: str
+    instrument_token: int | None
+    offsets: I64
+    ts: I64  # MISSING_TS where null or unparseable
+    price: F64  # NaN where null
+    volume: I64
+    raw_ts: Sequence[Any] | None = None  # original timestamp values, for dead letters
+
+
+def _dead(raw: RawTicks, idx: np.ndarray, reason: DeadLetterReason, detail: str) -> list[DeadLetter]:
+    out = []
+    for i in idx.tolist():
+        ts = int(raw.ts[i])
+        raw_ts = raw.raw_ts[i] if raw.raw_ts is not None else (None if ts == MISSING_TS else ts)
+        price = float(raw.price[i])
+        record = {
+            "instrument_token": raw.instrument_token,
+            "timestamp": raw_ts if not hasattr(raw_ts, "isoformat") else raw_ts.isoformat(),
+            "last_price": None if np.isnan(price) else price,
+            "volume": int(raw.volume[i]) if raw.volume[i] >= 0 else None,
+        }
+        out.append(
+            DeadLetter(
+                event_id=content_id("dl", raw.source, raw.partition, int(raw.offsets[i])),
+                reason=reason,
+                detail=detail,
+                source=raw.source,
+                source_partition=raw.partition,
+                offset=int(raw.offsets[i]),
+                timestamp=None if ts == MISSING_TS else from_us(ts),
+                raw=json.dumps(record, sort_keys=True, default=str),
+            )
+        )
+    return out
+
+
+def validate(
+    raw: RawTicks, known: frozenset[int], last_ts: int
+) -> tuple[TickBatch | None, list[DeadLetter], int]:
+    """Split rows into a valid batch and dead letters; ``last_ts`` carries order per instrument.
+
+    Returns (batch or None, dead letters in row order, new last_ts).
+    """
+    n = len(raw.offsets)
+    reason = np.zeros(n, dtype=np.int8)  # 0 ok, then the first failing check wins
+    if raw.instrument_token is None:
+        reason[:] = 1
+    elif raw.instrument_token not in known:
+        reason[:] = 2
+    bad_ts = raw.ts == MISSING_TS
+    reason[(reason == 0) & bad_ts] = 3
+    bad_price = ~np.isfinite(raw.price) | (raw.price < MIN_PRICE)
+    reason[(reason == 0) & bad_price] = 4
+    ok = reason == 0
+    # Out of order: older than the newest earlier valid tick of this instrument.
+    ts_ok = np.where(ok, raw.ts, MISSING_TS)
+    running = np.maximum.accumulate(np.concatenate(([last_ts], ts_ok)))[:-1]
+    ooo = ok & (raw.ts < running)
+    reason[ooo] = 5
+    ok &= ~ooo
+
+    dead: list[DeadLetter] = []
+    if not ok.all():
+        names = {
+            1: (DeadLetterReason.MISSING_TOKEN, "instrument_token is missing"),
+            2: (DeadLetterReason.UNKNOWN_INSTRUMENT, "instrument_token not in the instrument list"),
+            3: (DeadLetterReason.INVALID_TIMESTAMP, "timestamp is missing or unparseable"),
+            4: (DeadLetterReason.INVALID_PRICE, "last_price must be finite and >= 0.01"),
+            5: (DeadLetterReason.TIMESTAMP_OUT_OF_ORDER, "older than an earlier tick"),
+        }
+        bad_rows = np.flatnonzero(~ok)
+        for code, (r, detail) in names.items():
+            rows = bad_rows[reason[bad_rows] == code]
+            if len(rows):
+                dead.extend(_dead(raw, rows, r, detail))
+        dead.sort(key=lambda d: d.offset)
+    if not ok.any():
+        return None, dead, last_ts
+    ts = raw.ts[ok]
+    new_last = int(ts[-1])
+    assert raw.instrument_token is not None
+    batch = TickBatch(
+        instrument_token=raw.instrument_token,
+        ts=ts,
+        price=raw.price[ok],
+        volume=raw.volume[ok],
+        watermark=new_last,
+    )
+    return batch, dead, new_last
+
+
+def window_counts(batch: TickBatch, window_us: int) -> tuple[TickCount, ...]:
+    """Ticks per health window within the batch; each count is stamped with its last tick."""
+    if not len(batch):
+        return ()
+    win = batch.ts // window_us
+    cut = np.flatnonzero(np.diff(win)) + 1
+    ends = np.concatenate((cut, [len(win)]))
+    starts = np.concatenate(([0], cut))
+    tok = batch.instrument_token
+    return tuple(
+        TickCount(int(batch.ts[e - 1]), tok, int(e - s))
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
+    )
+
+
+def boundary_marks(
+    token: int, ts: I64, price: F64, prev_ts: int | None, prev_price: float, grid_us: int
+) -> tuple[Mark, ...]:
+    """Marks for the first grid boundary crossed between consecutive ticks (carry included)."""
+    if not len(ts):
+        return ()
+    bucket = ts // grid_us
+    if prev_ts is None:
+        prev_bucket = np.concatenate(([bucket[0]], bucket[:-1]))
+    else:
+        prev_bucket = np.concatenate(([prev_ts // grid_us], bucket[:-1]))
+    prev_p = np.concatenate(([prev_price], price[:-1]))
+    idx = np.flatnonzero(bucket != prev_bucket)
+    return tuple(
+        Mark(int((prev_bucket[i] + 1) * grid_us), token, float(prev_p[i])) for i in idx.tolist()
+    )
+
+
+def route_ticks(
+    step_id: str,
+    batches: Stream[TickBatch],
+    routes: Mapping[int, Sequence[Broker]],
+    brokers: Sequence[Broker],
+    window_us: int,
+) -> tuple[Stream[tuple[str, TickBatch]], Stream[tuple[str, StrategyOutput]]]:
+    """Fan out each batch: to ``"{broker}:{token}"`` for brokers with a strategy on it, and
+    as progress-only output (watermark and tick counts) to every other configured broker.
+    """
+
+    def fan(batch: TickBatch) -> Iterable[tuple[str, Any]]:
+        counts = window_counts(batch, window_us)
+        trading = routes.get(batch.instrument_token, ())
+        for b in brokers:
+            if b in trading:
+                yield (f"{b.value}:{batch.instrument_token}", batch)
+            else:
+                progress = StrategyOutput(batch.instrument_token, (), (), counts, batch.watermark)
+                yield (b.value, progress)
+
+    fanned = op.flat_map(f"{step_id}_fan", batches, fan)
+    split = op.branch(f"{step_id}_split", fanned, lambda kv: isinstance(kv[1], TickBatch))
+    return split.trues, split.falses  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Events, enums, envelope, configuration and Arrow schemas of Alpha Panda."""

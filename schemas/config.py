@@ -1,0 +1,161 @@
+"""Configuration schema. Every field of the YAML config is declared here, and only here."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.enums import Broker
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(Section):
+    kind: Literal["replay"] = "replay"
+    path: str = Field(description="Parquet file or directory of files, read in name order")
+    batch_size: int = Field(default=20_000, gt=0, description="max ticks per columnar batch")
+    partitions: int = Field(default=4, gt=0, description="replay partitions (instrument buckets)")
+
+
+class Instrument(Section):
+    instrument_token: int = Field(gt=0)
+    tradingsymbol: str
+    exchange: str = "NSE"
+    tick_size: float = Field(default=0.05, gt=0)
+    lot_size: int = Field(default=1, gt=0)
+
+
+class CostModel(Section):
+    """Zerodha equity-intraday charges (published schedule)."""
+
+    brokerage_pct: float = Field(default=0.0003, ge=0)
+    brokerage_cap: float = Field(default=20.0, ge=0)
+    stt_sell_pct: float = Field(default=0.00025, ge=0)
+    transaction_pct: float = Field(default=0.0000297, ge=0)
+    sebi_per_crore: float = Field(default=10.0, ge=0)
+    stamp_buy_pct: float = Field(default=0.00003, ge=0)
+    gst_pct: float = Field(default=0.18, ge=0)
+
+
+class SessionConfig(Section):
+    """Market session; in replay judged by tick time."""
+
+    open: time = time(9, 15)
+    close: time = time(15, 30)
+    timezone: str = "Asia/Kolkata"
+    weekdays: list[int] = Field(default=[0, 1, 2, 3, 4], description="0 = Monday")
+    holidays: list[date] = []
+
+
+class RiskConfig(Section):
+    max_position_qty: int = Field(default=1000, gt=0)
+    max_order_value: float = Field(default=500_000.0, gt=0)
+    max_daily_loss: float = Field(default=50_000.0, gt=0)
+    max_orders_per_second: int = Field(default=10, gt=0)
+    allowed_instruments: list[int] | None = None
+    enforce_session: bool = True
+
+
+class BrokerConfig(Section):
+    starting_cash: float = Field(default=1_000_000.0, gt=0)
+    slippage_bps: float = Field(default=2.0, ge=0)
+    risk: RiskConfig = RiskConfig()
+
+
+class StrategyConfig(Section):
+    id: str = Field(min_length=1)
+    type: str | None = Field(default=None, description="built-in strategy name")
+    class_path: str | None = Field(default=None, alias="class", description="module:Class")
+    instruments: list[int] | Literal["all"]
+    brokers: list[Broker] = Field(min_length=1)
+    params: dict[str, Any] = {}
+    enabled: bool = True
+    order_type: Literal["MARKET", "LIMIT"] = "MARKET"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StrategyConfig:
+        if (self.type is None) == (self.class_path is None):
+            raise ValueError("set exactly one of 'type' or 'class'")
+        return self
+
+
+class PortfolioConfig(Section):
+    snapshot_interval_s: int = Field(default=300, gt=0)
+
+
+class HealthConfig(Section):
+    window_s: int = Field(default=60, gt=0)
+    startup_windows: int = Field(default=1, ge=0)
+    latency_warning_s: float = Field(default=5.0, gt=0)
+    latency_critical_s: float = Field(default=15.0, gt=0)
+    market_data_silence_warning_windows: int = Field(default=1, gt=0)
+    market_data_silence_critical_windows: int = Field(default=3, gt=0)
+    stall_warning_windows: int = Field(default=30, gt=0)
+    stall_critical_windows: int = Field(default=60, gt=0)
+
+
+class OutputConfig(Section):
+    dir: str | None = Field(default=None, description="default runs/<run-id>")
+    rows_per_file: int = Field(default=100_000, gt=0)
+    report: bool = True
+
+
+class AppConfig(Section):
+    source: SourceConfig
+    instruments: list[Instrument] = Field(min_length=1)
+    brokers: dict[Broker, BrokerConfig] = Field(min_length=1)
+    strategies: list[StrategyConfig] = []
+    costs: CostModel = CostModel()
+    session: SessionConfig = SessionConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
+    health: HealthConfig = HealthConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> AppConfig:
+        tokens = {i.instrument_token for i in self.instruments}
+        if len(tokens) != len(self.instruments):
+            raise ValueError("instruments: duplicate instrument_token")
+        seen: set[str] = set()
+        for s in self.strategies:
+            if s.id in seen:
+                raise ValueError(f"strategies[{s.id}].id: duplicate strategy id")
+            seen.add(s.id)
+            if s.instruments != "all":
+                unknown = sorted(set(s.instruments) - tokens)
+                if unknown:
+                    raise ValueError(
+                        f"strategies[{s.id}].instruments: not in the instrument list: {unknown}"
+                    )
+            missing = [b.value for b in s.brokers if b not in self.brokers]
+            if missing:
+                raise ValueError(f"strategies[{s.id}].brokers: not configured in brokers: {missing}")
+        if self.portfolio.snapshot_interval_s % self.health.window_s:
+            raise ValueError(
+                "portfolio.snapshot_interval_s: must be a multiple of health.window_s"
+            )
+        return self
+
+    def strategy_instruments(self, s: StrategyConfig) -> list[int]:
+        if s.instruments == "all":
+            return [i.instrument_token for i in self.instruments]
+        return list(s.instruments)
+
+    def routes(self) -> dict[int, list[Broker]]:
+        """instrument token → brokers with an enabled strategy on it (sorted)."""
+        out: dict[int, set[Broker]] = {}
+        for s in self.strategies:
+            if s.enabled:
+                for tok in self.strategy_instruments(s):
+                    out.setdefault(tok, set()).update(s.brokers)
+        return {t: sorted(b, key=lambda x: x.value) for t, b in sorted(out.items())}
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the offending field."""

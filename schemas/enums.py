@@ -1,0 +1,86 @@
+"""Enumerations shared by every stage. Values are the wire/ledger strings."""
+
+from enum import Enum
+
+
+class Broker(str, Enum):
+    PAPER = "paper"
+    ZERODHA = "zerodha"
+
+
+class SignalType(str, Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderStatus(str, Enum):
+    PLACED = "PLACED"
+    FILLED = "FILLED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    FAILED = "FAILED"
+
+
+class Stage(str, Enum):
+    MARKET_DATA = "market_data"
+    SIGNAL_GENERATION = "signal_generation"
+    RISK_VALIDATION = "risk_validation"
+    ORDER_EXECUTION = "order_execution"
+    PORTFOLIO_UPDATES = "portfolio_updates"
+
+
+class HealthStatus(str, Enum):
+    STARTUP = "startup"
+    HEALTHY = "healthy"
+    IDLE = "idle"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class EventType(str, Enum):
+    MARKET_TICK = "market_tick"
+    TRADING_SIGNAL = "trading_signal"
+    VALIDATED_SIGNAL = "validated_signal"
+    REJECTED_SIGNAL = "rejected_signal"
+    ORDER_PLACED = "order_placed"
+    ORDER_FILLED = "order_filled"
+    ORDER_FAILED = "order_failed"
+    PNL_SNAPSHOT = "pnl_snapshot"
+    STAGE_HEALTH = "stage_health"
+    DEAD_LETTER = "dead_letter"
+
+
+class RejectReason(str, Enum):
+    """Machine-readable reasons a risk check refuses a signal."""
+
+    MAX_POSITION_EXCEEDED = "MAX_POSITION_EXCEEDED"
+    MAX_ORDER_VALUE_EXCEEDED = "MAX_ORDER_VALUE_EXCEEDED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    MAX_DAILY_LOSS_BREACHED = "MAX_DAILY_LOSS_BREACHED"
+    MAX_ORDER_RATE_EXCEEDED = "MAX_ORDER_RATE_EXCEEDED"
+    INSTRUMENT_NOT_ALLOWED = "INSTRUMENT_NOT_ALLOWED"
+    MARKET_CLOSED = "MARKET_CLOSED"
+
+
+class DeadLetterReason(str, Enum):
+    """Machine-readable reasons an input record was refused."""
+
+    MISSING_TOKEN = "MISSING_TOKEN"
+    INVALID_PRICE = "INVALID_PRICE"
+    INVALID_TIMESTAMP = "INVALID_TIMESTAMP"
+    UNKNOWN_INSTRUMENT = "UNKNOWN_INSTRUMENT"
+    TIMESTAMP_OUT_OF_ORDER = "TIMESTAMP_OUT_OF_ORDER"
+
+
+class HealthReason(str, Enum):
+    """Why a stage has the status it has."""
+
+    OK = "OK"
+    STARTUP_GRACE = "STARTUP_GRACE"
+    MARKET_CLOSED = "MARKET_CLOSED"
+    NO_ENABLED_STRATEGY = "NO_ENABLED_STRATEGY"
+    NO_TICKS = "NO_TICKS"
+    NO_ACTIVITY = "NO_ACTIVITY"
+    STAGE_STALLED = "STAGE_STALLED"
+    LATENCY_HIGH = "LATENCY_HIGH"

@@ -1,0 +1,89 @@
+"""EventEnvelope: how any event travels outside the flow (Kafka, logs). Built in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AwareDatetime
+
+from schemas.enums import Broker, EventType, Stage
+from schemas.events import (
+    DeadLetter,
+    MarketTick,
+    Model,
+    OrderFailed,
+    OrderFilled,
+    OrderPlaced,
+    PnlSnapshot,
+    RejectedSignal,
+    StageHealth,
+    TradingSignal,
+    ValidatedSignal,
+)
+from schemas.ids import content_id
+
+ENVELOPE_VERSION = 1
+
+EVENT_TYPES: dict[type[Model], EventType] = {
+    MarketTick: EventType.MARKET_TICK,
+    TradingSignal: EventType.TRADING_SIGNAL,
+    ValidatedSignal: EventType.VALIDATED_SIGNAL,
+    RejectedSignal: EventType.REJECTED_SIGNAL,
+    OrderPlaced: EventType.ORDER_PLACED,
+    OrderFilled: EventType.ORDER_FILLED,
+    OrderFailed: EventType.ORDER_FAILED,
+    PnlSnapshot: EventType.PNL_SNAPSHOT,
+    StageHealth: EventType.STAGE_HEALTH,
+    DeadLetter: EventType.DEAD_LETTER,
+}
+
+
+class EventEnvelope(Model):
+    id: str
+    type: EventType
+    broker: Broker
+    key: str
+    source: Stage
+    correlation_id: str
+    causation_id: str | None
+    version: int
+    ts: AwareDatetime | None
+    data: dict[str, Any]
+
+
+def _ids(event: Model) -> tuple[str, str, str | None]:
+    """(own id, correlation id, causation id) of an event."""
+    if isinstance(event, TradingSignal):
+        return event.signal_id, event.correlation_id, event.correlation_id
+    for attr in ("event_id",):
+        own = getattr(event, attr, None)
+        if own is not None:
+            corr = getattr(event, "correlation_id", own)
+            return own, corr, getattr(event, "causation_id", None)
+    raise TypeError(f"{type(event).__name__} carries no event id")
+
+
+def wrap(event: Model, source: Stage, broker: Broker | str | None = None) -> EventEnvelope:
+    """Wrap an event; ``broker`` comes from the event, or must be given for broker-less events."""
+    event_broker = getattr(event, "broker", None)
+    chosen = event_broker if event_broker is not None else broker
+    if chosen is None:
+        raise ValueError(f"{type(event).__name__} has no broker: pass broker= explicitly")
+    token = getattr(event, "instrument_token", None)
+    if token is None and isinstance(event, (ValidatedSignal, RejectedSignal)):
+        token = event.signal.instrument_token
+    own, corr, cause = _ids(event)
+    ts = getattr(event, "timestamp", None) or getattr(event, "window_end", None)
+    etype = EVENT_TYPES[type(event)]
+    return EventEnvelope(
+        id=content_id("env", etype.value, own, chosen),
+        type=etype,
+        broker=Broker(chosen),
+        key=f"{Broker(chosen).value}:{token}" if token is not None else Broker(chosen).value,
+        source=source,
+        correlation_id=corr,
+        causation_id=cause,
+        version=ENVELOPE_VERSION,
+        ts=ts,
+        data=event.model_dump(mode="json"),
+    )

@@ -1,0 +1,212 @@
+"""Pydantic models: the only things that cross a stage boundary (besides tick batches).
+
+Required fields have no defaults; ``broker`` is required wherever an event belongs to a broker.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from schemas.enums import (
+    Broker,
+    DeadLetterReason,
+    HealthReason,
+    HealthStatus,
+    OrderStatus,
+    RejectReason,
+    SignalType,
+    Stage,
+)
+
+
+class Model(BaseModel):
+    """Base of every event: immutable, no unknown fields, enums stored as their values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=True)
+
+
+def _finite_positive(v: float) -> float:
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError("must be a finite number > 0")
+    return v
+
+
+class Ohlc(Model):
+    open: float
+    high: float
+    low: float
+    close: float
+
+
+class DepthLevel(Model):
+    price: float
+    quantity: int
+    orders: int
+
+
+class Depth(Model):
+    buy: list[DepthLevel]
+    sell: list[DepthLevel]
+
+
+class MarketTick(Model):
+    """One tick, for validation at the edges (Kafka JSON, websocket)."""
+
+    instrument_token: int = Field(gt=0)
+    last_price: float
+    timestamp: AwareDatetime
+    volume: int | None = None
+    ohlc: Ohlc | None = None
+    depth: Depth | None = None
+
+    _price = field_validator("last_price")(_finite_positive)
+
+
+class TradingSignal(Model):
+    signal_id: str
+    correlation_id: str
+    strategy_id: str
+    broker: Broker
+    instrument_token: int
+    signal_type: SignalType
+    quantity: int = Field(gt=0)
+    price: float
+    timestamp: AwareDatetime
+    reason: str
+
+    _price = field_validator("price")(_finite_positive)
+
+
+class ValidatedSignal(Model):
+    event_id: str
+    correlation_id: str
+    causation_id: str
+    broker: Broker
+    timestamp: AwareDatetime
+    signal: TradingSignal
+
+
+class RejectedSignal(Model):
+    event_id: str
+    correlation_id: str
+    causation_id: str
+    broker: Broker
+    timestamp: AwareDatetime
+    signal: TradingSignal
+    reasons: list[RejectReason] = Field(min_length=1)
+    detail: str
+
+
+class OrderPlaced(Model):
+    event_id: str
+    order_id: str
+    correlation_id: str
+    causation_id: str
+    broker: Broker
+    status: OrderStatus
+    signal_id: str
+    strategy_id: str
+    instrument_token: int
+    signal_type: SignalType
+    quantity: int = Field(gt=0)
+    order_type: str
+    price: float
+    timestamp: AwareDatetime
+
+
+class OrderFilled(Model):
+    event_id: str
+    order_id: str
+    correlation_id: str
+    causation_id: str
+    broker: Broker
+    status: OrderStatus
+    signal_id: str
+    strategy_id: str
+    instrument_token: int
+    signal_type: SignalType
+    quantity: int = Field(gt=0)
+    fill_price: float
+    fees: float = Field(ge=0)
+    timestamp: AwareDatetime
+
+    _price = field_validator("fill_price")(_finite_positive)
+
+
+class OrderFailed(Model):
+    event_id: str
+    order_id: str
+    correlation_id: str
+    causation_id: str
+    broker: Broker
+    status: OrderStatus
+    signal_id: str
+    strategy_id: str
+    instrument_token: int
+    reason: str
+    timestamp: AwareDatetime
+
+
+class Position(Model):
+    instrument_token: int
+    quantity: int
+    average_price: float
+    last_price: float
+    realized_pnl: float
+    unrealized_pnl: float
+
+
+class PnlSnapshot(Model):
+    event_id: str
+    broker: Broker
+    timestamp: AwareDatetime
+    starting_cash: float
+    cash: float
+    realized_pnl: float
+    unrealized_pnl: float
+    fees: float
+    equity: float
+    positions: list[Position]
+    final: bool
+
+
+class StageHealth(Model):
+    event_id: str
+    broker: Broker
+    stage: Stage
+    status: HealthStatus
+    reason: HealthReason
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    count: int = Field(ge=0)
+    rate_per_s: float
+    last_event_time: AwareDatetime | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
+class DeadLetter(Model):
+    event_id: str
+    reason: DeadLetterReason
+    detail: str
+    source: str
+    source_partition: str
+    offset: int
+    timestamp: AwareDatetime | None
+    raw: str
+
+
+EVENT_MODELS: tuple[type[Model], ...] = (
+    MarketTick,
+    TradingSignal,
+    ValidatedSignal,
+    RejectedSignal,
+    OrderPlaced,
+    OrderFilled,
+    OrderFailed,
+    PnlSnapshot,
+    StageHealth,
+    DeadLetter,
+)

@@ -1,0 +1,9 @@
+"""Deterministic identifiers: every id derives from content, never from clocks or uuid4."""
+
+from hashlib import blake2b
+
+
+def content_id(prefix: str, *parts: object) -> str:
+    """Return ``prefix-<16 hex>`` hashed from the parts, stable across processes and runs."""
+    digest = blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).hexdigest()
+    return f"{prefix}-{digest}"

@@ -1,0 +1,28 @@
+"""Ledger kinds: the directory name of each event kind in a run's output (one place)."""
+
+from __future__ import annotations
+
+from schemas.events import (
+    DeadLetter,
+    Model,
+    OrderFailed,
+    OrderFilled,
+    OrderPlaced,
+    PnlSnapshot,
+    RejectedSignal,
+    StageHealth,
+    TradingSignal,
+)
+
+LEDGER_KINDS: dict[str, type[Model]] = {
+    "signals": TradingSignal,
+    "rejections": RejectedSignal,
+    "orders": OrderPlaced,
+    "order_failures": OrderFailed,
+    "fills": OrderFilled,
+    "pnl": PnlSnapshot,
+    "health": StageHealth,
+    "dead_letters": DeadLetter,
+}
+
+KIND_OF: dict[type[Model], str] = {model: kind for kind, model in LEDGER_KINDS.items()}

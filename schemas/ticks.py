@@ -1,0 +1,82 @@
+"""Columnar tick batches (the hot path) and the small point events of the per-broker stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.events import TradingSignal
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+US = 1_000_000
+"""Microseconds per second: every internal timestamp is int µs since the Unix epoch, UTC."""
+
+
+def to_us(dt: datetime) -> int:
+    return int(dt.timestamp()) * US + dt.microsecond
+
+
+def from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us // US, tz=timezone.utc).replace(microsecond=us % US)
+
+
+@dataclass(frozen=True)
+class TickBatch:
+    """Valid ticks of one instrument, in time order.
+
+    ``watermark``: no later batch of this instrument holds a tick with ``ts < watermark``.
+    """
+
+    instrument_token: int
+    ts: I64
+    price: F64
+    volume: I64
+    watermark: int
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Last traded price of an instrument just before ``ts`` (a snapshot boundary)."""
+
+    ts: int
+    instrument_token: int
+    price: float
+
+
+@dataclass(frozen=True)
+class TickCount:
+    """``count`` ticks of one instrument in one health window; ``ts`` is the last one's time."""
+
+    ts: int
+    instrument_token: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Event time has reached boundary ``ts`` of the ``grid`` ("health" or "snapshot")."""
+
+    ts: int
+    grid: str
+
+
+@dataclass(frozen=True)
+class StrategyOutput:
+    """What one (broker, instrument) key produced from one tick batch."""
+
+    instrument_token: int
+    signals: tuple[TradingSignal, ...]
+    marks: tuple[Mark, ...]
+    counts: tuple[TickCount, ...]
+    watermark: int
+
+
+BrokerItem = Mark | TickCount | Clock | TradingSignal
