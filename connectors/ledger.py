@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from schemas.arrow import model_schema
@@ -26,6 +27,39 @@ from schemas.ledger import LEDGER_KINDS
 class LedgerPartState:
     next_seq: int
     pending: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class LedgerOpen:
+    """Sent once to every shard at the start of a run, so that every shard is opened:
+    a fresh shard clears files of an earlier run, and an empty one still writes its schema."""
+
+
+class _OpenPartition(StatefulSourcePartition[tuple[str, LedgerOpen], bool]):
+    def __init__(self, keys: list[str], done: bool) -> None:
+        self.keys, self.done = keys, done
+
+    def next_batch(self) -> list[tuple[str, LedgerOpen]]:
+        if self.done:
+            raise StopIteration()
+        self.done = True
+        return [(k, LedgerOpen()) for k in self.keys]
+
+    def snapshot(self) -> bool:
+        return self.done
+
+
+class LedgerOpenSource(FixedPartitionedSource[tuple[str, LedgerOpen], bool]):
+    """One partition that emits ``(shard key, LedgerOpen())`` for every shard, once."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def list_parts(self) -> list[str]:
+        return ["ledger-open"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: bool | None) -> _OpenPartition:
+        return _OpenPartition(self.keys, bool(resume_state))
 
 
 def shard_key(kind: str, shard: str) -> str:
@@ -53,8 +87,8 @@ class _LedgerPartition(StatefulSinkPartition[Model, LedgerPartState]):
         os.replace(tmp, path)
         self.seq += 1
 
-    def write_batch(self, values: list[Model]) -> None:
-        self.pending.extend(v.model_dump() for v in values)
+    def write_batch(self, values: list[Model | LedgerOpen]) -> None:
+        self.pending.extend(v.model_dump() for v in values if not isinstance(v, LedgerOpen))
         while len(self.pending) >= self.rows:
             chunk, self.pending = self.pending[: self.rows], self.pending[self.rows :]
             self._flush(chunk)

@@ -13,7 +13,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from connectors.ledger import ParquetLedger, shard_key
+from connectors.ledger import LedgerOpenSource, ParquetLedger, shard_key
 from connectors.replay import ReplaySource, RowsRead
 from connectors.report import ReportSink
 from flows.config import build_strategies, output_dir
@@ -142,7 +142,10 @@ def build_flow(
     shards = {k: [b.value for b in brokers] for k in PER_BROKER_KINDS}
     shards["health"] = [f"{b.value}-{s.value}" for b in brokers for s in Stage]
     shards["dead_letters"] = parts
-    op.output("ledger", ledger_rows, ledger or ParquetLedger(out, shards, cfg.output.rows_per_file))
+    keys = sorted(shard_key(k, s) for k, names in shards.items() for s in names)
+    opened = op.input("ledger_open", flow, LedgerOpenSource(keys))
+    sink = ledger or ParquetLedger(out, shards, cfg.output.rows_per_file)
+    op.output("ledger", op.merge("ledger_all", opened, ledger_rows), sink)
 
     def tally(x: Any) -> tuple[str, Any]:
         if isinstance(x, TickBatch):

@@ -50,7 +50,8 @@ class VectorStrategy(ABC):
     """Built-in strategy, vectorised over a batch.
 
     ``regime`` maps prices (integer paise) to +1 (buy zone), -1 (sell zone) or 0 for each
-    tick of the batch. A signal fires when the regime enters +1 or -1. The result for a
+    tick of the batch. A signal fires when the regime enters a side other than the side of
+    the last signal (BUY once on entering the buy zone, then nothing until a SELL). The result for a
     tick depends only on that tick and the ``history`` ticks before it, never on where a
     batch starts, because every indicator is computed exactly from integer paise.
     """

@@ -71,10 +71,15 @@ class StrategyRunner:
         hist = st.history.get(sid, np.zeros(0, dtype=np.int64))
         full = np.concatenate((hist, paise))
         reg, reasons = strat.regime(full, len(hist))
-        prev = np.concatenate(([st.regime.get(sid, 0)], reg[:-1]))
-        fire = np.flatnonzero((reg != 0) & (reg != prev))
+        # Fire where the zone differs from the side of the last signal: BUY once on entering
+        # the buy zone, then nothing until a SELL (and vice versa).
+        zoned = np.flatnonzero(reg)
+        sides = reg[zoned]
+        prev = np.concatenate(([st.regime.get(sid, 0)], sides[:-1]))
+        fire = zoned[sides != prev]
         st.history[sid] = full[-strat.history :].copy()
-        st.regime[sid] = int(reg[-1])
+        if len(sides):
+            st.regime[sid] = int(sides[-1])
         return [
             self._signal(
                 sid, SignalType.BUY if reg[i] > 0 else SignalType.SELL, strat.quantity, i, b, reasons[i]
