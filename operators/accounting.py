@@ -39,25 +39,47 @@ class Lot:
 
 @dataclass
 class Book:
-    """Cash and average-cost positions (long and short) of one broker or strategy."""
+    """Cash and average-cost positions (long and short) of one broker or strategy.
+
+    Sums over positions are kept incrementally, so every call is O(1) in the number of
+    instruments held.
+    """
 
     starting_cash: float
-    cash: float = 0.0
+    cash: float = field(init=False)
     realized: float = 0.0
     fees: float = 0.0
     lots: dict[int, Lot] = field(default_factory=dict)
+    _value: float = 0.0  # Σ qty · mark
+    _basis: float = 0.0  # Σ qty · average price
+    _short: float = 0.0  # Σ |qty| · mark over short positions
 
     def __post_init__(self) -> None:
-        if not self.lots and self.cash == 0.0:
-            self.cash = self.starting_cash
+        self.cash = self.starting_cash
+
+    def _count(self, lot: Lot, sign: int) -> None:
+        mark = lot.mark if lot.mark is not None else lot.average_price
+        self._value += sign * lot.quantity * mark
+        self._basis += sign * lot.quantity * lot.average_price
+        if lot.quantity < 0:
+            self._short -= sign * lot.quantity * mark
+
+    def recount(self) -> None:
+        """Recompute the running sums from the positions (clears float drift)."""
+        self._value = self._basis = self._short = 0.0
+        for lot in self.lots.values():
+            self._count(lot, +1)
 
     def position(self, token: int) -> int:
         lot = self.lots.get(token)
         return lot.quantity if lot else 0
 
-    def apply(self, token: int, side: SignalType | str, quantity: int, price: float, fee: float) -> float:
+    def apply(
+        self, token: int, side: SignalType | str, quantity: int, price: float, fee: float
+    ) -> float:
         """Apply one fill; returns the realized PnL it closed (before fees)."""
         lot = self.lots.setdefault(token, Lot())
+        self._count(lot, -1)
         delta = signed(side, quantity)
         self.cash -= delta * price + fee
         self.fees += fee
@@ -68,8 +90,7 @@ class Book:
             lot.quantity = q + delta
         else:
             closed = min(abs(q), abs(delta))
-            direction = 1 if q > 0 else -1
-            realized = closed * (price - lot.average_price) * direction
+            realized = closed * (price - lot.average_price) * (1 if q > 0 else -1)
             lot.quantity = q + delta
             if lot.quantity == 0:
                 lot.average_price = 0.0
@@ -79,34 +100,30 @@ class Book:
         self.realized += realized
         if lot.mark is None:
             lot.mark = price
+        self._count(lot, +1)
         return realized
 
     def mark(self, token: int, price: float) -> None:
         lot = self.lots.get(token)
         if lot is not None:
+            self._count(lot, -1)
             lot.mark = price
+            self._count(lot, +1)
 
     def unrealized(self) -> float:
-        return sum(
-            lot.quantity * ((lot.mark or lot.average_price) - lot.average_price)
-            for lot in self.lots.values()
-        )
+        return self._value - self._basis
 
     def market_value(self) -> float:
-        return sum(lot.quantity * (lot.mark or lot.average_price) for lot in self.lots.values())
+        return self._value
 
     def equity(self) -> float:
-        return self.cash + self.market_value()
+        return self.cash + self._value
 
     def net_pnl(self) -> float:
         return self.realized + self.unrealized() - self.fees
 
     def short_value(self) -> float:
-        return sum(
-            -lot.quantity * (lot.mark or lot.average_price)
-            for lot in self.lots.values()
-            if lot.quantity < 0
-        )
+        return self._short
 
     def positions(self) -> list[Position]:
         out = []

@@ -4,6 +4,8 @@ Each instrument key reports a watermark with its output. Items are released, sor
 (time, kind, instrument, id), once every instrument's watermark has passed them; so the
 per-broker stages see the same sequence whatever the worker count or batch boundaries.
 Clock items mark the first health-window and snapshot boundary crossed by the stream.
+Tick counts are summed per health window over all instruments and released as one
+TickCount (instrument 0) once the window is complete.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class OrderState:
     pending: list[tuple[SortKey, int, BrokerItem]] = field(default_factory=list)
     next_boundary: dict[str, int] = field(default_factory=dict)
     pushed: int = 0
+    counts: dict[int, list[int]] = field(default_factory=dict)  # window → [count, last ts]
 
 
 class EventTimeOrder:
@@ -47,11 +50,20 @@ class EventTimeOrder:
         self.grids = grids_us
         self.state = state or OrderState(watermarks={t: _NEVER for t in tokens})
 
+    def _enqueue(self, item: BrokerItem) -> None:
+        st = self.state
+        heapq.heappush(st.pending, (sort_key(item), st.pushed, item))
+        st.pushed += 1
+
     def push(self, out: StrategyOutput) -> None:
         st = self.state
-        for item in (*out.marks, *out.counts, *out.signals):
-            heapq.heappush(st.pending, (sort_key(item), st.pushed, item))
-            st.pushed += 1
+        for item in (*out.marks, *out.signals):
+            self._enqueue(item)
+        width = self.grids["health"]
+        for c in out.counts:
+            acc = st.counts.setdefault(c.ts // width, [0, c.ts])
+            acc[0] += c.count
+            acc[1] = max(acc[1], c.ts)
         tok = out.instrument_token
         if out.watermark > st.watermarks.get(tok, _NEVER):
             st.watermarks[tok] = out.watermark
@@ -79,6 +91,12 @@ class EventTimeOrder:
         """Items every instrument has passed (all of them if ``final``), in order."""
         st = self.state
         limit = None if final else min(st.watermarks.values(), default=_NEVER)
+        width = self.grids["health"]
+        for w in sorted(st.counts):
+            if limit is not None and (w + 1) * width > limit:
+                break
+            count, last = st.counts.pop(w)
+            self._enqueue(TickCount(last, 0, count))
         out: list[BrokerItem] = []
         while st.pending and (limit is None or st.pending[0][0][0] < limit):
             key, _, item = heapq.heappop(st.pending)

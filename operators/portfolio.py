@@ -81,6 +81,7 @@ class Portfolio:
 
     def snapshot_at(self, ts: int, final: bool) -> PnlSnapshot:
         b = self.state.total.book
+        b.recount()
         return PnlSnapshot(
             event_id=content_id("pnl", self.broker.value, ts, final),
             broker=self.broker,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import numpy.typing as npt
@@ -17,12 +17,15 @@ US = 1_000_000
 """Microseconds per second: every internal timestamp is int µs since the Unix epoch, UTC."""
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def to_us(dt: datetime) -> int:
-    return int(dt.timestamp()) * US + dt.microsecond
+    return (dt - EPOCH) // timedelta(microseconds=1)
 
 
 def from_us(us: int) -> datetime:
-    return datetime.fromtimestamp(us // US, tz=timezone.utc).replace(microsecond=us % US)
+    return EPOCH + timedelta(microseconds=us)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.enums import SignalType
-from schemas.ticks import I64
+from schemas.ticks import F64, I64
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,13 @@ class VectorStrategy(ABC):
     quantity: int
 
     @abstractmethod
-    def regime(self, paise: I64, n_prev: int) -> tuple[Regime, list[str]]:
-        """Regimes for ``paise[n_prev:]``; ``paise[:n_prev]`` is carried history.
+    def regime(self, paise: I64, n_prev: int) -> tuple[Regime, F64]:
+        """Regimes for ``paise[n_prev:]`` (``paise[:n_prev]`` is carried history), and the
+        indicator value behind each, for ``describe``."""
 
-        Also returns a short reason per tick where the regime is non-zero (else "").
-        """
+    @abstractmethod
+    def describe(self, value: float, side: int) -> str:
+        """Short reason text for a signal fired at indicator ``value``."""
 
 
 def rolling_sum(x: I64, width: int) -> I64:

@@ -7,7 +7,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from operators.strategies.api import Regime, VectorStrategy, rolling_sum
-from schemas.ticks import I64
+from schemas.ticks import F64, I64
 
 
 class MeanReversionParams(BaseModel):
@@ -33,12 +33,11 @@ class MeanReversion(VectorStrategy):
         self.history = max(params.rsi_period + 1, params.bollinger_lookback)
         self.quantity = params.quantity
 
-    def regime(self, paise: I64, n_prev: int) -> tuple[Regime, list[str]]:
+    def regime(self, paise: I64, n_prev: int) -> tuple[Regime, F64]:
         p = self.p
         n = len(paise) - n_prev
-        out = np.zeros(n, dtype=np.int8)
         if len(paise) < self.history:
-            return out, [""] * n
+            return np.zeros(n, dtype=np.int8), np.zeros(n)
         diff = np.diff(paise)  # diff[i-1] = paise[i] - paise[i-1]
         gains = rolling_sum(np.maximum(diff, 0), p.rsi_period)
         losses = rolling_sum(np.maximum(-diff, 0), p.rsi_period)
@@ -55,12 +54,10 @@ class MeanReversion(VectorStrategy):
         price = paise.astype(np.float64)
         buy = (rsi < p.oversold) & (price < mean - p.bollinger_width * std)
         sell = (rsi > p.overbought) & (price > mean + p.bollinger_width * std)
-        reg = np.where(buy, 1, np.where(sell, -1, 0)).astype(np.int8)
+        reg = buy.astype(np.int8) - sell.astype(np.int8)
         reg[: self.history - 1] = 0  # warm-up: not enough ticks yet
-        out[:] = reg[n_prev:]
-        reasons = [""] * n
-        for i in np.flatnonzero(out).tolist():
-            j = i + n_prev
-            side = "below lower" if out[i] > 0 else "above upper"
-            reasons[i] = f"RSI {rsi[j]:.1f}, price {side} band"
-        return out, reasons
+        return reg[n_prev:], rsi[n_prev:]
+
+    def describe(self, value: float, side: int) -> str:
+        band = "below the lower" if side > 0 else "above the upper"
+        return f"RSI {value:.1f}, price {band} Bollinger band"

@@ -7,7 +7,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from operators.strategies.api import Regime, VectorStrategy
-from schemas.ticks import I64
+from schemas.ticks import F64, I64
 
 
 class MomentumParams(BaseModel):
@@ -24,20 +24,21 @@ class Momentum(VectorStrategy):
         self.history = params.lookback
         self.quantity = params.quantity
 
-    def regime(self, paise: I64, n_prev: int) -> tuple[Regime, list[str]]:
+    def regime(self, paise: I64, n_prev: int) -> tuple[Regime, F64]:
         n = len(paise) - n_prev
         out = np.zeros(n, dtype=np.int8)
+        value = np.zeros(n)
         lb = self.p.lookback
         start = max(n_prev, lb)  # first index with a full lookback
         if start >= len(paise):
-            return out, [""] * n
-        cur = paise[start:]
+            return out, value
         past = paise[start - lb : len(paise) - lb]
-        ret = (cur - past) / past
-        reg = np.where(ret > self.p.threshold, 1, np.where(ret < -self.p.threshold, -1, 0))
-        out[start - n_prev :] = reg
-        reasons = [""] * n
-        for i in np.flatnonzero(out).tolist():
-            r = ret[i - (start - n_prev)]
-            reasons[i] = f"momentum {r:+.4%} over {lb} ticks"
-        return out, reasons
+        ret = (paise[start:] - past) / past
+        out[start - n_prev :] = (ret > self.p.threshold).astype(np.int8) - (
+            ret < -self.p.threshold
+        ).astype(np.int8)
+        value[start - n_prev :] = ret
+        return out, value
+
+    def describe(self, value: float, side: int) -> str:
+        return f"momentum {value:+.4%} over {self.p.lookback} ticks"

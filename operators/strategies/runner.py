@@ -70,7 +70,7 @@ class StrategyRunner:
         st = self.state
         hist = st.history.get(sid, np.zeros(0, dtype=np.int64))
         full = np.concatenate((hist, paise))
-        reg, reasons = strat.regime(full, len(hist))
+        reg, value = strat.regime(full, len(hist))
         # Fire where the zone differs from the side of the last signal: BUY once on entering
         # the buy zone, then nothing until a SELL (and vice versa).
         zoned = np.flatnonzero(reg)
@@ -80,12 +80,13 @@ class StrategyRunner:
         st.history[sid] = full[-strat.history :].copy()
         if len(sides):
             st.regime[sid] = int(sides[-1])
-        return [
-            self._signal(
-                sid, SignalType.BUY if reg[i] > 0 else SignalType.SELL, strat.quantity, i, b, reasons[i]
-            )
-            for i in fire.tolist()
-        ]
+        out = []
+        for i in fire.tolist():
+            side = int(reg[i])
+            why = strat.describe(float(value[i]), side)
+            kind = SignalType.BUY if side > 0 else SignalType.SELL
+            out.append(self._signal(sid, kind, strat.quantity, i, b, why))
+        return out
 
     def _per_tick(self, sid: str, strat: TickStrategy, b: TickBatch) -> list[TradingSignal]:
         state = self.state.user_state.setdefault(sid, {})
