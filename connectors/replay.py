@@ -87,6 +87,14 @@ class _FileData:
     volume: np.ndarray
     raw_ts: list[Any] | None
     max_ts: int
+    groups: dict[int, np.ndarray]  # token → its row indices, in file order
+
+
+def _column(col: pa.ChunkedArray, typ: pa.DataType, fill: Any) -> np.ndarray:
+    col = col.cast(typ)
+    if col.null_count:
+        col = col.fill_null(fill)
+    return col.to_numpy()
 
 
 _CACHE: dict[Path, _FileData] = {}
@@ -98,15 +106,19 @@ def _read(path: Path) -> _FileData:
         return _CACHE[path]
     t = pq.read_table(path)
     names = set(t.column_names)
-    tok = t["instrument_token"].cast(pa.int64()).fill_null(-1).to_numpy()
+    tok = _column(t["instrument_token"], pa.int64(), -1)
     ts, raw_ts = _timestamps(t["timestamp"])
-    price = t["last_price"].cast(pa.float64()).fill_null(np.nan).to_numpy()
+    price = _column(t["last_price"], pa.float64(), np.nan)
     if "volume" in names:
-        vol = t["volume"].cast(pa.int64()).fill_null(-1).to_numpy()
+        vol = _column(t["volume"], pa.int64(), -1)
     else:
         vol = np.full(len(tok), -1, dtype=np.int64)
     valid_ts = ts[ts != MISSING_TS]
-    data = _FileData(tok, ts, price, vol, raw_ts, int(valid_ts.max()) if len(valid_ts) else MISSING_TS)
+    order = np.argsort(tok, kind="stable")
+    cuts = np.flatnonzero(np.diff(tok[order])) + 1
+    groups = {int(tok[g[0]]): g for g in np.split(order, cuts) if len(g)}
+    max_ts = int(valid_ts.max()) if len(valid_ts) else MISSING_TS
+    data = _FileData(tok, ts, price, vol, raw_ts, max_ts, groups)
     _CACHE.clear()
     _CACHE[path] = data
     return data
@@ -141,20 +153,15 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
 
     def _load(self) -> None:
         data = _read(self.files[self.state.file_idx])
-        tok = data.tokens
-        owner = np.where(tok < 0, 0, tok % self.buckets)
-        rows = np.flatnonzero(owner == self.bucket)
-        order = rows[np.argsort(tok[rows], kind="stable")]
         chunks: list[tuple[tuple[int, int, int], int, np.ndarray]] = []
-        if len(order):
-            cuts = np.flatnonzero(np.diff(tok[order])) + 1
-            for group in np.split(order, cuts):
-                token = int(tok[group[0]])
-                key = MISSING_TS
-                for j, start in enumerate(range(0, len(group), self.batch_size)):
-                    idx = group[start : start + self.batch_size]
-                    key = max(key, int(data.ts[idx[0]]))
-                    chunks.append(((key, token, j), token, idx))
+        for token, group in data.groups.items():
+            if (0 if token < 0 else token % self.buckets) != self.bucket:
+                continue
+            key = MISSING_TS
+            for j, start in enumerate(range(0, len(group), self.batch_size)):
+                idx = group[start : start + self.batch_size]
+                key = max(key, int(data.ts[idx[0]]))
+                chunks.append(((key, token, j), token, idx))
         chunks.sort(key=lambda c: c[0])
         self.chunks = [(token, idx) for _, token, idx in chunks]
         self.data = data

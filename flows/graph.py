@@ -40,11 +40,9 @@ PER_BROKER_KINDS = ("signals", "rejections", "orders", "order_failures", "fills"
 def _to_ledger(kinds: Iterable[str]) -> Any:
     wanted = {LEDGER_KINDS[k] for k in kinds}
 
-    def rows(kv: tuple[str, Any]) -> list[tuple[str, Model]]:
-        broker, item = kv
-        if type(item) in wanted:
-            return [(shard_key(KIND_OF[type(item)], broker), item)]
-        return []
+    def rows(kv: tuple[str, list[Any]]) -> list[tuple[str, Model]]:
+        broker, items = kv
+        return [(shard_key(KIND_OF[type(i)], broker), i) for i in items if type(i) in wanted]
 
     return rows
 
@@ -154,8 +152,8 @@ def build_flow(
             return (REPORT_KEY, Tally(rows_read=x.count))
         return (REPORT_KEY, x)
 
-    summaries = op.filter_map(
-        "report_summaries", folded, lambda kv: kv[1] if isinstance(kv[1], BrokerSummary) else None
+    summaries = op.flat_map(
+        "report_summaries", folded, lambda kv: [i for i in kv[1] if isinstance(i, BrokerSummary)]
     )
     report_in = op.map(
         "report_in", op.merge("report_all", batches, other.falses, dead, summaries), tally

@@ -94,8 +94,8 @@ class PaperExecution:
 
 def execute_orders(
     step_id: str,
-    up: Stream[tuple[str, ValidatedSignal | RejectedSignal | Mark | Clock]],
+    up: Stream[tuple[str, list[ValidatedSignal | RejectedSignal | Mark | Clock]]],
     make: Callable[[str, Any], PaperExecution],
-) -> Stream[tuple[str, ExecOut]]:
+) -> Stream[tuple[str, list[ExecOut]]]:
     """Keyed by broker: orders and fills for validated signals; marks and clocks pass."""
-    return stateful_by_key(step_id, up, make)
+    return stateful_by_key(step_id, up, make, batched=True)

@@ -59,12 +59,20 @@ _STAGE_OF: dict[type, Stage] = {
 }
 
 
-def stage_events(stages: tuple[Stage, ...]) -> Callable[[tuple[str, Any]], Iterable[tuple[str, StageEvent]]]:
+def stage_events(
+    stages: tuple[Stage, ...],
+) -> Callable[[tuple[str, list[Any]]], list[tuple[str, StageEvent]]]:
     """Extractor for one stream: counts its events for ``stages`` and turns health clocks
     into heartbeats, so that silent windows exist too."""
 
-    def extract(kv: tuple[str, Any]) -> Iterable[tuple[str, StageEvent]]:
-        broker, item = kv
+    def extract(kv: tuple[str, list[Any]]) -> list[tuple[str, StageEvent]]:
+        broker, items = kv
+        out: list[tuple[str, StageEvent]] = []
+        for item in items:
+            out.extend(one(broker, item))
+        return out
+
+    def one(broker: str, item: Any) -> list[tuple[str, StageEvent]]:
         if isinstance(item, FlowClock):
             if item.grid == "health":
                 return [(f"{broker}:{s.value}", StageEvent(item.ts, 0)) for s in stages]
@@ -239,6 +247,6 @@ def stage_health(
 
 
 def health_events(
-    step_id: str, up: Stream[tuple[str, Any]], stages: tuple[Stage, ...]
+    step_id: str, up: Stream[tuple[str, list[Any]]], stages: tuple[Stage, ...]
 ) -> Stream[tuple[str, StageEvent]]:
     return op.flat_map(step_id, up, stage_events(stages))

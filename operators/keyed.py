@@ -33,25 +33,40 @@ class KeyedLogic(Protocol[V_contra, W_co]):
 Factory = Callable[[str, Any], KeyedLogic[V, W]]
 
 
-class _Shim(StatefulBatchLogic[tuple[str, V], W, tuple[str, Any]], Generic[V, W]):
-    def __init__(self, factory: Factory[V, W], resume: tuple[str, Any] | None) -> None:
+class _Shim(StatefulBatchLogic[tuple[str, Any], Any, tuple[str, Any]], Generic[V, W]):
+    def __init__(
+        self, factory: Factory[V, W], resume: tuple[str, Any] | None, batched: bool
+    ) -> None:
         self.factory = factory
+        self.batched = batched
         self.logic: KeyedLogic[V, W] | None = None
         self.key: str | None = None
         if resume is not None:
             self.key = resume[0]
             self.logic = factory(resume[0], resume[1])
 
-    def on_batch(self, values: list[tuple[str, V]]) -> tuple[list[W], bool]:
-        out: list[W] = []
+    def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
+        out: list[Any] = []
         for key, value in values:
             if self.logic is None:
                 self.key, self.logic = key, self.factory(key, None)
-            out.extend(self.logic.on_item(value))
+            if not self.batched:
+                out.extend(self.logic.on_item(value))
+                continue
+            chunk: list[W] = []
+            for v in value:
+                chunk.extend(self.logic.on_item(v))
+            if chunk:
+                out.append(chunk)
         return out, False
 
-    def on_eof(self) -> tuple[list[W], bool]:
-        return (list(self.logic.on_eof()) if self.logic is not None else []), False
+    def on_eof(self) -> tuple[list[Any], bool]:
+        if self.logic is None:
+            return [], False
+        tail = list(self.logic.on_eof())
+        if self.batched:
+            return ([tail] if tail else []), False
+        return tail, False
 
     def snapshot(self) -> tuple[str, Any]:
         assert self.logic is not None and self.key is not None
@@ -59,10 +74,16 @@ class _Shim(StatefulBatchLogic[tuple[str, V], W, tuple[str, Any]], Generic[V, W]
 
 
 def stateful_by_key(
-    step_id: str, up: Stream[tuple[str, V]], factory: Factory[V, W]
-) -> Stream[tuple[str, W]]:
-    """Run ``factory(key, resume_state)``'s logic per key; items come out in logic order."""
+    step_id: str, up: Stream[tuple[str, Any]], factory: Factory[V, W], batched: bool = False
+) -> Stream[tuple[str, Any]]:
+    """Run ``factory(key, resume_state)``'s logic per key; items come out in logic order.
+
+    With ``batched``, each upstream value is a list of items and each list of outputs
+    travels as one value: the per-broker stages move few, large items.
+    """
     tagged = op.map(f"{step_id}_tag", up, lambda kv: (kv[0], (kv[0], kv[1])))
-    return op.stateful_batch(  # type: ignore[return-value]
-        f"{step_id}_logic", tagged, lambda resume: _Shim(factory, resume)  # type: ignore[arg-type]
+    return op.stateful_batch(
+        f"{step_id}_logic",
+        tagged,
+        lambda resume: _Shim(factory, resume, batched),  # type: ignore[arg-type]
     )

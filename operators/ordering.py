@@ -59,11 +59,11 @@ class EventTimeOrder:
         st = self.state
         for item in (*out.marks, *out.signals):
             self._enqueue(item)
-        width = self.grids["health"]
-        for c in out.counts:
-            acc = st.counts.setdefault(c.ts // width, [0, c.ts])
-            acc[0] += c.count
-            acc[1] = max(acc[1], c.ts)
+        c = out.counts
+        for w, n, last in zip(c.window.tolist(), c.count.tolist(), c.last_ts.tolist(), strict=True):
+            acc = st.counts.setdefault(w, [0, last])
+            acc[0] += n
+            acc[1] = max(acc[1], last)
         tok = out.instrument_token
         if out.watermark > st.watermarks.get(tok, _NEVER):
             st.watermarks[tok] = out.watermark
@@ -80,12 +80,14 @@ class EventTimeOrder:
         out.sort(key=sort_key)
         return out
 
-    def on_item(self, out: StrategyOutput) -> list[BrokerItem]:
+    def on_item(self, out: StrategyOutput) -> list[list[BrokerItem]]:
         self.push(out)
-        return self.release()
+        released = self.release()
+        return [released] if released else []
 
-    def on_eof(self) -> list[BrokerItem]:
-        return self.release(final=True)
+    def on_eof(self) -> list[list[BrokerItem]]:
+        released = self.release(final=True)
+        return [released] if released else []
 
     def release(self, final: bool = False) -> list[BrokerItem]:
         """Items every instrument has passed (all of them if ``final``), in order."""
@@ -110,8 +112,9 @@ def order_by_event_time(
     up: Stream[tuple[str, StrategyOutput]],
     tokens: Iterable[int],
     grids_us: dict[str, int],
-) -> Stream[tuple[str, BrokerItem]]:
-    """Keyed by broker: release strategy outputs in event-time order (see module doc)."""
+) -> Stream[tuple[str, list[BrokerItem]]]:
+    """Keyed by broker: release strategy outputs in event-time order (see module doc), as
+    lists of items."""
     toks = tuple(tokens)
     return stateful_by_key(step_id, up, lambda _key, resume: EventTimeOrder(toks, grids_us, resume))
 

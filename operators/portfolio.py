@@ -138,7 +138,7 @@ class Portfolio:
 
 
 def portfolio_fold(
-    step_id: str, up: Stream[tuple[str, Any]], make: Callable[[str, Any], Portfolio]
-) -> Stream[tuple[str, PortfolioOut]]:
+    step_id: str, up: Stream[tuple[str, list[Any]]], make: Callable[[str, Any], Portfolio]
+) -> Stream[tuple[str, list[PortfolioOut]]]:
     """Keyed by broker: fold fills and marks into PnL snapshots (see module doc)."""
-    return stateful_by_key(step_id, up, make)
+    return stateful_by_key(step_id, up, make, batched=True)

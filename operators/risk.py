@@ -131,8 +131,8 @@ class RiskFilter:
 
 def risk_filter(
     step_id: str,
-    up: Stream[tuple[str, BrokerItem]],
+    up: Stream[tuple[str, list[BrokerItem]]],
     make: Callable[[str, RiskState | None], RiskFilter],
-) -> Stream[tuple[str, RiskOut]]:
+) -> Stream[tuple[str, list[RiskOut]]]:
     """Keyed by broker: ValidatedSignal / RejectedSignal per signal; marks and clocks pass."""
-    return stateful_by_key(step_id, up, make)
+    return stateful_by_key(step_id, up, make, batched=True)

@@ -14,7 +14,7 @@ from bytewax.dataflow import Stream
 from schemas.enums import Broker, DeadLetterReason
 from schemas.events import DeadLetter
 from schemas.ids import content_id
-from schemas.ticks import F64, I64, Mark, StrategyOutput, TickBatch, TickCount, from_us
+from schemas.ticks import F64, I64, Mark, StrategyOutput, TickBatch, WindowCounts, from_us
 
 MISSING_TS = np.iinfo(np.int64).min
 MIN_PRICE = 0.01  # one paisa: prices are handled in integer paise
@@ -116,19 +116,15 @@ def validate(
     return batch, dead, new_last
 
 
-def window_counts(batch: TickBatch, window_us: int) -> tuple[TickCount, ...]:
-    """Ticks per health window within the batch; each count is stamped with its last tick."""
+def window_counts(batch: TickBatch, window_us: int) -> WindowCounts:
+    """Ticks per health window within the batch, with the last tick time of each."""
     if not len(batch):
-        return ()
+        empty = np.zeros(0, dtype=np.int64)
+        return WindowCounts(empty, empty, empty)
     win = batch.ts // window_us
-    cut = np.flatnonzero(np.diff(win)) + 1
-    ends = np.concatenate((cut, [len(win)]))
-    starts = np.concatenate(([0], cut))
-    tok = batch.instrument_token
-    return tuple(
-        TickCount(int(batch.ts[e - 1]), tok, int(e - s))
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
-    )
+    ends = np.concatenate((np.flatnonzero(np.diff(win)) + 1, [len(win)]))
+    starts = np.concatenate(([0], ends[:-1]))
+    return WindowCounts(win[starts], ends - starts, batch.ts[ends - 1])
 
 
 def boundary_marks(

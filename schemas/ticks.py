@@ -72,13 +72,22 @@ class Clock:
 
 
 @dataclass(frozen=True)
+class WindowCounts:
+    """Ticks per health window of one batch: window index, count, last tick time (arrays)."""
+
+    window: I64
+    count: I64
+    last_ts: I64
+
+
+@dataclass(frozen=True)
 class StrategyOutput:
     """What one (broker, instrument) key produced from one tick batch."""
 
     instrument_token: int
     signals: tuple[TradingSignal, ...]
     marks: tuple[Mark, ...]
-    counts: tuple[TickCount, ...]
+    counts: WindowCounts
     watermark: int
 
 
