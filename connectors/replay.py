@@ -100,6 +100,16 @@ def _column(col: pa.ChunkedArray, typ: pa.DataType, fill: Any) -> np.ndarray:
 _CACHE: dict[Path, _FileData] = {}
 
 
+def _group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices of each token, in file order (dictionary codes + a stable radix sort)."""
+    enc = pc.dictionary_encode(pa.array(tok))
+    codes = enc.indices.to_numpy()
+    codes = codes.astype(np.int16) if len(enc.dictionary) < 2**15 else codes
+    order = np.argsort(codes, kind="stable")
+    cuts = np.flatnonzero(np.diff(codes[order])) + 1
+    return {int(tok[g[0]]): g for g in np.split(order, cuts) if len(g)}
+
+
 def _read(path: Path) -> _FileData:
     """Read (and cache the most recent) file; partitions in one process share it."""
     if path in _CACHE:
@@ -114,9 +124,7 @@ def _read(path: Path) -> _FileData:
     else:
         vol = np.full(len(tok), -1, dtype=np.int64)
     valid_ts = ts[ts != MISSING_TS]
-    order = np.argsort(tok, kind="stable")
-    cuts = np.flatnonzero(np.diff(tok[order])) + 1
-    groups = {int(tok[g[0]]): g for g in np.split(order, cuts) if len(g)}
+    groups = _group_rows(tok)
     max_ts = int(valid_ts.max()) if len(valid_ts) else MISSING_TS
     data = _FileData(tok, ts, price, vol, raw_ts, max_ts, groups)
     _CACHE.clear()
