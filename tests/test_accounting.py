@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from operators.accounting import Book, fees
+from operators.execution import slipped_price
+from schemas.config import CostModel
+
+
+def test_fees_follow_zerodha_intraday_schedule() -> None:
+    c = CostModel()
+    # turnover 1,00,000: brokerage 20 (cap), exchange 2.97, SEBI 0.10, GST 18% of 23.07
+    assert fees(c, "BUY", 100, 1000.0) == round(20 + 2.97 + 0.10 + 3.00 + 0.18 * 23.07, 2)
+    assert fees(c, "SELL", 100, 1000.0) == round(20 + 2.97 + 0.10 + 25.00 + 0.18 * 23.07, 2)
+    # small order: brokerage is 0.03% of 10,000 = 3, below the cap
+    assert fees(c, "BUY", 10, 1000.0) == round(3 + 0.297 + 0.01 + 0.30 + 0.18 * 3.307, 2)
+
+
+def test_average_cost_long_short_and_flip() -> None:
+    b = Book(10_000.0)
+    b.apply(1, "BUY", 10, 100.0, 0.0)
+    b.apply(1, "BUY", 10, 110.0, 0.0)
+    assert b.lots[1].average_price == pytest.approx(105.0)
+    assert b.apply(1, "SELL", 5, 120.0, 0.0) == pytest.approx(75.0)
+    assert b.apply(1, "SELL", 25, 100.0, 0.0) == pytest.approx(-75.0)  # closes 15 at -5, opens short
+    assert b.position(1) == -10 and b.lots[1].average_price == 100.0
+    assert b.apply(1, "BUY", 4, 90.0, 0.0) == pytest.approx(40.0)  # short profits when price falls
+    assert b.realized == pytest.approx(75.0 - 75.0 + 40.0)
+
+
+def test_identity_holds_after_random_fills_and_marks() -> None:
+    rnd = random.Random(5)
+    b = Book(1_000_000.0)
+    costs = CostModel()
+    for _ in range(2000):
+        tok = rnd.choice([1, 2, 3])
+        if rnd.random() < 0.4:
+            b.mark(tok, round(rnd.uniform(90, 110), 2))
+            continue
+        side, qty, px = rnd.choice(["BUY", "SELL"]), rnd.randint(1, 50), round(rnd.uniform(90, 110), 2)
+        b.apply(tok, side, qty, px, fees(costs, side, qty, px))
+        lhs = b.cash + sum(lot.quantity * (lot.mark or 0.0) for lot in b.lots.values())
+        rhs = b.starting_cash + b.realized + b.unrealized() - b.fees
+        assert lhs == pytest.approx(rhs, abs=1e-6)
+    fresh = b.unrealized()
+    b.recount()
+    assert b.unrealized() == pytest.approx(fresh, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("price", "side", "bps", "tick", "want"),
+    [
+        (100.00, "BUY", 2, 0.05, 100.05),  # 100.02 rounds against the buyer
+        (100.00, "SELL", 2, 0.05, 99.95),
+        (100.00, "BUY", 0, 0.05, 100.00),
+        (150.37, "SELL", 10, 0.01, 150.21),
+    ],
+)
+def test_slippage_moves_against_the_order_on_the_tick_grid(
+    price: float, side: str, bps: float, tick: float, want: float
+) -> None:
+    assert slipped_price(price, side, bps, tick) == want

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.config import DEFAULT_CONFIG, load_config, parse_config
+from schemas.config import ConfigError
+from schemas.enums import Broker
+from tests.conftest import TOKENS, config_dict
+
+
+def test_default_config_loads_and_trades_only_paper() -> None:
+    cfg = load_config(DEFAULT_CONFIG)
+    assert Path(cfg.source.path).exists()
+    assert {b for bs in cfg.routes().values() for b in bs} == {Broker.PAPER}
+    assert Broker.ZERODHA in cfg.brokers
+
+
+def _strategy_error(tmp_path: Path, **change: object) -> str:
+    raw = config_dict(tmp_path)
+    raw["strategies"][0].update(change)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, tmp_path)
+    return str(err.value)
+
+
+def test_unknown_strategy_type_names_strategy_and_field(tmp_path: Path) -> None:
+    msg = _strategy_error(tmp_path, type="momentumm")
+    assert msg.startswith("strategies[mom].type:") and "momentumm" in msg
+
+
+def test_unknown_param_names_it(tmp_path: Path) -> None:
+    msg = _strategy_error(tmp_path, params={"lookback": 10, "lookbak": 3})
+    assert msg == "strategies[mom].params.lookbak: unknown parameter"
+
+
+def test_wrong_param_value_names_it(tmp_path: Path) -> None:
+    msg = _strategy_error(tmp_path, params={"lookback": 0})
+    assert msg.startswith("strategies[mom].params.lookback:")
+
+
+def test_unknown_instrument_and_broker(tmp_path: Path) -> None:
+    assert "strategies[mom].instruments" in _strategy_error(tmp_path, instruments=[1, TOKENS[0]])
+    assert "strategies[mom].brokers" in _strategy_error(tmp_path, brokers=["kite"])
+
+
+def test_unknown_top_level_field_and_bad_nested_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^sourcee: unknown field"):
+        parse_config({**config_dict(tmp_path), "sourcee": {}}, tmp_path)
+    raw = config_dict(tmp_path)
+    raw["brokers"]["paper"]["risk"] = {"max_order_value": -5}
+    with pytest.raises(ConfigError, match=r"^brokers\.paper\.risk\.max_order_value:"):
+        parse_config(raw, tmp_path)
+
+
+def test_user_class_errors(tmp_path: Path) -> None:
+    base = {"type": None, "class": "operators.strategies.example_user:Breakout"}
+    assert "params.nope: unknown parameter" in _strategy_error(
+        tmp_path, **base, params={"nope": 1}
+    )
+    assert "cannot load" in _strategy_error(tmp_path, **{**base, "class": "no.such:Thing"})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")

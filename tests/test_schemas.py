@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.arrow import model_schema
+from schemas.enums import Broker, Stage
+from schemas.envelope import EventEnvelope, wrap
+from schemas.events import (
+    EVENT_MODELS,
+    DeadLetter,
+    MarketTick,
+    Model,
+    OrderFailed,
+    OrderFilled,
+    OrderPlaced,
+    PnlSnapshot,
+    RejectedSignal,
+    StageHealth,
+    TradingSignal,
+    ValidatedSignal,
+)
+
+T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
+SIGNAL: dict[str, Any] = dict(
+    signal_id="sig-1", correlation_id="corr-1", strategy_id="mom", broker="paper",
+    instrument_token=738561, signal_type="BUY", quantity=5, price=2900.5, timestamp=T, reason="x",
+)  # fmt: skip
+ORDER: dict[str, Any] = dict(
+    event_id="e", order_id="o", correlation_id="corr-1", causation_id="c", broker="paper",
+    signal_id="sig-1", strategy_id="mom", instrument_token=738561, timestamp=T,
+)  # fmt: skip
+EXAMPLES: dict[type[Model], dict[str, Any]] = {
+    MarketTick: dict(instrument_token=738561, last_price=2900.5, timestamp=T),
+    TradingSignal: SIGNAL,
+    ValidatedSignal: dict(
+        event_id="v", correlation_id="corr-1", causation_id="sig-1", broker="paper",
+        timestamp=T, signal=SIGNAL,
+    ),  # fmt: skip
+    RejectedSignal: dict(
+        event_id="r", correlation_id="corr-1", causation_id="sig-1", broker="paper",
+        timestamp=T, signal=SIGNAL, reasons=["MARKET_CLOSED"], detail="closed",
+    ),  # fmt: skip
+    OrderPlaced: {**ORDER, "status": "PLACED", "signal_type": "BUY", "quantity": 5,
+                  "order_type": "MARKET", "price": 2900.5},  # fmt: skip
+    OrderFilled: {**ORDER, "status": "FILLED", "signal_type": "BUY", "quantity": 5,
+                  "fill_price": 2901.0, "fees": 1.5},  # fmt: skip
+    OrderFailed: {**ORDER, "status": "REJECTED", "reason": "insufficient margin"},
+    PnlSnapshot: dict(
+        event_id="p", broker="paper", timestamp=T, starting_cash=1e6, cash=1e6, realized_pnl=0.0,
+        unrealized_pnl=0.0, fees=0.0, equity=1e6, positions=[], final=False,
+    ),  # fmt: skip
+    StageHealth: dict(
+        event_id="h", broker="zerodha", stage="market_data", status="idle",
+        reason="MARKET_CLOSED", window_start=T, window_end=T, count=0, rate_per_s=0.0,
+        last_event_time=None, latency_p50_ms=None, latency_p99_ms=None,
+    ),  # fmt: skip
+    DeadLetter: dict(
+        event_id="d", reason="INVALID_PRICE", detail="x", source="f.parquet",
+        source_partition="replay-0", offset=3, timestamp=None, raw="{}",
+    ),  # fmt: skip
+}
+
+REQUIRED = [
+    (model, name)
+    for model in EVENT_MODELS
+    for name, info in model.model_fields.items()
+    if info.is_required()
+]
+
+
+def test_every_event_model_has_an_example() -> None:
+    assert set(EXAMPLES) == set(EVENT_MODELS)
+    for model, data in EXAMPLES.items():
+        model.model_validate(data)
+
+
+@pytest.mark.parametrize(("model", "field"), REQUIRED, ids=lambda x: getattr(x, "__name__", x))
+def test_missing_required_field_is_rejected(model: type[Model], field: str) -> None:
+    data = dict(EXAMPLES[model])
+    del data[field]
+    with pytest.raises(ValidationError) as err:
+        model.model_validate(data)
+    assert field in str(err.value)
+
+
+@pytest.mark.parametrize("model", [OrderPlaced, OrderFilled, OrderFailed, PnlSnapshot, StageHealth])
+def test_broker_is_required_and_never_unknown(model: type[Model]) -> None:
+    assert model.model_fields["broker"].is_required()
+    with pytest.raises(ValidationError):
+        model.model_validate({**EXAMPLES[model], "broker": "unknown"})
+
+
+def test_order_placed_requires_status() -> None:
+    assert OrderPlaced.model_fields["status"].is_required()
+
+
+@pytest.mark.parametrize("price", [0.0, -1.0, float("nan"), float("inf")])
+def test_tick_price_must_be_finite_and_positive(price: float) -> None:
+    with pytest.raises(ValidationError, match="last_price"):
+        MarketTick.model_validate({**EXAMPLES[MarketTick], "last_price": price})
+
+
+def test_envelope_chains_ids_and_requires_broker() -> None:
+    fill = OrderFilled.model_validate(EXAMPLES[OrderFilled])
+    env = wrap(fill, Stage.ORDER_EXECUTION)
+    assert env.broker == Broker.PAPER.value
+    assert env.correlation_id == "corr-1" and env.causation_id == "c"
+    assert env.key == "paper:738561"
+    assert env.id == wrap(fill, Stage.ORDER_EXECUTION).id  # deterministic
+    assert EventEnvelope.model_fields["broker"].is_required()
+    dead = DeadLetter.model_validate(EXAMPLES[DeadLetter])
+    with pytest.raises(ValueError, match="broker"):
+        wrap(dead, Stage.MARKET_DATA)
+    assert wrap(dead, Stage.MARKET_DATA, broker="paper").broker == "paper"
+
+
+@pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: m.__name__)
+def test_arrow_schema_holds_the_models_rows(model: type[Model]) -> None:
+    import pyarrow as pa
+
+    row = model.model_validate(EXAMPLES[model]).model_dump()
+    table = pa.Table.from_pylist([row], schema=model_schema(model))
+    assert table.column_names == list(model.model_fields)
+    assert table.to_pylist()[0]["event_id" if "event_id" in row else next(iter(row))] is not None
