@@ -68,7 +68,7 @@ def shard_key(kind: str, shard: str) -> str:
     return f"{kind}/{shard}"
 
 
-class _LedgerPartition(StatefulSinkPartition[Model, LedgerPartState]):
+class _LedgerPartition(StatefulSinkPartition[Model | LedgerOpen, LedgerPartState]):
     def __init__(
         self, folder: Path, shard: str, schema: pa.Schema, rows: int, resume: LedgerPartState | None
     ) -> None:
@@ -102,7 +102,7 @@ class _LedgerPartition(StatefulSinkPartition[Model, LedgerPartState]):
             self.pending = []
 
 
-class ParquetLedger(FixedPartitionedSink[Model, LedgerPartState]):
+class ParquetLedger(FixedPartitionedSink[Model | LedgerOpen, LedgerPartState]):
     """Items are ``(shard_key(kind, shard), model)``; ``shards`` lists every shard per kind."""
 
     def __init__(self, root: Path, shards: dict[str, list[str]], rows_per_file: int) -> None:

@@ -97,7 +97,9 @@ def generate(
         table = pa.table(
             {
                 "instrument_token": pa.array(token[order]),
-                "timestamp": pa.array(ts[order], type=pa.int64()).cast(TICK_SCHEMA.field("timestamp").type),
+                "timestamp": pa.array(ts[order], type=pa.int64()).cast(
+                    TICK_SCHEMA.field("timestamp").type
+                ),
                 "last_price": pa.array(price[order]),
                 "volume": pa.array(vol[order]),
             },
@@ -143,13 +145,16 @@ def main() -> None:
         files = generate(args.out, instruments, days, seed=args.seed)
         write_instruments(args.out / "instruments.csv", instruments)
     else:
-        files = generate(args.out, sample_instruments(), [SAMPLE_DAY], seed=args.seed, bad_rows=True)
+        files = generate(
+            args.out, sample_instruments(), [SAMPLE_DAY], seed=args.seed, bad_rows=True
+        )
     for f in files:
         print(f"{f}: {pq.read_metadata(f).num_rows} rows, {f.stat().st_size / 1e6:.2f} MB")
 
 
 def trading_days(first: date, n: int) -> list[date]:
-    out, d = [], first
+    out: list[date] = []
+    d = first
     while len(out) < n:
         if d.weekday() < 5:
             out.append(d)

@@ -105,9 +105,9 @@ def build_flow(
     flow = Dataflow("alpha_panda")
     items = op.input("ticks", flow, source)
     valid = op.branch("valid", items, lambda x: isinstance(x, TickBatch))
-    batches: Stream[TickBatch] = valid.trues  # type: ignore[assignment]
+    batches: Stream[TickBatch] = valid.trues
     other = op.branch("dead", valid.falses, lambda x: isinstance(x, DeadLetter))
-    dead: Stream[DeadLetter] = other.trues  # type: ignore[assignment]
+    dead: Stream[DeadLetter] = other.trues
 
     to_strategies, progress = route_ticks("route", batches, routes, brokers, window_us)
     outputs = run_strategies("strategies", to_strategies, make_runner)
@@ -161,5 +161,5 @@ def build_flow(
     built = stateful_by_key(
         "report", report_in, lambda _k, resume: ReportBuilder(str(out), started, resume)
     )
-    op.output("report_out", op.key_rm("report_unkey", built), report or ReportSink(out))  # type: ignore[arg-type]
+    op.output("report_out", op.key_rm("report_unkey", built), report or ReportSink(out))
     return flow

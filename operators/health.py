@@ -3,7 +3,7 @@ with a reason. Event-time windows over the ordered per-broker stream in replay."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -79,7 +79,11 @@ def stage_events(
             return []
         stage = _STAGE_OF.get(type(item))
         if isinstance(item, (OrderFilled, PnlSnapshot)):
-            stage = Stage.PORTFOLIO_UPDATES if Stage.PORTFOLIO_UPDATES in stages else Stage.ORDER_EXECUTION
+            stage = (
+                Stage.PORTFOLIO_UPDATES
+                if Stage.PORTFOLIO_UPDATES in stages
+                else Stage.ORDER_EXECUTION
+            )
         if stage is None or stage not in stages:
             return []
         n = item.count if isinstance(item, TickCount) else 1
@@ -236,14 +240,14 @@ def stage_health(
     """Keyed ``"{broker}:{stage}"``: tumbling event-time windows, then a judged status."""
     windows = fold_window(
         f"{step_id}_window",
-        events,  # type: ignore[arg-type]
+        events,
         InOrderEventClock(),
         TumblingWindower(length=timedelta(seconds=cfg.window_s), align_to=EPOCH),
         WindowAcc,
         _fold,
         _merge,
     )
-    return stateful_by_key(f"{step_id}_judge", windows.down, make_judge)  # type: ignore[arg-type]
+    return stateful_by_key(f"{step_id}_judge", windows.down, make_judge)
 
 
 def health_events(

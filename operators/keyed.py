@@ -85,5 +85,5 @@ def stateful_by_key(
     return op.stateful_batch(
         f"{step_id}_logic",
         tagged,
-        lambda resume: _Shim(factory, resume, batched),  # type: ignore[arg-type]
+        lambda resume: _Shim(factory, resume, batched),
     )

@@ -46,7 +46,9 @@ class OrderState:
 class EventTimeOrder:
     """Pure logic of the ordering stage for one broker."""
 
-    def __init__(self, tokens: Iterable[int], grids_us: dict[str, int], state: OrderState | None = None):
+    def __init__(
+        self, tokens: Iterable[int], grids_us: dict[str, int], state: OrderState | None = None
+    ):
         self.grids = grids_us
         self.state = state or OrderState(watermarks={t: _NEVER for t in tokens})
 
@@ -57,7 +59,8 @@ class EventTimeOrder:
 
     def push(self, out: StrategyOutput) -> None:
         st = self.state
-        for item in (*out.marks, *out.signals):
+        items: list[BrokerItem] = [*out.marks, *out.signals]
+        for item in items:
             self._enqueue(item)
         c = out.counts
         for w, n, last in zip(c.window.tolist(), c.count.tolist(), c.last_ts.tolist(), strict=True):

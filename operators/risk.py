@@ -107,7 +107,10 @@ class RiskFilter:
         )
         if reasons:
             return RejectedSignal(
-                event_id=content_id("rej", s.signal_id), reasons=reasons, detail="; ".join(detail), **common
+                event_id=content_id("rej", s.signal_id),
+                reasons=reasons,
+                detail="; ".join(detail),
+                **common,
             )
         st = self.state
         st.recent.append(to_us(s.timestamp))

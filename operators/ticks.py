@@ -34,15 +34,19 @@ class RawTicks:
     raw_ts: Sequence[Any] | None = None  # original timestamp values, for dead letters
 
 
-def _dead(raw: RawTicks, idx: np.ndarray, reason: DeadLetterReason, detail: str) -> list[DeadLetter]:
+def _dead(
+    raw: RawTicks, idx: np.ndarray, reason: DeadLetterReason, detail: str
+) -> list[DeadLetter]:
     out = []
     for i in idx.tolist():
         ts = int(raw.ts[i])
-        raw_ts = raw.raw_ts[i] if raw.raw_ts is not None else (None if ts == MISSING_TS else ts)
+        raw_ts: Any = raw.raw_ts[i] if raw.raw_ts is not None else None
+        if raw.raw_ts is None and ts != MISSING_TS:
+            raw_ts = from_us(ts)
         price = float(raw.price[i])
         record = {
             "instrument_token": raw.instrument_token,
-            "timestamp": raw_ts if not hasattr(raw_ts, "isoformat") else raw_ts.isoformat(),
+            "timestamp": raw_ts.isoformat() if hasattr(raw_ts, "isoformat") else raw_ts,
             "last_price": None if np.isnan(price) else price,
             "volume": int(raw.volume[i]) if raw.volume[i] >= 0 else None,
         }
@@ -168,4 +172,4 @@ def route_ticks(
 
     fanned = op.flat_map(f"{step_id}_fan", batches, fan)
     split = op.branch(f"{step_id}_split", fanned, lambda kv: isinstance(kv[1], TickBatch))
-    return split.trues, split.falses  # type: ignore[return-value]
+    return split.trues, split.falses

@@ -135,11 +135,11 @@ class AppConfig(Section):
                     )
             missing = [b.value for b in s.brokers if b not in self.brokers]
             if missing:
-                raise ValueError(f"strategies[{s.id}].brokers: not configured in brokers: {missing}")
+                raise ValueError(
+                    f"strategies[{s.id}].brokers: not configured in brokers: {missing}"
+                )
         if self.portfolio.snapshot_interval_s % self.health.window_s:
-            raise ValueError(
-                "portfolio.snapshot_interval_s: must be a multiple of health.window_s"
-            )
+            raise ValueError("portfolio.snapshot_interval_s: must be a multiple of health.window_s")
         return self
 
     def strategy_instruments(self, s: StrategyConfig) -> list[int]:

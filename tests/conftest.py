@@ -23,7 +23,9 @@ def small_ticks(folder: Path, days: int = 1, gap_s: float = 6.0, bad_rows: bool 
     from data.generate import trading_days
 
     out = folder / "ticks"
-    generate(out, INSTRUMENTS, trading_days(DAY, days), seed=11, mean_gap_s=gap_s, bad_rows=bad_rows)
+    generate(
+        out, INSTRUMENTS, trading_days(DAY, days), seed=11, mean_gap_s=gap_s, bad_rows=bad_rows
+    )
     return out
 
 

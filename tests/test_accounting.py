@@ -24,7 +24,9 @@ def test_average_cost_long_short_and_flip() -> None:
     b.apply(1, "BUY", 10, 110.0, 0.0)
     assert b.lots[1].average_price == pytest.approx(105.0)
     assert b.apply(1, "SELL", 5, 120.0, 0.0) == pytest.approx(75.0)
-    assert b.apply(1, "SELL", 25, 100.0, 0.0) == pytest.approx(-75.0)  # closes 15 at -5, opens short
+    assert b.apply(1, "SELL", 25, 100.0, 0.0) == pytest.approx(
+        -75.0
+    )  # closes 15 at -5, opens short
     assert b.position(1) == -10 and b.lots[1].average_price == 100.0
     assert b.apply(1, "BUY", 4, 90.0, 0.0) == pytest.approx(40.0)  # short profits when price falls
     assert b.realized == pytest.approx(75.0 - 75.0 + 40.0)
@@ -39,7 +41,11 @@ def test_identity_holds_after_random_fills_and_marks() -> None:
         if rnd.random() < 0.4:
             b.mark(tok, round(rnd.uniform(90, 110), 2))
             continue
-        side, qty, px = rnd.choice(["BUY", "SELL"]), rnd.randint(1, 50), round(rnd.uniform(90, 110), 2)
+        side, qty, px = (
+            rnd.choice(["BUY", "SELL"]),
+            rnd.randint(1, 50),
+            round(rnd.uniform(90, 110), 2),
+        )
         b.apply(tok, side, qty, px, fees(costs, side, qty, px))
         lhs = b.cash + sum(lot.quantity * (lot.mark or 0.0) for lot in b.lots.values())
         rhs = b.starting_cash + b.realized + b.unrealized() - b.fees

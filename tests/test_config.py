@@ -56,9 +56,7 @@ def test_unknown_top_level_field_and_bad_nested_value(tmp_path: Path) -> None:
 
 def test_user_class_errors(tmp_path: Path) -> None:
     base = {"type": None, "class": "operators.strategies.example_user:Breakout"}
-    assert "params.nope: unknown parameter" in _strategy_error(
-        tmp_path, **base, params={"nope": 1}
-    )
+    assert "params.nope: unknown parameter" in _strategy_error(tmp_path, **base, params={"nope": 1})
     assert "cannot load" in _strategy_error(tmp_path, **{**base, "class": "no.such:Thing"})
 
 

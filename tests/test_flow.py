@@ -10,13 +10,13 @@ import pytest
 from bytewax.testing import TestingSink, run_main
 
 from data.generate import BAD_ROWS
+from flows.config import parse_config
 from flows.graph import build_flow
 from operators.report import RunReport
 from schemas.config import AppConfig
 from schemas.events import OrderFilled, PnlSnapshot, StageHealth, TradingSignal
 from schemas.ledger import LEDGER_KINDS
 from tests.conftest import config_dict, make_config
-from flows.config import parse_config
 
 
 def run_graph(
@@ -38,7 +38,9 @@ def run_graph(
 
 
 @pytest.fixture(scope="module")
-def result(config: AppConfig, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[Any]], RunReport]:
+def result(
+    config: AppConfig, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, list[Any]], RunReport]:
     return run_graph(config, tmp_path_factory.mktemp("run"))
 
 
@@ -97,7 +99,7 @@ def test_signals_before_the_open_are_rejected_market_closed(result: Any) -> None
 def test_health_is_truthful(result: Any) -> None:
     by_kind, _ = result
     health: list[StageHealth] = by_kind["health"]
-    by = Counter((h.broker, h.stage, h.status, h.reason) for h in health)
+    by = Counter(tuple(map(str, (h.broker, h.stage, h.status, h.reason))) for h in health)
     # zerodha has no enabled strategy: its trading stages are idle, never critical
     zerodha = [h for h in health if h.broker == "zerodha" and h.stage != "market_data"]
     assert zerodha and all(h.status in ("idle", "startup") for h in zerodha)

@@ -18,7 +18,9 @@ OPEN = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)  # Fri 10:30 IST
 _n = iter(range(10**6))
 
 
-def sig(side: str = "BUY", qty: int = 10, price: float = 100.0, at: datetime = OPEN, tok: int = 1) -> TradingSignal:
+def sig(
+    side: str = "BUY", qty: int = 10, price: float = 100.0, at: datetime = OPEN, tok: int = 1
+) -> TradingSignal:
     n = next(_n)
     return TradingSignal(
         signal_id=f"s{n}", correlation_id=f"c{n}", strategy_id="t", broker="paper",
@@ -79,7 +81,8 @@ def test_risk_operator_in_a_flow_keeps_order_and_passes_marks() -> None:
     s1, s2 = sig(qty=10), sig(qty=95)
     mark = Mark(to_us(OPEN), 1, 101.0)
     flow = Dataflow("risk_test")
-    inp = op.input("in", flow, TestingSource([("paper", [s1, mark, s2])]))
+    batch: list[Any] = [s1, mark, s2]
+    inp: Any = op.input("in", flow, TestingSource([("paper", batch)]))
     out: list[Any] = []
     risked = risk_filter("risk", inp, lambda key, resume: make(max_position_qty=100))
     op.output("out", risked, TestingSink(out))

@@ -46,10 +46,7 @@ def _finish(p: subprocess.Popen[str]) -> str:
 
 
 def ledger_bytes(root: Path) -> dict[str, bytes]:
-    return {
-        str(f.relative_to(root)): f.read_bytes()
-        for f in sorted(root.rglob("*.parquet"))
-    }
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*.parquet"))}
 
 
 def _write_config(tmp: Path, ticks: Path, name: str) -> tuple[Path, Path]:
@@ -70,7 +67,9 @@ def test_embedded_default_runs_and_writes_a_readable_ledger(tmp_path: Path) -> N
         assert table.schema.names, kind
     assert ds.dataset(runs[0] / "dead_letters").count_rows() == 6
     assert ds.dataset(runs[0] / "fills").count_rows() > 0
-    assert str(ds.dataset(runs[0] / "fills").schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
+    assert (
+        str(ds.dataset(runs[0] / "fills").schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
+    )
 
 
 def test_bad_config_fails_before_the_flow_starts(tmp_path: Path) -> None:
@@ -94,7 +93,9 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def test_two_workers_and_two_processes_write_the_same_ledger(ticks_dir: Path, tmp_path: Path) -> None:
+def test_two_workers_and_two_processes_write_the_same_ledger(
+    ticks_dir: Path, tmp_path: Path
+) -> None:
     one, out1 = _write_config(tmp_path, ticks_dir, "w1")
     two, out2 = _write_config(tmp_path, ticks_dir, "w2")
     procs, out3 = _write_config(tmp_path, ticks_dir, "p2")

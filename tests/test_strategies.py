@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.strategies.momentum import Momentum, MomentumParams
 from operators.strategies.mean_reversion import MeanReversion, MeanReversionParams
+from operators.strategies.momentum import Momentum, MomentumParams
 from operators.strategies.registry import build_strategy
 from operators.strategies.runner import StrategyRunner
 from schemas.config import StrategyConfig
 from schemas.enums import Broker
-from schemas.ticks import US, StrategyOutput, TickBatch
+from schemas.events import TradingSignal
+from schemas.ticks import US, Mark, StrategyOutput, TickBatch
 
 T0 = 1_763_610_300 * US  # 2026-11-20 03:45 UTC, 09:15 IST
 
@@ -25,7 +28,7 @@ def _cut(b: TickBatch, cuts: list[int]) -> list[TickBatch]:
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(b))), len(b)]
     return [
         TickBatch(b.instrument_token, b.ts[s:e], b.price[s:e], b.volume[s:e], int(b.ts[e - 1]))
-        for s, e in zip(bounds, bounds[1:], strict=False)
+        for s, e in itertools.pairwise(bounds)
     ]
 
 
@@ -41,7 +44,7 @@ def _runner() -> StrategyRunner:
     return StrategyRunner(Broker.PAPER, 1, strategies, mark_grid_us=60 * US, window_us=30 * US)
 
 
-def _run(batches: list[TickBatch]) -> tuple[list[object], list[object], dict[int, int]]:
+def _run(batches: list[TickBatch]) -> tuple[list[TradingSignal], list[Mark], dict[int, int]]:
     r = _runner()
     outs: list[StrategyOutput] = [r.process(b) for b in batches]
     signals = [s for o in outs for s in o.signals]
@@ -76,5 +79,5 @@ def test_signal_ids_are_deterministic_and_unique() -> None:
     prices = (1000 * np.exp(np.cumsum(rng.normal(0, 0.004, 600)))).round(2).tolist()
     a, _, _ = _run([_ticks(prices)])
     b, _, _ = _run([_ticks(prices)])
-    assert a and [s.signal_id for s in a] == [s.signal_id for s in b]  # type: ignore[attr-defined]
-    assert len({s.signal_id for s in a}) == len(a)  # type: ignore[attr-defined]
+    assert a and [s.signal_id for s in a] == [s.signal_id for s in b]
+    assert len({s.signal_id for s in a}) == len(a)

@@ -33,7 +33,7 @@ def _load_class(cfg: StrategyConfig) -> type:
         raise ConfigError(f"strategies[{cfg.id}].class: cannot load {path!r}: {exc}") from None
     if not callable(getattr(cls, "on_tick", None)):
         raise ConfigError(f"strategies[{cfg.id}].class: {path!r} has no on_tick(tick, state)")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def _build_user(cfg: StrategyConfig) -> TickStrategy:
@@ -48,7 +48,7 @@ def _build_user(cfg: StrategyConfig) -> TickStrategy:
         if required and name not in cfg.params:
             raise ConfigError(f"strategies[{cfg.id}].params.{name}: missing required parameter")
     try:
-        return cls(**cfg.params)  # type: ignore[no-any-return]
+        return cls(**cfg.params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"strategies[{cfg.id}].params: {exc}") from None
 

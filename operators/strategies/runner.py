@@ -50,7 +50,9 @@ class StrategyRunner:
         self.window_us = window_us
         self.state = state if state is not None else KeyState()
 
-    def _signal(self, sid: str, side: SignalType, qty: int, i: int, b: TickBatch, why: str) -> TradingSignal:
+    def _signal(
+        self, sid: str, side: SignalType, qty: int, i: int, b: TickBatch, why: str
+    ) -> TradingSignal:
         seq = self.state.seen + i
         ts = int(b.ts[i])
         return TradingSignal(
@@ -66,7 +68,9 @@ class StrategyRunner:
             reason=why,
         )
 
-    def _vector(self, sid: str, strat: VectorStrategy, b: TickBatch, paise: I64) -> list[TradingSignal]:
+    def _vector(
+        self, sid: str, strat: VectorStrategy, b: TickBatch, paise: I64
+    ) -> list[TradingSignal]:
         st = self.state
         hist = st.history.get(sid, np.zeros(0, dtype=np.int64))
         full = np.concatenate((hist, paise))
@@ -93,7 +97,9 @@ class StrategyRunner:
         out = []
         for i in range(len(b)):
             vol = int(b.volume[i])
-            tick = Tick(self.token, from_us(int(b.ts[i])), float(b.price[i]), vol if vol >= 0 else None)
+            tick = Tick(
+                self.token, from_us(int(b.ts[i])), float(b.price[i]), vol if vol >= 0 else None
+            )
             sig = strat.on_tick(tick, state)
             if sig is None:
                 continue
@@ -130,7 +136,9 @@ class StrategyRunner:
             # Progress without ticks: the price held until the watermark.
             at = np.array([b.watermark], dtype=np.int64)
             held = np.array([st.last_price])
-            marks = boundary_marks(self.token, at, held, st.last_ts, st.last_price, self.mark_grid_us)
+            marks = boundary_marks(
+                self.token, at, held, st.last_ts, st.last_price, self.mark_grid_us
+            )
             st.last_ts = b.watermark
         else:
             marks = ()
