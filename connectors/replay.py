@@ -64,8 +64,9 @@ def _timestamps(col: pa.ChunkedArray) -> tuple[np.ndarray, list[Any] | None]:
     if pa.types.is_timestamp(col.type):
         if col.type.tz is None:
             col = pc.assume_timezone(col, "UTC")
-        us = pc.cast(col, TS_TYPE).cast(pa.int64())
-        return us.fill_null(MISSING_TS).to_numpy(), None
+        if col.type != TS_TYPE:
+            col = pc.cast(col, TS_TYPE)
+        return _column(col.cast(pa.int64()), pa.int64(), MISSING_TS), None
     raw = col.to_pylist()
     out = np.full(len(raw), MISSING_TS, dtype=np.int64)
     for i, v in enumerate(raw):
@@ -91,7 +92,8 @@ class _FileData:
 
 
 def _column(col: pa.ChunkedArray, typ: pa.DataType, fill: Any) -> np.ndarray:
-    col = col.cast(typ)
+    if col.type != typ:
+        col = col.cast(typ)
     if col.null_count:
         col = col.fill_null(fill)
     return col.to_numpy()
@@ -114,7 +116,7 @@ def _read(path: Path) -> _FileData:
     """Read (and cache the most recent) file; partitions in one process share it."""
     if path in _CACHE:
         return _CACHE[path]
-    t = pq.read_table(path)
+    t = pq.read_table(path).combine_chunks()
     names = set(t.column_names)
     tok = _column(t["instrument_token"], pa.int64(), -1)
     ts, raw_ts = _timestamps(t["timestamp"])

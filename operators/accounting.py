@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from schemas.config import CostModel
 from schemas.enums import SignalType
-from schemas.events import Position
 
 
 def fees(costs: CostModel, side: SignalType | str, quantity: int, price: float) -> float:
@@ -125,21 +124,22 @@ class Book:
     def short_value(self) -> float:
         return self._short
 
-    def positions(self) -> list[Position]:
-        out = []
+    def positions(self) -> list[dict[str, float | int]]:
+        """Open or traded positions, as Position field dicts (validated by the snapshot)."""
+        out: list[dict[str, float | int]] = []
         for token in sorted(self.lots):
             lot = self.lots[token]
             if lot.quantity == 0 and lot.realized == 0.0:
                 continue
             mark = lot.mark if lot.mark is not None else lot.average_price
             out.append(
-                Position(
-                    instrument_token=token,
-                    quantity=lot.quantity,
-                    average_price=lot.average_price,
-                    last_price=mark,
-                    realized_pnl=lot.realized,
-                    unrealized_pnl=lot.quantity * (mark - lot.average_price),
-                )
+                {
+                    "instrument_token": token,
+                    "quantity": lot.quantity,
+                    "average_price": lot.average_price,
+                    "last_price": mark,
+                    "realized_pnl": lot.realized,
+                    "unrealized_pnl": lot.quantity * (mark - lot.average_price),
+                }
             )
         return out

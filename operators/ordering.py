@@ -5,7 +5,8 @@ Each instrument key reports a watermark with its output. Items are released, sor
 per-broker stages see the same sequence whatever the worker count or batch boundaries.
 Clock items mark the first health-window and snapshot boundary crossed by the stream.
 Tick counts are summed per health window over all instruments and released as one
-TickCount (instrument 0) once the window is complete.
+TickCount (instrument 0) once the window is complete; marks likewise as one MarkSet per
+snapshot boundary.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
 from schemas.events import TradingSignal
-from schemas.ticks import BrokerItem, Clock, Mark, StrategyOutput, TickCount, to_us
+from schemas.ticks import BrokerItem, Clock, MarkSet, StrategyOutput, TickCount, to_us
 
 SortKey = tuple[int, int, int, str]
 _NEVER = -(2**62)
 
 
 def sort_key(item: BrokerItem) -> SortKey:
-    if isinstance(item, Mark):
-        return (item.ts, 0, item.instrument_token, "")
+    if isinstance(item, MarkSet):
+        return (item.ts, 0, 0, "")
     if isinstance(item, Clock):
         return (item.ts, 1, 0, item.grid)
     if isinstance(item, TickCount):
@@ -41,6 +42,7 @@ class OrderState:
     next_boundary: dict[str, int] = field(default_factory=dict)
     pushed: int = 0
     counts: dict[int, list[int]] = field(default_factory=dict)  # window → [count, last ts]
+    marks: dict[int, dict[int, float]] = field(default_factory=dict)  # boundary → token → price
 
 
 class EventTimeOrder:
@@ -59,9 +61,10 @@ class EventTimeOrder:
 
     def push(self, out: StrategyOutput) -> None:
         st = self.state
-        items: list[BrokerItem] = [*out.marks, *out.signals]
-        for item in items:
+        for item in out.signals:
             self._enqueue(item)
+        for m in out.marks:
+            st.marks.setdefault(m.ts, {})[m.instrument_token] = m.price
         c = out.counts
         for w, n, last in zip(c.window.tolist(), c.count.tolist(), c.last_ts.tolist(), strict=True):
             acc = st.counts.setdefault(w, [0, last])
@@ -102,6 +105,10 @@ class EventTimeOrder:
                 break
             count, last = st.counts.pop(w)
             self._enqueue(TickCount(last, 0, count))
+        for b in sorted(st.marks):
+            if limit is not None and b >= limit:
+                break
+            self._enqueue(MarkSet(b, tuple(sorted(st.marks.pop(b).items()))))
         out: list[BrokerItem] = []
         while st.pending and (limit is None or st.pending[0][0][0] < limit):
             key, _, item = heapq.heappop(st.pending)

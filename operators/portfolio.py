@@ -18,7 +18,7 @@ from schemas.enums import Broker
 from schemas.events import OrderFilled, PnlSnapshot
 from schemas.ids import content_id
 from schemas.report import BrokerSummary, PnlStats
-from schemas.ticks import Clock, Mark, from_us, to_us
+from schemas.ticks import Clock, MarkSet, from_us, to_us
 
 PortfolioOut = PnlSnapshot | OrderFilled | Clock | BrokerSummary
 
@@ -82,18 +82,20 @@ class Portfolio:
     def snapshot_at(self, ts: int, final: bool) -> PnlSnapshot:
         b = self.state.total.book
         b.recount()
-        return PnlSnapshot(
-            event_id=content_id("pnl", self.broker.value, ts, final),
-            broker=self.broker,
-            timestamp=from_us(ts),
-            starting_cash=b.starting_cash,
-            cash=b.cash,
-            realized_pnl=b.realized,
-            unrealized_pnl=b.unrealized(),
-            fees=b.fees,
-            equity=b.equity(),
-            positions=b.positions(),
-            final=final,
+        return PnlSnapshot.model_validate(
+            dict(
+                event_id=content_id("pnl", self.broker.value, ts, final),
+                broker=self.broker,
+                timestamp=from_us(ts),
+                starting_cash=b.starting_cash,
+                cash=b.cash,
+                realized_pnl=b.realized,
+                unrealized_pnl=b.unrealized(),
+                fees=b.fees,
+                equity=b.equity(),
+                positions=b.positions(),
+                final=final,
+            )
         )
 
     def _trackers(self) -> list[Tracker]:
@@ -107,10 +109,11 @@ class Portfolio:
             st.total.fill(item)
             strat.fill(item)
             return [item]
-        if isinstance(item, Mark):
+        if isinstance(item, MarkSet):
             st.last_ts = item.ts
             for t in self._trackers():
-                t.book.mark(item.instrument_token, item.price)
+                for token, price in item.prices:
+                    t.book.mark(token, price)
             return []
         if isinstance(item, Clock):
             st.last_ts = item.ts

@@ -20,9 +20,9 @@ from schemas.config import BrokerConfig, CostModel
 from schemas.enums import Broker, RejectReason
 from schemas.events import RejectedSignal, TradingSignal, ValidatedSignal
 from schemas.ids import content_id
-from schemas.ticks import US, BrokerItem, Clock, Mark, to_us
+from schemas.ticks import US, BrokerItem, Clock, MarkSet, to_us
 
-RiskOut = ValidatedSignal | RejectedSignal | Mark | Clock
+RiskOut = ValidatedSignal | RejectedSignal | MarkSet | Clock
 
 
 @dataclass
@@ -121,8 +121,9 @@ class RiskFilter:
     def on_item(self, item: BrokerItem) -> list[RiskOut]:
         if isinstance(item, TradingSignal):
             return [self.decide(item)]
-        if isinstance(item, Mark):
-            self.state.book.mark(item.instrument_token, item.price)
+        if isinstance(item, MarkSet):
+            for token, price in item.prices:
+                self.state.book.mark(token, price)
             return [item]
         if isinstance(item, Clock):
             return [item]

@@ -55,6 +55,14 @@ class Mark:
 
 
 @dataclass(frozen=True)
+class MarkSet:
+    """Marks of every instrument that crossed snapshot boundary ``ts``, by token (sorted)."""
+
+    ts: int
+    prices: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
 class TickCount:
     """``count`` ticks of one instrument in one health window; ``ts`` is the last one's time."""
 
@@ -91,4 +99,4 @@ class StrategyOutput:
     watermark: int
 
 
-BrokerItem = Mark | TickCount | Clock | TradingSignal
+BrokerItem = MarkSet | TickCount | Clock | TradingSignal

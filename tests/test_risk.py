@@ -12,7 +12,7 @@ from operators.session import MarketSession
 from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
 from schemas.enums import Broker
 from schemas.events import RejectedSignal, TradingSignal, ValidatedSignal
-from schemas.ticks import Mark, to_us
+from schemas.ticks import MarkSet, to_us
 
 OPEN = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)  # Fri 10:30 IST
 _n = iter(range(10**6))
@@ -70,7 +70,7 @@ def test_order_rate_limit_per_second() -> None:
 def test_daily_loss_allows_only_reducing_orders_until_next_day() -> None:
     r = make(max_daily_loss=500)
     assert reasons(r, sig(qty=100, price=100.0)) == []
-    r.on_item(Mark(to_us(OPEN) + 1, 1, 90.0))  # -1000 unrealized
+    r.on_item(MarkSet(to_us(OPEN) + 1, ((1, 90.0),)))  # -1000 unrealized
     assert reasons(r, sig(qty=1, price=90.0)) == ["MAX_DAILY_LOSS_BREACHED"]
     assert reasons(r, sig("SELL", qty=50, price=90.0)) == []  # reduces the long
     monday = OPEN + timedelta(days=3)
@@ -79,7 +79,7 @@ def test_daily_loss_allows_only_reducing_orders_until_next_day() -> None:
 
 def test_risk_operator_in_a_flow_keeps_order_and_passes_marks() -> None:
     s1, s2 = sig(qty=10), sig(qty=95)
-    mark = Mark(to_us(OPEN), 1, 101.0)
+    mark = MarkSet(to_us(OPEN), ((1, 101.0),))
     flow = Dataflow("risk_test")
     batch: list[Any] = [s1, mark, s2]
     inp: Any = op.input("in", flow, TestingSource([("paper", batch)]))

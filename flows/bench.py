@@ -1,0 +1,185 @@
+"""Benchmark (not a test): end-to-end replay throughput against two baselines.
+
+    python -m flows.bench [--instruments 200] [--days 2] [--data bench_data]
+
+Runs, each in its own process (so peak memory is its own), over the same generated ticks:
+  e2e          the full flow (default strategies, risk, paper execution, portfolio, health,
+               Parquet ledger), one worker;
+  passthrough  a bare Bytewax flow over the same replay source (read + validate + count);
+  plain        a plain-Python loop running the same strategy code over the same batches.
+Prints ticks/s, the ratios between them, and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from data.generate import (
+    SAMPLE_DAY,
+    generate,
+    synthetic_instruments,
+    trading_days,
+    write_instruments,
+)
+
+
+def _config(data: Path, out: Path, batch: int) -> Any:
+    import csv
+
+    from flows.config import parse_config
+
+    with (data / "instruments.csv").open() as fh:
+        tokens = [int(r["instrument_token"]) for r in csv.DictReader(fh)]
+    raw = {
+        "source": {"path": str(data), "batch_size": batch, "partitions": 4},
+        "instruments": "instruments.csv",
+        "brokers": {"paper": {"starting_cash": 10_000_000}},
+        "strategies": [
+            {"id": "momentum", "type": "momentum", "instruments": tokens[::2], "brokers": ["paper"],
+             "params": {"lookback": 300, "threshold": 0.006, "quantity": 10}},
+            {"id": "mean_reversion", "type": "mean_reversion", "instruments": tokens[1::2],
+             "brokers": ["paper"], "params": {"oversold": 20, "overbought": 80,
+                                              "bollinger_lookback": 60, "bollinger_width": 3.0}},
+        ],
+        "output": {"dir": str(out), "report": False},
+    }  # fmt: skip
+    return parse_config(raw, data)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def phase_e2e(data: Path, batch: int) -> dict[str, Any]:
+    from bytewax.testing import TestingSink, run_main
+
+    from flows.graph import build_flow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _config(data, Path(tmp), batch)
+        reports: list[Any] = []
+        t0 = time.perf_counter()
+        run_main(build_flow(cfg, report=TestingSink(reports)))
+        secs = time.perf_counter() - t0
+    r = reports[0]
+    fills = sum(b.total.fills for b in r.brokers)
+    return {"ticks": r.ticks_processed, "seconds": secs, "fills": fills}
+
+
+def phase_passthrough(data: Path, batch: int) -> dict[str, Any]:
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, run_main
+
+    from connectors.replay import ReplaySource
+    from schemas.ticks import TickBatch
+
+    cfg = _config(data, Path("."), batch)
+    src = ReplaySource(data, [i.instrument_token for i in cfg.instruments], batch, 4)
+    flow = Dataflow("passthrough")
+    counts = op.map(
+        "len", op.input("in", flow, src), lambda x: len(x) if isinstance(x, TickBatch) else 0
+    )
+    total = op.reduce_final("sum", op.key_on("k", counts, lambda _: "all"), lambda a, b: a + b)
+    out: list[Any] = []
+    op.output("out", total, TestingSink(out))
+    t0 = time.perf_counter()
+    run_main(flow)
+    return {"ticks": out[0][1], "seconds": time.perf_counter() - t0}
+
+
+def phase_plain(data: Path, batch: int) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from flows.config import build_strategies
+    from operators.strategies.runner import StrategyRunner
+    from schemas.enums import Broker
+    from schemas.ticks import US, TickBatch
+
+    cfg = _config(data, Path("."), batch)
+    impls = build_strategies(cfg)
+    by_token = {
+        t: [(s.id, impls[s.id])] for s in cfg.strategies for t in cfg.strategy_instruments(s)
+    }
+    t0 = time.perf_counter()
+    runners: dict[int, StrategyRunner] = {}
+    ticks = signals = 0
+    for f in sorted(data.glob("*.parquet")):
+        t = pq.read_table(f)
+        tok = t["instrument_token"].to_numpy()
+        ts = t["timestamp"].cast("int64").to_numpy()
+        price = t["last_price"].to_numpy()
+        vol = t["volume"].to_numpy()
+        order = np.argsort(tok, kind="stable")
+        cuts = np.flatnonzero(np.diff(tok[order])) + 1
+        for g in np.split(order, cuts):
+            token = int(tok[g[0]])
+            r = runners.setdefault(
+                token, StrategyRunner(Broker.PAPER, token, by_token[token], 300 * US, 60 * US)
+            )
+            for s in range(0, len(g), batch):
+                idx = g[s : s + batch]
+                out = r.process(TickBatch(token, ts[idx], price[idx], vol[idx], int(ts[idx[-1]])))
+                ticks += len(idx)
+                signals += len(out.signals)
+    return {"ticks": ticks, "seconds": time.perf_counter() - t0, "signals": signals}
+
+
+PHASES = {"e2e": phase_e2e, "passthrough": phase_passthrough, "plain": phase_plain}
+
+
+def ensure_data(data: Path, instruments: int, days: int) -> None:
+    if (data / "instruments.csv").exists() and len(list(data.glob("*.parquet"))) == days:
+        return
+    print(f"generating {instruments} instruments x {days} days into {data} ...", flush=True)
+    inst = synthetic_instruments(instruments)
+    generate(data, inst, trading_days(SAMPLE_DAY, days), seed=7)
+    write_instruments(data / "instruments.csv", inst)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--instruments", type=int, default=200)
+    ap.add_argument("--days", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=Path("bench_data"))
+    ap.add_argument("--batch-size", type=int, default=20_000)
+    ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        res = PHASES[args.phase](args.data, args.batch_size)
+        res["peak_rss_mb"] = _peak_mb()
+        print(json.dumps(res))
+        return
+    ensure_data(args.data, args.instruments, args.days)
+    results = {}
+    for name in ("e2e", "passthrough", "plain"):
+        cmd = [sys.executable, "-m", "flows.bench", "--phase", name, "--data", str(args.data),
+               "--batch-size", str(args.batch_size)]  # fmt: skip
+        line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[
+            -1
+        ]
+        results[name] = r = json.loads(line)
+        r["rate"] = r["ticks"] / r["seconds"]
+        print(
+            f"{name:<12} {r['ticks']:>11,} ticks {r['seconds']:>7.2f} s "
+            f"{r['rate']:>12,.0f} ticks/s  peak RSS {r['peak_rss_mb']:>7.0f} MB",
+            flush=True,
+        )
+    e2e = results["e2e"]["rate"]
+    print(f"e2e / passthrough = {e2e / results['passthrough']['rate']:.2f}")
+    print(f"e2e / plain loop  = {e2e / results['plain']['rate']:.2f}")
+    print(f"fills: {results['e2e']['fills']:,}; target 2,000,000 ticks/s per process: "
+          f"{'met' if e2e >= 2e6 else 'NOT met'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
