@@ -116,7 +116,7 @@ def _read(path: Path) -> _FileData:
     """Read (and cache the most recent) file; partitions in one process share it."""
     if path in _CACHE:
         return _CACHE[path]
-    t = pq.read_table(path).combine_chunks()
+    t = pq.read_table(path)
     names = set(t.column_names)
     tok = _column(t["instrument_token"], pa.int64(), -1)
     ts, raw_ts = _timestamps(t["timestamp"])
@@ -125,9 +125,8 @@ def _read(path: Path) -> _FileData:
         vol = _column(t["volume"], pa.int64(), -1)
     else:
         vol = np.full(len(tok), -1, dtype=np.int64)
-    valid_ts = ts[ts != MISSING_TS]
     groups = _group_rows(tok)
-    max_ts = int(valid_ts.max()) if len(valid_ts) else MISSING_TS
+    max_ts = int(ts.max()) if len(ts) else MISSING_TS  # MISSING_TS is the int64 minimum
     data = _FileData(tok, ts, price, vol, raw_ts, max_ts, groups)
     _CACHE.clear()
     _CACHE[path] = data

@@ -97,9 +97,7 @@ def phase_passthrough(data: Path, batch: int) -> dict[str, Any]:
 
 
 def phase_plain(data: Path, batch: int) -> dict[str, Any]:
-    import numpy as np
-    import pyarrow.parquet as pq
-
+    from connectors.replay import _read
     from flows.config import build_strategies
     from operators.strategies.runner import StrategyRunner
     from schemas.enums import Broker
@@ -114,15 +112,9 @@ def phase_plain(data: Path, batch: int) -> dict[str, Any]:
     runners: dict[int, StrategyRunner] = {}
     ticks = signals = 0
     for f in sorted(data.glob("*.parquet")):
-        t = pq.read_table(f)
-        tok = t["instrument_token"].to_numpy()
-        ts = t["timestamp"].cast("int64").to_numpy()
-        price = t["last_price"].to_numpy()
-        vol = t["volume"].to_numpy()
-        order = np.argsort(tok, kind="stable")
-        cuts = np.flatnonzero(np.diff(tok[order])) + 1
-        for g in np.split(order, cuts):
-            token = int(tok[g[0]])
+        d = _read(f)  # the replay source's own reader: same columns and grouping
+        ts, price, vol = d.ts, d.price, d.volume
+        for token, g in d.groups.items():
             r = runners.setdefault(
                 token, StrategyRunner(Broker.PAPER, token, by_token[token], 300 * US, 60 * US)
             )
