@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
-from schemas.events import TradingSignal
 from schemas.ticks import BrokerItem, Clock, MarkSet, StrategyOutput, TickCount, to_us
 
 SortKey = tuple[int, int, int, str]
@@ -127,7 +126,3 @@ def order_by_event_time(
     lists of items."""
     toks = tuple(tokens)
     return stateful_by_key(step_id, up, lambda _key, resume: EventTimeOrder(toks, grids_us, resume))
-
-
-def signals_of(item: BrokerItem) -> TradingSignal | None:
-    return item if isinstance(item, TradingSignal) else None

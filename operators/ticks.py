@@ -161,14 +161,16 @@ def route_ticks(
     """
 
     def fan(batch: TickBatch) -> Iterable[tuple[str, Any]]:
-        counts = window_counts(batch, window_us)
         trading = routes.get(batch.instrument_token, ())
+        progress = None  # built once, only if some broker does not trade this instrument
         for b in brokers:
             if b in trading:
                 yield (f"{b.value}:{batch.instrument_token}", batch)
-            else:
+                continue
+            if progress is None:
+                counts = window_counts(batch, window_us)
                 progress = StrategyOutput(batch.instrument_token, (), (), counts, batch.watermark)
-                yield (b.value, progress)
+            yield (b.value, progress)
 
     fanned = op.flat_map(f"{step_id}_fan", batches, fan)
     split = op.branch(f"{step_id}_split", fanned, lambda kv: isinstance(kv[1], TickBatch))

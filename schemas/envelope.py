@@ -55,11 +55,9 @@ def _ids(event: Model) -> tuple[str, str, str | None]:
     """(own id, correlation id, causation id) of an event."""
     if isinstance(event, TradingSignal):
         return event.signal_id, event.correlation_id, event.correlation_id
-    for attr in ("event_id",):
-        own = getattr(event, attr, None)
-        if own is not None:
-            corr = getattr(event, "correlation_id", own)
-            return own, corr, getattr(event, "causation_id", None)
+    own = getattr(event, "event_id", None)
+    if own is not None:
+        return own, getattr(event, "correlation_id", own), getattr(event, "causation_id", None)
     raise TypeError(f"{type(event).__name__} carries no event id")
 
 
