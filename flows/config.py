@@ -31,6 +31,8 @@ def _where(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
                     label = node["id"]
             parts[-1:] = [f"{parts[-1]}[{label}]"] if parts else [f"[{label}]"]
             continue
+        if isinstance(node, dict) and item not in node and node.get("kind", "replay") == item:
+            continue  # the tag of a tagged union (source kinds), not a field
         parts.append(str(item))
         node = node.get(item) if isinstance(node, dict) else None
     return ".".join(parts)
@@ -61,11 +63,16 @@ def parse_config(raw: dict[str, Any], base: Path) -> AppConfig:
         cfg = AppConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = _where(tuple(err["loc"]), raw) or "config"
+        where = _where(tuple(err["loc"]), raw)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        raise ConfigError(f"{where}: {msg}") from None
+        elif err["type"] == "union_tag_invalid":
+            where, msg = (
+                f"{where}.kind",
+                f"unknown kind; expected one of {err['ctx']['expected_tags']}",
+            )
+        raise ConfigError(f"{where}: {msg}" if where else msg) from None
     build_strategies(cfg)  # unknown type / params fail here, before the flow starts
     return cfg
 
@@ -91,4 +98,4 @@ def output_dir(cfg: AppConfig) -> Path:
     if cfg.output.dir:
         return Path(cfg.output.dir)
     digest = hashlib.blake2b(cfg.model_dump_json().encode(), digest_size=4).hexdigest()
-    return Path("runs") / f"{Path(cfg.source.path).stem}-{digest}"
+    return Path("runs") / f"{cfg.source.name}-{digest}"

@@ -27,12 +27,24 @@ from operators.risk import RiskFilter, risk_filter
 from operators.session import MarketSession
 from operators.strategies.runner import StrategyRunner, run_strategies
 from operators.ticks import route_ticks
-from schemas.config import AppConfig
+from schemas.config import AppConfig, KafkaSourceConfig
 from schemas.enums import Broker, Stage
-from schemas.events import DeadLetter, Model, StageHealth
+from schemas.events import (
+    DeadLetter,
+    Model,
+    OrderFailed,
+    OrderFilled,
+    OrderPlaced,
+    PnlSnapshot,
+    RejectedSignal,
+    StageHealth,
+    TradingSignal,
+    ValidatedSignal,
+)
 from schemas.ledger import KIND_OF, LEDGER_KINDS
 from schemas.report import BrokerSummary
 from schemas.ticks import US, TickBatch
+from schemas.topics import TICKS_TOPIC
 
 PER_BROKER_KINDS = ("signals", "rejections", "orders", "order_failures", "fills", "pnl")
 
@@ -45,6 +57,50 @@ def _to_ledger(kinds: Iterable[str]) -> Any:
         return [(shard_key(KIND_OF[type(i)], broker), i) for i in items if type(i) in wanted]
 
     return rows
+
+
+def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
+    if isinstance(cfg.source, KafkaSourceConfig):
+        from connectors.kafka.source import KafkaTickSource
+
+        kafka = KafkaTickSource(cfg.source, cfg.kafka, tokens)
+        return kafka, kafka.list_parts()  # fails fast, naming the address, if unreachable
+    src = cfg.source
+    replay = ReplaySource(src.path, tokens, src.batch_size, src.partitions)
+    return replay, replay.part_names()
+
+
+def _source_parts(cfg: AppConfig) -> list[str]:
+    if isinstance(cfg.source, KafkaSourceConfig):
+        raise ValueError("pass source_parts with a custom source on a kafka config")
+    return [f"replay-{k}" for k in range(cfg.source.partitions)]
+
+
+def _kafka_out(
+    cfg: AppConfig,
+    ordered: Stream[Any],
+    risked: Stream[Any],
+    executed: Stream[Any],
+    folded: Stream[Any],
+    health: Stream[Any],
+    dead: Stream[DeadLetter],
+) -> None:
+    """Every event stream to its Kafka topic as envelopes (see connectors.kafka.sink)."""
+    from connectors.kafka.sink import event_sink, messages_of
+
+    topic = cfg.source.topic if isinstance(cfg.source, KafkaSourceConfig) else TICKS_TOPIC
+    msgs = op.merge(
+        "kafka_msgs",
+        op.flat_map("kafka_signals", ordered, messages_of((TradingSignal,), topic)),
+        op.flat_map("kafka_risk", risked, messages_of((ValidatedSignal, RejectedSignal), topic)),
+        op.flat_map(
+            "kafka_orders", executed, messages_of((OrderPlaced, OrderFilled, OrderFailed), topic)
+        ),
+        op.flat_map("kafka_pnl", folded, messages_of((PnlSnapshot,), topic)),
+        op.flat_map("kafka_health", health, messages_of((StageHealth,), topic)),
+        op.flat_map("kafka_dead", dead, lambda d: messages_of((DeadLetter,), topic)(("", d))),
+    )
+    op.output("kafka_out", msgs, event_sink(cfg.kafka))
 
 
 def build_flow(
@@ -69,9 +125,10 @@ def build_flow(
     tick_sizes = {i.instrument_token: i.tick_size for i in cfg.instruments}
 
     if source is None:
-        replay = ReplaySource(cfg.source.path, tokens, cfg.source.batch_size, cfg.source.partitions)
-        source, source_parts = replay, replay.part_names()
-    parts = source_parts or [f"replay-{k}" for k in range(cfg.source.partitions)]
+        source, source_parts = _source(cfg, tokens)
+    parts = source_parts or _source_parts(cfg)
+    max_delay_s = getattr(cfg.source, "max_delay_s", None)
+    max_delay_us = int(max_delay_s * US) if max_delay_s is not None else None
 
     def make_runner(key: str, resume: Any) -> StrategyRunner:
         broker, token = key.split(":")
@@ -111,7 +168,8 @@ def build_flow(
 
     to_strategies, progress = route_ticks("route", batches, routes, brokers, window_us)
     outputs = run_strategies("strategies", to_strategies, make_runner)
-    ordered = order_by_event_time("order", op.merge("outputs", outputs, progress), tokens, grids)
+    merged = op.merge("outputs", outputs, progress)
+    ordered = order_by_event_time("order", merged, tokens, grids, max_delay_us)
     risked = risk_filter("risk", ordered, make_risk)
     executed = execute_orders("execution", risked, make_exec)
     folded = portfolio_fold("portfolio", executed, make_portfolio)
@@ -137,13 +195,16 @@ def build_flow(
         op.map("ledger_health", health, health_row),
         op.map("ledger_dead", dead, lambda d: (shard_key("dead_letters", d.source_partition), d)),
     )
-    shards = {k: [b.value for b in brokers] for k in PER_BROKER_KINDS}
-    shards["health"] = [f"{b.value}-{s.value}" for b in brokers for s in Stage]
-    shards["dead_letters"] = parts
-    keys = sorted(shard_key(k, s) for k, names in shards.items() for s in names)
-    opened = op.input("ledger_open", flow, LedgerOpenSource(keys))
-    sink = ledger or ParquetLedger(out, shards, cfg.output.rows_per_file)
-    op.output("ledger", op.merge("ledger_all", opened, ledger_rows), sink)
+    if ledger is not None or "ledger" in cfg.sinks:
+        shards = {k: [b.value for b in brokers] for k in PER_BROKER_KINDS}
+        shards["health"] = [f"{b.value}-{s.value}" for b in brokers for s in Stage]
+        shards["dead_letters"] = parts
+        keys = sorted(shard_key(k, s) for k, names in shards.items() for s in names)
+        opened = op.input("ledger_open", flow, LedgerOpenSource(keys))
+        sink = ledger or ParquetLedger(out, shards, cfg.output.rows_per_file)
+        op.output("ledger", op.merge("ledger_all", opened, ledger_rows), sink)
+    if "kafka" in cfg.sinks:
+        _kafka_out(cfg, ordered, risked, executed, folded, health, dead)
 
     def tally(x: Any) -> tuple[str, Any]:
         if isinstance(x, TickBatch):

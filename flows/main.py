@@ -11,7 +11,7 @@ import sys
 
 from flows.config import load_config
 from flows.graph import build_flow
-from schemas.config import ConfigError
+from schemas.config import ConfigError, SourceUnavailable
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -19,4 +19,7 @@ try:
     flow = build_flow(load_config())
 except (ConfigError, FileNotFoundError) as exc:
     sys.stderr.write(f"alpha-panda: configuration error: {exc}\n")
+    raise SystemExit(2) from None
+except SourceUnavailable as exc:
+    sys.stderr.write(f"alpha-panda: {exc}\n")
     raise SystemExit(2) from None

@@ -48,9 +48,14 @@ class EventTimeOrder:
     """Pure logic of the ordering stage for one broker."""
 
     def __init__(
-        self, tokens: Iterable[int], grids_us: dict[str, int], state: OrderState | None = None
+        self,
+        tokens: Iterable[int],
+        grids_us: dict[str, int],
+        state: OrderState | None = None,
+        max_delay_us: int | None = None,
     ):
         self.grids = grids_us
+        self.max_delay_us = max_delay_us
         self.state = state or OrderState(watermarks={t: _NEVER for t in tokens})
 
     def _enqueue(self, item: BrokerItem) -> None:
@@ -98,6 +103,8 @@ class EventTimeOrder:
         """Items every instrument has passed (all of them if ``final``), in order."""
         st = self.state
         limit = None if final else min(st.watermarks.values(), default=_NEVER)
+        if limit is not None and self.max_delay_us is not None:
+            limit = max(limit, max(st.watermarks.values()) - self.max_delay_us)
         width = self.grids["health"]
         for w in sorted(st.counts):
             if limit is not None and (w + 1) * width > limit:
@@ -121,8 +128,14 @@ def order_by_event_time(
     up: Stream[tuple[str, StrategyOutput]],
     tokens: Iterable[int],
     grids_us: dict[str, int],
+    max_delay_us: int | None = None,
 ) -> Stream[tuple[str, list[BrokerItem]]]:
     """Keyed by broker: release strategy outputs in event-time order (see module doc), as
-    lists of items."""
+    lists of items. ``max_delay_us`` (live sources) bounds how far a quiet instrument can
+    hold the others back; a tick later than that is released at once, slightly out of order."""
     toks = tuple(tokens)
-    return stateful_by_key(step_id, up, lambda _key, resume: EventTimeOrder(toks, grids_us, resume))
+    return stateful_by_key(
+        step_id,
+        up,
+        lambda _key, resume: EventTimeOrder(toks, grids_us, resume, max_delay_us),
+    )

@@ -32,6 +32,7 @@ class RawTicks:
     price: F64  # NaN where null
     volume: I64
     raw_ts: Sequence[Any] | None = None  # original timestamp values, for dead letters
+    raw_records: Sequence[bytes] | None = None  # records as received (UTF-8 Kafka messages)
 
 
 def _dead(
@@ -40,6 +41,10 @@ def _dead(
     out = []
     for i in idx.tolist():
         ts = int(raw.ts[i])
+        if raw.raw_records is not None:
+            text = raw.raw_records[i].decode("utf-8")
+            out.append(_dead_letter(raw, i, ts, reason, detail, text))
+            continue
         raw_ts: Any = raw.raw_ts[i] if raw.raw_ts is not None else None
         if raw.raw_ts is None and ts != MISSING_TS:
             raw_ts = from_us(ts)
@@ -50,19 +55,24 @@ def _dead(
             "last_price": None if np.isnan(price) else price,
             "volume": int(raw.volume[i]) if raw.volume[i] >= 0 else None,
         }
-        out.append(
-            DeadLetter(
-                event_id=content_id("dl", raw.source, raw.partition, int(raw.offsets[i])),
-                reason=reason,
-                detail=detail,
-                source=raw.source,
-                source_partition=raw.partition,
-                offset=int(raw.offsets[i]),
-                timestamp=None if ts == MISSING_TS else from_us(ts),
-                raw=json.dumps(record, sort_keys=True, default=str),
-            )
-        )
+        record_text = json.dumps(record, sort_keys=True, default=str)
+        out.append(_dead_letter(raw, i, ts, reason, detail, record_text))
     return out
+
+
+def _dead_letter(
+    raw: RawTicks, i: int, ts: int, reason: DeadLetterReason, detail: str, text: str
+) -> DeadLetter:
+    return DeadLetter(
+        event_id=content_id("dl", raw.source, raw.partition, int(raw.offsets[i])),
+        reason=reason,
+        detail=detail,
+        source=raw.source,
+        source_partition=raw.partition,
+        offset=int(raw.offsets[i]),
+        timestamp=None if ts == MISSING_TS else from_us(ts),
+        raw=text,
+    )
 
 
 def validate(

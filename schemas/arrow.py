@@ -33,6 +33,8 @@ def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         inner, _ = _arrow_type(args[0])
         return inner, True
+    if origin is typing.Literal:
+        return _arrow_type(type(typing.get_args(annotation)[0]))
     if origin is list:
         inner, _ = _arrow_type(typing.get_args(annotation)[0])
         return pa.list_(inner), False

@@ -3,22 +3,69 @@
 from __future__ import annotations
 
 from datetime import date, time
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from schemas.enums import Broker
+from schemas.topics import TICKS_TOPIC
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceConfig(Section):
+class ReplaySourceConfig(Section):
     kind: Literal["replay"] = "replay"
     path: str = Field(description="Parquet file or directory of files, read in name order")
     batch_size: int = Field(default=20_000, gt=0, description="max ticks per columnar batch")
     partitions: int = Field(default=4, gt=0, description="replay partitions (instrument buckets)")
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+
+class KafkaSourceConfig(Section):
+    kind: Literal["kafka"]
+    topic: str = Field(default=TICKS_TOPIC, min_length=1)
+    tail: bool = Field(default=True, description="wait for new ticks; false stops at the end")
+    from_start: bool = Field(default=True, description="first run reads the topic from offset 0")
+    batch_size: int = Field(default=5_000, gt=0, description="max messages per poll")
+    max_message_bytes: int = Field(default=16_384, gt=0, description="larger → dead letter")
+    max_delay_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="release per-broker events once any instrument is this far ahead in event "
+        "time, so quiet instruments cannot hold the stream back (live tailing); "
+        "None keeps exact event-time order",
+    )
+
+    @property
+    def name(self) -> str:
+        return self.topic
+
+
+def _source_kind(v: Any) -> str:
+    return str(v.get("kind", "replay") if isinstance(v, dict) else getattr(v, "kind", "replay"))
+
+
+SourceConfig = Annotated[
+    Annotated[ReplaySourceConfig, Tag("replay")] | Annotated[KafkaSourceConfig, Tag("kafka")],
+    Discriminator(_source_kind),
+]
+
+
+class KafkaConfig(Section):
+    """Kafka cluster used by the kafka source, the kafka sink and the topic command."""
+
+    brokers: list[str] = Field(default=["127.0.0.1:9092"], min_length=1)
+    partitions: int = Field(default=4, gt=0, description="partitions of topics we create")
+    replication_factor: int = Field(default=1, gt=0)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, description="connect/metadata timeout")
+    client: dict[str, str] = Field(default={}, description="extra librdkafka properties")
 
 
 class Instrument(Section):
@@ -106,8 +153,13 @@ class OutputConfig(Section):
     report: bool = True
 
 
+Sink = Literal["ledger", "kafka"]
+
+
 class AppConfig(Section):
     source: SourceConfig
+    sinks: list[Sink] = Field(default=["ledger"], min_length=1)
+    kafka: KafkaConfig = KafkaConfig()
     instruments: list[Instrument] = Field(min_length=1)
     brokers: dict[Broker, BrokerConfig] = Field(min_length=1)
     strategies: list[StrategyConfig] = []
@@ -119,6 +171,8 @@ class AppConfig(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> AppConfig:
+        if len(set(self.sinks)) != len(self.sinks):
+            raise ValueError("sinks: listed twice")
         tokens = {i.instrument_token for i in self.instruments}
         if len(tokens) != len(self.instruments):
             raise ValueError("instruments: duplicate instrument_token")
@@ -159,3 +213,7 @@ class AppConfig(Section):
 
 class ConfigError(ValueError):
     """Bad configuration; the message names the offending field."""
+
+
+class SourceUnavailable(RuntimeError):
+    """A configured source or sink cannot be reached; the message names the setting."""

@@ -1,10 +1,14 @@
-"""EventEnvelope: how any event travels outside the flow (Kafka, logs). Built in one place."""
+"""EventEnvelope: how any event travels outside the flow (Kafka, logs). Built in one place.
+
+``broker`` is the broker the event belongs to. Only dead letters of the tick stream have
+none (``null``): they were refused before the fan-out to brokers.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, model_validator
 
 from schemas.enums import Broker, EventType, Stage
 from schemas.events import (
@@ -41,7 +45,7 @@ EVENT_TYPES: dict[type[Model], EventType] = {
 class EventEnvelope(Model):
     id: str
     type: EventType
-    broker: Broker
+    broker: Broker | None
     key: str
     source: Stage
     correlation_id: str
@@ -49,6 +53,12 @@ class EventEnvelope(Model):
     version: int
     ts: AwareDatetime | None
     data: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _broker_set(self) -> EventEnvelope:
+        if self.broker is None and self.type != EventType.DEAD_LETTER.value:
+            raise ValueError(f"broker: required for {self.type} events")
+        return self
 
 
 def _ids(event: Model) -> tuple[str, str, str | None]:
@@ -61,11 +71,20 @@ def _ids(event: Model) -> tuple[str, str, str | None]:
     raise TypeError(f"{type(event).__name__} carries no event id")
 
 
+def envelope_key(broker: Broker | str, token: int | None) -> str:
+    """Message key: ``"{broker}:{instrument_token}"``, or ``"{broker}"`` for broker-wide events."""
+    b = Broker(broker).value
+    return f"{b}:{token}" if token is not None else b
+
+
 def wrap(event: Model, source: Stage, broker: Broker | str | None = None) -> EventEnvelope:
-    """Wrap an event; ``broker`` comes from the event, or must be given for broker-less events."""
-    event_broker = getattr(event, "broker", None)
-    chosen = event_broker if event_broker is not None else broker
-    if chosen is None:
+    """Wrap an event; ``broker`` comes from the event (or the argument, for dead letters).
+
+    A dead letter without a broker is keyed by its source partition.
+    """
+    given = getattr(event, "broker", None) or broker
+    chosen = Broker(given) if given is not None else None
+    if chosen is None and not isinstance(event, DeadLetter):
         raise ValueError(f"{type(event).__name__} has no broker: pass broker= explicitly")
     token = getattr(event, "instrument_token", None)
     if token is None and isinstance(event, (ValidatedSignal, RejectedSignal)):
@@ -73,11 +92,16 @@ def wrap(event: Model, source: Stage, broker: Broker | str | None = None) -> Eve
     own, corr, cause = _ids(event)
     ts = getattr(event, "timestamp", None) or getattr(event, "window_end", None)
     etype = EVENT_TYPES[type(event)]
+    if chosen is None:
+        assert isinstance(event, DeadLetter)
+        key = event.source_partition
+    else:
+        key = envelope_key(chosen, token)
     return EventEnvelope(
-        id=content_id("env", etype.value, own, chosen),
+        id=content_id("env", etype.value, own, chosen.value if chosen else ""),
         type=etype,
-        broker=Broker(chosen),
-        key=f"{Broker(chosen).value}:{token}" if token is not None else Broker(chosen).value,
+        broker=chosen,
+        key=key,
         source=source,
         correlation_id=corr,
         causation_id=cause,

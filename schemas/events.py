@@ -6,6 +6,7 @@ Required fields have no defaults; ``broker`` is required wherever an event belon
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -188,6 +189,9 @@ class StageHealth(Model):
 
 
 class DeadLetter(Model):
+    """A refused input record: ``raw`` is the record as received (``raw_encoding`` says how
+    it is written: UTF-8 text, or base64 for bytes that are not UTF-8)."""
+
     event_id: str
     reason: DeadLetterReason
     detail: str
@@ -196,6 +200,7 @@ class DeadLetter(Model):
     offset: int
     timestamp: AwareDatetime | None
     raw: str
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8"
 
 
 EVENT_MODELS: tuple[type[Model], ...] = (

@@ -5,13 +5,14 @@ from pathlib import Path
 import pytest
 
 from flows.config import DEFAULT_CONFIG, load_config, parse_config
-from schemas.config import ConfigError
+from schemas.config import ConfigError, ReplaySourceConfig
 from schemas.enums import Broker
 from tests.conftest import TOKENS, config_dict
 
 
 def test_default_config_loads_and_trades_only_paper() -> None:
     cfg = load_config(DEFAULT_CONFIG)
+    assert isinstance(cfg.source, ReplaySourceConfig)
     assert Path(cfg.source.path).exists()
     assert {b for bs in cfg.routes().values() for b in bs} == {Broker.PAPER}
     assert Broker.ZERODHA in cfg.brokers

@@ -18,6 +18,7 @@ from bytewax.testing import run_main
 
 from connectors.replay import ReplaySource, ReplayState, _ReplayPartition
 from flows.graph import build_flow
+from schemas.config import ReplaySourceConfig
 from schemas.ledger import LEDGER_KINDS
 from tests.conftest import config_dict, make_config, read_ledger
 
@@ -142,6 +143,7 @@ def test_interrupted_replay_resumes_to_the_same_result(ticks_dir: Path, tmp_path
     init_db_dir(recovery, 1)
     rc = RecoveryConfig(str(recovery))
     out = tmp_path / "resumed"
+    assert isinstance(cfg.source, ReplaySourceConfig)
     src = _AbortingReplay(cfg.source.path, tokens, cfg.source.batch_size, cfg.source.partitions)
     flow = build_flow(cfg, source=src, source_parts=src.part_names(), out_dir=out)
     _AbortingPartition.budget = 12

@@ -150,7 +150,7 @@ def test_tick_price_must_be_finite_and_positive(price: float) -> None:
         MarketTick.model_validate({**EXAMPLES[MarketTick], "last_price": price})
 
 
-def test_envelope_chains_ids_and_requires_broker() -> None:
+def test_envelope_chains_ids_and_sets_the_real_broker() -> None:
     fill = OrderFilled.model_validate(EXAMPLES[OrderFilled])
     env = wrap(fill, Stage.ORDER_EXECUTION)
     assert env.broker == Broker.PAPER.value
@@ -158,9 +158,12 @@ def test_envelope_chains_ids_and_requires_broker() -> None:
     assert env.key == "paper:738561"
     assert env.id == wrap(fill, Stage.ORDER_EXECUTION).id  # deterministic
     assert EventEnvelope.model_fields["broker"].is_required()
+    with pytest.raises(ValidationError, match="broker"):
+        EventEnvelope.model_validate({**env.model_dump(), "broker": None})
+    # Tick dead letters precede the fan-out to brokers: no broker, keyed by source partition.
     dead = DeadLetter.model_validate(EXAMPLES[DeadLetter])
-    with pytest.raises(ValueError, match="broker"):
-        wrap(dead, Stage.MARKET_DATA)
+    tick_dead = wrap(dead, Stage.MARKET_DATA)
+    assert tick_dead.broker is None and tick_dead.key == "replay-0"
     assert wrap(dead, Stage.MARKET_DATA, broker="paper").broker == "paper"
 
 

@@ -15,7 +15,7 @@ from operators.strategies.api import Signal, Tick, TickStrategy, VectorStrategy
 from operators.ticks import boundary_marks, window_counts
 from schemas.enums import Broker, SignalType
 from schemas.events import TradingSignal
-from schemas.ids import content_id
+from schemas.ids import content_id, tick_id
 from schemas.ticks import I64, StrategyOutput, TickBatch, from_us
 
 
@@ -57,7 +57,7 @@ class StrategyRunner:
         ts = int(b.ts[i])
         return TradingSignal(
             signal_id=content_id("sig", sid, self.broker.value, self.token, ts, seq, side.value),
-            correlation_id=content_id("corr", sid, self.broker.value, self.token, ts, seq),
+            correlation_id=tick_id(self.token, ts, seq),
             strategy_id=sid,
             broker=self.broker,
             instrument_token=self.token,

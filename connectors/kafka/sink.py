@@ -1,0 +1,89 @@
+"""Events → Kafka: one JSON EventEnvelope per message, on the topic the topic module names.
+
+The sink is Bytewax's KafkaSink: at-least-once. After a resume from recovery, events of the
+epoch in flight are produced again with the same envelope id, so consumers drop duplicates
+by ``id`` (also in the ``event_id`` header).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+
+from connectors.kafka import client_config
+from schemas.config import KafkaConfig
+from schemas.enums import Stage
+from schemas.envelope import wrap
+from schemas.events import (
+    DeadLetter,
+    Model,
+    OrderFailed,
+    OrderFilled,
+    OrderPlaced,
+    PnlSnapshot,
+    RejectedSignal,
+    StageHealth,
+    TradingSignal,
+    ValidatedSignal,
+)
+from schemas.topics import broker_topic, dlq_topic
+
+Message = KafkaSinkMessage[bytes, bytes]
+
+PRODUCED_BY: dict[type[Model], Stage] = {
+    TradingSignal: Stage.SIGNAL_GENERATION,
+    ValidatedSignal: Stage.RISK_VALIDATION,
+    RejectedSignal: Stage.RISK_VALIDATION,
+    OrderPlaced: Stage.ORDER_EXECUTION,
+    OrderFilled: Stage.ORDER_EXECUTION,
+    OrderFailed: Stage.ORDER_EXECUTION,
+    PnlSnapshot: Stage.PORTFOLIO_UPDATES,
+    DeadLetter: Stage.MARKET_DATA,
+}
+"""Stage recorded as an envelope's ``source`` (StageHealth: the stage it judges)."""
+
+
+def to_message(event: Model, ticks_topic: str) -> Message:
+    """The envelope of ``event`` as a message: key ``{broker}:{token}``, headers for routing."""
+    stage = Stage(event.stage) if isinstance(event, StageHealth) else PRODUCED_BY[type(event)]
+    env = wrap(event, stage)
+    headers = [
+        ("event_type", str(env.type).encode()),
+        ("event_id", env.id.encode()),
+        ("correlation_id", env.correlation_id.encode()),
+    ]
+    if env.broker is not None:
+        headers.insert(1, ("broker", str(env.broker).encode()))
+        topic = broker_topic(env.broker, type(event))
+    else:
+        assert isinstance(event, DeadLetter)
+        topic = dlq_topic(ticks_topic)
+        headers += [
+            ("reason", str(event.reason).encode()),
+            ("source_topic", event.source.encode()),
+            ("source_partition", event.source_partition.encode()),
+            ("source_offset", str(event.offset).encode()),
+        ]
+    return KafkaSinkMessage(
+        key=env.key.encode(), value=env.model_dump_json().encode(), topic=topic, headers=headers
+    )
+
+
+def messages_of(
+    kinds: tuple[type[Model], ...], ticks_topic: str
+) -> Callable[[Any], Iterable[Message]]:
+    """flat_map function: the messages of the wanted event types in a keyed list of items."""
+
+    def pick(kv: tuple[str, Any]) -> list[Message]:
+        items = kv[1] if isinstance(kv[1], list) else [kv[1]]
+        return [to_message(i, ticks_topic) for i in items if type(i) in kinds]
+
+    return pick
+
+
+def event_sink(cfg: KafkaConfig) -> KafkaSink:
+    """Bytewax's KafkaSink on ``cfg``'s cluster; each message names its topic."""
+    conf = client_config(cfg, **{"linger.ms": 5, "enable.idempotence": True})
+    return KafkaSink(cfg.brokers, None, add_config=conf)
