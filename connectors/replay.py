@@ -102,7 +102,7 @@ def _column(col: pa.ChunkedArray, typ: pa.DataType, fill: Any) -> np.ndarray:
 _CACHE: dict[Path, _FileData] = {}
 
 
-def _group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
+def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
     """Row indices of each token, in file order (dictionary codes + a stable radix sort)."""
     enc = pc.dictionary_encode(pa.array(tok))
     codes = enc.indices.to_numpy()
@@ -125,7 +125,7 @@ def _read(path: Path) -> _FileData:
         vol = _column(t["volume"], pa.int64(), -1)
     else:
         vol = np.full(len(tok), -1, dtype=np.int64)
-    groups = _group_rows(tok)
+    groups = group_rows(tok)
     max_ts = int(ts.max()) if len(ts) else MISSING_TS  # MISSING_TS is the int64 minimum
     data = _FileData(tok, ts, price, vol, raw_ts, max_ts, groups)
     _CACHE.clear()

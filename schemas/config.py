@@ -64,7 +64,7 @@ class KafkaConfig(Section):
     partitions: int = Field(default=4, gt=0, description="partitions of topics we create")
     replication_factor: int = Field(default=1, gt=0)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, gt=0)
-    timeout_s: float = Field(default=10.0, gt=0, description="connect/metadata timeout")
+    timeout_s: float = Field(default=5.0, gt=0, description="connect/metadata timeout")
     client: dict[str, str] = Field(default={}, description="extra librdkafka properties")
 
 

@@ -3,53 +3,145 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
-import math
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 from pydantic import ValidationError
 
+from operators.ticks import MISSING_TS
+from schemas.arrow import TS_TYPE
 from schemas.enums import DeadLetterReason
 from schemas.events import DeadLetter, MarketTick
 from schemas.ids import content_id
-from schemas.ticks import to_us
+from schemas.ticks import F64, I64, to_us
 
 RAW_KEEP = 1024
 """Bytes of an over-size message kept in its dead letter."""
 
-FAST_KEYS = frozenset({"instrument_token", "last_price", "timestamp", "volume"})
+Parsed = tuple[int, int, float, int]
+"""One accepted message: (instrument token, timestamp µs, last price, volume or -1)."""
+
 _FIELD_REASON = {
     "instrument_token": DeadLetterReason.INVALID_FIELD,
     "last_price": DeadLetterReason.INVALID_PRICE,
     "timestamp": DeadLetterReason.INVALID_TIMESTAMP,
 }
 
-Parsed = tuple[int, int, float, int]
-"""(instrument token, timestamp µs, last price, volume or -1)."""
+JSON_SCHEMA = pa.schema(
+    [
+        ("instrument_token", pa.int64()),
+        ("last_price", pa.float64()),
+        ("timestamp", pa.string()),
+        ("volume", pa.int64()),
+    ]
+)
+_PARSE = pj.ParseOptions(explicit_schema=JSON_SCHEMA, unexpected_field_behavior="error")
+_READ = pj.ReadOptions(use_threads=False, block_size=1 << 24)
+_AWARE = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 
 
-def _fast(d: dict[str, Any]) -> Parsed | None:
-    """The common, plainly valid message; None sends it through full model validation."""
-    if not FAST_KEYS.issuperset(d):
-        return None
-    tok, price = d.get("instrument_token"), d.get("last_price")
-    ts, vol = d.get("timestamp"), d.get("volume")
-    if type(tok) is not int or tok <= 0 or type(ts) is not str:
-        return None
-    if type(price) is not float and type(price) is not int:
-        return None
-    if not (math.isfinite(price) and price > 0):
-        return None
-    if vol is not None and type(vol) is not int:
-        return None
+@dataclass(frozen=True)
+class Columns:
+    """Accepted messages of a poll: position in the poll, token, time µs, price, volume."""
+
+    pos: I64
+    token: I64
+    ts: I64
+    price: F64
+    volume: I64
+
+
+def _arrow(values: list[bytes]) -> tuple[I64, I64, F64, I64, np.ndarray] | None:
+    """Parse newline-joined messages in one go: columns and a per-row ok mask, or None if
+    any message breaks the schema (wrong type, unknown field, not an object, bad JSON)."""
     try:
-        dt = datetime.fromisoformat(ts)
-    except ValueError:
+        t = pj.read_json(io.BytesIO(b"\n".join(values)), _READ, _PARSE)
+        if t.num_rows != len(values):
+            return None
+        ts_col = t["timestamp"]
+        aware = pc.fill_null(pc.match_substring_regex(ts_col, _AWARE), False).to_numpy()
+        ts = pc.cast(ts_col, TS_TYPE).cast(pa.int64()).fill_null(MISSING_TS).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if dt.tzinfo is None:
-        return None
-    return tok, to_us(dt), float(price), -1 if vol is None else vol
+    tok = t["instrument_token"].fill_null(-1).to_numpy()
+    price = t["last_price"].cast(pa.float64()).fill_null(np.nan).to_numpy()
+    vol = t["volume"].fill_null(-1).to_numpy()
+    with np.errstate(invalid="ignore"):
+        ok = (tok > 0) & np.isfinite(price) & (price > 0) & aware & (ts != MISSING_TS)
+    return tok, ts, price, vol, ok
+
+
+def parse_batch(
+    values: list[bytes | None], offsets: list[int], max_bytes: int, topic: str, part: str
+) -> tuple[Columns, list[DeadLetter]]:
+    """Parse a poll's messages: accepted columns (poll order) and dead letters.
+
+    A message is accepted iff the columnar parse accepts it (alone or in any batch: a
+    batch that fails is halved until the failing messages stand alone), or, standing alone
+    and refused by it, full model validation accepts it. So the outcome of a message never
+    depends on its neighbours; refused messages get their reason from model validation.
+    """
+    cols: list[tuple[np.ndarray, ...]] = []
+    dead: list[DeadLetter] = []
+
+    def one(i: int) -> None:
+        got = parse_tick(values[i], max_bytes, topic, part, offsets[i])
+        if isinstance(got, DeadLetter):
+            dead.append(got)
+        else:
+            cols.append((np.array([i]), *(np.array([v]) for v in got)))
+
+    def run(idx: np.ndarray) -> None:
+        got = _arrow([values[i] or b"" for i in idx.tolist()])
+        if got is None:
+            if len(idx) == 1:
+                one(int(idx[0]))
+                return
+            mid = len(idx) // 2
+            run(idx[:mid])
+            run(idx[mid:])
+            return
+        tok, ts, price, vol, ok = got
+        cols.append((idx[ok], tok[ok], ts[ok], price[ok], vol[ok]))
+        for i in idx[~ok].tolist():
+            got_one = parse_tick(values[i], max_bytes, topic, part, offsets[i])
+            if isinstance(got_one, DeadLetter):
+                dead.append(got_one)
+            else:  # refused by the columnar checks: never accepted, whatever the model says
+                detail = "refused by the tick checks (token > 0, price > 0, aware timestamp)"
+                dead.append(
+                    dead_letter(
+                        values[i], DeadLetterReason.INVALID_FIELD, detail, topic, part, offsets[i]
+                    )
+                )
+
+    plain = [
+        i
+        for i, v in enumerate(values)
+        if v and len(v) <= max_bytes and b"\n" not in v and b"\r" not in v
+    ]
+    if plain:
+        run(np.array(plain, dtype=np.int64))
+    for i in sorted(set(range(len(values))) - set(plain)):
+        one(i)
+    if not cols:
+        e = np.zeros(0, dtype=np.int64)
+        return Columns(e, e, e, np.zeros(0), e), dead
+    pos, tok, ts, price, vol = (np.concatenate(c) for c in zip(*cols, strict=True))
+    order = np.argsort(pos, kind="stable")
+    columns = Columns(
+        pos[order],
+        tok[order].astype(np.int64),
+        ts[order].astype(np.int64),
+        price[order].astype(np.float64),
+        vol[order].astype(np.int64),
+    )
+    return columns, dead
 
 
 def _reason(err: ValidationError) -> tuple[DeadLetterReason, str]:
@@ -57,7 +149,7 @@ def _reason(err: ValidationError) -> tuple[DeadLetterReason, str]:
     field = str(e["loc"][0]) if e["loc"] else ""
     if e["type"] == "json_invalid":
         return DeadLetterReason.MALFORMED_JSON, e["msg"]
-    if field == "instrument_token" and e["type"] == "missing":
+    if field == "instrument_token" and (e["type"] == "missing" or e.get("input", 0) is None):
         return DeadLetterReason.MISSING_TOKEN, "instrument_token is missing"
     where = ".".join(str(p) for p in e["loc"]) or "message"
     msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
@@ -111,10 +203,6 @@ def parse_tick(
         d = json.loads(value)
     except (ValueError, UnicodeDecodeError):
         d = None
-    if isinstance(d, dict):
-        fast = _fast(d)
-        if fast is not None:
-            return fast
     try:
         tick = MarketTick.model_validate_json(value, strict=True)
     except ValidationError as err:
