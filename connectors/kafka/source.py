@@ -2,8 +2,9 @@
 
 Each Kafka partition is a source partition (Bytewax's own, hence bytewax==0.21.1 pinned).
 A poll's messages are parsed, grouped per instrument (in offset order) and validated
-exactly like replay rows, so the rest of the flow cannot tell the sources apart. The snapshot holds Bytewax's offset and the last valid
-tick time per instrument: a resume continues at the next message, with order checks intact.
+exactly like replay rows, so the rest of the flow cannot tell the sources apart. The
+snapshot holds Bytewax's offset and the last valid tick time per instrument: a resume
+continues at the next message, with order checks intact.
 """
 
 from __future__ import annotations
