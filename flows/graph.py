@@ -89,16 +89,19 @@ def _kafka_out(
     from connectors.kafka.sink import event_sink, messages_of
 
     topic = cfg.source.topic if isinstance(cfg.source, KafkaSourceConfig) else TICKS_TOPIC
+    pre = cfg.kafka.topic_prefix
+
+    def pick(*kinds: type[Model]) -> Any:
+        return messages_of(kinds, topic, pre)
+
     msgs = op.merge(
         "kafka_msgs",
-        op.flat_map("kafka_signals", ordered, messages_of((TradingSignal,), topic)),
-        op.flat_map("kafka_risk", risked, messages_of((ValidatedSignal, RejectedSignal), topic)),
-        op.flat_map(
-            "kafka_orders", executed, messages_of((OrderPlaced, OrderFilled, OrderFailed), topic)
-        ),
-        op.flat_map("kafka_pnl", folded, messages_of((PnlSnapshot,), topic)),
-        op.flat_map("kafka_health", health, messages_of((StageHealth,), topic)),
-        op.flat_map("kafka_dead", dead, lambda d: messages_of((DeadLetter,), topic)(("", d))),
+        op.flat_map("kafka_signals", ordered, pick(TradingSignal)),
+        op.flat_map("kafka_risk", risked, pick(ValidatedSignal, RejectedSignal)),
+        op.flat_map("kafka_orders", executed, pick(OrderPlaced, OrderFilled, OrderFailed)),
+        op.flat_map("kafka_pnl", folded, pick(PnlSnapshot)),
+        op.flat_map("kafka_health", health, pick(StageHealth)),
+        op.flat_map("kafka_dead", dead, lambda d: pick(DeadLetter)(("", d))),
     )
     op.output("kafka_out", msgs, event_sink(cfg.kafka))
 

@@ -61,6 +61,7 @@ class KafkaConfig(Section):
     """Kafka cluster used by the kafka source, the kafka sink and the topic command."""
 
     brokers: list[str] = Field(default=["127.0.0.1:9092"], min_length=1)
+    topic_prefix: str = Field(default="", description="prepended to every per-broker topic")
     partitions: int = Field(default=4, gt=0, description="partitions of topics we create")
     replication_factor: int = Field(default=1, gt=0)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, gt=0)

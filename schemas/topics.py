@@ -34,11 +34,11 @@ BROKER_TOPICS: dict[type[Model], str] = {
 """Event type → per-broker topic suffix: ``{broker}.{suffix}``."""
 
 
-def broker_topic(broker: Broker | str, event: type[Model]) -> str:
-    """``{broker}.signals.raw`` and friends."""
+def broker_topic(broker: Broker | str, event: type[Model], prefix: str = "") -> str:
+    """``{prefix}{broker}.signals.raw`` and friends (``kafka.topic_prefix``, default none)."""
     if event is DeadLetter:
         raise ValueError("dead letters go to dlq_topic(source topic)")
-    return f"{Broker(broker).value}.{BROKER_TOPICS[event]}"
+    return f"{prefix}{Broker(broker).value}.{BROKER_TOPICS[event]}"
 
 
 def dlq_topic(topic: str) -> str:
@@ -46,8 +46,10 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}{DLQ_SUFFIX}"
 
 
-def all_topics(brokers: list[Broker], ticks_topic: str = TICKS_TOPIC) -> list[str]:
+def all_topics(
+    brokers: list[Broker], ticks_topic: str = TICKS_TOPIC, prefix: str = ""
+) -> list[str]:
     """Every topic a deployment uses, sorted: ticks, its DLQ, and each broker's topics."""
     names = {ticks_topic, dlq_topic(ticks_topic)}
-    names.update(broker_topic(b, e) for b in brokers for e in BROKER_TOPICS)
+    names.update(broker_topic(b, e, prefix) for b in brokers for e in BROKER_TOPICS)
     return sorted(names)

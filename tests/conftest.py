@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,11 @@ def ticks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def config(ticks_dir: Path) -> AppConfig:
     return make_config(ticks_dir)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Address of a real Kafka-protocol broker (tansu), one per test session."""
+    from tests.kafka_broker import start_broker
+
+    yield from start_broker(tmp_path_factory.mktemp("tansu") / "tansu.log")

@@ -45,7 +45,7 @@ PRODUCED_BY: dict[type[Model], Stage] = {
 """Stage recorded as an envelope's ``source`` (StageHealth: the stage it judges)."""
 
 
-def to_message(event: Model, ticks_topic: str) -> Message:
+def to_message(event: Model, ticks_topic: str, prefix: str = "") -> Message:
     """The envelope of ``event`` as a message: key ``{broker}:{token}``, headers for routing."""
     stage = Stage(event.stage) if isinstance(event, StageHealth) else PRODUCED_BY[type(event)]
     env = wrap(event, stage)
@@ -56,7 +56,7 @@ def to_message(event: Model, ticks_topic: str) -> Message:
     ]
     if env.broker is not None:
         headers.insert(1, ("broker", str(env.broker).encode()))
-        topic = broker_topic(env.broker, type(event))
+        topic = broker_topic(env.broker, type(event), prefix)
     else:
         assert isinstance(event, DeadLetter)
         topic = dlq_topic(ticks_topic)
@@ -72,13 +72,13 @@ def to_message(event: Model, ticks_topic: str) -> Message:
 
 
 def messages_of(
-    kinds: tuple[type[Model], ...], ticks_topic: str
+    kinds: tuple[type[Model], ...], ticks_topic: str, prefix: str = ""
 ) -> Callable[[Any], Iterable[Message]]:
     """flat_map function: the messages of the wanted event types in a keyed list of items."""
 
     def pick(kv: tuple[str, Any]) -> list[Message]:
         items = kv[1] if isinstance(kv[1], list) else [kv[1]]
-        return [to_message(i, ticks_topic) for i in items if type(i) in kinds]
+        return [to_message(i, ticks_topic, prefix) for i in items if type(i) in kinds]
 
     return pick
 

@@ -29,7 +29,7 @@ class TopicState:
 def wanted_topics(cfg: AppConfig) -> list[str]:
     """Topics of the configured brokers, the tick topic and its dead-letter topic."""
     ticks = cfg.source.topic if isinstance(cfg.source, KafkaSourceConfig) else TICKS_TOPIC
-    return all_topics(sorted(cfg.brokers, key=lambda b: b.value), ticks)
+    return all_topics(sorted(cfg.brokers, key=lambda b: b.value), ticks, cfg.kafka.topic_prefix)
 
 
 def ensure_topics(kafka: KafkaConfig, names: list[str], create: bool) -> list[TopicState]:
