@@ -316,3 +316,12 @@ def test_topic_command_creates_idempotently_and_fails_fast_on_a_bad_address(
     bad = run("--brokers", "127.0.0.1:1")  # timeout=60 above: a hang fails the test
     assert bad.returncode == 2
     assert "cannot reach 127.0.0.1:1 within 5s" in bad.stderr
+
+
+def test_flow_with_an_unreachable_cluster_stops_with_the_address_named(tmp_path: Path) -> None:
+    raw = kafka_raw("127.0.0.1:1", "market.ticks", "", tmp_path / "out")
+    raw["kafka"]["timeout_s"] = 1
+    p = _bytewax([], write_yaml(tmp_path / "down.yaml", raw), tmp_path)
+    _, err = p.communicate(timeout=60)  # a hang fails the test
+    assert p.returncode == 2
+    assert "kafka.brokers: cannot reach 127.0.0.1:1 within 1s" in err

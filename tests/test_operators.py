@@ -60,6 +60,20 @@ def test_ordering_releases_in_event_time_once_every_instrument_passed() -> None:
     assert items.index(marks[0]) < items.index(clocks[0]) < items.index(a2)
 
 
+def test_max_delay_keeps_a_quiet_instrument_from_holding_the_others_back() -> None:
+    from operators.ordering import EventTimeOrder
+
+    grids = {"health": 60 * US, "snapshot": 300 * US}
+    early, late = _signal(1, T0 + 1 * US), _signal(1, T0 + 30 * US)
+    exact = EventTimeOrder([1, 2], grids)  # instrument 2 never ticks
+    live = EventTimeOrder([1, 2], grids, max_delay_us=10 * US)
+    for order in (exact, live):
+        order.push(StrategyOutput(1, (early, late), (), EMPTY, T0 + 35 * US))
+    assert exact.release() == []  # exact order waits for instrument 2 (until the end)
+    assert [i for i in live.release() if isinstance(i, TradingSignal)] == [early]
+    assert [i for i in exact.release(final=True) if isinstance(i, TradingSignal)] == [early, late]
+
+
 def test_execution_places_then_fills_with_slippage_and_fees() -> None:
     s = _signal(1, T0)
     v = ValidatedSignal(event_id="v", correlation_id=s.correlation_id, causation_id=s.signal_id,
