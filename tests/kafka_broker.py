@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.test_run import _free_ports
+
 
 def tansu_binary() -> Path | None:
     try:
@@ -27,12 +28,6 @@ def tansu_binary() -> Path | None:
     return path if path.exists() else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_broker(log: Path) -> Iterator[str]:
     """Start tansu; yields ``host:port`` once it answers metadata requests; stops it after."""
     binary = tansu_binary()
@@ -41,7 +36,7 @@ def start_broker(log: Path) -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
-    port = free_port()
+    port = _free_ports(1)[0]
     url = f"tcp://127.0.0.1:{port}"
     cmd = [str(binary), "broker", "--storage-engine", "memory://tansu/"]
     cmd += ["--listener-url", url, "--advertised-listener-url", url]
