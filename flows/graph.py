@@ -94,6 +94,7 @@ def _kafka_out(
     def pick(*kinds: type[Model]) -> Any:
         return messages_of(kinds, topic, pre)
 
+    dead_msgs = pick(DeadLetter)
     msgs = op.merge(
         "kafka_msgs",
         op.flat_map("kafka_signals", ordered, pick(TradingSignal)),
@@ -101,7 +102,7 @@ def _kafka_out(
         op.flat_map("kafka_orders", executed, pick(OrderPlaced, OrderFilled, OrderFailed)),
         op.flat_map("kafka_pnl", folded, pick(PnlSnapshot)),
         op.flat_map("kafka_health", health, pick(StageHealth)),
-        op.flat_map("kafka_dead", dead, lambda d: pick(DeadLetter)(("", d))),
+        op.flat_map("kafka_dead", dead, lambda d: dead_msgs(("", d))),
     )
     op.output("kafka_out", msgs, event_sink(cfg.kafka))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import bytewax.operators as op
 import numpy as np
@@ -63,15 +63,31 @@ def _dead(
 def _dead_letter(
     raw: RawTicks, i: int, ts: int, reason: DeadLetterReason, detail: str, text: str
 ) -> DeadLetter:
+    offset = int(raw.offsets[i])
+    return dead_letter(raw.source, raw.partition, offset, reason, detail, text, ts)
+
+
+def dead_letter(
+    source: str,
+    partition: str,
+    offset: int,
+    reason: DeadLetterReason,
+    detail: str,
+    raw: str,
+    ts: int = MISSING_TS,
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8",
+) -> DeadLetter:
+    """The dead letter of record ``offset`` of ``source``/``partition``; its id is the position."""
     return DeadLetter(
-        event_id=content_id("dl", raw.source, raw.partition, int(raw.offsets[i])),
+        event_id=content_id("dl", source, partition, offset),
         reason=reason,
         detail=detail,
-        source=raw.source,
-        source_partition=raw.partition,
-        offset=int(raw.offsets[i]),
+        source=source,
+        source_partition=partition,
+        offset=offset,
         timestamp=None if ts == MISSING_TS else from_us(ts),
-        raw=text,
+        raw=raw,
+        raw_encoding=raw_encoding,
     )
 
 

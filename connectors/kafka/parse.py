@@ -13,11 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 from pydantic import ValidationError
 
-from operators.ticks import MISSING_TS
+from operators.ticks import MISSING_TS, dead_letter
 from schemas.arrow import TS_TYPE
 from schemas.enums import DeadLetterReason
 from schemas.events import DeadLetter, MarketTick
-from schemas.ids import content_id
 from schemas.ticks import F64, I64, to_us
 
 RAW_KEEP = 1024
@@ -115,7 +114,7 @@ def parse_batch(
             else:  # refused by the columnar checks: never accepted, whatever the model says
                 detail = "refused by the tick checks (token > 0, price > 0, aware timestamp)"
                 dead.append(
-                    dead_letter(
+                    message_dead_letter(
                         values[i], DeadLetterReason.INVALID_FIELD, detail, topic, part, offsets[i]
                     )
                 )
@@ -157,7 +156,7 @@ def _reason(err: ValidationError) -> tuple[DeadLetterReason, str]:
     return _FIELD_REASON.get(field, DeadLetterReason.INVALID_FIELD), f"{where}: {msg}"
 
 
-def dead_letter(
+def message_dead_letter(
     value: bytes | None,
     reason: DeadLetterReason,
     detail: str,
@@ -165,24 +164,16 @@ def dead_letter(
     part: str,
     offset: int,
 ) -> DeadLetter:
+    """A message's dead letter: its bytes as text, or base64 if they are not UTF-8."""
     data = value or b""
     if len(data) > RAW_KEEP and reason == DeadLetterReason.MESSAGE_TOO_LARGE:
         data = data[:RAW_KEEP]
     try:
-        raw, encoding = data.decode("utf-8"), "utf-8"
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raw, encoding = base64.b64encode(data).decode("ascii"), "base64"
-    return DeadLetter(
-        event_id=content_id("dl", topic, part, offset),
-        reason=reason,
-        detail=detail,
-        source=topic,
-        source_partition=part,
-        offset=offset,
-        timestamp=None,
-        raw=raw,
-        raw_encoding=encoding,
-    )
+        b64 = base64.b64encode(data).decode("ascii")
+        return dead_letter(topic, part, offset, reason, detail, b64, raw_encoding="base64")
+    return dead_letter(topic, part, offset, reason, detail, text)
 
 
 def parse_tick(
@@ -190,7 +181,7 @@ def parse_tick(
 ) -> Parsed | DeadLetter:
     """One message: its columns, or a dead letter naming the reason (and the field)."""
     if value is None:
-        return dead_letter(
+        return message_dead_letter(
             value, DeadLetterReason.MALFORMED_JSON, "empty message", topic, part, offset
         )
     if len(value) > max_bytes:
@@ -198,7 +189,9 @@ def parse_tick(
             f"message is {len(value)} bytes, over source.max_message_bytes={max_bytes}; "
             f"raw holds the first {RAW_KEEP}"
         )
-        return dead_letter(value, DeadLetterReason.MESSAGE_TOO_LARGE, detail, topic, part, offset)
+        return message_dead_letter(
+            value, DeadLetterReason.MESSAGE_TOO_LARGE, detail, topic, part, offset
+        )
     try:
         d = json.loads(value)
     except (ValueError, UnicodeDecodeError):
@@ -209,6 +202,6 @@ def parse_tick(
         reason, detail = _reason(err)
         if d is not None and not isinstance(d, dict):
             reason, detail = DeadLetterReason.MALFORMED_JSON, "expected a JSON object"
-        return dead_letter(value, reason, detail, topic, part, offset)
+        return message_dead_letter(value, reason, detail, topic, part, offset)
     vol = tick.volume if tick.volume is not None else -1
     return tick.instrument_token, to_us(tick.timestamp), tick.last_price, vol
