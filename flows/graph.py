@@ -20,6 +20,7 @@ from flows.config import build_strategies, output_dir
 from operators.execution import PaperExecution, execute_orders
 from operators.health import HealthJudge, health_events, stage_health
 from operators.keyed import stateful_by_key
+from operators.live import live_counters
 from operators.ordering import order_by_event_time
 from operators.portfolio import Portfolio, portfolio_fold
 from operators.report import REPORT_KEY, ReportBuilder, RunReport, Tally
@@ -42,6 +43,7 @@ from schemas.events import (
     ValidatedSignal,
 )
 from schemas.ledger import KIND_OF, LEDGER_KINDS
+from schemas.redis_keys import RunMeta
 from schemas.report import BrokerSummary
 from schemas.ticks import US, TickBatch
 from schemas.topics import TICKS_TOPIC
@@ -105,6 +107,33 @@ def _kafka_out(
         op.flat_map("kafka_dead", dead, lambda d: dead_msgs(("", d))),
     )
     op.output("kafka_out", msgs, event_sink(cfg.kafka))
+
+
+def _redis_out(
+    cfg: AppConfig,
+    trading: list[Stream[Any]],
+    folded: Stream[Any],
+    health: Stream[Any],
+    run: Stream[Any],
+) -> None:
+    """Live state (see schemas.redis_keys): PnL, positions, stage health, counters."""
+    from connectors.redis_state import RedisStateSink
+
+    counters = live_counters("live_counters", trading, run)
+    pnl = op.flat_map(
+        "redis_pnl", folded, lambda kv: [i for i in kv[1] if isinstance(i, PnlSnapshot)]
+    )
+    meta = RunMeta(
+        source=cfg.source.name,
+        brokers=sorted(cfg.brokers, key=lambda b: b.value),
+        workers=1,  # the sink fills in the real count
+        window_s=cfg.health.window_s,
+        history_windows=cfg.redis.history_windows,
+    )
+    values = op.merge(
+        "redis_values", pnl, op.map("redis_health", health, lambda kv: kv[1]), counters
+    )
+    op.output("redis_out", values, RedisStateSink(cfg.redis, meta))
 
 
 def build_flow(
@@ -223,6 +252,8 @@ def build_flow(
     report_in = op.map(
         "report_in", op.merge("report_all", batches, other.falses, dead, summaries), tally
     )
+    if "redis" in cfg.sinks:
+        _redis_out(cfg, [ordered, risked, executed], folded, health, report_in)
     built = stateful_by_key(
         "report", report_in, lambda _k, resume: ReportBuilder(str(out), started, resume)
     )

@@ -15,9 +15,9 @@ from schemas.config import CostModel
 from schemas.enums import Broker, OrderStatus, SignalType
 from schemas.events import OrderFailed, OrderFilled, OrderPlaced, RejectedSignal, ValidatedSignal
 from schemas.ids import content_id
-from schemas.ticks import Clock, MarkSet
+from schemas.ticks import Clock, MarkSet, TickCount
 
-ExecOut = OrderPlaced | OrderFilled | OrderFailed | MarkSet | Clock
+ExecOut = OrderPlaced | OrderFilled | OrderFailed | MarkSet | Clock | TickCount
 
 
 def slipped_price(price: float, side: SignalType | str, bps: float, tick: float) -> float:
@@ -84,7 +84,7 @@ class PaperExecution:
     def on_item(self, item: Any) -> list[ExecOut]:
         if isinstance(item, ValidatedSignal):
             return self.execute(item)
-        if isinstance(item, (MarkSet, Clock)):
+        if isinstance(item, (MarkSet, Clock, TickCount)):
             return [item]
         return []
 
@@ -94,7 +94,7 @@ class PaperExecution:
 
 def execute_orders(
     step_id: str,
-    up: Stream[tuple[str, list[ValidatedSignal | RejectedSignal | MarkSet | Clock]]],
+    up: Stream[tuple[str, list[ValidatedSignal | RejectedSignal | MarkSet | Clock | TickCount]]],
     make: Callable[[str, Any], PaperExecution],
 ) -> Stream[tuple[str, list[ExecOut]]]:
     """Keyed by broker: orders and fills for validated signals; marks and clocks pass."""

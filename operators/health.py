@@ -42,15 +42,16 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 @dataclass(frozen=True)
 class StageEvent:
-    """``count`` events of a stage at event time ``ts`` (0 = heartbeat)."""
+    """``count`` events of a stage at event time ``ts`` (0 = heartbeat); ``ticks`` tells a
+    trading stage that market data flowed, so that its silence can mean a stall."""
 
     ts: int
     count: int
     latency_ms: float | None = None
+    ticks: int = 0
 
 
 _STAGE_OF: dict[type, Stage] = {
-    TickCount: Stage.MARKET_DATA,
     TradingSignal: Stage.SIGNAL_GENERATION,
     ValidatedSignal: Stage.RISK_VALIDATION,
     RejectedSignal: Stage.RISK_VALIDATION,
@@ -62,8 +63,9 @@ _STAGE_OF: dict[type, Stage] = {
 def stage_events(
     stages: tuple[Stage, ...],
 ) -> Callable[[tuple[str, list[Any]]], list[tuple[str, StageEvent]]]:
-    """Extractor for one stream: counts its events for ``stages`` and turns health clocks
-    into heartbeats, so that silent windows exist too."""
+    """Extractor for one stream: counts its events for ``stages``, turns health clocks into
+    heartbeats (so that silent windows exist too) and tick counts (which every stage passes
+    on) into tick flow for the trading stages."""
 
     def extract(kv: tuple[str, list[Any]]) -> list[tuple[str, StageEvent]]:
         broker, items = kv
@@ -77,6 +79,16 @@ def stage_events(
             if item.grid == "health":
                 return [(f"{broker}:{s.value}", StageEvent(item.ts, 0)) for s in stages]
             return []
+        if isinstance(item, TickCount):
+            return [
+                (
+                    f"{broker}:{s.value}",
+                    StageEvent(item.ts, item.count)
+                    if s is Stage.MARKET_DATA
+                    else StageEvent(item.ts, 0, ticks=item.count),
+                )
+                for s in stages
+            ]
         stage = _STAGE_OF.get(type(item))
         if isinstance(item, (OrderFilled, PnlSnapshot)):
             stage = (
@@ -86,9 +98,7 @@ def stage_events(
             )
         if stage is None or stage not in stages:
             return []
-        n = item.count if isinstance(item, TickCount) else 1
-        ts = item.ts if isinstance(item, TickCount) else to_us(item.timestamp)
-        return [(f"{broker}:{stage.value}", StageEvent(ts, n))]
+        return [(f"{broker}:{stage.value}", StageEvent(to_us(item.timestamp), 1))]
 
     return extract
 
@@ -130,9 +140,11 @@ class WindowAcc:
     count: int = 0
     last_ts: int | None = None
     latencies: list[float] = field(default_factory=list)
+    ticks: int = 0
 
 
 def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
+    acc.ticks += e.ticks
     if e.count:
         acc.count += e.count
         acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
@@ -143,6 +155,7 @@ def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
 
 def _merge(a: WindowAcc, b: WindowAcc) -> WindowAcc:
     a.count += b.count
+    a.ticks += b.ticks
     if b.last_ts is not None:
         a.last_ts = b.last_ts if a.last_ts is None else max(a.last_ts, b.last_ts)
     a.latencies.extend(b.latencies)
@@ -154,6 +167,7 @@ class JudgeState:
     windows: int = 0
     silent: int = 0
     active_before: bool = False
+    last_ts: int | None = None
 
 
 class HealthJudge:
@@ -176,6 +190,8 @@ class HealthJudge:
     def judge(self, start_us: int, acc: WindowAcc) -> tuple[HealthStatus, HealthReason]:
         st, cfg = self.state, self.cfg
         st.windows += 1
+        if acc.last_ts is not None:
+            st.last_ts = acc.last_ts
         end_us = start_us + cfg.window_s * US
         if st.windows <= cfg.startup_windows:
             return HealthStatus.STARTUP, HealthReason.STARTUP_GRACE
@@ -183,9 +199,10 @@ class HealthJudge:
             return HealthStatus.IDLE, HealthReason.MARKET_CLOSED
         if self.stage is not Stage.MARKET_DATA and not self.has_strategy:
             return HealthStatus.IDLE, HealthReason.NO_ENABLED_STRATEGY
-        st.silent = 0 if acc.count else st.silent + 1
         if acc.count:
-            st.active_before = True
+            st.silent, st.active_before = 0, True
+        elif self.stage is Stage.MARKET_DATA or acc.ticks:
+            st.silent += 1  # a trading stage is silent only while ticks flow
         if acc.latencies:
             p99 = float(np.percentile(acc.latencies, 99))
             if p99 > cfg.latency_critical_s * 1000:
@@ -221,7 +238,7 @@ class HealthJudge:
                 window_end=from_us(start + length),
                 count=acc.count,
                 rate_per_s=acc.count / self.cfg.window_s,
-                last_event_time=from_us(acc.last_ts) if acc.last_ts is not None else None,
+                last_event_time=from_us(last) if (last := self.state.last_ts) is not None else None,
                 latency_p50_ms=float(np.percentile(lat, 50)) if lat else None,
                 latency_p99_ms=float(np.percentile(lat, 99)) if lat else None,
             )

@@ -18,9 +18,9 @@ from schemas.enums import Broker
 from schemas.events import OrderFilled, PnlSnapshot
 from schemas.ids import content_id
 from schemas.report import BrokerSummary, PnlStats
-from schemas.ticks import Clock, MarkSet, from_us, to_us
+from schemas.ticks import Clock, MarkSet, TickCount, from_us, to_us
 
-PortfolioOut = PnlSnapshot | OrderFilled | Clock | BrokerSummary
+PortfolioOut = PnlSnapshot | OrderFilled | Clock | TickCount | BrokerSummary
 
 
 @dataclass
@@ -115,6 +115,8 @@ class Portfolio:
                 for token, price in item.prices:
                     t.book.mark(token, price)
             return []
+        if isinstance(item, TickCount):
+            return [item]  # for stage health
         if isinstance(item, Clock):
             st.last_ts = item.ts
             if item.grid != "snapshot":

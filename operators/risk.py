@@ -20,9 +20,9 @@ from schemas.config import BrokerConfig, CostModel
 from schemas.enums import Broker, RejectReason
 from schemas.events import RejectedSignal, TradingSignal, ValidatedSignal
 from schemas.ids import content_id
-from schemas.ticks import US, BrokerItem, Clock, MarkSet, to_us
+from schemas.ticks import US, BrokerItem, Clock, MarkSet, TickCount, to_us
 
-RiskOut = ValidatedSignal | RejectedSignal | MarkSet | Clock
+RiskOut = ValidatedSignal | RejectedSignal | MarkSet | Clock | TickCount
 
 
 @dataclass
@@ -125,8 +125,8 @@ class RiskFilter:
             for token, price in item.prices:
                 self.state.book.mark(token, price)
             return [item]
-        if isinstance(item, Clock):
-            return [item]
+        if isinstance(item, (Clock, TickCount)):
+            return [item]  # for stage health downstream
         return []
 
     def on_eof(self) -> list[RiskOut]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from schemas.enums import Broker
+from schemas.redis_keys import DEFAULT_PREFIX
 from schemas.topics import TICKS_TOPIC
 
 
@@ -67,6 +69,31 @@ class KafkaConfig(Section):
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, gt=0)
     timeout_s: float = Field(default=5.0, gt=0, description="connect/metadata timeout")
     client: dict[str, str] = Field(default={}, description="extra librdkafka properties")
+
+
+REDIS_URL_ENV = "REDIS_URL"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class RedisConfig(Section):
+    """Live state in Redis (sink ``redis``) and where ``flows.status`` reads it."""
+
+    url: str | None = Field(
+        default=None, description=f"redis:// URL; unset: ${REDIS_URL_ENV}, else {DEFAULT_REDIS_URL}"
+    )
+    key_prefix: str = Field(default=DEFAULT_PREFIX, description="one prefix per deployment")
+    history_windows: int = Field(default=500, gt=0, description="health windows kept per broker")
+    flush_interval_s: float = Field(default=0.25, gt=0, description="least time between writes")
+    heartbeat_s: float = Field(default=5.0, gt=0, description="writer heartbeat period")
+    stale_after_s: float = Field(default=30.0, gt=0, description="status: writer silent → stale")
+    timeout_s: float = Field(default=2.0, gt=0, description="connect and command timeout")
+    retry_max_s: float = Field(default=10.0, gt=0, description="longest backoff between retries")
+    log_interval_s: float = Field(default=60.0, gt=0, description="at most one error log per")
+    close_timeout_s: float = Field(default=5.0, ge=0, description="end of run: wait to flush")
+
+    def resolved_url(self) -> str:
+        """``url``, else ``$REDIS_URL``, else the local default."""
+        return self.url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
 
 
 class Instrument(Section):
@@ -154,13 +181,14 @@ class OutputConfig(Section):
     report: bool = True
 
 
-Sink = Literal["ledger", "kafka"]
+Sink = Literal["ledger", "kafka", "redis"]
 
 
 class AppConfig(Section):
     source: SourceConfig
     sinks: list[Sink] = Field(default=["ledger"], min_length=1)
     kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
     instruments: list[Instrument] = Field(min_length=1)
     brokers: dict[Broker, BrokerConfig] = Field(min_length=1)
     strategies: list[StrategyConfig] = []

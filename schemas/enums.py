@@ -87,3 +87,4 @@ class HealthReason(str, Enum):
     NO_ACTIVITY = "NO_ACTIVITY"
     STAGE_STALLED = "STAGE_STALLED"
     LATENCY_HIGH = "LATENCY_HIGH"
+    NO_WINDOW_YET = "NO_WINDOW_YET"  # status command: the stage has not closed a window yet
