@@ -120,15 +120,16 @@ def write(cfg: RedisConfig, statuses: dict[Stage, tuple[HealthStatus, HealthReas
 H, IDLE, S = HealthStatus.HEALTHY, HealthStatus.IDLE, HealthStatus.STARTUP
 WARN, CRIT = HealthStatus.WARNING, HealthStatus.CRITICAL
 OK, STALL = HealthReason.OK, HealthReason.STAGE_STALLED
+NO_STRATEGY, CLOSED = HealthReason.NO_ENABLED_STRATEGY, HealthReason.MARKET_CLOSED
 
 
 @pytest.mark.parametrize(
     ("statuses", "code", "worst"),
     [
         ({s: (H, OK) for s in Stage}, 0, (H, OK)),
-        ({Stage.MARKET_DATA: (H, OK), Stage.RISK_VALIDATION: (IDLE, HealthReason.NO_ENABLED_STRATEGY)},
+        ({Stage.MARKET_DATA: (H, OK), Stage.RISK_VALIDATION: (IDLE, NO_STRATEGY)},
          0, (S, HealthReason.NO_WINDOW_YET)),  # stages without a window yet: startup
-        ({s: (IDLE, HealthReason.MARKET_CLOSED) for s in Stage}, 0, (IDLE, HealthReason.MARKET_CLOSED)),
+        ({s: (IDLE, CLOSED) for s in Stage}, 0, (IDLE, CLOSED)),
         ({s: (H, OK) for s in Stage} | {Stage.ORDER_EXECUTION: (WARN, STALL)}, 1, (WARN, STALL)),
         ({s: (WARN, HealthReason.LATENCY_HIGH) for s in Stage}
          | {Stage.MARKET_DATA: (CRIT, HealthReason.NO_TICKS)}, 2, (CRIT, HealthReason.NO_TICKS)),
