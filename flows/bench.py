@@ -9,6 +9,9 @@ Runs, each in its own process (so peak memory is its own), over the same generat
   plain        a plain-Python loop running the same strategy code over the same batches.
 Prints ticks/s, the ratios between them, and peak RSS.
 
+With ``--redis URL`` it also runs e2e_redis: the full flow plus the Redis live-state sink
+(key prefix ``bench:``), to price the live state against plain e2e.
+
 With ``--kafka HOST:PORT`` it then loads one day of ``--kafka-instruments`` instruments to
 a 4-partition topic and measures Kafka → flow → Kafka (every event topic) with 1 and 2
 processes, against a plain confluent-kafka loop that consumes and produces each message.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -66,13 +70,20 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def phase_e2e(data: Path, batch: int) -> dict[str, Any]:
+def phase_e2e(data: Path, batch: int, redis_url: str | None = None) -> dict[str, Any]:
     from bytewax.testing import TestingSink, run_main
 
+    from flows.config import parse_config
     from flows.graph import build_flow
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _config(data, Path(tmp), batch)
+        raw = _raw_config(data, Path(tmp), batch)
+        if redis_url:
+            raw |= {
+                "sinks": ["ledger", "redis"],
+                "redis": {"url": redis_url, "key_prefix": "bench:"},
+            }
+        cfg = parse_config(raw, data)
         reports: list[Any] = []
         t0 = time.perf_counter()
         run_main(build_flow(cfg, report=TestingSink(reports)))
@@ -134,7 +145,16 @@ def phase_plain(data: Path, batch: int) -> dict[str, Any]:
     return {"ticks": ticks, "seconds": time.perf_counter() - t0, "signals": signals}
 
 
-PHASES = {"e2e": phase_e2e, "passthrough": phase_passthrough, "plain": phase_plain}
+def phase_e2e_redis(data: Path, batch: int) -> dict[str, Any]:
+    return phase_e2e(data, batch, os.environ["ALPHA_PANDA_BENCH_REDIS"])
+
+
+PHASES = {
+    "e2e": phase_e2e,
+    "e2e_redis": phase_e2e_redis,
+    "passthrough": phase_passthrough,
+    "plain": phase_plain,
+}
 
 
 def kafka_bench(address: str, data: Path) -> None:
@@ -250,6 +270,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("bench_data"))
     ap.add_argument("--batch-size", type=int, default=20_000)
     ap.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    ap.add_argument("--redis", metavar="URL", help="also run e2e with the Redis live-state sink")
     ap.add_argument("--kafka", metavar="HOST:PORT", help="also run the Kafka phases on a broker")
     ap.add_argument("--kafka-instruments", type=int, default=40)
     ap.add_argument("--kafka-only", action="store_true", help="skip the replay phases")
@@ -270,12 +291,12 @@ def main() -> None:
         return
     ensure_data(args.data, args.instruments, args.days)
     results = {}
-    for name in ("e2e", "passthrough", "plain"):
+    env = dict(os.environ, ALPHA_PANDA_BENCH_REDIS=args.redis or "")
+    for name in ("e2e", "passthrough", "plain", *(["e2e_redis"] if args.redis else [])):
         cmd = [sys.executable, "-m", "flows.bench", "--phase", name, "--data", str(args.data),
                "--batch-size", str(args.batch_size)]  # fmt: skip
-        line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[
-            -1
-        ]
+        run = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        line = run.stdout.splitlines()[-1]
         results[name] = r = json.loads(line)
         r["rate"] = r["ticks"] / r["seconds"]
         print(
@@ -286,6 +307,8 @@ def main() -> None:
     e2e = results["e2e"]["rate"]
     print(f"e2e / passthrough = {e2e / results['passthrough']['rate']:.2f}")
     print(f"e2e / plain loop  = {e2e / results['plain']['rate']:.2f}")
+    if args.redis:
+        print(f"e2e_redis / e2e   = {results['e2e_redis']['rate'] / e2e:.2f}")
     print(f"fills: {results['e2e']['fills']:,}; target 2,000,000 ticks/s per process: "
           f"{'met' if e2e >= 2e6 else 'NOT met'}")  # fmt: skip
     if args.kafka:
