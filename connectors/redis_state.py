@@ -80,6 +80,9 @@ class StateWriter:
         self._last_log = float("-inf")
         self._failures = 0
         self._last_beat = float("-inf")
+        self._flow_at: datetime | None = None
+        # worker 0 starts by clearing what an earlier run left under the prefix
+        self._clear = self.keys.run_keys(meta) if meta is not None else []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if meta is not None:
@@ -88,6 +91,7 @@ class StateWriter:
     def put(self, items: Iterable[Model]) -> None:
         """Take new values (called from the flow; never touches the network)."""
         with self._lock:
+            self._flow_at = datetime.now(timezone.utc)
             for item in items:
                 if isinstance(item, StageHealth):
                     self._remember(item)
@@ -107,9 +111,13 @@ class StateWriter:
         with self._lock:
             return self._full or bool(self._dirty) or any(h.new for h in self._history.values())
 
-    def _take(self) -> tuple[bool, list[tuple[str, bytes]], list[tuple[str, dict[bytes, float]]]]:
+    def _take(
+        self,
+    ) -> tuple[bool, list[str], list[tuple[str, bytes]], list[tuple[str, dict[bytes, float]]]]:
         """What to write now: changed values and new history members, or all of them."""
         with self._lock:
+            clear = [k for k in self._clear if k not in self._values and k not in self._history]
+            self._clear = []  # first attempt only: later, other workers' values live there
             full, self._full = self._full, False
             keys = sorted(self._values) if full else sorted(self._dirty)
             values = [(k, self._values[k]) for k in keys]
@@ -120,16 +128,21 @@ class StateWriter:
                     members.append((key, add))
                 hist.new = {}
             self._dirty = set()
-            return full, values, members
+            return full, clear, values, members
 
     def flush(self) -> bool:
         """One write attempt of everything pending plus this writer's heartbeat."""
-        full, values, members = self._take()
+        full, clear, values, members = self._take()
         beat = WriterBeat(
-            worker=self.worker, state=self._state, updated_at=datetime.now(timezone.utc)
+            worker=self.worker,
+            state=self._state,
+            updated_at=datetime.now(timezone.utc),
+            flow_at=self._flow_at,
         )
         try:
             pipe = self.client.pipeline(transaction=True)
+            if clear:
+                pipe.delete(*clear)
             for key, value in values:
                 pipe.set(key, value)
             for key, mapping in members:
@@ -215,6 +228,7 @@ class StateWriter:
 class _Partition(StatelessSinkPartition[Model]):
     def __init__(self, writer: StateWriter) -> None:
         self.writer = writer
+        writer.flush()  # meta (and clearing) before this worker handles any item
         writer.start()
 
     def write_batch(self, items: list[Model]) -> None:

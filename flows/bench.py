@@ -45,7 +45,7 @@ def _raw_config(data: Path, out: Path, batch: int) -> dict[str, Any]:
     with (data / "instruments.csv").open() as fh:
         tokens = [int(r["instrument_token"]) for r in csv.DictReader(fh)]
     raw = {
-        "source": {"path": str(data), "batch_size": batch, "partitions": 4},
+        "source": {"path": str(data.resolve()), "batch_size": batch, "partitions": 4},
         "instruments": "instruments.csv",
         "brokers": {"paper": {"starting_cash": 10_000_000}},
         "strategies": [

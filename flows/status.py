@@ -59,6 +59,7 @@ class WriterView(Model):
     worker: int
     state: Literal["running", "finished", "missing"]
     age_s: float | None  # wall clock since the writer last wrote
+    flow_age_s: float | None  # wall clock since the flow last handed the writer a value
 
 
 class StatusView(Model):
@@ -131,7 +132,12 @@ def read_status(
     for i in range(meta.workers):
         beat: WriterBeat | None = values.get(keys.writer(i))
         age = (now - beat.updated_at).total_seconds() if beat else None
-        writers.append(WriterView(worker=i, state=beat.state if beat else "missing", age_s=age))
+        flow_age = (now - beat.flow_at).total_seconds() if beat and beat.flow_at else None
+        writers.append(
+            WriterView(
+                worker=i, state=beat.state if beat else "missing", age_s=age, flow_age_s=flow_age
+            )
+        )
     stale = [
         w
         for w in writers
@@ -184,9 +190,11 @@ def render(v: StatusView) -> str:
     """Human-readable status."""
     lines = [f"Alpha Panda status: {v.redis} prefix {v.prefix!r}: {v.flow.upper()} ({v.detail})"]
     if v.writers:
-        lines.append(
-            "writers: " + ", ".join(f"#{w.worker} {w.state} {_age(w.age_s)} ago" for w in v.writers)
-        )
+        lines += [
+            f"writer #{w.worker}: {w.state}, wrote {_age(w.age_s)} ago, "
+            f"last value from the flow {_age(w.flow_age_s)} ago"
+            for w in v.writers
+        ]
     if v.run:
         r = v.run
         lines.append(

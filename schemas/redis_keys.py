@@ -41,11 +41,13 @@ class RunMeta(Model):
 
 
 class WriterBeat(Model):
-    """One sink worker's heartbeat: monitoring time (wall clock), never trading time."""
+    """One sink worker's heartbeat: monitoring time (wall clock), never trading time.
+    ``updated_at``: the writer's last write; ``flow_at``: the flow last handed it a value."""
 
     worker: int = Field(ge=0)
     state: Literal["running", "finished"]
     updated_at: AwareDatetime
+    flow_at: AwareDatetime | None
 
 
 class RunCounters(Model):
@@ -172,6 +174,14 @@ class LiveKeys:
 
     def health_history(self, broker: Broker | str, stage: Stage | str) -> str:
         return f"{self._broker(broker)}:history:{Stage(stage).value}"
+
+    def run_keys(self, meta: RunMeta) -> list[str]:
+        """The data keys of a run described by ``meta`` (not its meta and heartbeats)."""
+        out = [self.run_counters()]
+        for b in meta.brokers:
+            out += [self.pnl(b), self.positions(b), self.counters(b)]
+            out += [self.health(b, s) for s in Stage] + [self.health_history(b, s) for s in Stage]
+        return out
 
     def parse(self, key: str) -> LiveKey | None:
         """The key's kind and parts, or None if ``LiveKeys`` never produces ``key``."""

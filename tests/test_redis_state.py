@@ -113,7 +113,15 @@ def test_flow_state_in_redis_equals_the_ledger(ticks_dir: Path, tmp_path: Path) 
     url = shared_url()
     cfg = redis_config(ticks_dir, url, f"test-{uuid.uuid4().hex[:8]}:")
     client = redis.Redis.from_url(url)
+    keys = LiveKeys(cfg.redis.key_prefix)
     try:
+        leftover = [  # an earlier run's values under the same prefix
+            (keys.counters("zerodha"), b'{"broker": "zerodha", "signals": 99}'),
+            (keys.health("paper", Stage.RISK_VALIDATION), b"{}"),
+        ]
+        for key, value in leftover:
+            client.set(key, value)
+        client.zadd(keys.health_history("paper", Stage.MARKET_DATA), {b"future": 9e9})
         by_kind, report = run_with_ledger(cfg, tmp_path)
         assert by_kind["fills"] and by_kind["rejections"] and len(by_kind["health"]) > 400
         view = assert_state_matches_ledger(client, cfg, by_kind, report)

@@ -172,9 +172,8 @@ def test_a_silent_writer_means_the_flow_stopped(cfg: RedisConfig) -> None:
     assert status_of(cfg).exit_code == 0
     client = redis.Redis.from_url(str(cfg.url))
     keys = LiveKeys(cfg.key_prefix)
-    old = WriterBeat(
-        worker=0, state="running", updated_at=datetime.now(timezone.utc) - timedelta(seconds=60)
-    )
+    ago = datetime.now(timezone.utc) - timedelta(seconds=60)
+    old = WriterBeat(worker=0, state="running", updated_at=ago, flow_at=ago)
     client.set(keys.writer(0), encode(old))
     view = status_of(cfg)
     assert (view.flow, view.exit_code) == ("stale", 3)
