@@ -1,0 +1,221 @@
+"""HTTP side of the Kite simulator: the Kite Connect v3 endpoints the product uses, with
+their response and error shapes, plus ``/_sim/*`` admin endpoints (advance the tape, inject
+faults, inspect state) for tests and users."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from connectors.kite.sim.exchange import Exchange, KiteError, kite_time
+
+
+@dataclass
+class Faults:
+    """Faults for the next order placements (each counter is consumed one order at a time)."""
+
+    http_429: int = 0
+    http_500: int = 0
+    lost_response: int = 0  # the order is accepted, but the reply never arrives
+    reject: int = 0
+    reject_message: str = "RMS:Margin Exceeds, Required:0, Available:0"
+    lost_delay_s: float = 5.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def take(self, name: str) -> bool:
+        with self.lock:
+            left: int = getattr(self, name)
+            if left > 0:
+                setattr(self, name, left - 1)
+            return left > 0
+
+    def update(self, body: dict[str, Any]) -> None:
+        with self.lock:
+            for k, v in body.items():
+                if k == "lock" or not hasattr(self, k):
+                    raise KiteError(400, "InputException", f"unknown fault: {k}")
+                setattr(self, k, type(getattr(self, k))(v))
+
+
+@dataclass
+class Account:
+    api_key: str
+    api_secret: str
+    access_token: str
+    user_id: str = "AP0001"
+
+    def profile(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id, "user_type": "individual", "email": "sim@example.invalid",
+            "user_name": "Alpha Panda Sim", "user_shortname": "Sim", "broker": "ZERODHA",
+            "exchanges": ["NSE", "BSE"], "products": ["CNC", "NRML", "MIS"],
+            "order_types": ["MARKET", "LIMIT", "SL", "SL-M"], "avatar_url": None,
+            "meta": {"demat_consent": "physical"},
+        }  # fmt: skip
+
+
+Route = tuple[str, re.Pattern[str], Callable[..., Any]]
+
+
+class SimApi:
+    """Routes → exchange calls. Handlers return the ``data`` of a success envelope."""
+
+    def __init__(self, ex: Exchange, account: Account, faults: Faults) -> None:
+        self.ex, self.account, self.faults = ex, account, faults
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every call, for tests
+        oid, var = "(?P<order_id>\\d+)", "(?P<variety>[a-z]+)"
+        r: list[tuple[str, str, Callable[..., Any]]] = [
+            ("POST", "/session/token", self.session),
+            ("GET", "/user/profile", lambda p: self.account.profile()),
+            ("GET", "/user/margins", lambda p: self.ex.margins()),
+            ("GET", "/user/margins/(?P<segment>equity|commodity)", self.segment),
+            ("POST", f"/orders/{var}", self.place),
+            ("PUT", f"/orders/{var}/{oid}", self.modify),
+            ("DELETE", f"/orders/{var}/{oid}", self.cancel),
+            ("GET", "/orders", lambda p: [o.view() for o in self.ex.orders.values()]),
+            ("GET", f"/orders/{oid}", lambda p, order_id: self.ex.get(order_id).history),
+            ("GET", f"/orders/{oid}/trades", self.order_trades),
+            ("GET", "/trades", lambda p: list(self.ex.trades)),
+            ("GET", "/portfolio/positions", lambda p: self.ex.positions()),
+            ("POST", "/_sim/advance", self.advance),
+            ("POST", "/_sim/faults", self.set_faults),
+            ("GET", "/_sim/state", self.state),
+        ]
+        self.routes: list[Route] = [(m, re.compile(path), h) for m, path, h in r]
+
+    def session(self, p: dict[str, str]) -> dict[str, Any]:
+        a = self.account
+        expect = hashlib.sha256(f"{a.api_key}{p.get('request_token', '')}{a.api_secret}".encode())
+        if p.get("api_key") != a.api_key or p.get("checksum") != expect.hexdigest():
+            raise KiteError(403, "TokenException", "Invalid `checksum`.")
+        return {
+            **a.profile(), "api_key": a.api_key, "access_token": a.access_token,
+            "public_token": "sim-public", "refresh_token": "", "enctoken": "",
+            "login_time": kite_time(self.ex.now),
+        }  # fmt: skip
+
+    def segment(self, p: dict[str, str], segment: str) -> Any:
+        return self.ex.margins()[segment]
+
+    def modify(self, p: dict[str, str], variety: str, order_id: str) -> dict[str, Any]:
+        return {"order_id": self.ex.modify(order_id, p).order_id}
+
+    def cancel(self, p: dict[str, str], variety: str, order_id: str) -> dict[str, Any]:
+        return {"order_id": self.ex.cancel(order_id).order_id}
+
+    def order_trades(self, p: dict[str, str], order_id: str) -> list[dict[str, Any]]:
+        return [t for t in self.ex.trades if t["order_id"] == order_id]
+
+    def set_faults(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.faults.update(p)
+        return {}
+
+    def place(self, p: dict[str, str], variety: str) -> dict[str, Any]:
+        if self.faults.take("http_429"):
+            raise KiteError(429, "NetworkException", "Too many requests")
+        if self.faults.take("http_500"):
+            raise KiteError(500, "GeneralException", "Something went wrong")
+        order = self.ex.place(variety, p)
+        if self.faults.take("reject"):
+            self.ex.reject(order, self.faults.reject_message)
+        if self.faults.take("lost_response"):
+            raise LostResponse(self.faults.lost_delay_s)
+        return {"order_id": order.order_id}
+
+    def advance(self, p: dict[str, Any]) -> dict[str, Any]:
+        moved = self.ex.advance(int(p.get("ticks", 1)))
+        return {"advanced": len(moved), "cursor": self.ex.cursor, "now": kite_time(self.ex.now)}
+
+    def state(self, p: dict[str, str]) -> dict[str, Any]:
+        return {"cursor": self.ex.cursor, "ticks": len(self.ex.tape), "orders": len(self.ex.orders),
+                "trades": len(self.ex.trades), "requests": len(self.requests)}  # fmt: skip
+
+    def authorised(self, header: str | None) -> bool:
+        a = self.account
+        return header == f"token {a.api_key}:{a.access_token}"
+
+    def dispatch(self, method: str, path: str, params: dict[str, Any], auth: str | None) -> Any:
+        self.requests.append((method, path))
+        for m, pattern, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if match and m == method:
+                public = path == "/session/token" or path.startswith("/_sim/")
+                if not public and not self.authorised(auth):
+                    raise KiteError(403, "TokenException", "Incorrect `api_key` or `access_token`.")
+                return handler(params, **match.groupdict())
+        raise KiteError(404, "GeneralException", f"Route not found: {method} {path}")
+
+
+class LostResponse(Exception):
+    """The order exists; the client never gets the reply (it times out)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__("response lost")
+        self.delay_s = delay_s
+
+
+def handler_for(api: SimApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None  # tokens travel in headers; never log requests
+
+        def _params(self) -> dict[str, Any]:
+            url = urlsplit(self.path)
+            params: dict[str, Any] = dict(parse_qsl(url.query))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if body:
+                if "json" in (self.headers.get("Content-Type") or ""):
+                    params.update(json.loads(body))
+                else:
+                    params.update(parse_qsl(body.decode()))
+            return params
+
+        def _reply(self, status: int, payload: dict[str, Any]) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _handle(self) -> None:
+            try:
+                params = self._params()
+                data = api.dispatch(
+                    self.command,
+                    urlsplit(self.path).path,
+                    params,
+                    self.headers.get("Authorization"),
+                )
+                self._reply(200, {"status": "success", "data": data})
+            except KiteError as e:
+                self._reply(e.status, {"status": "error", "message": e.message,
+                                       "data": None, "error_type": e.error_type})  # fmt: skip
+            except LostResponse as e:
+                time.sleep(e.delay_s)
+                self.close_connection = True
+            except (ValueError, KeyError) as e:
+                self._reply(400, {"status": "error", "message": f"Invalid input: {e}",
+                                  "data": None, "error_type": "InputException"})  # fmt: skip
+
+        do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+    return Handler
+
+
+def serve(api: SimApi, host: str, port: int) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), handler_for(api))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="kite-sim-http", daemon=True).start()
+    return server

@@ -1,0 +1,180 @@
+"""The Kite simulator's HTTP API through the real ``kiteconnect`` client on loopback:
+session exchange, orders and fills against the tape, and the faults on demand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from kiteconnect import KiteConnect
+from kiteconnect import exceptions as kex
+
+from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
+from connectors.kite.sim.http import SimApi, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY, SECRET, TOKEN = (
+    SIM_DEFAULTS[k] for k in ("KITE_API_KEY", "KITE_API_SECRET", "KITE_ACCESS_TOKEN")
+)
+
+
+@pytest.fixture
+def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SimApi, str]]:
+    for k in SIM_DEFAULTS:
+        monkeypatch.delenv(k, raising=False)
+    api = build(ROOT / "data" / "sample_ticks.parquet", ROOT / "data" / "instruments.csv")
+    server = serve(api, "127.0.0.1", 0)
+    yield api, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def client(root: str, token: str | None = TOKEN, timeout: int = 7) -> KiteConnect:
+    kite = KiteConnect(api_key=KEY, root=root, timeout=timeout)
+    if token:
+        kite.set_access_token(token)
+    return kite
+
+
+def advance(root: str, ticks: int) -> dict[str, Any]:
+    r = requests.post(f"{root}/_sim/advance", json={"ticks": ticks}, timeout=5)
+    data: dict[str, Any] = r.json()["data"]
+    return data
+
+
+def faults(root: str, **kw: Any) -> None:
+    assert requests.post(f"{root}/_sim/faults", json=kw, timeout=5).status_code == 200
+
+
+def place(kite: KiteConnect, qty: int = 5, tag: str = "t1", **kw: Any) -> str:
+    order_id: str = kite.place_order(
+        variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
+        quantity=qty, product="MIS", order_type=kw.pop("order_type", "MARKET"), tag=tag, **kw,
+    )  # fmt: skip
+    return order_id
+
+
+def test_session_exchange_checks_the_checksum(sim: tuple[SimApi, str]) -> None:
+    _, root = sim
+    kite = client(root, token=None)
+    session = kite.generate_session("req-123", api_secret=SECRET)
+    assert session["access_token"] == TOKEN and session["user_id"] == "AP0001"
+    with pytest.raises(kex.TokenException, match="checksum"):
+        kite.generate_session("req-123", api_secret="wrong")
+    with pytest.raises(kex.TokenException):
+        client(root, token="stale").profile()
+    assert client(root).profile()["broker"] == "ZERODHA"
+
+
+def test_market_order_fills_at_the_next_tick_of_its_instrument(sim: tuple[SimApi, str]) -> None:
+    api, root = sim
+    kite = client(root)
+    advance(root, 100)
+    oid = place(kite)
+    (o,) = kite.orders()
+    assert o["order_id"] == oid and o["status"] == "OPEN" and o["tag"] == "t1"
+    token = o["instrument_token"]
+    tape = api.ex.tape
+    nxt = next(
+        i
+        for i in range(api.ex.cursor, len(tape))
+        if tape.token[i] == token and tape.ts[i] > api.ex.now
+    )
+    advance(root, nxt - api.ex.cursor + 1)
+    (o,) = kite.orders()
+    assert o["status"] == "COMPLETE" and o["filled_quantity"] == 5
+    assert o["average_price"] == pytest.approx(float(tape.price[nxt]))
+    statuses = [h["status"] for h in kite.order_history(oid)]
+    assert statuses[0] == "PUT ORDER REQ RECEIVED" and statuses[-2:] == ["OPEN", "COMPLETE"]
+    (t,) = kite.order_trades(oid)
+    assert t["quantity"] == 5 and t["average_price"] == o["average_price"]
+    assert kite.trades() == [t]
+    (pos,) = kite.positions()["net"]
+    assert pos["tradingsymbol"] == "INFY" and pos["quantity"] == 5
+    assert kite.margins()["equity"]["enabled"] and kite.margins("equity")["net"] > 0
+
+
+def test_limit_order_fills_only_when_the_price_crosses(sim: tuple[SimApi, str]) -> None:
+    _, root = sim
+    kite = client(root)
+    advance(root, 50)
+    oid = place(kite, order_type="LIMIT", price=1.0)  # far below the market
+    advance(root, 20_000)
+    assert kite.order_history(oid)[-1]["status"] == "OPEN"
+    kite.modify_order("regular", oid, price=1_000_000.0)  # now above: crosses at once
+    advance(root, 5_000)
+    o = kite.order_history(oid)[-1]
+    assert o["status"] == "COMPLETE" and o["average_price"] == 1_000_000.0
+    second = place(kite, order_type="LIMIT", price=1.0, tag="t2")
+    kite.cancel_order("regular", second)
+    assert kite.order_history(second)[-1]["status"] == "CANCELLED"
+    with pytest.raises(kex.InputException, match="cannot be cancelled"):
+        kite.cancel_order("regular", second)
+
+
+def test_faults_429_500_reject_and_a_lost_response(sim: tuple[SimApi, str]) -> None:
+    _, root = sim
+    kite = client(root, timeout=1)
+    faults(root, http_429=1, http_500=1)
+    with pytest.raises(kex.NetworkException) as e429:
+        place(kite)
+    assert e429.value.code == 429
+    with pytest.raises(kex.GeneralException) as e500:
+        place(kite)
+    assert e500.value.code == 500
+    assert kite.orders() == []  # neither created an order
+    faults(root, reject=1)
+    rejected = place(kite, tag="rej")
+    assert kite.order_history(rejected)[-1]["status"] == "REJECTED"
+    assert kite.order_history(rejected)[-1]["status_message"].startswith("RMS:")
+    faults(root, lost_response=1, lost_delay_s=2.0)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        place(kite, tag="lost")  # accepted, but the reply never comes
+    assert [o["tag"] for o in kite.orders()] == ["rej", "lost"]  # the lost one exists, once
+    assert place(kite, tag="ok")  # faults are used up
+
+
+def test_bad_input_gets_kite_error_shapes(sim: tuple[SimApi, str]) -> None:
+    _, root = sim
+    kite = client(root)
+    with pytest.raises(kex.InputException, match="tradingsymbol"):
+        kite.place_order(
+            variety="regular", exchange="NSE", tradingsymbol="NOPE", transaction_type="BUY",
+            quantity=1, product="MIS", order_type="MARKET",
+        )  # fmt: skip
+    with pytest.raises(kex.InputException, match="Quantity"):
+        place(kite, qty=0)
+    r = requests.get(f"{root}/orders", headers={"X-Kite-Version": "3"}, timeout=5)
+    assert r.status_code == 403 and r.json()["error_type"] == "TokenException"
+
+
+def test_the_simulator_command_serves_the_real_client(tmp_path: Path) -> None:
+    from tests.test_run import _free_ports
+
+    port = _free_ports(1)[0]
+    cmd = [sys.executable, "-m", "connectors.kite.sim", "--port", str(port), "--speed", "0"]
+    log = (tmp_path / "sim.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        root = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert client(root).profile()["user_id"] == "AP0001"
+                break
+            except requests.exceptions.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    "simulator did not start"
+                )
+                time.sleep(0.1)
+        assert advance(root, 10)["cursor"] == 10
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert TOKEN not in (tmp_path / "sim.log").read_text()
