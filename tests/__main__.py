@@ -7,7 +7,6 @@ collected" (exit 5) is a failure too.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from schemas.config import DEFAULT_REDIS_URL, REDIS_URL_ENV
+from schemas.config import RedisConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +30,7 @@ STEPS = [
 
 def ensure_redis() -> None:
     """Start ``redis-server`` (no persistence) when the test Redis does not answer."""
-    url = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+    url = RedisConfig().resolved_url()
     parts = urlsplit(url)
 
     def ping() -> bool:

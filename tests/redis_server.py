@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from schemas.config import DEFAULT_REDIS_URL, REDIS_URL_ENV
+from schemas.config import RedisConfig
 from tests.test_run import _free_ports
 
 
@@ -25,7 +25,7 @@ def missing(msg: str) -> None:
 
 def shared_url() -> str:
     """The shared Redis, answering PING (else skip / fail in CI)."""
-    url = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+    url = RedisConfig().resolved_url()
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
