@@ -86,18 +86,22 @@ class StateWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if meta is not None:
-            self.put([meta])
+            with self._lock:
+                self._set([meta])
 
     def put(self, items: Iterable[Model]) -> None:
         """Take new values (called from the flow; never touches the network)."""
         with self._lock:
             self._flow_at = datetime.now(timezone.utc)
-            for item in items:
-                if isinstance(item, StageHealth):
-                    self._remember(item)
-                for key, value in self.keys.values_of(item):
-                    self._values[key] = value
-                    self._dirty.add(key)
+            self._set(items)
+
+    def _set(self, items: Iterable[Model]) -> None:
+        for item in items:
+            if isinstance(item, StageHealth):
+                self._remember(item)
+            for key, value in self.keys.values_of(item):
+                self._values[key] = value
+                self._dirty.add(key)
 
     def _remember(self, h: StageHealth) -> None:
         hist = self._history.setdefault(self.keys.health_history(h.broker, h.stage), _History())

@@ -190,3 +190,15 @@ def test_no_data_and_unreachable_exit_3(cfg: RedisConfig) -> None:
     view = status_of(gone)
     assert (view.flow, view.exit_code) == ("unreachable", 3)
     assert "redis.url: cannot reach redis://127.0.0.1:1/0" in view.detail
+
+
+def test_heartbeat_says_when_the_flow_last_handed_over_a_value(cfg: RedisConfig) -> None:
+    meta = RunMeta(source="t", brokers=[Broker.PAPER], workers=1, window_s=60, history_windows=5)
+    w = StateWriter(cfg, 0, meta)
+    assert w.flush()
+    (writer,) = status_of(cfg).writers
+    assert writer.state == "running" and writer.flow_age_s is None  # meta is not flow output
+    w.put([pnl()])
+    assert w.flush()
+    (writer,) = status_of(cfg).writers
+    assert writer.flow_age_s is not None and 0 <= writer.flow_age_s < 5
