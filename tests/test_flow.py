@@ -20,12 +20,23 @@ from tests.conftest import config_dict, make_config
 
 
 def run_graph(
-    cfg: AppConfig, tmp: Path, shards: dict[str, list[Any]] | None = None
+    cfg: AppConfig,
+    tmp: Path,
+    shards: dict[str, list[Any]] | None = None,
+    source: Any = None,
 ) -> tuple[dict[str, list[Any]], RunReport]:
-    """Run in-process; returns rows per kind (and, in ``shards``, per shard in write order)."""
+    """Run in-process; returns rows per kind (and, in ``shards``, per shard in write order).
+    ``source`` replaces the config's source (one partition, ``replay-0``)."""
     rows: list[tuple[str, Any]] = []
     reports: list[RunReport] = []
-    flow = build_flow(cfg, ledger=TestingSink(rows), report=TestingSink(reports), out_dir=tmp)
+    flow = build_flow(
+        cfg,
+        source=source,
+        source_parts=["replay-0"] if source is not None else None,
+        ledger=TestingSink(rows),
+        report=TestingSink(reports),
+        out_dir=tmp,
+    )
     run_main(flow)
     by_kind: dict[str, list[Any]] = {k: [] for k in LEDGER_KINDS}
     for key, item in rows:

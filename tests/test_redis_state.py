@@ -20,20 +20,19 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSource
 
 from connectors.replay import ReplaySource
 from flows.config import parse_config
-from flows.graph import build_flow
 from flows.status import NO_DATA, StatusView, status_of
 from operators.report import RunReport
 from schemas.config import AppConfig, RedisConfig
 from schemas.enums import Stage
 from schemas.events import PnlSnapshot, StageHealth
-from schemas.ledger import LEDGER_KINDS
 from schemas.redis_keys import KeyKind, LiveKeys, decode
 from tests.conftest import TOKENS, config_dict, make_config
 from tests.redis_server import RedisServer, shared_url
+from tests.test_flow import run_graph
 from tests.test_run import ROOT, _env
 
 FAST = {"flush_interval_s": 0.05, "heartbeat_s": 0.2, "retry_max_s": 0.2, "timeout_s": 1.0}
@@ -43,28 +42,6 @@ def redis_config(ticks: Path, url: str, prefix: str, **over: Any) -> AppConfig:
     raw = config_dict(ticks, sinks=["redis"])
     raw["redis"] = {"url": url, "key_prefix": prefix, "history_windows": 40, **FAST, **over}
     return parse_config(raw, Path("."))
-
-
-def run_with_ledger(
-    cfg: AppConfig, tmp: Path, source: Any = None
-) -> tuple[dict[str, list[Any]], RunReport]:
-    rows: list[tuple[str, Any]] = []
-    reports: list[RunReport] = []
-    parts = ["replay-0"] if source is not None else None
-    flow = build_flow(
-        cfg,
-        source=source,
-        source_parts=parts,
-        ledger=TestingSink(rows),
-        report=TestingSink(reports),
-        out_dir=tmp,
-    )
-    run_main(flow)
-    by_kind: dict[str, list[Any]] = {k: [] for k in LEDGER_KINDS}
-    for key, item in rows:
-        if hasattr(item, "model_dump"):
-            by_kind[key.split("/")[0]].append(item)
-    return by_kind, reports[0]
 
 
 def _get(client: redis.Redis, key: str) -> bytes:
@@ -122,7 +99,7 @@ def test_flow_state_in_redis_equals_the_ledger(ticks_dir: Path, tmp_path: Path) 
         for key, value in leftover:
             client.set(key, value)
         client.zadd(keys.health_history("paper", Stage.MARKET_DATA), {b"future": 9e9})
-        by_kind, report = run_with_ledger(cfg, tmp_path)
+        by_kind, report = run_graph(cfg, tmp_path)
         assert by_kind["fills"] and by_kind["rejections"] and len(by_kind["health"]) > 400
         view = assert_state_matches_ledger(client, cfg, by_kind, report)
         paper = next(b for b in view.brokers if b.broker == "paper")
@@ -257,7 +234,7 @@ def test_redis_outage_mid_run_keeps_trading_and_rewrites_the_full_state(
     result: list[Any] = []
     flow_thread = threading.Thread(
         target=lambda: result.append(
-            run_with_ledger(cfg, tmp_path, TestingSource(gates, batch_size=1))
+            run_graph(cfg, tmp_path, source=TestingSource(gates, batch_size=1))
         ),
         daemon=True,
     )
@@ -307,8 +284,8 @@ def test_redis_down_from_the_start_does_not_stop_the_flow(
     cfg = redis_config(ticks_dir, url, "down:", close_timeout_s=0.5)
     reference = make_config(ticks_dir)
     caplog.set_level(logging.INFO, logger="alpha_panda.redis")
-    by_kind, report = run_with_ledger(cfg, tmp_path)
-    plain, _ = run_with_ledger(reference, tmp_path)
+    by_kind, report = run_graph(cfg, tmp_path)
+    plain, _ = run_graph(reference, tmp_path)
     assert by_kind == plain and report.ticks_processed > 0  # trading unaffected
     messages = [r.getMessage() for r in caplog.records]
     assert sum("unreachable (" in m for m in messages) == 1
@@ -325,7 +302,7 @@ def test_status_reads_health_history_in_window_order(ticks_dir: Path, tmp_path: 
     cfg = redis_config(ticks_dir, url, f"test-{uuid.uuid4().hex[:8]}:")
     client = redis.Redis.from_url(url)
     try:
-        by_kind, _ = run_with_ledger(cfg, tmp_path)
+        by_kind, _ = run_graph(cfg, tmp_path)
         view = status_of(cfg.redis, history=3)
         paper = next(b for b in view.brokers if b.broker == "paper")
         ledger: list[StageHealth] = [h for h in by_kind["health"] if h.broker == "paper"]
