@@ -29,6 +29,7 @@ from schemas.redis_keys import (
 )
 from tests.redis_server import shared_url
 from tests.test_run import ROOT
+from tests.test_schemas import EXAMPLES
 
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
 
@@ -81,18 +82,15 @@ def test_values_round_trip_through_their_encoding() -> None:
 
 def health(stage: Stage, status: HealthStatus, reason: HealthReason, k: int = 0) -> StageHealth:
     start = T + timedelta(minutes=k)
-    return StageHealth(
-        event_id=f"h{k}{stage.value}", broker=Broker.PAPER, stage=stage, status=status,
-        reason=reason, window_start=start, window_end=start + timedelta(minutes=1), count=3,
-        rate_per_s=0.05, last_event_time=start, latency_p50_ms=None, latency_p99_ms=None,
-    )  # fmt: skip
+    return StageHealth(**{
+        **EXAMPLES[StageHealth], "event_id": f"h{k}{stage.value}", "broker": "paper",
+        "stage": stage, "status": status, "reason": reason, "window_start": start,
+        "window_end": start + timedelta(minutes=1), "count": 3, "last_event_time": start,
+    })  # fmt: skip
 
 
 def pnl() -> PnlSnapshot:
-    return PnlSnapshot(
-        event_id="p", broker=Broker.PAPER, timestamp=T, starting_cash=100.0, cash=100.0,
-        realized_pnl=0.0, unrealized_pnl=0.0, fees=0.0, equity=100.0, positions=[], final=False,
-    )  # fmt: skip
+    return PnlSnapshot(**{**EXAMPLES[PnlSnapshot], "broker": "paper"})
 
 
 @pytest.fixture
