@@ -140,6 +140,7 @@ class Exchange:
         self.trades: list[dict[str, Any]] = []
         self.lock = threading.RLock()
         self.listeners: list[Any] = []  # called with each order view on every change
+        self.tick_listeners: list[Any] = []  # called with the tape indexes of each advance
 
     @property
     def now(self) -> int:
@@ -227,6 +228,13 @@ class Exchange:
 
     def advance(self, n: int) -> list[int]:
         """Move ``n`` ticks forward, filling what the new prices allow; the tick indexes."""
+        with self.lock:
+            moved = self._advance(n)
+            for listener in self.tick_listeners:
+                listener(moved)
+            return moved
+
+    def _advance(self, n: int) -> list[int]:
         with self.lock:
             start, end = self.cursor, min(self.cursor + n, len(self.tape))
             for i in range(start, end):

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from connectors.kite.sim.exchange import Exchange, KiteError, kite_time
+from connectors.kite.sim.ticker import TickerHub, accept_key
 
 
 @dataclass
@@ -70,6 +71,7 @@ class SimApi:
 
     def __init__(self, ex: Exchange, account: Account, faults: Faults) -> None:
         self.ex, self.account, self.faults = ex, account, faults
+        self.ticker = TickerHub(ex)
         self.requests: list[tuple[str, str]] = []  # (method, path) of every call, for tests
         oid, var = "(?P<order_id>\\d+)", "(?P<variety>[a-z]+)"
         r: list[tuple[str, str, Callable[..., Any]]] = [
@@ -115,8 +117,15 @@ class SimApi:
         return [t for t in self.ex.trades if t["order_id"] == order_id]
 
     def set_faults(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Order faults (counters, see Faults), or ``ws_drop`` / ``ws_silent``: act on the
+        ticker connections open now."""
+        done = {}
+        if p.pop("ws_drop", None):
+            done["dropped"] = self.ticker.drop()
+        if p.pop("ws_silent", None):
+            done["silenced"] = self.ticker.silence()
         self.faults.update(p)
-        return {}
+        return done
 
     def place(self, p: dict[str, str], variety: str) -> dict[str, Any]:
         if self.faults.take("http_429"):
@@ -136,7 +145,9 @@ class SimApi:
 
     def state(self, p: dict[str, str]) -> dict[str, Any]:
         return {"cursor": self.ex.cursor, "ticks": len(self.ex.tape), "orders": len(self.ex.orders),
-                "trades": len(self.ex.trades), "requests": len(self.requests)}  # fmt: skip
+                "trades": len(self.ex.trades), "requests": len(self.requests),
+                "ws_clients": len(self.ticker.clients),
+                "ws_connections": self.ticker.connections}  # fmt: skip
 
     def authorised(self, header: str | None) -> bool:
         a = self.account
@@ -189,7 +200,27 @@ def handler_for(api: SimApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _websocket(self) -> None:
+            q = dict(parse_qsl(urlsplit(self.path).query))
+            a = api.account
+            key = self.headers.get("Sec-WebSocket-Key")
+            if not key or (q.get("api_key"), q.get("access_token")) != (a.api_key, a.access_token):
+                self._reply(403, {"status": "error", "message": "Invalid api_key or access_token",
+                                  "data": None, "error_type": "TokenException"})  # fmt: skip
+                return
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept_key(key))
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            api.ticker.serve(self.connection, self.rfile)
+
         def _handle(self) -> None:
+            if (self.headers.get("Upgrade") or "").lower() == "websocket":
+                self._websocket()
+                return
             try:
                 params = self._params()
                 data = api.dispatch(
