@@ -49,12 +49,39 @@ class KafkaSourceConfig(Section):
         return self.topic
 
 
+class KiteSourceConfig(Section):
+    """Live ticks from the KiteTicker websocket (``kite:`` section: where, and credentials)."""
+
+    kind: Literal["kite"]
+    mode: Literal["ltp", "quote", "full"] = Field(
+        default="full", description="ticker mode; ltp/quote carry no exchange time (receipt time)"
+    )
+    stale_after_s: float = Field(
+        default=10.0, gt=0, description="silent this long in market hours, socket open: reconnect"
+    )
+    reconnect_max_delay_s: float = Field(default=5.0, ge=5, description="longest reconnect wait")
+    capture: str | None = Field(default=None, description="directory: also write ticks as Parquet")
+    capture_rows: int = Field(default=50_000, gt=0, description="ticks per capture file")
+    idle_stop_s: float | None = Field(
+        default=None, gt=0, description="finish the run after this long without ticks"
+    )
+    max_delay_s: float | None = Field(
+        default=2.0, gt=0, description="as for kafka: quiet instruments cannot hold signals back"
+    )
+
+    @property
+    def name(self) -> str:
+        return "kite"
+
+
 def _source_kind(v: Any) -> str:
     return str(v.get("kind", "replay") if isinstance(v, dict) else getattr(v, "kind", "replay"))
 
 
 SourceConfig = Annotated[
-    Annotated[ReplaySourceConfig, Tag("replay")] | Annotated[KafkaSourceConfig, Tag("kafka")],
+    Annotated[ReplaySourceConfig, Tag("replay")]
+    | Annotated[KafkaSourceConfig, Tag("kafka")]
+    | Annotated[KiteSourceConfig, Tag("kite")],
     Discriminator(_source_kind),
 ]
 
@@ -94,6 +121,21 @@ class RedisConfig(Section):
     def resolved_url(self) -> str:
         """``url``, else ``$REDIS_URL``, else the local default."""
         return self.url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+
+
+class KiteConfig(Section):
+    """Kite Connect for the ``kite`` source and the ``zerodha`` broker. Credentials come only
+    from the environment (see schemas.kite)."""
+
+    api_root: str = Field(default="https://api.kite.trade", description="HTTP API base URL")
+    ws_root: str = Field(default="wss://ws.kite.trade", description="KiteTicker base URL")
+    timeout_s: float = Field(default=7.0, gt=0, description="HTTP request timeout")
+    product: Literal["MIS", "CNC", "NRML"] = "MIS"
+    max_orders_per_s: float = Field(default=10.0, gt=0, description="client-side order rate")
+    attempts: int = Field(default=6, gt=0, description="tries per order (429, 5xx, timeouts)")
+    backoff_max_s: float = Field(default=2.0, gt=0, description="longest wait between tries")
+    intent_ttl_s: int = Field(default=3 * 86_400, gt=0, description="order intents kept in Redis")
+    poll_s: float = Field(default=5.0, gt=0, description="orders() poll, beside order messages")
 
 
 class Instrument(Section):
@@ -189,6 +231,7 @@ class AppConfig(Section):
     sinks: list[Sink] = Field(default=["ledger"], min_length=1)
     kafka: KafkaConfig = KafkaConfig()
     redis: RedisConfig = RedisConfig()
+    kite: KiteConfig = KiteConfig()
     instruments: list[Instrument] = Field(min_length=1)
     brokers: dict[Broker, BrokerConfig] = Field(min_length=1)
     strategies: list[StrategyConfig] = []
@@ -221,6 +264,14 @@ class AppConfig(Section):
                 raise ValueError(
                     f"strategies[{s.id}].brokers: not configured in brokers: {missing}"
                 )
+        live = isinstance(self.source, KiteSourceConfig) or (
+            isinstance(self.source, KafkaSourceConfig) and self.source.tail
+        )
+        if Broker.ZERODHA in self.routes_brokers() and not live:
+            raise ValueError(
+                "source.kind: a strategy trades on zerodha (real orders), which needs a live "
+                "source (kite, or kafka with tail: true)"
+            )
         if self.portfolio.snapshot_interval_s % self.health.window_s:
             raise ValueError("portfolio.snapshot_interval_s: must be a multiple of health.window_s")
         return self
@@ -229,6 +280,10 @@ class AppConfig(Section):
         if s.instruments == "all":
             return [i.instrument_token for i in self.instruments]
         return list(s.instruments)
+
+    def routes_brokers(self) -> set[Broker]:
+        """Brokers some enabled strategy trades on."""
+        return {b for bs in self.routes().values() for b in bs}
 
     def routes(self) -> dict[int, list[Broker]]:
         """instrument token → brokers with an enabled strategy on it (sorted)."""

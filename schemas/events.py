@@ -106,6 +106,7 @@ class OrderPlaced(Model):
     correlation_id: str
     causation_id: str
     broker: Broker
+    broker_order_id: str | None  # the broker's own id (Kite's order_id); paper: None
     status: OrderStatus
     signal_id: str
     strategy_id: str
@@ -123,6 +124,7 @@ class OrderFilled(Model):
     correlation_id: str
     causation_id: str
     broker: Broker
+    broker_order_id: str | None  # the broker's own id (Kite's order_id); paper: None
     status: OrderStatus
     signal_id: str
     strategy_id: str
@@ -142,6 +144,7 @@ class OrderFailed(Model):
     correlation_id: str
     causation_id: str
     broker: Broker
+    broker_order_id: str | None  # the broker's own id (Kite's order_id); paper: None
     status: OrderStatus
     signal_id: str
     strategy_id: str

@@ -13,6 +13,9 @@ named here and is written whole (never as a delta), inside one MULTI/EXEC per fl
     {prefix}broker:{broker}:health:{stage}    StageHealth    latest window of the stage
     {prefix}broker:{broker}:history:{stage}   sorted set of StageHealth, score = window start
                                               (epoch seconds): the last ``history_windows``
+    {prefix}intent:{tag}                      OrderIntent    a Kite order we mean to place (SET
+                                              NX with a TTL, before placing): never cleared
+                                              with a run's keys, so no restart places it twice
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, Field, TypeAdapter
 
 from schemas.enums import Broker, Stage
-from schemas.events import Model, PnlSnapshot, Position, StageHealth
+from schemas.events import Model, PnlSnapshot, Position, StageHealth, ValidatedSignal
 
 DEFAULT_PREFIX = "alpha_panda:"
 
@@ -69,6 +72,13 @@ class BrokerCounters(Model):
     as_of: AwareDatetime | None
 
 
+class OrderIntent(Model):
+    """What the zerodha execution stage is about to send to Kite under ``tag``."""
+
+    tag: str
+    validated: ValidatedSignal
+
+
 class KeyKind(str, Enum):
     META = "meta"
     WRITER = "writer"
@@ -78,6 +88,7 @@ class KeyKind(str, Enum):
     COUNTERS = "broker_counters"
     HEALTH = "health"
     HEALTH_HISTORY = "health_history"
+    INTENT = "intent"
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,7 @@ _VALUE: dict[KeyKind, Any] = {
     KeyKind.COUNTERS: BrokerCounters,
     KeyKind.HEALTH: StageHealth,
     KeyKind.HEALTH_HISTORY: StageHealth,
+    KeyKind.INTENT: OrderIntent,
 }
 
 
@@ -146,6 +158,7 @@ class LiveKeys:
                 re.compile(rf"{p}broker:(?P<broker>{brokers}):history:(?P<stage>{stages})"),
                 KeyKind.HEALTH_HISTORY,
             ),
+            (re.compile(rf"{p}intent:(?P<tag>[A-Za-z0-9]{{1,20}})"), KeyKind.INTENT),
         ]
 
     def meta(self) -> str:
@@ -174,6 +187,9 @@ class LiveKeys:
 
     def health_history(self, broker: Broker | str, stage: Stage | str) -> str:
         return f"{self._broker(broker)}:history:{Stage(stage).value}"
+
+    def intent(self, tag: str) -> str:
+        return f"{self.prefix}intent:{tag}"
 
     def run_keys(self, meta: RunMeta) -> list[str]:
         """The data keys of a run described by ``meta`` (not its meta and heartbeats)."""

@@ -31,6 +31,7 @@ SIGNAL: dict[str, Any] = dict(
 )  # fmt: skip
 ORDER: dict[str, Any] = dict(
     event_id="e", order_id="o", correlation_id="corr-1", causation_id="c", broker="paper",
+    broker_order_id=None,
     signal_id="sig-1", strategy_id="mom", instrument_token=738561, timestamp=T,
 )  # fmt: skip
 EXAMPLES: dict[type[Model], dict[str, Any]] = {

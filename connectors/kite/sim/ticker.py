@@ -63,7 +63,7 @@ def packet(token: int, mode: str, q: Quote) -> bytes:
     d = divisor(token)
 
     def p(x: float) -> int:
-        return max(int(round(x * d)), 0)
+        return max(round(x * d), 0)
 
     ltp = struct.pack(">II", token, p(q.last))
     if mode == "ltp":

@@ -1,0 +1,135 @@
+"""Kite Connect clients for the flow: credentials from the environment, the HTTP client, a
+KiteTicker on the one shared Twisted reactor, and the order feed (ticker order messages plus
+a periodic ``orders()`` poll) that turns Kite's view of our orders into ``OrderUpdate``s."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kiteconnect import KiteConnect, KiteTicker
+from pydantic import ValidationError
+
+from schemas.config import KiteConfig
+from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, OrderUpdate, is_our_tag
+
+log = logging.getLogger("alpha_panda.kite")
+_reactor_lock = threading.Lock()
+
+
+class CredentialsMissing(RuntimeError):
+    """A Kite credential variable is unset; the message names it (never a value)."""
+
+
+def credentials() -> tuple[str, str]:
+    """(api_key, access_token) from ``KITE_API_KEY`` / ``KITE_ACCESS_TOKEN``."""
+    missing = [n for n in (API_KEY_ENV, ACCESS_TOKEN_ENV) if not os.environ.get(n)]
+    if missing:
+        raise CredentialsMissing(
+            f"Kite credentials: set {' and '.join(missing)} in the environment "
+            "(python -m connectors.kite.login makes an access token)"
+        )
+    return os.environ[API_KEY_ENV], os.environ[ACCESS_TOKEN_ENV]
+
+
+def http_client(cfg: KiteConfig) -> KiteConnect:
+    api_key, token = credentials()
+    return KiteConnect(api_key, access_token=token, root=cfg.api_root, timeout=cfg.timeout_s)
+
+
+def start_ticker(kws: KiteTicker) -> None:
+    """Connect ``kws`` on the process's one reactor thread (started once, never stopped, so
+    every source of the process, and every reconnect, can use it)."""
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+    with _reactor_lock:
+        if not reactor.running:
+            threading.Thread(
+                target=reactor.run,
+                kwargs={"installSignalHandlers": False},
+                name="kite-reactor",
+                daemon=True,
+            ).start()
+            deadline = time.monotonic() + 5
+            while not reactor.running and time.monotonic() < deadline:
+                time.sleep(0.005)
+    reactor.callFromThread(kws.connect, threaded=True)
+
+
+def call_in_reactor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+    reactor.callFromThread(fn, *args, **kwargs)
+
+
+def ticker(cfg: KiteConfig, reconnect_max_delay_s: float = 5.0) -> KiteTicker:
+    api_key, token = credentials()
+    kws = KiteTicker(
+        api_key, token, root=cfg.ws_root, reconnect_max_delay=int(max(reconnect_max_delay_s, 5))
+    )
+    kws.on_error = lambda ws, code, reason: log.warning("Kite ticker error %s", code)
+    return kws
+
+
+class OrderFeed:
+    """Our orders as Kite reports them: ticker order messages (``on_message``) and an
+    ``orders()`` poll every ``poll_s`` in a thread. Rows without our tag are ignored;
+    rows Kite sends malformed come out as (raw, error) for the dead letters."""
+
+    def __init__(self, cfg: KiteConfig, client: KiteConnect | None = None) -> None:
+        self.cfg = cfg
+        self.client = client or http_client(cfg)
+        self.out: queue.SimpleQueue[OrderUpdate | tuple[str, str]] = queue.SimpleQueue()
+        self.stop = threading.Event()
+        self.polls = 0
+        self.thread = threading.Thread(target=self._poll_loop, name="kite-orders", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def on_message(self, data: dict[str, Any]) -> None:
+        self._put(data)
+
+    def _put(self, data: Any) -> None:
+        if not isinstance(data, dict) or not is_our_tag(data.get("tag")):
+            return
+        try:
+            self.out.put(OrderUpdate.from_kite(data))
+        except (ValidationError, KeyError, TypeError, ValueError) as e:
+            self.out.put((repr(data), f"order update: {type(e).__name__}: {e}"[:500]))
+
+    def poll_once(self) -> None:
+        for row in self.client.orders():
+            self._put(row)
+        self.polls += 1
+
+    def _poll_loop(self) -> None:
+        failing = False
+        while not self.stop.wait(self.cfg.poll_s):
+            try:
+                self.poll_once()
+                if failing:
+                    log.info("Kite orders() poll works again")
+                failing = False
+            except Exception as e:  # a poll failure must not end the feed
+                if not failing:
+                    log.warning("Kite orders() poll failed: %s", type(e).__name__)
+                failing = True
+
+    def drain(self) -> list[OrderUpdate | tuple[str, str]]:
+        items = []
+        while True:
+            try:
+                items.append(self.out.get_nowait())
+            except queue.Empty:
+                return items
+
+    def close(self) -> None:
+        self.stop.set()

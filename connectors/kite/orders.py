@@ -1,0 +1,178 @@
+"""Placing Kite orders so that no signal ever leads to two of them.
+
+1. The intent is recorded first: Redis ``SET intent:{tag} NX EX ttl`` (schemas.redis_keys).
+   If it was already there (a resume, a replayed signal), Kite's orders are listed and an
+   order with our tag is adopted instead of placing a new one.
+2. A timeout, a lost connection or a 5xx is ambiguous: the order may exist. The day's
+   orders are listed and matched by tag; only if none matches is the order placed again.
+3. 429: wait (exponential backoff) and try again; every try passes the client-side rate
+   limiter (``kite.max_orders_per_s``).
+4. Any other Kite error (4xx: input, margins, order rules) → ``OrderRejected`` with Kite's
+   message. Still ambiguous after ``kite.attempts`` tries → ``KiteUnavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import requests
+from kiteconnect import KiteConnect
+from kiteconnect import exceptions as kex
+
+from schemas.config import Instrument, KiteConfig
+from schemas.kite import KiteUnavailable, OrderRejected
+from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent, decode
+
+log = logging.getLogger("alpha_panda.kite.orders")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    order_id: str
+    adopted: bool  # True: the order already existed at Kite (no new placement)
+
+
+class RateLimiter:
+    """At most ``per_s`` calls per second, spaced evenly (monotonic clock)."""
+
+    def __init__(self, per_s: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.gap = 1.0 / per_s
+        self.next = 0.0
+        self.sleep = sleep
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            if self.next > now:
+                self.sleep(self.next - now)
+                now = self.next
+            self.next = now + self.gap
+
+
+class IntentStore:
+    """Order intents in Redis, under the one key module's ``intent`` keys."""
+
+    def __init__(self, client: redis.Redis, keys: LiveKeys, ttl_s: int) -> None:
+        self.client, self.keys, self.ttl_s = client, keys, ttl_s
+
+    def claim(self, intent: OrderIntent) -> bool:
+        """Record the intent; False if it was already recorded (by us, earlier)."""
+        key = self.keys.intent(intent.tag)
+        return bool(self.client.set(key, intent.model_dump_json(), nx=True, ex=self.ttl_s))
+
+    def get(self, tag: str) -> OrderIntent | None:
+        raw = self.client.get(self.keys.intent(tag))
+        return None if raw is None else decode(KeyKind.INTENT, raw)
+
+
+AMBIGUOUS = (
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    kex.GeneralException,  # 5xx
+    kex.DataException,  # a reply that is not Kite's JSON
+    kex.NetworkException,  # the gateway could not reach the order system (429 aside)
+)
+
+
+class KiteOrders:
+    """Idempotent placement through the real ``kiteconnect`` client (see module doc)."""
+
+    def __init__(
+        self,
+        client: KiteConnect,
+        intents: IntentStore,
+        cfg: KiteConfig,
+        instruments: dict[int, Instrument],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client, self.intents, self.cfg = client, intents, cfg
+        self.instruments = instruments
+        self.limiter = RateLimiter(cfg.max_orders_per_s, sleep)
+        self.sleep = sleep
+        self.placed = self.adopted = self.throttled = self.ambiguous = 0  # for the log and tests
+
+    def find(self, tag: str) -> dict[str, Any] | None:
+        """Kite's order carrying ``tag`` today, if any (one list call)."""
+        for row in self.client.orders():
+            if row.get("tag") == tag:
+                return dict(row)
+        return None
+
+    def recall(self, tag: str) -> OrderIntent | None:
+        """The intent recorded under ``tag`` (by this run or one before a restart)."""
+        return self.intents.get(tag)
+
+    def submit(self, intent: OrderIntent, order_type: str) -> Submitted:
+        if not self.intents.claim(intent):
+            found = self._find_settled(intent.tag)
+            if found is not None:
+                self.adopted += 1
+                log.info("order %s already at Kite (%s): not placing again", intent.tag, found)
+                return Submitted(found, adopted=True)
+        return self._place(intent, order_type)
+
+    def _find_settled(self, tag: str) -> str | None:
+        for attempt in range(self.cfg.attempts):
+            try:
+                row = self.find(tag)
+                return None if row is None else str(row["order_id"])
+            except AMBIGUOUS as e:
+                log.warning("listing Kite orders failed (%s); retrying", type(e).__name__)
+                self.sleep(self._backoff(attempt))
+        raise KiteUnavailable(f"order {tag}: Kite's order list unavailable")
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.cfg.backoff_max_s, 0.1 * 2**attempt))
+
+    def _params(self, intent: OrderIntent, order_type: str) -> dict[str, Any]:
+        s = intent.validated.signal
+        inst = self.instruments[s.instrument_token]
+        params: dict[str, Any] = dict(
+            variety="regular",
+            exchange=inst.exchange,
+            tradingsymbol=inst.tradingsymbol,
+            transaction_type=s.signal_type,
+            quantity=s.quantity,
+            product=self.cfg.product,
+            order_type=order_type,
+            tag=intent.tag,
+        )
+        if order_type == "LIMIT":
+            params["price"] = s.price
+        return params
+
+    def _place(self, intent: OrderIntent, order_type: str) -> Submitted:
+        params = self._params(intent, order_type)
+        for attempt in range(self.cfg.attempts):
+            self.limiter.wait()
+            try:
+                order_id = str(self.client.place_order(**params))
+                self.placed += 1
+                return Submitted(order_id, adopted=False)
+            except AMBIGUOUS as e:
+                if isinstance(e, kex.NetworkException) and e.code == 429:
+                    self.throttled += 1
+                    log.warning("Kite rate limit (429) on order %s; backing off", intent.tag)
+                    self.sleep(self._backoff(attempt))
+                    continue
+                self.ambiguous += 1
+                log.warning(
+                    "order %s: %s, its fate unknown; checking Kite's orders",
+                    intent.tag,
+                    type(e).__name__,
+                )
+                found = self._find_settled(intent.tag)
+                if found is not None:
+                    self.adopted += 1
+                    return Submitted(found, adopted=True)
+            except kex.KiteException as e:
+                raise OrderRejected(str(e)) from None
+            self.sleep(self._backoff(attempt))
+        raise KiteUnavailable(f"order {intent.tag}: not placed after {self.cfg.attempts} tries")

@@ -1,0 +1,264 @@
+"""Live tick source: KiteTicker (threaded, on the shared reactor) → columnar batches.
+
+One partition, ``kite``. Ticks queue up in the ticker thread; each ``next_batch`` drains the
+queue, groups rows per instrument and validates them exactly like replay rows (bad ones →
+dead letters with the tick as JSON). A tick's time is Kite's ``exchange_timestamp`` (full
+mode), else the time it was received. The source also carries the order feed when the
+``zerodha`` broker trades, so order updates share the connection, as at Kite.
+
+Watchdog: no ticks for ``stale_after_s`` while the market is open and the socket looks open
+→ drop the connection (KiteTicker reconnects with backoff) and emit ``FeedStale``, which
+the market_data stage reports as a warning. ``capture`` writes every valid tick to Parquet
+in the replay format. ``idle_stop_s`` ends the run after that long without ticks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from connectors.kite.client import OrderFeed, call_in_reactor, start_ticker, ticker
+from connectors.replay import RowsRead, group_rows
+from operators.session import MarketSession
+from operators.ticks import MISSING_TS, RawTicks, dead_letter, validate
+from schemas.arrow import TICK_SCHEMA
+from schemas.config import KiteConfig, KiteSourceConfig, SessionConfig
+from schemas.enums import DeadLetterReason
+from schemas.ticks import US, TickBatch
+
+log = logging.getLogger("alpha_panda.kite.ticks")
+PART = "kite"
+NAP = timedelta(milliseconds=20)  # wait between polls of an empty tick queue
+
+
+@dataclass(frozen=True)
+class FeedStale:
+    """The feed was silent ``silent_s`` with the socket open; ``ts``: last tick's time."""
+
+    ts: int
+    silent_s: float
+
+
+@dataclass
+class KiteTickState:
+    seq: int = 0  # ticks received so far: the dead letters' offsets
+    last_ts: dict[int, int] = field(default_factory=dict)
+    capture_files: int = 0
+
+
+def tick_time(t: dict[str, Any], received_us: int) -> int:
+    ts = t.get("exchange_timestamp")
+    if isinstance(ts, datetime):  # KiteTicker makes naive local datetimes from epoch seconds
+        return int(ts.timestamp()) * US
+    return received_us
+
+
+class Capture:
+    """Valid ticks → Parquet files of ``rows`` ticks, named by the first file index."""
+
+    def __init__(self, directory: Path, rows: int, first_file: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dir, self.rows, self.files = directory, rows, first_file
+        self.buf: list[TickBatch] = []
+        self.n = 0
+
+    def add(self, batches: list[TickBatch]) -> None:
+        self.buf.extend(batches)
+        self.n += sum(len(b) for b in batches)
+        if self.n >= self.rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        ts = np.concatenate([b.ts for b in self.buf])
+        order = np.argsort(ts, kind="stable")
+        columns = {
+            "instrument_token": np.concatenate([[b.instrument_token] * len(b) for b in self.buf]),
+            "timestamp": ts,
+            "last_price": np.concatenate([b.price for b in self.buf]),
+            "volume": np.concatenate([b.volume for b in self.buf]),
+        }
+        arrays = [pa.array(columns[f.name][order]).cast(f.type) for f in TICK_SCHEMA]
+        table = pa.Table.from_arrays(arrays, schema=TICK_SCHEMA)
+        pq.write_table(table, self.dir / f"ticks-{self.files:06d}.parquet")
+        self.files += 1
+        self.buf, self.n = [], 0
+
+
+class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
+    def __init__(
+        self,
+        src: KiteSourceConfig,
+        kite: KiteConfig,
+        session: MarketSession,
+        tokens: list[int],
+        feed: OrderFeed | None,
+        state: KiteTickState | None,
+    ) -> None:
+        self.src, self.session, self.tokens = src, session, tokens
+        self.known = frozenset(tokens)
+        self.state = state or KiteTickState()
+        self.ticks: queue.SimpleQueue[tuple[int, list[dict[str, Any]]]] = queue.SimpleQueue()
+        self.last_tick = self.started = time.monotonic()
+        self.last_event_ts = max(self.state.last_ts.values(), default=MISSING_TS)
+        self.stale_reported = False
+        self.capture = (
+            Capture(Path(src.capture), src.capture_rows, self.state.capture_files)
+            if src.capture
+            else None
+        )
+        self.feed = feed
+        self.kws = ticker(kite, src.reconnect_max_delay_s)
+        self.kws.on_connect = self._on_connect
+        self.kws.on_ticks = lambda ws, ticks: self.ticks.put((time.time_ns() // 1000, ticks))
+        self.kws.on_reconnect = lambda ws, n: log.warning("Kite ticker reconnecting (try %d)", n)
+        if feed is not None:
+            self.kws.on_order_update = lambda ws, data: feed.on_message(data)
+            feed.start()
+        start_ticker(self.kws)
+
+    def _on_connect(self, ws: Any, response: Any) -> None:
+        log.info("Kite ticker connected; subscribing %d instruments", len(self.tokens))
+        ws.subscribe(self.tokens)
+        ws.set_mode(self.src.mode, self.tokens)
+
+    def _rows(self) -> tuple[list[int], list[int], list[float], list[int], list[bytes]]:
+        token: list[int] = []
+        ts: list[int] = []
+        price: list[float] = []
+        volume: list[int] = []
+        raw: list[bytes] = []
+        while True:
+            try:
+                received, ticks = self.ticks.get_nowait()
+            except queue.Empty:
+                return token, ts, price, volume, raw
+            for t in ticks:
+                token.append(int(t.get("instrument_token") or -1))
+                ts.append(tick_time(t, received))
+                p = t.get("last_price")
+                price.append(float(p) if isinstance(p, (int, float)) else float("nan"))
+                volume.append(int(t.get("volume_traded") or 0))
+                raw.append(json.dumps(t, default=str, sort_keys=True).encode())
+
+    def next_batch(self) -> list[Any]:
+        out: list[Any] = []
+        if self.feed is not None:
+            for u in self.feed.drain():
+                if isinstance(u, tuple):
+                    out.append(self._dead_update(*u))
+                else:
+                    out.append(u)
+        token, ts, price, volume, raw = self._rows()
+        now = time.monotonic()
+        if token:
+            out.extend(self._batches(token, ts, price, volume, raw))
+            self.last_tick, self.stale_reported = now, False
+        else:
+            out.extend(self._watchdog(now))
+        return out
+
+    def _dead_update(self, raw: str, why: str) -> Any:
+        self.state.seq += 1
+        return dead_letter(PART, PART, self.state.seq, DeadLetterReason.INVALID_FIELD, why, raw)
+
+    def _batches(
+        self,
+        token: list[int],
+        ts: list[int],
+        price: list[float],
+        volume: list[int],
+        raw: list[bytes],
+    ) -> list[Any]:
+        first = self.state.seq
+        self.state.seq += len(token)
+        tok = np.array(token, dtype=np.int64)
+        tsa, pa_, vol = np.array(ts, np.int64), np.array(price), np.array(volume, np.int64)
+        offsets = np.arange(first, first + len(token), dtype=np.int64)
+        out: list[Any] = [RowsRead(len(token))]
+        batches: list[TickBatch] = []
+        for t, rows in group_rows(tok).items():
+            records = [raw[i] for i in rows.tolist()]
+            rawt = RawTicks(PART, PART, t if t > 0 else None, offsets[rows], tsa[rows],
+                            pa_[rows], vol[rows], raw_records=records)  # fmt: skip
+            last = self.state.last_ts.get(t, MISSING_TS)
+            batch, dead, new_last = validate(rawt, self.known, last)
+            if t in self.known:
+                self.state.last_ts[t] = new_last
+            out.extend(dead)
+            if batch is not None:
+                batches.append(batch)
+                self.last_event_ts = max(self.last_event_ts, new_last)
+        if self.capture is not None and batches:
+            self.capture.add(batches)
+            self.state.capture_files = self.capture.files
+        return out + batches
+
+    def _watchdog(self, now: float) -> list[Any]:
+        silent = now - self.last_tick
+        idle = self.src.idle_stop_s
+        if idle is not None and silent >= idle:
+            raise StopIteration()
+        if self.stale_reported or silent < self.src.stale_after_s:
+            return []
+        if not self.session.is_open(time.time_ns() // 1000) or not self.kws.is_connected():
+            return []
+        log.warning("Kite ticker silent %.1f s with the socket open: reconnecting", silent)
+        self.stale_reported = True
+        self.last_tick = now  # the next check waits another stale_after_s
+        call_in_reactor(self.kws.ws.dropConnection, abort=True)
+        if self.last_event_ts == MISSING_TS:
+            return []
+        return [FeedStale(self.last_event_ts, round(silent, 1))]
+
+    def next_awake(self) -> datetime | None:
+        return None if not self.ticks.empty() else datetime.now(timezone.utc) + NAP
+
+    def snapshot(self) -> KiteTickState:
+        if self.capture is not None:
+            self.capture.flush()
+            self.state.capture_files = self.capture.files
+        return KiteTickState(self.state.seq, dict(self.state.last_ts), self.state.capture_files)
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.flush()
+        if self.feed is not None:
+            self.feed.close()
+        call_in_reactor(self.kws.close)
+
+
+class KiteTickSource(FixedPartitionedSource[Any, KiteTickState]):
+    """Ticks of ``tokens`` from KiteTicker; order updates too when ``with_orders``."""
+
+    def __init__(
+        self,
+        src: KiteSourceConfig,
+        kite: KiteConfig,
+        session: SessionConfig,
+        tokens: list[int],
+        with_orders: bool,
+    ) -> None:
+        self.src, self.kite, self.session = src, kite, MarketSession(session)
+        self.tokens, self.with_orders = tokens, with_orders
+
+    def list_parts(self) -> list[str]:
+        return [PART]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: KiteTickState | None
+    ) -> _KitePartition:
+        feed = OrderFeed(self.kite) if self.with_orders else None
+        return _KitePartition(self.src, self.kite, self.session, self.tokens, feed, resume_state)
