@@ -55,8 +55,9 @@ def parse_config(raw: dict[str, Any], base: Path) -> AppConfig:
         raise ConfigError("config: expected a mapping at the top level")
     raw = dict(raw)
     src = raw.get("source")
-    if isinstance(src, dict) and isinstance(src.get("path"), str):
-        raw["source"] = {**src, "path": str((base / src["path"]).resolve())}
+    for name in ("path", "capture"):  # file settings of the replay and kite sources
+        if isinstance(src, dict) and isinstance(src.get(name), str):
+            src = raw["source"] = {**src, name: str((base / src[name]).resolve())}
     if "instruments" in raw:
         raw["instruments"] = _instruments(raw["instruments"], base)
     try:

@@ -18,7 +18,7 @@ from connectors.replay import ReplaySource, RowsRead
 from connectors.report import ReportSink
 from flows.config import build_strategies, output_dir
 from operators.execution import PaperExecution, execute_orders
-from operators.health import HealthJudge, health_events, stage_health
+from operators.health import HealthJudge, StageEvent, health_events, stage_health
 from operators.keyed import stateful_by_key
 from operators.live import live_counters
 from operators.ordering import order_by_event_time
@@ -28,7 +28,8 @@ from operators.risk import RiskFilter, risk_filter
 from operators.session import MarketSession
 from operators.strategies.runner import StrategyRunner, run_strategies
 from operators.ticks import route_ticks
-from schemas.config import AppConfig, KafkaSourceConfig
+from operators.zerodha import ZerodhaExecution
+from schemas.config import AppConfig, KafkaSourceConfig, KiteSourceConfig
 from schemas.enums import Broker, Stage
 from schemas.events import (
     DeadLetter,
@@ -42,10 +43,11 @@ from schemas.events import (
     TradingSignal,
     ValidatedSignal,
 )
+from schemas.kite import OrderUpdate
 from schemas.ledger import KIND_OF, LEDGER_KINDS
 from schemas.redis_keys import RunMeta
 from schemas.report import BrokerSummary
-from schemas.ticks import US, TickBatch
+from schemas.ticks import US, FeedStale, TickBatch
 from schemas.topics import TICKS_TOPIC
 
 PER_BROKER_KINDS = ("signals", "rejections", "orders", "order_failures", "fills", "pnl")
@@ -62,6 +64,12 @@ def _to_ledger(kinds: Iterable[str]) -> Any:
 
 
 def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
+    if isinstance(cfg.source, KiteSourceConfig):
+        from connectors.kite.ticks import KiteTickSource
+
+        zerodha = Broker.ZERODHA in cfg.routes_brokers()
+        kite = KiteTickSource(cfg.source, cfg.kite, cfg.session, tokens, with_orders=zerodha)
+        return kite, kite.list_parts()
     if isinstance(cfg.source, KafkaSourceConfig):
         from connectors.kafka.source import KafkaTickSource
 
@@ -73,6 +81,8 @@ def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
 
 
 def _source_parts(cfg: AppConfig) -> list[str]:
+    if isinstance(cfg.source, KiteSourceConfig):
+        return ["kite"]
     if isinstance(cfg.source, KafkaSourceConfig):
         raise ValueError("pass source_parts with a custom source on a kafka config")
     return [f"replay-{k}" for k in range(cfg.source.partitions)]
@@ -177,8 +187,15 @@ def build_flow(
         b = Broker(key)
         return RiskFilter(b, cfg.brokers[b], cfg.costs, session, resume)
 
-    def make_exec(key: str, resume: Any) -> PaperExecution:
+    live_zerodha = Broker.ZERODHA in cfg.routes_brokers()
+    order_types = {s.id: s.order_type for s in cfg.strategies}
+
+    def make_exec(key: str, resume: Any) -> PaperExecution | ZerodhaExecution:
         b = Broker(key)
+        if b is Broker.ZERODHA and live_zerodha:
+            from connectors.kite.orders import kite_orders
+
+            return ZerodhaExecution(b, cfg.costs, kite_orders(cfg), order_types, resume)
         return PaperExecution(b, cfg.brokers[b].slippage_bps, cfg.costs, tick_sizes)
 
     def make_portfolio(key: str, resume: Any) -> Portfolio:
@@ -194,17 +211,33 @@ def build_flow(
 
     flow = Dataflow("alpha_panda")
     items = op.input("ticks", flow, source)
+    if live_zerodha and not isinstance(cfg.source, KiteSourceConfig):
+        from connectors.kite.updates import PART, KiteOrderSource
+
+        parts = [*parts, PART]
+        items = op.merge(
+            "inputs", items, op.input("order_updates", flow, KiteOrderSource(cfg.kite))
+        )
     valid = op.branch("valid", items, lambda x: isinstance(x, TickBatch))
     batches: Stream[TickBatch] = valid.trues
     other = op.branch("dead", valid.falses, lambda x: isinstance(x, DeadLetter))
     dead: Stream[DeadLetter] = other.trues
+    notes = op.branch("order_updates", other.falses, lambda x: isinstance(x, OrderUpdate))
+    updates = op.map("updates_keyed", notes.trues, lambda u: (Broker.ZERODHA.value, [u]))
+    feed = op.branch("feed_stale", notes.falses, lambda x: isinstance(x, FeedStale))
+    md = Stage.MARKET_DATA.value
+    stale_events = op.flat_map(
+        "health_stale",
+        feed.trues,
+        lambda f: [(f"{b.value}:{md}", StageEvent(f.ts, 0, stale=1)) for b in brokers],
+    )
 
     to_strategies, progress = route_ticks("route", batches, routes, brokers, window_us)
     outputs = run_strategies("strategies", to_strategies, make_runner)
     merged = op.merge("outputs", outputs, progress)
     ordered = order_by_event_time("order", merged, tokens, grids, max_delay_us)
     risked = risk_filter("risk", ordered, make_risk)
-    executed = execute_orders("execution", risked, make_exec)
+    executed = execute_orders("execution", op.merge("execution_in", risked, updates), make_exec)
     folded = portfolio_fold("portfolio", executed, make_portfolio)
 
     events = op.merge(
@@ -213,6 +246,7 @@ def build_flow(
         health_events("health_risk", risked, (Stage.RISK_VALIDATION,)),
         health_events("health_execution", executed, (Stage.ORDER_EXECUTION,)),
         health_events("health_portfolio", folded, (Stage.PORTFOLIO_UPDATES,)),
+        stale_events,
     )
     health = stage_health("health", events, cfg.health, make_judge)
 
@@ -250,7 +284,7 @@ def build_flow(
         "report_summaries", folded, lambda kv: [i for i in kv[1] if isinstance(i, BrokerSummary)]
     )
     report_in = op.map(
-        "report_in", op.merge("report_all", batches, other.falses, dead, summaries), tally
+        "report_in", op.merge("report_all", batches, feed.falses, dead, summaries), tally
     )
     if "redis" in cfg.sinks:
         _redis_out(cfg, [ordered, risked, executed], folded, health, report_in)

@@ -10,7 +10,7 @@ from typing import Any
 from bytewax.dataflow import Stream
 
 from operators.accounting import fees
-from operators.keyed import stateful_by_key
+from operators.keyed import KeyedLogic, stateful_by_key
 from schemas.config import CostModel
 from schemas.enums import Broker, OrderStatus, SignalType
 from schemas.events import OrderFailed, OrderFilled, OrderPlaced, RejectedSignal, ValidatedSignal
@@ -97,7 +97,8 @@ class PaperExecution:
 def execute_orders(
     step_id: str,
     up: Stream[tuple[str, list[ValidatedSignal | RejectedSignal | MarkSet | Clock | TickCount]]],
-    make: Callable[[str, Any], PaperExecution],
+    make: Callable[[str, Any], KeyedLogic[Any, ExecOut]],
 ) -> Stream[tuple[str, list[ExecOut]]]:
-    """Keyed by broker: orders and fills for validated signals; marks and clocks pass."""
+    """Keyed by broker: orders and fills for validated signals (paper: simulated; zerodha:
+    Kite orders and their updates, see operators.zerodha); marks and clocks pass."""
     return stateful_by_key(step_id, up, make, batched=True)

@@ -49,6 +49,7 @@ class StageEvent:
     count: int
     latency_ms: float | None = None
     ticks: int = 0
+    stale: int = 0  # market_data: the live feed went silent with its socket open
 
 
 _STAGE_OF: dict[type, Stage] = {
@@ -141,10 +142,12 @@ class WindowAcc:
     last_ts: int | None = None
     latencies: list[float] = field(default_factory=list)
     ticks: int = 0
+    stale: int = 0
 
 
 def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
     acc.ticks += e.ticks
+    acc.stale += e.stale
     if e.count:
         acc.count += e.count
         acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
@@ -156,6 +159,7 @@ def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
 def _merge(a: WindowAcc, b: WindowAcc) -> WindowAcc:
     a.count += b.count
     a.ticks += b.ticks
+    a.stale += b.stale
     if b.last_ts is not None:
         a.last_ts = b.last_ts if a.last_ts is None else max(a.last_ts, b.last_ts)
     a.latencies.extend(b.latencies)
@@ -210,6 +214,8 @@ class HealthJudge:
             if p99 > cfg.latency_warning_s * 1000:
                 return HealthStatus.WARNING, HealthReason.LATENCY_HIGH
         if self.stage is Stage.MARKET_DATA:
+            if acc.stale:
+                return HealthStatus.WARNING, HealthReason.FEED_STALE
             if st.silent >= cfg.market_data_silence_critical_windows:
                 return HealthStatus.CRITICAL, HealthReason.NO_TICKS
             if st.silent >= cfg.market_data_silence_warning_windows:

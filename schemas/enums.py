@@ -84,6 +84,7 @@ class HealthReason(str, Enum):
     MARKET_CLOSED = "MARKET_CLOSED"
     NO_ENABLED_STRATEGY = "NO_ENABLED_STRATEGY"
     NO_TICKS = "NO_TICKS"
+    FEED_STALE = "FEED_STALE"  # live feed silent with its socket open: reconnected
     NO_ACTIVITY = "NO_ACTIVITY"
     STAGE_STALLED = "STAGE_STALLED"
     LATENCY_HIGH = "LATENCY_HIGH"

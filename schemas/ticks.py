@@ -80,6 +80,15 @@ class Clock:
 
 
 @dataclass(frozen=True)
+class FeedStale:
+    """A live feed was silent ``silent_s`` with its socket open (and was reconnected);
+    ``ts``: the last tick's time, so the warning lands in a window still open."""
+
+    ts: int
+    silent_s: float
+
+
+@dataclass(frozen=True)
 class WindowCounts:
     """Ticks per health window of one batch: window index, count, last tick time (arrays)."""
 

@@ -92,7 +92,8 @@ def test_execution_places_then_fills_with_slippage_and_fees() -> None:
 def test_portfolio_snapshots_at_clocks_and_at_the_end() -> None:
     fill = OrderFilled(
         event_id="f", order_id="o", correlation_id="c", causation_id="p", broker="paper",
-        broker_order_id=None, status="FILLED", signal_id="s", strategy_id="t", instrument_token=1, signal_type="BUY",
+        broker_order_id=None, status="FILLED", signal_id="s", strategy_id="t", instrument_token=1,
+        signal_type="BUY",
         quantity=10, fill_price=100.0, fees=1.0, timestamp=from_us(T0),
     )  # fmt: skip
     items = [fill, MarkSet(T0 + 60 * US, ((1, 103.0),)), Clock(T0 + 60 * US, "snapshot")]

@@ -15,7 +15,10 @@ from typing import Any
 from kiteconnect import KiteConnect, KiteTicker
 from pydantic import ValidationError
 
+from operators.ticks import dead_letter
 from schemas.config import KiteConfig
+from schemas.enums import DeadLetterReason
+from schemas.events import DeadLetter
 from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, OrderUpdate, is_our_tag
 
 log = logging.getLogger("alpha_panda.kite")
@@ -123,13 +126,21 @@ class OrderFeed:
                     log.warning("Kite orders() poll failed: %s", type(e).__name__)
                 failing = True
 
-    def drain(self) -> list[OrderUpdate | tuple[str, str]]:
-        items = []
+    def drain(self, part: str, seq: int) -> tuple[list[OrderUpdate | DeadLetter], int]:
+        """Updates so far, malformed ones as dead letters of ``part`` numbered after ``seq``;
+        returns them and the last number used."""
+        items: list[OrderUpdate | DeadLetter] = []
         while True:
             try:
-                items.append(self.out.get_nowait())
+                u = self.out.get_nowait()
             except queue.Empty:
-                return items
+                return items, seq
+            if isinstance(u, tuple):
+                seq += 1
+                why = DeadLetterReason.INVALID_FIELD
+                items.append(dead_letter(part, part, seq, why, u[1], u[0]))
+            else:
+                items.append(u)
 
     def close(self) -> None:
         self.stop.set()

@@ -25,7 +25,7 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
-from schemas.config import Instrument, KiteConfig
+from schemas.config import AppConfig, Instrument, KiteConfig, SourceUnavailable
 from schemas.kite import KiteUnavailable, OrderRejected
 from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent, decode
 
@@ -110,7 +110,14 @@ class KiteOrders:
         return self.intents.get(tag)
 
     def submit(self, intent: OrderIntent, order_type: str) -> Submitted:
-        if not self.intents.claim(intent):
+        try:
+            fresh = self.intents.claim(intent)
+        except redis.RedisError as e:  # never place an order whose intent is not recorded
+            raise KiteUnavailable(
+                f"order {intent.tag}: intent store (Redis) unreachable ({type(e).__name__}); "
+                "not placed"
+            ) from None
+        if not fresh:
             found = self._find_settled(intent.tag)
             if found is not None:
                 self.adopted += 1
@@ -176,3 +183,22 @@ class KiteOrders:
                 raise OrderRejected(str(e)) from None
             self.sleep(self._backoff(attempt))
         raise KiteUnavailable(f"order {intent.tag}: not placed after {self.cfg.attempts} tries")
+
+
+def kite_orders(cfg: AppConfig) -> KiteOrders:
+    """Placement for the zerodha broker; fails fast, naming the setting, if Redis (where
+    intents live) cannot be reached: real orders are never placed without it."""
+    from connectors.kite.client import http_client
+    from connectors.redis_state import connect, redact
+
+    client = connect(cfg.redis)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        raise SourceUnavailable(
+            f"redis.url: {redact(cfg.redis.resolved_url())} unreachable ({type(e).__name__}); "
+            "the zerodha broker records order intents there before placing"
+        ) from None
+    store = IntentStore(client, LiveKeys(cfg.redis.key_prefix), cfg.kite.intent_ttl_s)
+    instruments = {i.instrument_token: i for i in cfg.instruments}
+    return KiteOrders(http_client(cfg.kite), store, cfg.kite, instruments)

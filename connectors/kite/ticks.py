@@ -18,6 +18,7 @@ import json
 import logging
 import queue
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,23 +32,14 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from connectors.kite.client import OrderFeed, call_in_reactor, start_ticker, ticker
 from connectors.replay import RowsRead, group_rows
 from operators.session import MarketSession
-from operators.ticks import MISSING_TS, RawTicks, dead_letter, validate
+from operators.ticks import MISSING_TS, RawTicks, validate
 from schemas.arrow import TICK_SCHEMA
 from schemas.config import KiteConfig, KiteSourceConfig, SessionConfig
-from schemas.enums import DeadLetterReason
-from schemas.ticks import US, TickBatch
+from schemas.ticks import US, FeedStale, TickBatch
 
 log = logging.getLogger("alpha_panda.kite.ticks")
 PART = "kite"
 NAP = timedelta(milliseconds=20)  # wait between polls of an empty tick queue
-
-
-@dataclass(frozen=True)
-class FeedStale:
-    """The feed was silent ``silent_s`` with the socket open; ``ts``: last tick's time."""
-
-    ts: int
-    silent_s: float
 
 
 @dataclass
@@ -62,6 +54,19 @@ def tick_time(t: dict[str, Any], received_us: int) -> int:
     if isinstance(ts, datetime):  # KiteTicker makes naive local datetimes from epoch seconds
         return int(ts.timestamp()) * US
     return received_us
+
+
+class _Json(Sequence[bytes]):
+    """Ticks as JSON bytes, encoded only when a dead letter needs one."""
+
+    def __init__(self, ticks: list[dict[str, Any]]) -> None:
+        self.ticks = ticks
+
+    def __len__(self) -> int:
+        return len(self.ticks)
+
+    def __getitem__(self, i: Any) -> Any:
+        return json.dumps(self.ticks[int(i)], default=str, sort_keys=True).encode()
 
 
 class Capture:
@@ -134,12 +139,12 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         ws.subscribe(self.tokens)
         ws.set_mode(self.src.mode, self.tokens)
 
-    def _rows(self) -> tuple[list[int], list[int], list[float], list[int], list[bytes]]:
+    def _rows(self) -> tuple[list[int], list[int], list[float], list[int], list[dict[str, Any]]]:
         token: list[int] = []
         ts: list[int] = []
         price: list[float] = []
         volume: list[int] = []
-        raw: list[bytes] = []
+        raw: list[dict[str, Any]] = []
         while True:
             try:
                 received, ticks = self.ticks.get_nowait()
@@ -151,16 +156,13 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
                 p = t.get("last_price")
                 price.append(float(p) if isinstance(p, (int, float)) else float("nan"))
                 volume.append(int(t.get("volume_traded") or 0))
-                raw.append(json.dumps(t, default=str, sort_keys=True).encode())
+                raw.append(t)
 
     def next_batch(self) -> list[Any]:
         out: list[Any] = []
         if self.feed is not None:
-            for u in self.feed.drain():
-                if isinstance(u, tuple):
-                    out.append(self._dead_update(*u))
-                else:
-                    out.append(u)
+            updates, self.state.seq = self.feed.drain(PART, self.state.seq)
+            out.extend(updates)
         token, ts, price, volume, raw = self._rows()
         now = time.monotonic()
         if token:
@@ -170,17 +172,13 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
             out.extend(self._watchdog(now))
         return out
 
-    def _dead_update(self, raw: str, why: str) -> Any:
-        self.state.seq += 1
-        return dead_letter(PART, PART, self.state.seq, DeadLetterReason.INVALID_FIELD, why, raw)
-
     def _batches(
         self,
         token: list[int],
         ts: list[int],
         price: list[float],
         volume: list[int],
-        raw: list[bytes],
+        raw: list[dict[str, Any]],
     ) -> list[Any]:
         first = self.state.seq
         self.state.seq += len(token)
@@ -190,7 +188,7 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         out: list[Any] = [RowsRead(len(token))]
         batches: list[TickBatch] = []
         for t, rows in group_rows(tok).items():
-            records = [raw[i] for i in rows.tolist()]
+            records = _Json([raw[i] for i in rows.tolist()])
             rawt = RawTicks(PART, PART, t if t > 0 else None, offsets[rows], tsa[rows],
                             pa_[rows], vol[rows], raw_records=records)  # fmt: skip
             last = self.state.last_ts.get(t, MISSING_TS)

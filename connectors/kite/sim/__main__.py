@@ -17,17 +17,18 @@ import numpy as np
 
 from connectors.kite.sim.exchange import Exchange, Tape, load_instruments
 from connectors.kite.sim.http import Account, Faults, SimApi, serve
+from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, API_SECRET_ENV
 
 ROOT = Path(__file__).resolve().parents[3]
-SIM_DEFAULTS = {"KITE_API_KEY": "sim-api-key", "KITE_API_SECRET": "sim-api-secret",
-                "KITE_ACCESS_TOKEN": "sim-access-token"}  # fmt: skip
+SIM_DEFAULTS = {API_KEY_ENV: "sim-api-key", API_SECRET_ENV: "sim-api-secret",
+                ACCESS_TOKEN_ENV: "sim-access-token"}  # fmt: skip
 log = logging.getLogger("alpha_panda.kite.sim")
 
 
 def build(ticks: Path, instruments: Path) -> SimApi:
     inst = load_instruments(instruments)
     env = {k: os.environ.get(k) or v for k, v in SIM_DEFAULTS.items()}
-    account = Account(env["KITE_API_KEY"], env["KITE_API_SECRET"], env["KITE_ACCESS_TOKEN"])
+    account = Account(env[API_KEY_ENV], env[API_SECRET_ENV], env[ACCESS_TOKEN_ENV])
     return SimApi(Exchange(Tape.load(ticks, set(inst)), inst), account, Faults())
 
 
