@@ -45,10 +45,14 @@ class Recorder:
                 ws.set_mode(mode, tokens)
 
         self.kws.on_connect = on_connect
-        self.kws.on_ticks = lambda ws, ticks: [self.ticks.put(t) for t in ticks]
+        self.kws.on_ticks = lambda ws, ticks: self._put(ticks)
         self.kws.on_order_update = lambda ws, data: self.orders.append(data)
         start_ticker(self.kws)
         wait(lambda: self.connects)
+
+    def _put(self, ticks: list[dict[str, Any]]) -> None:
+        for t in ticks:
+            self.ticks.put(t)
 
     def drain(self, settle: float = 0.3) -> list[dict[str, Any]]:
         time.sleep(settle)

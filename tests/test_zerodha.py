@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import redis
@@ -60,6 +61,10 @@ def orders(sim, keys) -> KiteOrders:  # noqa: F811
     return KiteOrders(client(root, timeout=1), IntentStore(r, k, 60), cfg, inst)
 
 
+def step(ex: ZerodhaExecution, item: object) -> list[Any]:
+    return list(ex.on_item(item))
+
+
 def at_sim(api: SimApi, tag: str) -> list[str]:
     return [o.order_id for o in api.ex.orders.values() if o.tag == tag]
 
@@ -71,7 +76,7 @@ def test_one_order_and_a_recorded_intent(sim, orders, keys) -> None:  # noqa: F8
     first = orders.submit(it, "MARKET")
     assert not first.adopted and at_sim(api, it.tag) == [first.order_id]
     stored = r.get(k.intent(it.tag))
-    assert stored is not None and k.parse(k.intent(it.tag)).kind is KeyKind.INTENT  # type: ignore[union-attr]
+    assert stored is not None and k.parse(k.intent(it.tag)).kind is KeyKind.INTENT
     assert 0 < r.ttl(k.intent(it.tag)) <= 60
     again = orders.submit(it, "MARKET")  # the same signal again (a replay after a resume)
     assert again.adopted and again.order_id == first.order_id
@@ -137,21 +142,21 @@ def test_rate_limiter_spaces_calls() -> None:
 def test_execution_turns_updates_into_fills_and_failures(sim, orders) -> None:  # noqa: F811
     api, root = sim
     ex = ZerodhaExecution(Broker.ZERODHA, CostModel(), orders, {"mom": "MARKET"})
-    placed = ex.on_item(validated(7, qty=4))
+    placed = step(ex, validated(7, qty=4))
     assert [type(e) for e in placed] == [OrderPlaced]
     kite_id = placed[0].broker_order_id
     advance(root, 3000)
-    update = OrderUpdate.from_kite(api.ex.orders[kite_id].view())  # type: ignore[index]
-    filled = ex.on_item(update)
+    update = OrderUpdate.from_kite(api.ex.orders[kite_id].view())
+    filled = step(ex, update)
     assert [type(e) for e in filled] == [OrderFilled]
     f = filled[0]
     assert (f.quantity, f.fill_price, f.broker_order_id) == (4, update.average_price, kite_id)
     assert f.fees > 0 and f.order_id == placed[0].order_id
-    assert ex.on_item(update) == []  # the poll repeats it: nothing twice
+    assert step(ex, update) == []  # the poll repeats it: nothing twice
     faults(root, reject=1)
-    out = ex.on_item(validated(8))
+    out = step(ex, validated(8))
     kite_id = out[0].broker_order_id
-    rejected = ex.on_item(OrderUpdate.from_kite(api.ex.orders[kite_id].view()))  # type: ignore[index]
+    rejected = step(ex, OrderUpdate.from_kite(api.ex.orders[kite_id].view()))
     assert [type(e) for e in rejected] == [OrderFailed]
     assert rejected[0].status == "REJECTED" and rejected[0].reason.startswith("RMS:Margin")
 
@@ -159,13 +164,13 @@ def test_execution_turns_updates_into_fills_and_failures(sim, orders) -> None:  
 def test_execution_recovers_orders_placed_before_a_restart(sim, orders) -> None:  # noqa: F811
     api, root = sim
     first = ZerodhaExecution(Broker.ZERODHA, CostModel(), orders, {})
-    [placed] = first.on_item(validated(9))
+    [placed] = step(first, validated(9))
     advance(root, 3000)
     # A restart rolled the stage's state back to before the signal: the update comes first.
     again = ZerodhaExecution(Broker.ZERODHA, CostModel(), orders, {}, ZerodhaState())
-    view = api.ex.orders[placed.broker_order_id].view()  # type: ignore[index]
-    out = again.on_item(OrderUpdate.from_kite(view))
-    assert [type(e) for e in out] == [OrderPlaced, OrderFilled]
+    view = api.ex.orders[placed.broker_order_id].view()
+    out = step(again, OrderUpdate.from_kite(view))
+    assert [type(e).__name__ for e in out] == ["OrderPlaced", "OrderFilled"]
     assert out[0] == placed  # the same event, rebuilt from the intent in Redis
-    assert again.on_item(validated(9)) == []  # then the replayed signal: no second order
+    assert step(again, validated(9)) == []  # then the replayed signal: no second order
     assert len(api.ex.orders) == 1
