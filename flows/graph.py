@@ -222,7 +222,7 @@ def build_flow(
     batches: Stream[TickBatch] = valid.trues
     other = op.branch("dead", valid.falses, lambda x: isinstance(x, DeadLetter))
     dead: Stream[DeadLetter] = other.trues
-    notes = op.branch("order_updates", other.falses, lambda x: isinstance(x, OrderUpdate))
+    notes = op.branch("split_updates", other.falses, lambda x: isinstance(x, OrderUpdate))
     updates = op.map("updates_keyed", notes.trues, lambda u: (Broker.ZERODHA.value, [u]))
     feed = op.branch("feed_stale", notes.falses, lambda x: isinstance(x, FeedStale))
     md = Stage.MARKET_DATA.value
