@@ -189,13 +189,20 @@ def build_flow(
 
     live_zerodha = Broker.ZERODHA in cfg.routes_brokers()
     order_types = {s.id: s.order_type for s in cfg.strategies}
+    placer = None
+    if live_zerodha:  # fails fast, naming what is missing: credentials, Redis
+        from connectors.kite.orders import kite_orders
+
+        placer = kite_orders(cfg)
+    elif isinstance(cfg.source, KiteSourceConfig):
+        from connectors.kite.client import credentials
+
+        credentials()
 
     def make_exec(key: str, resume: Any) -> PaperExecution | ZerodhaExecution:
         b = Broker(key)
-        if b is Broker.ZERODHA and live_zerodha:
-            from connectors.kite.orders import kite_orders
-
-            return ZerodhaExecution(b, cfg.costs, kite_orders(cfg), order_types, resume)
+        if b is Broker.ZERODHA and placer is not None:
+            return ZerodhaExecution(b, cfg.costs, placer, order_types, resume)
         return PaperExecution(b, cfg.brokers[b].slippage_bps, cfg.costs, tick_sizes)
 
     def make_portfolio(key: str, resume: Any) -> Portfolio:

@@ -64,3 +64,21 @@ def test_user_class_errors(tmp_path: Path) -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_zerodha_orders_need_a_live_source(tmp_path: Path) -> None:
+    msg = _strategy_error(tmp_path, brokers=["paper", "zerodha"])
+    assert msg.startswith("source.kind: a strategy trades on zerodha")
+    raw = config_dict(tmp_path, source={"kind": "kite", "capture": "cap"})
+    raw["strategies"][0]["brokers"] = ["zerodha"]
+    cfg = parse_config(raw, tmp_path)
+    assert cfg.source.capture == str((tmp_path / "cap").resolve())  # type: ignore[union-attr]
+
+
+def test_missing_kite_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.kite.client import CredentialsMissing, credentials
+
+    monkeypatch.setenv("KITE_API_KEY", "k")
+    monkeypatch.delenv("KITE_ACCESS_TOKEN", raising=False)
+    with pytest.raises(CredentialsMissing, match="set KITE_ACCESS_TOKEN in the environment"):
+        credentials()

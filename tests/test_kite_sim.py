@@ -178,3 +178,23 @@ def test_the_simulator_command_serves_the_real_client(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=10)
     assert TOKEN not in (tmp_path / "sim.log").read_text()
+
+
+def test_login_writes_the_access_token_to_an_owner_only_file(
+    sim: tuple[SimApi, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from connectors.kite.login import main
+
+    _, root = sim
+    monkeypatch.setenv("KITE_API_KEY", KEY)
+    monkeypatch.setenv("KITE_API_SECRET", SECRET)
+    env_file = tmp_path / "kite.env"
+    assert main(["--request-token", "rt-1", "--root", root, "--env-file", str(env_file)]) == 0
+    assert env_file.read_text() == f"KITE_ACCESS_TOKEN={TOKEN}\n"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("KITE_API_SECRET", "wrong-secret")
+    assert main(["--request-token", "rt-1", "--root", root, "--env-file", str(env_file)]) == 1
+    out = capsys.readouterr()
+    assert "Invalid `checksum`" in out.err and "AP0001" in out.out
+    for secret in (TOKEN, SECRET, "wrong-secret"):
+        assert secret not in out.out + out.err

@@ -16,7 +16,7 @@ from kiteconnect import KiteConnect, KiteTicker
 from pydantic import ValidationError
 
 from operators.ticks import dead_letter
-from schemas.config import KiteConfig
+from schemas.config import KiteConfig, SourceUnavailable
 from schemas.enums import DeadLetterReason
 from schemas.events import DeadLetter
 from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, OrderUpdate, is_our_tag
@@ -25,7 +25,7 @@ log = logging.getLogger("alpha_panda.kite")
 _reactor_lock = threading.Lock()
 
 
-class CredentialsMissing(RuntimeError):
+class CredentialsMissing(SourceUnavailable):
     """A Kite credential variable is unset; the message names it (never a value)."""
 
 
