@@ -82,3 +82,10 @@ def test_missing_kite_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("KITE_ACCESS_TOKEN", raising=False)
     with pytest.raises(CredentialsMissing, match="set KITE_ACCESS_TOKEN in the environment"):
         credentials()
+
+
+@pytest.mark.parametrize("name", ["kite_sim.yaml", "kite_sim_live.yaml"])
+def test_bundled_kite_configs_load(name: str) -> None:
+    cfg = load_config(DEFAULT_CONFIG.parent / name)
+    assert cfg.source.kind == "kite" and cfg.kite.ws_root == "ws://127.0.0.1:8765"
+    assert (Broker.ZERODHA in cfg.routes_brokers()) == name.endswith("_live.yaml")

@@ -81,9 +81,11 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
     counters = decode(KeyKind.COUNTERS, r.get(keys.counters("zerodha")) or b"")
     tags = Counter(o["tag"] for o in orders)
     assert max(tags.values()) == 1, "a signal led to a second order"
+    # The counters are the resumed run's own (it clears the earlier run's keys), and it read
+    # the topic from the start: it validated the signals behind the orders placed before
+    # the kill again, and found those orders (by an update, or by listing) instead of
+    # placing new ones.
     assert len(orders) == counters.validated == counters.orders_placed + counters.orders_failed
     assert len(orders) > before >= 5  # the first run was killed mid-session
-    adopted = (tmp_path / "resumed.log").read_text().count("already at Kite")
-    assert adopted >= before  # the orders placed before the kill were found, not placed again
     for k in r.scan_iter(f"{keys.prefix}*"):
         r.delete(k)
