@@ -14,19 +14,10 @@ from kiteconnect import KiteTicker
 
 from connectors.kite.client import call_in_reactor, start_ticker
 from connectors.kite.sim.http import SimApi
+from tests.live_sim import wait
 from tests.test_kite_sim import KEY, TOKEN, advance, client, faults, place, sim  # noqa: F401
 
 INFY, RELIANCE, TCS = 408065, 738561, 2953217
-
-
-def wait(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 class Recorder:
@@ -48,7 +39,7 @@ class Recorder:
         self.kws.on_ticks = lambda ws, ticks: self._put(ticks)
         self.kws.on_order_update = lambda ws, data: self.orders.append(data)
         start_ticker(self.kws)
-        wait(lambda: self.connects)
+        wait(lambda: self.connects, 10, "the ticker to connect")
 
     def _put(self, ticks: list[dict[str, Any]]) -> None:
         for t in ticks:
@@ -117,7 +108,7 @@ def test_order_updates_arrive_as_text_messages(sim, ticker) -> None:  # noqa: F8
     rec = ticker({"ltp": [INFY]})
     order_id = place(client(root), qty=3, tag="aptest")
     advance(root, 3000)
-    wait(lambda: any(o["status"] == "COMPLETE" for o in rec.orders))
+    wait(lambda: any(o["status"] == "COMPLETE" for o in rec.orders), 10, "the fill message")
     mine = [o for o in rec.orders if o["order_id"] == order_id]
     assert [o["status"] for o in mine] == ["OPEN", "COMPLETE"]
     assert mine[-1]["tag"] == "aptest" and mine[-1]["filled_quantity"] == 3
@@ -127,7 +118,7 @@ def test_drop_then_reconnect_and_silence(sim, ticker) -> None:  # noqa: F811
     api, root = sim
     rec = ticker({"ltp": [RELIANCE, INFY]})
     faults(root, ws_drop=1)
-    wait(lambda: rec.connects == 2)  # KiteTicker's own reconnect, subscriptions restored
+    wait(lambda: rec.connects == 2, 10, "KiteTicker's own reconnect, subscriptions restored")
     advance(root, 2000)
     assert rec.drain()
     faults(root, ws_silent=1)
