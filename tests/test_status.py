@@ -40,6 +40,7 @@ def test_every_key_parses_back_to_what_built_it() -> None:
         keys.meta(): LiveKey(KeyKind.META),
         keys.writer(12): LiveKey(KeyKind.WRITER, worker=12),
         keys.run_counters(): LiveKey(KeyKind.RUN_COUNTERS),
+        keys.intent("ap0123456789abcdef"): LiveKey(KeyKind.INTENT),
     }
     for b in Broker:
         expect[keys.pnl(b)] = LiveKey(KeyKind.PNL, b)
@@ -48,7 +49,7 @@ def test_every_key_parses_back_to_what_built_it() -> None:
         for s in Stage:
             expect[keys.health(b, s)] = LiveKey(KeyKind.HEALTH, b, s)
             expect[keys.health_history(b, s)] = LiveKey(KeyKind.HEALTH_HISTORY, b, s)
-    assert len(expect) == 3 + len(Broker) * (3 + 2 * len(Stage))
+    assert len(expect) == 4 + len(Broker) * (3 + 2 * len(Stage))
     assert {k: keys.parse(k) for k in expect} == expect
     assert {v.kind for v in expect.values()} == set(KeyKind)
 
