@@ -187,7 +187,8 @@ def build_flow(
         b = Broker(key)
         return RiskFilter(b, cfg.brokers[b], cfg.costs, session, resume)
 
-    live_zerodha = Broker.ZERODHA in cfg.routes_brokers()
+    trading = cfg.routes_brokers()
+    live_zerodha = Broker.ZERODHA in trading
     order_types = {s.id: s.order_type for s in cfg.strategies}
     placer = None
     if live_zerodha:  # fails fast, naming what is missing: credentials, Redis
@@ -208,8 +209,6 @@ def build_flow(
     def make_portfolio(key: str, resume: Any) -> Portfolio:
         b = Broker(key)
         return Portfolio(b, cfg.brokers[b].starting_cash, resume)
-
-    trading = {b for bs in routes.values() for b in bs}
 
     def make_judge(key: str, resume: Any) -> HealthJudge:
         broker, stage = key.split(":")

@@ -18,6 +18,7 @@ from schemas.ids import content_id
 from schemas.ticks import Clock, MarkSet, TickCount
 
 ExecOut = OrderPlaced | OrderFilled | OrderFailed | MarkSet | Clock | TickCount
+PASS_THROUGH = (MarkSet, Clock, TickCount)  # what every execution logic hands on unchanged
 
 
 def slipped_price(price: float, side: SignalType | str, bps: float, tick: float) -> float:
@@ -86,7 +87,7 @@ class PaperExecution:
     def on_item(self, item: Any) -> list[ExecOut]:
         if isinstance(item, ValidatedSignal):
             return self.execute(item)
-        if isinstance(item, (MarkSet, Clock, TickCount)):
+        if isinstance(item, PASS_THROUGH):
             return [item]
         return []
 

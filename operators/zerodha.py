@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from operators.accounting import fees
-from operators.execution import ExecOut
+from operators.execution import PASS_THROUGH, ExecOut
 from schemas.config import CostModel
 from schemas.enums import Broker, OrderStatus
 from schemas.events import OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal
 from schemas.ids import content_id
-from schemas.kite import KiteUnavailable, OrderRejected, OrderUpdate, order_tag
+from schemas.kite import TERMINAL, KiteUnavailable, OrderRejected, OrderUpdate, order_tag
 from schemas.redis_keys import OrderIntent
-from schemas.ticks import Clock, MarkSet, TickCount
 
 log = logging.getLogger("alpha_panda.zerodha")
 
@@ -92,7 +91,6 @@ class ZerodhaExecution:
         )
 
     def _failed(self, t: Tracked, status: OrderStatus, reason: str, ts: Any) -> OrderFailed:
-        t.done = True
         ids = self._ids(t.validated)
         return OrderFailed(
             **ids,
@@ -114,12 +112,11 @@ class ZerodhaExecution:
         try:
             submitted = self.placer.submit(OrderIntent(tag=tag, validated=v), order_type)
         except OrderRejected as e:
+            t.done = True
             return [self._failed(t, OrderStatus.REJECTED, e.message, v.signal.timestamp)]
         except KiteUnavailable as e:
-            # Not settled: an update may still report the order, and is then applied.
-            failed = self._failed(t, OrderStatus.FAILED, f"KITE_UNAVAILABLE: {e}", v.timestamp)
-            t.done = False
-            return [failed]
+            # Not settled (not done): an update may still report the order, and is then applied.
+            return [self._failed(t, OrderStatus.FAILED, f"KITE_UNAVAILABLE: {e}", v.timestamp)]
         t.kite_order_id = submitted.order_id
         return [self._placed(t)]
 
@@ -131,7 +128,7 @@ class ZerodhaExecution:
                 log.warning("Kite order %s: our tag %s, no intent", u.order_id, u.tag)
                 return []
             t = self.state.orders[u.tag] = Tracked(intent.validated, u.order_id, announced=False)
-        if t.done or u.status not in ("COMPLETE", "REJECTED", "CANCELLED"):
+        if t.done or u.status not in TERMINAL:
             return []
         t.kite_order_id = u.order_id
         out: list[ExecOut] = [] if t.announced else [self._placed(t)]
@@ -164,7 +161,7 @@ class ZerodhaExecution:
             return self.place(item)
         if isinstance(item, OrderUpdate):
             return self.update(item)
-        if isinstance(item, (MarkSet, Clock, TickCount)):
+        if isinstance(item, PASS_THROUGH):
             return [item]
         return []
 

@@ -14,7 +14,7 @@ def test_default_config_loads_and_trades_only_paper() -> None:
     cfg = load_config(DEFAULT_CONFIG)
     assert isinstance(cfg.source, ReplaySourceConfig)
     assert Path(cfg.source.path).exists()
-    assert {b for bs in cfg.routes().values() for b in bs} == {Broker.PAPER}
+    assert cfg.routes_brokers() == {Broker.PAPER}
     assert Broker.ZERODHA in cfg.brokers
 
 

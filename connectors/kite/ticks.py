@@ -116,7 +116,7 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         self.known = frozenset(tokens)
         self.state = state or KiteTickState()
         self.ticks: queue.SimpleQueue[tuple[int, list[dict[str, Any]]]] = queue.SimpleQueue()
-        self.last_tick = self.started = time.monotonic()
+        self.last_tick = time.monotonic()
         self.last_event_ts = max(self.state.last_ts.values(), default=MISSING_TS)
         self.stale_reported = False
         self.capture = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-IST = timezone(timedelta(hours=5, minutes=30))
+from schemas.kite import IST
+
 VARIETIES = ("regular", "amo", "co", "iceberg", "auction")
 PRODUCTS = ("CNC", "NRML", "MIS", "MTF")
 ORDER_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
