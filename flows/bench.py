@@ -75,6 +75,7 @@ def phase_e2e(data: Path, batch: int, redis_url: str | None = None) -> dict[str,
 
     from flows.config import parse_config
     from flows.graph import build_flow
+    from flows.plan import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = _raw_config(data, Path(tmp), batch)
@@ -86,7 +87,7 @@ def phase_e2e(data: Path, batch: int, redis_url: str | None = None) -> dict[str,
         cfg = parse_config(raw, data)
         reports: list[Any] = []
         t0 = time.perf_counter()
-        run_main(build_flow(cfg, report=TestingSink(reports)))
+        run_main(build_flow(prepare(cfg, report=TestingSink(reports))))
         secs = time.perf_counter() - t0
     r = reports[0]
     fills = sum(b.total.fills for b in r.brokers)

@@ -58,6 +58,9 @@ def parse_config(raw: dict[str, Any], base: Path) -> AppConfig:
     for name in ("path", "capture"):  # file settings of the replay and kite sources
         if isinstance(src, dict) and isinstance(src.get(name), str):
             src = raw["source"] = {**src, name: str((base / src[name]).resolve())}
+    ctl = raw.get("control")
+    if isinstance(ctl, dict) and isinstance(ctl.get("path"), str):
+        raw["control"] = {**ctl, "path": str((base / ctl["path"]).resolve())}
     if "instruments" in raw:
         raw["instruments"] = _instruments(raw["instruments"], base)
     try:

@@ -1,56 +1,189 @@
-"""The one dataflow: ticks → strategies → order by event time → risk → execution →
-portfolio, with stage health, the Parquet ledger and the run report."""
+"""The one dataflow, as the README draws it:
+
+    ingest → signals → account → health → sinks
+
+Each stage is a composite operator (bytewax ``@operator``), so step ids nest under it
+(``alpha_panda.account.logic``). ``build_flow`` only wires: whatever touches the outside
+world was resolved by ``flows.plan.prepare`` first.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.dataflow import Dataflow, Stream, operator
 
+from connectors.control import FileControl, RedisControl
 from connectors.ledger import LedgerOpenSource, ParquetLedger, shard_key
-from connectors.replay import ReplaySource, RowsRead
+from connectors.replay import RowsRead
 from connectors.report import ReportSink
-from flows.config import build_strategies, output_dir
-from operators.execution import PaperExecution, execute_orders
+from flows.config import build_strategies
+from flows.plan import Plan
+from operators.account.account import Account, AccountSetup, Inbox, account
+from operators.account.paper import PaperVenue
+from operators.account.zerodha import ZerodhaVenue
 from operators.health import HealthJudge, StageEvent, health_events, stage_health
 from operators.keyed import stateful_by_key
 from operators.live import live_counters
 from operators.ordering import order_by_event_time
-from operators.portfolio import Portfolio, portfolio_fold
-from operators.report import REPORT_KEY, ReportBuilder, RunReport, Tally
-from operators.risk import RiskFilter, risk_filter
+from operators.report import REPORT_KEY, ReportBuilder, Tally
 from operators.session import MarketSession
-from operators.strategies.runner import StrategyRunner, run_strategies
+from operators.strategies.runner import STRATEGY_PARTITION, StrategyRunner, run_strategies
 from operators.ticks import route_ticks
-from operators.zerodha import ZerodhaExecution
-from schemas.config import AppConfig, KafkaSourceConfig, KiteSourceConfig
 from schemas.enums import Broker, Stage
-from schemas.events import (
-    DeadLetter,
-    Model,
-    OrderFailed,
-    OrderFilled,
-    OrderPlaced,
-    PnlSnapshot,
-    RejectedSignal,
-    StageHealth,
-    TradingSignal,
-    ValidatedSignal,
-)
+from schemas.events import DeadLetter, Model, PnlSnapshot, StageHealth, TradingStateChanged
+from schemas.keys import parse_route_key, parse_stage_key, stage_key
 from schemas.kite import OrderUpdate
 from schemas.ledger import KIND_OF, LEDGER_KINDS
 from schemas.redis_keys import RunMeta
 from schemas.report import BrokerSummary
 from schemas.ticks import US, FeedStale, TickBatch
-from schemas.topics import TICKS_TOPIC
 
-PER_BROKER_KINDS = ("signals", "rejections", "orders", "order_failures", "fills", "pnl")
+PER_BROKER_KINDS = (
+    "signals",
+    "rejections",
+    "orders",
+    "order_failures",
+    "fills",
+    "pnl",
+    "trading_states",
+)
+ACCOUNT_STAGES = (Stage.RISK_VALIDATION, Stage.ORDER_EXECUTION, Stage.PORTFOLIO_UPDATES)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    batches: Stream[TickBatch]
+    dead: Stream[DeadLetter]
+    updates: Stream[tuple[str, list[OrderUpdate]]]
+    stale: Stream[FeedStale]
+    other: Stream[Any]  # rows-read counts, for the report
+
+
+@dataclass(frozen=True)
+class Signals:
+    ordered: Stream[tuple[str, list[Any]]]  # per broker, in event-time order
+    dead: Stream[DeadLetter]  # strategy failures
+
+
+def _brokers(plan: Plan) -> list[Broker]:
+    return sorted(plan.cfg.brokers, key=lambda b: b.value)
+
+
+@operator
+def ingest(step_id: str, flow: Dataflow, plan: Plan) -> Inputs:
+    """Ticks (and Kite order updates) in; valid batches, dead letters, updates, feed notes."""
+    items = op.input("ticks", flow, plan.source)
+    if plan.order_updates is not None:
+        items = op.merge("inputs", items, op.input("order_updates", flow, plan.order_updates))
+    valid = op.branch("valid", items, lambda x: isinstance(x, TickBatch))
+    other = op.branch("dead", valid.falses, lambda x: isinstance(x, DeadLetter))
+    notes = op.branch("split_updates", other.falses, lambda x: isinstance(x, OrderUpdate))
+    updates = op.map("updates_keyed", notes.trues, lambda u: (Broker.ZERODHA.value, [u]))
+    feed = op.branch("feed_stale", notes.falses, lambda x: isinstance(x, FeedStale))
+    return Inputs(valid.trues, other.trues, updates, feed.trues, feed.falses)
+
+
+@operator
+def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
+    """Fan out to (broker, instrument) keys, run strategies, order per broker by event time."""
+    cfg = plan.cfg
+    window_us = cfg.health.window_s * US
+    grids = {"health": window_us, "snapshot": cfg.portfolio.snapshot_interval_s * US}
+    strategies = build_strategies(cfg)
+    max_delay_s = getattr(cfg.source, "max_delay_s", None)
+
+    def make_runner(key: str, resume: Any) -> StrategyRunner:
+        broker, tok = parse_route_key(key)
+        mine = [
+            (s.id, strategies[s.id])
+            for s in cfg.strategies
+            if s.enabled and broker in s.brokers and tok in cfg.strategy_instruments(s)
+        ]
+        mark_us = round(cfg.brokers[broker].risk.mark_interval_s * US)
+        return StrategyRunner(broker, tok, mine, mark_us, window_us, resume)
+
+    to_run, progress = route_ticks("route", batches, cfg.routes(), _brokers(plan), window_us)
+    outputs = run_strategies("strategies", to_run, make_runner)
+    dead = op.flat_map("failures", outputs, lambda kv: list(kv[1].dead))
+    merged = op.merge("outputs", outputs, progress)
+    tokens = [i.instrument_token for i in cfg.instruments]
+    max_delay_us = int(max_delay_s * US) if max_delay_s is not None else None
+    return Signals(order_by_event_time("order", merged, tokens, grids, max_delay_us), dead)
+
+
+def _inbox(plan: Plan, broker: Broker) -> Inbox | None:
+    if plan.cfg.control.path:
+        return FileControl(plan.commands, broker)
+    if plan.cfg.control_by_redis():
+        return RedisControl(plan.cfg.redis, broker)
+    return None
+
+
+@operator
+def accounts(
+    step_id: str,
+    ordered: Stream[tuple[str, list[Any]]],
+    updates: Stream[tuple[str, list[OrderUpdate]]],
+    plan: Plan,
+) -> Stream[tuple[str, list[Any]]]:
+    """ONE account per broker: risk, venue, book and trading state (operators.account)."""
+    cfg = plan.cfg
+    setup = AccountSetup(
+        costs=cfg.costs,
+        session=MarketSession(cfg.session),
+        lot_sizes={i.instrument_token: i.lot_size for i in cfg.instruments},
+        order_types={s.id: s.order_type for s in cfg.strategies},
+    )
+    ticks = {i.instrument_token: i.tick_size for i in cfg.instruments}
+
+    def make(key: str, resume: Any) -> Account:
+        b = Broker(key)
+        bc = cfg.brokers[b]
+
+        def venue(state: Any) -> Any:
+            if b is Broker.ZERODHA and plan.placer is not None:
+                return ZerodhaVenue(cfg.costs, plan.placer, setup.order_types, state)
+            return PaperVenue(bc.slippage_bps, cfg.costs, ticks)
+
+        return Account(b, bc, setup, venue, _inbox(plan, b), resume)
+
+    return account("logic", op.merge("in", ordered, updates), make)
+
+
+@operator
+def health(
+    step_id: str,
+    ordered: Stream[tuple[str, list[Any]]],
+    booked: Stream[tuple[str, list[Any]]],
+    stale: Stream[FeedStale],
+    plan: Plan,
+) -> Stream[tuple[str, StageHealth]]:
+    """Windowed stage health per (broker, stage), computed from the flow's own events."""
+    cfg = plan.cfg
+    brokers, trading = _brokers(plan), cfg.routes_brokers()
+    session = MarketSession(cfg.session)
+    md = Stage.MARKET_DATA
+    stale_events = op.flat_map(
+        "stale",
+        stale,
+        lambda f: [(stage_key(b, md), StageEvent(f.ts, 0, stale=1)) for b in brokers],
+    )
+    events = op.merge(
+        "events",
+        health_events("ordered", ordered, (md, Stage.SIGNAL_GENERATION)),
+        health_events("account", booked, ACCOUNT_STAGES),
+        stale_events,
+    )
+
+    def make_judge(key: str, resume: Any) -> HealthJudge:
+        b, stage = parse_stage_key(key)
+        return HealthJudge(b, stage, cfg.health, b in trading, session, resume)
+
+    return stage_health("judge", events, cfg.health, make_judge)
 
 
 def _to_ledger(kinds: Iterable[str]) -> Any:
@@ -63,239 +196,131 @@ def _to_ledger(kinds: Iterable[str]) -> Any:
     return rows
 
 
-def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
-    if isinstance(cfg.source, KiteSourceConfig):
-        from connectors.kite.ticks import KiteTickSource
+def _ledger(
+    flow: Dataflow,
+    plan: Plan,
+    ordered: Stream[Any],
+    booked: Stream[Any],
+    judged: Stream[Any],
+    dead: Stream[DeadLetter],
+) -> None:
+    def health_row(kv: tuple[str, StageHealth]) -> tuple[str, Model]:
+        return (shard_key("health", kv[0].replace(":", "-")), kv[1])
 
-        zerodha = Broker.ZERODHA in cfg.routes_brokers()
-        kite = KiteTickSource(cfg.source, cfg.kite, cfg.session, tokens, with_orders=zerodha)
-        return kite, kite.list_parts()
-    if isinstance(cfg.source, KafkaSourceConfig):
-        from connectors.kafka.source import KafkaTickSource
-
-        kafka = KafkaTickSource(cfg.source, cfg.kafka, tokens)
-        return kafka, kafka.list_parts()  # fails fast, naming the address, if unreachable
-    src = cfg.source
-    replay = ReplaySource(src.path, tokens, src.batch_size, src.partitions)
-    return replay, replay.part_names()
-
-
-def _source_parts(cfg: AppConfig) -> list[str]:
-    if isinstance(cfg.source, KiteSourceConfig):
-        return ["kite"]
-    if isinstance(cfg.source, KafkaSourceConfig):
-        raise ValueError("pass source_parts with a custom source on a kafka config")
-    return [f"replay-{k}" for k in range(cfg.source.partitions)]
+    account_kinds = [k for k in PER_BROKER_KINDS if k != "signals"]
+    rows = op.merge(
+        "ledger_rows",
+        op.flat_map("ledger_signals", ordered, _to_ledger(["signals"])),
+        op.flat_map("ledger_account", booked, _to_ledger(account_kinds)),
+        op.map("ledger_health", judged, health_row),
+        op.map("ledger_dead", dead, lambda d: (shard_key("dead_letters", d.source_partition), d)),
+    )
+    brokers = [b.value for b in _brokers(plan)]
+    shards = {k: brokers for k in PER_BROKER_KINDS}
+    shards["health"] = [f"{b}-{s.value}" for b in brokers for s in Stage]
+    shards["dead_letters"] = [*plan.parts, STRATEGY_PARTITION]
+    keys = sorted(shard_key(k, s) for k, names in shards.items() for s in names)
+    opened = op.input("ledger_open", flow, LedgerOpenSource(keys))
+    sink = plan.ledger or ParquetLedger(plan.out, shards, plan.cfg.output.rows_per_file)
+    op.output("ledger", op.merge("ledger_all", opened, rows), sink)
 
 
 def _kafka_out(
-    cfg: AppConfig,
-    ordered: Stream[Any],
-    risked: Stream[Any],
-    executed: Stream[Any],
-    folded: Stream[Any],
-    health: Stream[Any],
-    dead: Stream[DeadLetter],
+    plan: Plan, ordered: Stream[Any], booked: Stream[Any], judged: Stream[Any], dead: Stream[Any]
 ) -> None:
     """Every event stream to its Kafka topic as envelopes (see connectors.kafka.sink)."""
     from connectors.kafka.sink import event_sink, messages_of
+    from schemas.config import KafkaSourceConfig
+    from schemas.topics import BROKER_TOPICS, TICKS_TOPIC
 
+    cfg = plan.cfg
     topic = cfg.source.topic if isinstance(cfg.source, KafkaSourceConfig) else TICKS_TOPIC
     pre = cfg.kafka.topic_prefix
+    from schemas.events import TradingSignal
 
-    def pick(*kinds: type[Model]) -> Any:
-        return messages_of(kinds, topic, pre)
-
-    dead_msgs = pick(DeadLetter)
+    account_kinds = tuple(k for k in BROKER_TOPICS if k not in (TradingSignal, StageHealth))
+    dead_msgs = messages_of((DeadLetter,), topic, pre)
     msgs = op.merge(
         "kafka_msgs",
-        op.flat_map("kafka_signals", ordered, pick(TradingSignal)),
-        op.flat_map("kafka_risk", risked, pick(ValidatedSignal, RejectedSignal)),
-        op.flat_map("kafka_orders", executed, pick(OrderPlaced, OrderFilled, OrderFailed)),
-        op.flat_map("kafka_pnl", folded, pick(PnlSnapshot)),
-        op.flat_map("kafka_health", health, pick(StageHealth)),
+        op.flat_map("kafka_signals", ordered, messages_of((TradingSignal,), topic, pre)),
+        op.flat_map("kafka_account", booked, messages_of(account_kinds, topic, pre)),
+        op.flat_map("kafka_health", judged, messages_of((StageHealth,), topic, pre)),
         op.flat_map("kafka_dead", dead, lambda d: dead_msgs(("", d))),
     )
     op.output("kafka_out", msgs, event_sink(cfg.kafka))
 
 
 def _redis_out(
-    cfg: AppConfig,
-    trading: list[Stream[Any]],
-    folded: Stream[Any],
-    health: Stream[Any],
-    run: Stream[Any],
+    plan: Plan, trading: list[Stream[Any]], booked: Stream[Any], judged: Stream[Any], run: Any
 ) -> None:
-    """Live state (see schemas.redis_keys): PnL, positions, stage health, counters."""
+    """Live state (see schemas.redis_keys): PnL, positions, trading state, health, counters."""
     from connectors.redis_state import RedisStateSink
 
+    cfg = plan.cfg
     counters = live_counters("live_counters", trading, run)
-    pnl = op.flat_map(
-        "redis_pnl", folded, lambda kv: [i for i in kv[1] if isinstance(i, PnlSnapshot)]
+    kinds = (PnlSnapshot, TradingStateChanged)
+    state = op.flat_map(
+        "redis_state", booked, lambda kv: [i for i in kv[1] if isinstance(i, kinds)]
     )
     meta = RunMeta(
         source=cfg.source.name,
-        brokers=sorted(cfg.brokers, key=lambda b: b.value),
+        brokers=_brokers(plan),
         workers=1,  # the sink fills in the real count
         window_s=cfg.health.window_s,
         history_windows=cfg.redis.history_windows,
     )
     values = op.merge(
-        "redis_values", pnl, op.map("redis_health", health, lambda kv: kv[1]), counters
+        "redis_values", state, op.map("redis_health", judged, lambda kv: kv[1]), counters
     )
     op.output("redis_out", values, RedisStateSink(cfg.redis, meta))
 
 
-def build_flow(
-    cfg: AppConfig,
-    *,
-    source: Source[Any] | None = None,
-    source_parts: list[str] | None = None,
-    ledger: Sink[Any] | None = None,
-    report: Sink[RunReport] | None = None,
-    out_dir: Path | None = None,
-) -> Dataflow:
-    """Assemble the flow. Tests pass their own source and sinks; defaults replay the config."""
-    started = time.perf_counter()
-    out = out_dir or output_dir(cfg)
-    brokers = sorted(cfg.brokers, key=lambda b: b.value)
-    routes = cfg.routes()
-    tokens = [i.instrument_token for i in cfg.instruments]
-    session = MarketSession(cfg.session)
-    window_us = cfg.health.window_s * US
-    grids = {"health": window_us, "snapshot": cfg.portfolio.snapshot_interval_s * US}
-    strategies = build_strategies(cfg)
-    tick_sizes = {i.instrument_token: i.tick_size for i in cfg.instruments}
+def _tally(x: Any) -> tuple[str, Any]:
+    if isinstance(x, TickBatch):
+        return (REPORT_KEY, Tally(ticks=len(x)))
+    if isinstance(x, RowsRead):
+        return (REPORT_KEY, Tally(rows_read=x.count))
+    return (REPORT_KEY, x)
 
-    if source is None:
-        source, source_parts = _source(cfg, tokens)
-    parts = source_parts or _source_parts(cfg)
-    max_delay_s = getattr(cfg.source, "max_delay_s", None)
-    max_delay_us = int(max_delay_s * US) if max_delay_s is not None else None
 
-    def make_runner(key: str, resume: Any) -> StrategyRunner:
-        broker, token = key.split(":")
-        tok = int(token)
-        mine = [
-            (s.id, strategies[s.id])
-            for s in cfg.strategies
-            if s.enabled and Broker(broker) in s.brokers and tok in cfg.strategy_instruments(s)
-        ]
-        return StrategyRunner(Broker(broker), tok, mine, grids["snapshot"], window_us, resume)
-
-    def make_risk(key: str, resume: Any) -> RiskFilter:
-        b = Broker(key)
-        return RiskFilter(b, cfg.brokers[b], cfg.costs, session, resume)
-
-    trading = cfg.routes_brokers()
-    live_zerodha = Broker.ZERODHA in trading
-    order_types = {s.id: s.order_type for s in cfg.strategies}
-    placer = None
-    if live_zerodha:  # fails fast, naming what is missing: credentials, Redis
-        from connectors.kite.orders import kite_orders
-
-        placer = kite_orders(cfg)
-    elif isinstance(cfg.source, KiteSourceConfig):
-        from connectors.kite.client import credentials
-
-        credentials()
-
-    def make_exec(key: str, resume: Any) -> PaperExecution | ZerodhaExecution:
-        b = Broker(key)
-        if b is Broker.ZERODHA and placer is not None:
-            return ZerodhaExecution(b, cfg.costs, placer, order_types, resume)
-        return PaperExecution(b, cfg.brokers[b].slippage_bps, cfg.costs, tick_sizes)
-
-    def make_portfolio(key: str, resume: Any) -> Portfolio:
-        b = Broker(key)
-        return Portfolio(b, cfg.brokers[b].starting_cash, resume)
-
-    def make_judge(key: str, resume: Any) -> HealthJudge:
-        broker, stage = key.split(":")
-        b = Broker(broker)
-        return HealthJudge(b, Stage(stage), cfg.health, b in trading, session, resume)
-
-    flow = Dataflow("alpha_panda")
-    items = op.input("ticks", flow, source)
-    if live_zerodha and not isinstance(cfg.source, KiteSourceConfig):
-        from connectors.kite.updates import PART, KiteOrderSource
-
-        parts = [*parts, PART]
-        items = op.merge(
-            "inputs", items, op.input("order_updates", flow, KiteOrderSource(cfg.kite))
-        )
-    valid = op.branch("valid", items, lambda x: isinstance(x, TickBatch))
-    batches: Stream[TickBatch] = valid.trues
-    other = op.branch("dead", valid.falses, lambda x: isinstance(x, DeadLetter))
-    dead: Stream[DeadLetter] = other.trues
-    notes = op.branch("split_updates", other.falses, lambda x: isinstance(x, OrderUpdate))
-    updates = op.map("updates_keyed", notes.trues, lambda u: (Broker.ZERODHA.value, [u]))
-    feed = op.branch("feed_stale", notes.falses, lambda x: isinstance(x, FeedStale))
-    md = Stage.MARKET_DATA.value
-    stale_events = op.flat_map(
-        "health_stale",
-        feed.trues,
-        lambda f: [(f"{b.value}:{md}", StageEvent(f.ts, 0, stale=1)) for b in brokers],
-    )
-
-    to_strategies, progress = route_ticks("route", batches, routes, brokers, window_us)
-    outputs = run_strategies("strategies", to_strategies, make_runner)
-    merged = op.merge("outputs", outputs, progress)
-    ordered = order_by_event_time("order", merged, tokens, grids, max_delay_us)
-    risked = risk_filter("risk", ordered, make_risk)
-    executed = execute_orders("execution", op.merge("execution_in", risked, updates), make_exec)
-    folded = portfolio_fold("portfolio", executed, make_portfolio)
-
-    events = op.merge(
-        "health_events",
-        health_events("health_ordered", ordered, (Stage.MARKET_DATA, Stage.SIGNAL_GENERATION)),
-        health_events("health_risk", risked, (Stage.RISK_VALIDATION,)),
-        health_events("health_execution", executed, (Stage.ORDER_EXECUTION,)),
-        health_events("health_portfolio", folded, (Stage.PORTFOLIO_UPDATES,)),
-        stale_events,
-    )
-    health = stage_health("health", events, cfg.health, make_judge)
-
-    def health_row(kv: tuple[str, StageHealth]) -> tuple[str, Model]:
-        return (shard_key("health", kv[0].replace(":", "-")), kv[1])
-
-    ledger_rows = op.merge(
-        "ledger_rows",
-        op.flat_map("ledger_signals", ordered, _to_ledger(["signals"])),
-        op.flat_map("ledger_risk", risked, _to_ledger(["rejections"])),
-        op.flat_map("ledger_orders", executed, _to_ledger(["orders", "order_failures", "fills"])),
-        op.flat_map("ledger_pnl", folded, _to_ledger(["pnl"])),
-        op.map("ledger_health", health, health_row),
-        op.map("ledger_dead", dead, lambda d: (shard_key("dead_letters", d.source_partition), d)),
-    )
-    if ledger is not None or "ledger" in cfg.sinks:
-        shards = {k: [b.value for b in brokers] for k in PER_BROKER_KINDS}
-        shards["health"] = [f"{b.value}-{s.value}" for b in brokers for s in Stage]
-        shards["dead_letters"] = parts
-        keys = sorted(shard_key(k, s) for k, names in shards.items() for s in names)
-        opened = op.input("ledger_open", flow, LedgerOpenSource(keys))
-        sink = ledger or ParquetLedger(out, shards, cfg.output.rows_per_file)
-        op.output("ledger", op.merge("ledger_all", opened, ledger_rows), sink)
+@operator
+def sinks(
+    step_id: str,
+    flow: Dataflow,
+    batches: Stream[TickBatch],
+    read: Stream[Any],
+    ordered: Stream[tuple[str, list[Any]]],
+    booked: Stream[tuple[str, list[Any]]],
+    judged: Stream[tuple[str, StageHealth]],
+    dead: Stream[DeadLetter],
+    plan: Plan,
+) -> None:
+    """Parquet ledger, Kafka topics, Redis live state and the run report."""
+    cfg = plan.cfg
+    if plan.ledger is not None or "ledger" in cfg.sinks:
+        _ledger(flow, plan, ordered, booked, judged, dead)
     if "kafka" in cfg.sinks:
-        _kafka_out(cfg, ordered, risked, executed, folded, health, dead)
-
-    def tally(x: Any) -> tuple[str, Any]:
-        if isinstance(x, TickBatch):
-            return (REPORT_KEY, Tally(ticks=len(x)))
-        if isinstance(x, RowsRead):
-            return (REPORT_KEY, Tally(rows_read=x.count))
-        return (REPORT_KEY, x)
-
+        _kafka_out(plan, ordered, booked, judged, dead)
     summaries = op.flat_map(
-        "report_summaries", folded, lambda kv: [i for i in kv[1] if isinstance(i, BrokerSummary)]
+        "summaries", booked, lambda kv: [i for i in kv[1] if isinstance(i, BrokerSummary)]
     )
-    report_in = op.map(
-        "report_in", op.merge("report_all", batches, feed.falses, dead, summaries), tally
-    )
+    report_in = op.map("report_in", op.merge("report_all", batches, read, dead, summaries), _tally)
     if "redis" in cfg.sinks:
-        _redis_out(cfg, [ordered, risked, executed], folded, health, report_in)
+        _redis_out(plan, [ordered, booked], booked, judged, report_in)
+    out = str(plan.out)
     built = stateful_by_key(
-        "report", report_in, lambda _k, resume: ReportBuilder(str(out), started, resume)
+        "report", report_in, lambda _k, resume: ReportBuilder(out, plan.started, resume)
     )
-    op.output("report_out", op.key_rm("report_unkey", built), report or ReportSink(out))
+    op.output("report_out", op.key_rm("report_unkey", built), plan.report or ReportSink(plan.out))
+
+
+def build_flow(plan: Plan) -> Dataflow:
+    """Wire the flow for a prepared plan (see flows.plan.prepare)."""
+    flow = Dataflow("alpha_panda")
+    inputs = ingest("ingest", flow, plan)
+    sig = signals("signals", inputs.batches, plan)
+    booked = accounts("account", sig.ordered, inputs.updates, plan)
+    judged = health("health", sig.ordered, booked, inputs.stale, plan)
+    dead = op.merge("dead_letters", inputs.dead, sig.dead)
+    sinks("sinks", flow, inputs.batches, inputs.other, sig.ordered, booked, judged, dead, plan)
     return flow

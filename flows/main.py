@@ -11,12 +11,13 @@ import sys
 
 from flows.config import load_config
 from flows.graph import build_flow
+from flows.plan import prepare
 from schemas.config import ConfigError, SourceUnavailable
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 try:
-    flow = build_flow(load_config())
+    flow = build_flow(prepare(load_config()))
 except (ConfigError, FileNotFoundError) as exc:
     sys.stderr.write(f"alpha-panda: configuration error: {exc}\n")
     raise SystemExit(2) from None

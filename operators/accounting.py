@@ -1,4 +1,4 @@
-"""Accounting shared by the risk exposure book and the portfolio: fees, average-cost positions.
+"""Accounting of the account's books: fees, average-cost positions, round trips net of fees.
 
 Identity kept at every step: cash + Σ qty·mark = starting cash + realized + unrealized − fees.
 """
@@ -34,6 +34,17 @@ class Lot:
     average_price: float = 0.0
     realized: float = 0.0
     mark: float | None = None
+    entry_fees: float = 0.0  # fees paid opening the quantity still held
+    trip_net: float = 0.0  # net PnL (after fees) of the round trip in progress
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one fill did: realized PnL (before fees), and the net PnL of the round trip it
+    ended (after entry and exit fees), or None if no round trip ended."""
+
+    realized: float
+    trip_net: float | None
 
 
 @dataclass
@@ -75,32 +86,36 @@ class Book:
 
     def apply(
         self, token: int, side: SignalType | str, quantity: int, price: float, fee: float
-    ) -> float:
-        """Apply one fill; returns the realized PnL it closed (before fees)."""
+    ) -> Applied:
+        """Apply one fill (marking the instrument at its price)."""
         lot = self.lots.setdefault(token, Lot())
         self._count(lot, -1)
         delta = signed(side, quantity)
         self.cash -= delta * price + fee
         self.fees += fee
-        realized = 0.0
+        realized, trip = 0.0, None
         q = lot.quantity
         if q == 0 or (q > 0) == (delta > 0):
             lot.average_price = (q * lot.average_price + delta * price) / (q + delta)
             lot.quantity = q + delta
+            lot.entry_fees += fee
         else:
             closed = min(abs(q), abs(delta))
             realized = closed * (price - lot.average_price) * (1 if q > 0 else -1)
+            entry_share = lot.entry_fees if closed == abs(q) else lot.entry_fees * closed / abs(q)
+            exit_share = fee if closed == abs(delta) else fee * closed / abs(delta)
+            lot.entry_fees -= entry_share
+            lot.trip_net += realized - entry_share - exit_share
             lot.quantity = q + delta
-            if lot.quantity == 0:
-                lot.average_price = 0.0
-            elif (lot.quantity > 0) != (q > 0):
-                lot.average_price = price  # flipped: the remainder opens at the fill price
+            if lot.quantity == 0 or (lot.quantity > 0) != (q > 0):
+                trip, lot.trip_net = lot.trip_net, 0.0
+                lot.entry_fees = fee - exit_share  # the flipped remainder's share, else 0
+                lot.average_price = price if lot.quantity else 0.0
         lot.realized += realized
         self.realized += realized
-        if lot.mark is None:
-            lot.mark = price
+        lot.mark = price
         self._count(lot, +1)
-        return realized
+        return Applied(realized, trip)
 
     def mark(self, token: int, price: float) -> None:
         lot = self.lots.get(token)
@@ -123,6 +138,10 @@ class Book:
 
     def short_value(self) -> float:
         return self._short
+
+    def last_price(self, token: int) -> float | None:
+        lot = self.lots.get(token)
+        return lot.mark if lot is not None else None
 
     def positions(self) -> list[dict[str, float | int]]:
         """Open or traded positions, as Position field dicts (validated by the snapshot)."""

@@ -31,10 +31,11 @@ from schemas.events import (
     RejectedSignal,
     StageHealth,
     TradingSignal,
+    TradingStateChanged,
     ValidatedSignal,
 )
 from schemas.ids import content_id
-from schemas.ticks import US, TickCount, from_us, to_us
+from schemas.ticks import US, StrategyFailed, TickCount, from_us, to_us
 from schemas.ticks import Clock as FlowClock
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -50,6 +51,8 @@ class StageEvent:
     latency_ms: float | None = None
     ticks: int = 0
     stale: int = 0  # market_data: the live feed went silent with its socket open
+    errors: int = 0  # signal_generation: a strategy failed and stopped on an instrument
+    trading: str | None = None  # risk_validation: the account's trading state changed to this
 
 
 _STAGE_OF: dict[type, Stage] = {
@@ -90,6 +93,12 @@ def stage_events(
                 )
                 for s in stages
             ]
+        if isinstance(item, StrategyFailed) and Stage.SIGNAL_GENERATION in stages:
+            key = f"{broker}:{Stage.SIGNAL_GENERATION.value}"
+            return [(key, StageEvent(item.ts, 0, errors=1))]
+        if isinstance(item, TradingStateChanged) and Stage.RISK_VALIDATION in stages:
+            key = f"{broker}:{Stage.RISK_VALIDATION.value}"
+            return [(key, StageEvent(to_us(item.timestamp), 0, trading=str(item.state)))]
         stage = _STAGE_OF.get(type(item))
         if isinstance(item, (OrderFilled, PnlSnapshot)):
             stage = (
@@ -143,11 +152,17 @@ class WindowAcc:
     latencies: list[float] = field(default_factory=list)
     ticks: int = 0
     stale: int = 0
+    errors: int = 0
+    trading: str | None = None
+    trading_ts: int = -1
 
 
 def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
     acc.ticks += e.ticks
     acc.stale += e.stale
+    acc.errors += e.errors
+    if e.trading is not None and e.ts >= acc.trading_ts:
+        acc.trading, acc.trading_ts = e.trading, e.ts
     if e.count:
         acc.count += e.count
         acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
@@ -160,6 +175,9 @@ def _merge(a: WindowAcc, b: WindowAcc) -> WindowAcc:
     a.count += b.count
     a.ticks += b.ticks
     a.stale += b.stale
+    a.errors += b.errors
+    if b.trading is not None and b.trading_ts >= a.trading_ts:
+        a.trading, a.trading_ts = b.trading, b.trading_ts
     if b.last_ts is not None:
         a.last_ts = b.last_ts if a.last_ts is None else max(a.last_ts, b.last_ts)
     a.latencies.extend(b.latencies)
@@ -172,6 +190,8 @@ class JudgeState:
     silent: int = 0
     active_before: bool = False
     last_ts: int | None = None
+    failed: int = 0  # strategies stopped by errors so far
+    trading: str = "ACTIVE"
 
 
 class HealthJudge:
@@ -196,6 +216,8 @@ class HealthJudge:
         st.windows += 1
         if acc.last_ts is not None:
             st.last_ts = acc.last_ts
+        st.failed += acc.errors
+        st.trading = acc.trading or st.trading
         end_us = start_us + cfg.window_s * US
         if st.windows <= cfg.startup_windows:
             return HealthStatus.STARTUP, HealthReason.STARTUP_GRACE
@@ -203,6 +225,12 @@ class HealthJudge:
             return HealthStatus.IDLE, HealthReason.MARKET_CLOSED
         if self.stage is not Stage.MARKET_DATA and not self.has_strategy:
             return HealthStatus.IDLE, HealthReason.NO_ENABLED_STRATEGY
+        if st.trading == "HALTED":
+            return HealthStatus.CRITICAL, HealthReason.TRADING_HALTED
+        if st.trading == "REDUCING":
+            return HealthStatus.WARNING, HealthReason.TRADING_REDUCING
+        if st.failed:
+            return HealthStatus.WARNING, HealthReason.STRATEGY_ERROR
         if acc.count:
             st.silent, st.active_before = 0, True
         elif self.stage is Stage.MARKET_DATA or acc.ticks:

@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
-from schemas.ticks import BrokerItem, Clock, MarkSet, StrategyOutput, TickCount, to_us
+from schemas.ticks import (
+    BrokerItem,
+    Clock,
+    MarkSet,
+    StrategyFailed,
+    StrategyOutput,
+    TickCount,
+    to_us,
+)
 
 SortKey = tuple[int, int, int, str]
 _NEVER = -(2**62)
@@ -31,6 +39,8 @@ def sort_key(item: BrokerItem) -> SortKey:
         return (item.ts, 1, 0, item.grid)
     if isinstance(item, TickCount):
         return (item.ts, 2, item.instrument_token, str(item.count))
+    if isinstance(item, StrategyFailed):
+        return (item.ts, 4, item.instrument_token, item.strategy_id)
     return (to_us(item.timestamp), 3, item.instrument_token, f"{item.strategy_id}/{item.signal_id}")
 
 
@@ -67,6 +77,8 @@ class EventTimeOrder:
         st = self.state
         for item in out.signals:
             self._enqueue(item)
+        for failure in out.failures:
+            self._enqueue(failure)
         for m in out.marks:
             st.marks.setdefault(m.ts, {})[m.instrument_token] = m.price
         c = out.counts

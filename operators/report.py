@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.enums import DeadLetterReason
 from schemas.events import DeadLetter, Model
 from schemas.report import BrokerSummary, PnlStats
 
@@ -20,6 +21,7 @@ class RunReport(Model):
     ticks_processed: int
     dead_letters: int
     dead_letters_by_reason: dict[str, int]
+    strategy_errors: list[str]  # one line per strategy stopped on an instrument
     elapsed_s: float
     ticks_per_s: float
     brokers: list[BrokerSummary]
@@ -36,6 +38,7 @@ class ReportState:
     rows_read: int = 0
     ticks: int = 0
     dead: Counter[str] = field(default_factory=Counter)
+    strategy_errors: list[str] = field(default_factory=list)
     brokers: dict[str, BrokerSummary] = field(default_factory=dict)
 
 
@@ -52,6 +55,8 @@ class ReportBuilder:
         if isinstance(item, Tally):
             st.rows_read += item.rows_read
             st.ticks += item.ticks
+        elif isinstance(item, DeadLetter) and item.reason == DeadLetterReason.STRATEGY_ERROR:
+            st.strategy_errors.append(item.detail)
         elif isinstance(item, DeadLetter):
             st.dead[str(item.reason)] += 1
         elif isinstance(item, BrokerSummary):
@@ -68,6 +73,7 @@ class ReportBuilder:
                 ticks_processed=st.ticks,
                 dead_letters=sum(st.dead.values()),
                 dead_letters_by_reason=dict(sorted(st.dead.items())),
+                strategy_errors=sorted(st.strategy_errors),
                 elapsed_s=round(elapsed, 3),
                 ticks_per_s=round(st.ticks / elapsed, 1),
                 brokers=[st.brokers[b] for b in sorted(st.brokers)],
@@ -97,6 +103,8 @@ def render(r: RunReport) -> str:
         f"  {'strategy':<22} {'fills':>6} {'trips':>6} {'win%':>6} {'realized':>12} "
         f"{'unrealized':>12} {'fees':>10} {'net':>12} {'max dd':>10}"
     )
+    for e in r.strategy_errors:
+        lines.append(f"STRATEGY_ERROR: {e}")
     for b in r.brokers:
         lines.append("")
         lines.append(
@@ -105,6 +113,13 @@ def render(r: RunReport) -> str:
         lines.append(head)
         lines.extend(_row(s) for s in b.strategies)
         lines.append(_row(b.total))
+        if b.rejections_by_reason:
+            why = ", ".join(f"{k} {v}" for k, v in b.rejections_by_reason.items())
+            lines.append(f"  rejections: {why}")
+        for c in b.trading_states:
+            lines.append(
+                f"  {c.timestamp:%Y-%m-%d %H:%M:%S} {c.previous} → {c.state} ({c.reason}: {c.detail})"
+            )
     if r.rows_read != r.ticks_processed + r.dead_letters:
         lines.append("WARNING: rows read != processed + dead letters")
     return "\n".join(lines) + "\n"

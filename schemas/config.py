@@ -169,10 +169,30 @@ class SessionConfig(Section):
 
 
 class RiskConfig(Section):
-    max_position_qty: int = Field(default=1000, gt=0)
+    """Checks on every order request of one broker's account; each refusal names its code."""
+
+    max_position_qty: int = Field(default=1000, gt=0, description="|position| per instrument")
+    max_position_value: float = Field(
+        default=1_000_000.0, gt=0, description="|position| × price per instrument, after the order"
+    )
+    max_gross_exposure: float = Field(
+        default=5_000_000.0, gt=0, description="Σ |position| × price over instruments, after it"
+    )
+    max_open_positions: int = Field(default=50, gt=0, description="instruments held at once")
     max_order_value: float = Field(default=500_000.0, gt=0)
     max_daily_loss: float = Field(default=50_000.0, gt=0)
+    flatten_on_breach: bool = Field(
+        default=True, description="daily loss breached: close every position at once"
+    )
+    mark_interval_s: float = Field(
+        default=1.0, gt=0, description="event-time cadence of marks (loss limit checked on each)"
+    )
+    price_band_pct: float = Field(
+        default=5.0, gt=0, description="LIMIT price at most this % from the last price"
+    )
     max_orders_per_second: int = Field(default=10, gt=0)
+    max_orders_per_minute: int = Field(default=400, gt=0)
+    max_orders_per_day: int = Field(default=5000, gt=0)
     allowed_instruments: list[int] | None = None
     enforce_session: bool = True
 
@@ -200,6 +220,20 @@ class StrategyConfig(Section):
         if (self.type is None) == (self.class_path is None):
             raise ValueError("set exactly one of 'type' or 'class'")
         return self
+
+
+class ControlConfig(Section):
+    """Operator commands (halt, flatten, resume) to the accounts."""
+
+    path: str | None = Field(
+        default=None,
+        description='JSON lines {"ts": ISO-8601, "broker": "paper", "command": "flatten"}, '
+        "applied at that event time (replay and live)",
+    )
+    redis: bool | None = Field(
+        default=None,
+        description="listen for `flows.control` commands through Redis; unset: on for live sources",
+    )
 
 
 class PortfolioConfig(Section):
@@ -240,6 +274,7 @@ class AppConfig(Section):
     portfolio: PortfolioConfig = PortfolioConfig()
     health: HealthConfig = HealthConfig()
     output: OutputConfig = OutputConfig()
+    control: ControlConfig = ControlConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> AppConfig:
@@ -264,17 +299,30 @@ class AppConfig(Section):
                 raise ValueError(
                     f"strategies[{s.id}].brokers: not configured in brokers: {missing}"
                 )
-        live = isinstance(self.source, KiteSourceConfig) or (
-            isinstance(self.source, KafkaSourceConfig) and self.source.tail
-        )
-        if Broker.ZERODHA in self.routes_brokers() and not live:
+        if Broker.ZERODHA in self.routes_brokers() and not self.is_live():
             raise ValueError(
                 "source.kind: a strategy trades on zerodha (real orders), which needs a live "
                 "source (kite, or kafka with tail: true)"
             )
+        for b, bc in self.brokers.items():
+            mark_us = round(bc.risk.mark_interval_s * 1e6)
+            if mark_us < 1 or (self.portfolio.snapshot_interval_s * 10**6) % mark_us:
+                raise ValueError(
+                    f"brokers.{b.value}.risk.mark_interval_s: must divide "
+                    "portfolio.snapshot_interval_s"
+                )
         if self.portfolio.snapshot_interval_s % self.health.window_s:
             raise ValueError("portfolio.snapshot_interval_s: must be a multiple of health.window_s")
         return self
+
+    def is_live(self) -> bool:
+        """Ticks arrive as they happen (kite, or kafka with tail)."""
+        return isinstance(self.source, KiteSourceConfig) or (
+            isinstance(self.source, KafkaSourceConfig) and self.source.tail
+        )
+
+    def control_by_redis(self) -> bool:
+        return self.control.redis if self.control.redis is not None else self.is_live()
 
     def strategy_instruments(self, s: StrategyConfig) -> list[int]:
         if s.instruments == "all":

@@ -22,6 +22,24 @@ class OrderStatus(str, Enum):
     FAILED = "FAILED"
 
 
+class TradingState(str, Enum):
+    """What a broker's account may do: every order, only reducing orders, or none."""
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+class StateReason(str, Enum):
+    """Why a broker's trading state changed."""
+
+    DAILY_LOSS_BREACHED = "DAILY_LOSS_BREACHED"
+    NEW_TRADING_DAY = "NEW_TRADING_DAY"
+    OPERATOR_HALT = "OPERATOR_HALT"
+    OPERATOR_FLATTEN = "OPERATOR_FLATTEN"
+    OPERATOR_RESUME = "OPERATOR_RESUME"
+
+
 class Stage(str, Enum):
     MARKET_DATA = "market_data"
     SIGNAL_GENERATION = "signal_generation"
@@ -49,6 +67,7 @@ class EventType(str, Enum):
     PNL_SNAPSHOT = "pnl_snapshot"
     STAGE_HEALTH = "stage_health"
     DEAD_LETTER = "dead_letter"
+    TRADING_STATE_CHANGED = "trading_state_changed"
 
 
 class RejectReason(str, Enum):
@@ -61,6 +80,13 @@ class RejectReason(str, Enum):
     MAX_ORDER_RATE_EXCEEDED = "MAX_ORDER_RATE_EXCEEDED"
     INSTRUMENT_NOT_ALLOWED = "INSTRUMENT_NOT_ALLOWED"
     MARKET_CLOSED = "MARKET_CLOSED"
+    MAX_POSITION_VALUE_EXCEEDED = "MAX_POSITION_VALUE_EXCEEDED"
+    MAX_GROSS_EXPOSURE_EXCEEDED = "MAX_GROSS_EXPOSURE_EXCEEDED"
+    MAX_OPEN_POSITIONS_EXCEEDED = "MAX_OPEN_POSITIONS_EXCEEDED"
+    PRICE_OUTSIDE_BAND = "PRICE_OUTSIDE_BAND"
+    LOT_SIZE_MISMATCH = "LOT_SIZE_MISMATCH"
+    TRADING_REDUCING = "TRADING_REDUCING"
+    TRADING_HALTED = "TRADING_HALTED"
 
 
 class DeadLetterReason(str, Enum):
@@ -74,6 +100,7 @@ class DeadLetterReason(str, Enum):
     MALFORMED_JSON = "MALFORMED_JSON"
     INVALID_FIELD = "INVALID_FIELD"
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    STRATEGY_ERROR = "STRATEGY_ERROR"  # a strategy raised or returned an invalid signal
 
 
 class HealthReason(str, Enum):
@@ -88,4 +115,7 @@ class HealthReason(str, Enum):
     NO_ACTIVITY = "NO_ACTIVITY"
     STAGE_STALLED = "STAGE_STALLED"
     LATENCY_HIGH = "LATENCY_HIGH"
+    STRATEGY_ERROR = "STRATEGY_ERROR"  # a strategy failed on some instrument and stopped there
+    TRADING_REDUCING = "TRADING_REDUCING"  # the account only reduces positions
+    TRADING_HALTED = "TRADING_HALTED"  # the account sends no orders
     NO_WINDOW_YET = "NO_WINDOW_YET"  # status command: the stage has not closed a window yet

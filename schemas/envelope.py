@@ -22,9 +22,11 @@ from schemas.events import (
     RejectedSignal,
     StageHealth,
     TradingSignal,
+    TradingStateChanged,
     ValidatedSignal,
 )
 from schemas.ids import content_id
+from schemas.keys import route_key
 
 ENVELOPE_VERSION = 1
 
@@ -39,6 +41,7 @@ EVENT_TYPES: dict[type[Model], EventType] = {
     PnlSnapshot: EventType.PNL_SNAPSHOT,
     StageHealth: EventType.STAGE_HEALTH,
     DeadLetter: EventType.DEAD_LETTER,
+    TradingStateChanged: EventType.TRADING_STATE_CHANGED,
 }
 
 
@@ -73,8 +76,7 @@ def _ids(event: Model) -> tuple[str, str, str | None]:
 
 def envelope_key(broker: Broker | str, token: int | None) -> str:
     """Message key: ``"{broker}:{instrument_token}"``, or ``"{broker}"`` for broker-wide events."""
-    b = Broker(broker).value
-    return f"{b}:{token}" if token is not None else b
+    return route_key(broker, token) if token is not None else Broker(broker).value
 
 
 def wrap(event: Model, source: Stage, broker: Broker | str | None = None) -> EventEnvelope:

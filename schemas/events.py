@@ -19,6 +19,8 @@ from schemas.enums import (
     RejectReason,
     SignalType,
     Stage,
+    StateReason,
+    TradingState,
 )
 
 
@@ -66,13 +68,15 @@ class MarketTick(Model):
 
 
 class TradingSignal(Model):
+    """A strategy's target: hold ``target_quantity`` (signed; 0 = flat) of the instrument.
+    The account orders the difference from that strategy's actual position."""
+
     signal_id: str
     correlation_id: str
     strategy_id: str
     broker: Broker
     instrument_token: int
-    signal_type: SignalType
-    quantity: int = Field(gt=0)
+    target_quantity: int
     price: float
     timestamp: AwareDatetime
     reason: str
@@ -80,27 +84,36 @@ class TradingSignal(Model):
     _price = field_validator("price")(_finite_positive)
 
 
-class ValidatedSignal(Model):
+class OrderRequest(Model):
+    """The order the account means to send for a signal: the difference between the
+    strategy's target and its position plus open orders. Base of the risk decisions."""
+
     event_id: str
+    order_id: str
     correlation_id: str
     causation_id: str
     broker: Broker
     timestamp: AwareDatetime
     signal: TradingSignal
+    side: SignalType
+    quantity: int = Field(gt=0)
 
 
-class RejectedSignal(Model):
-    event_id: str
-    correlation_id: str
-    causation_id: str
-    broker: Broker
-    timestamp: AwareDatetime
-    signal: TradingSignal
+class ValidatedSignal(OrderRequest):
+    """Risk approved the order request; execution sends it."""
+
+
+class RejectedSignal(OrderRequest):
+    """Risk refused the order request, with every failing reason code."""
+
     reasons: list[RejectReason] = Field(min_length=1)
     detail: str
 
 
-class OrderPlaced(Model):
+class OrderEvent(Model):
+    """Fields every order event shares (paper and zerodha build them in one place:
+    operators.account.orders)."""
+
     event_id: str
     order_id: str
     correlation_id: str
@@ -111,46 +124,32 @@ class OrderPlaced(Model):
     signal_id: str
     strategy_id: str
     instrument_token: int
-    signal_type: SignalType
+    side: SignalType
+    timestamp: AwareDatetime
+
+
+class OrderPlaced(OrderEvent):
     quantity: int = Field(gt=0)
     order_type: str
     price: float
-    timestamp: AwareDatetime
 
 
-class OrderFilled(Model):
-    event_id: str
-    order_id: str
-    correlation_id: str
-    causation_id: str
-    broker: Broker
-    broker_order_id: str | None  # the broker's own id (Kite's order_id); paper: None
-    status: OrderStatus
-    signal_id: str
-    strategy_id: str
-    instrument_token: int
-    signal_type: SignalType
+class OrderFilled(OrderEvent):
+    """One fill (a partial fill too): ``quantity`` filled at ``fill_price`` in this fill."""
+
     quantity: int = Field(gt=0)
     fill_price: float
     fees: float = Field(ge=0)
-    timestamp: AwareDatetime
 
     _price = field_validator("fill_price")(_finite_positive)
 
 
-class OrderFailed(Model):
-    event_id: str
-    order_id: str
-    correlation_id: str
-    causation_id: str
-    broker: Broker
-    broker_order_id: str | None  # the broker's own id (Kite's order_id); paper: None
-    status: OrderStatus
-    signal_id: str
-    strategy_id: str
-    instrument_token: int
+class OrderFailed(OrderEvent):
+    """The order ended (or could not be sent) with ``quantity`` unfilled: its exposure is
+    released. ``reason`` is the broker's message or a reason code."""
+
+    quantity: int = Field(ge=0)
     reason: str
-    timestamp: AwareDatetime
 
 
 class Position(Model):
@@ -191,6 +190,19 @@ class StageHealth(Model):
     latency_p99_ms: float | None
 
 
+class TradingStateChanged(Model):
+    """A broker's trading state moved: ACTIVE (all orders), REDUCING (only orders that
+    shrink a position), HALTED (no orders)."""
+
+    event_id: str
+    broker: Broker
+    state: TradingState
+    previous: TradingState
+    reason: StateReason
+    detail: str
+    timestamp: AwareDatetime
+
+
 class DeadLetter(Model):
     """A refused input record: ``raw`` is the record as received (``raw_encoding`` says how
     it is written: UTF-8 text, or base64 for bytes that are not UTF-8)."""
@@ -216,5 +228,6 @@ EVENT_MODELS: tuple[type[Model], ...] = (
     OrderFailed,
     PnlSnapshot,
     StageHealth,
+    TradingStateChanged,
     DeadLetter,
 )

@@ -12,6 +12,7 @@ from schemas.events import (
     RejectedSignal,
     StageHealth,
     TradingSignal,
+    TradingStateChanged,
 )
 
 LEDGER_KINDS: dict[str, type[Model]] = {
@@ -23,6 +24,7 @@ LEDGER_KINDS: dict[str, type[Model]] = {
     "pnl": PnlSnapshot,
     "health": StageHealth,
     "dead_letters": DeadLetter,
+    "trading_states": TradingStateChanged,
 }
 
 KIND_OF: dict[type[Model], str] = {model: kind for kind, model in LEDGER_KINDS.items()}

@@ -13,6 +13,10 @@ named here and is written whole (never as a delta), inside one MULTI/EXEC per fl
     {prefix}broker:{broker}:health:{stage}    StageHealth    latest window of the stage
     {prefix}broker:{broker}:history:{stage}   sorted set of StageHealth, score = window start
                                               (epoch seconds): the last ``history_windows``
+    {prefix}broker:{broker}:trading_state     TradingStateChanged  the account's latest state
+    {prefix}broker:{broker}:control           stream of operator commands (``flows.control``),
+                                              fields broker, command; not a run key: a new
+                                              run never clears it
     {prefix}intent:{tag}                      OrderIntent    a Kite order we mean to place (SET
                                               NX with a TTL, before placing): never cleared
                                               with a run's keys, so no restart places it twice
@@ -28,7 +32,14 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, Field, TypeAdapter
 
 from schemas.enums import Broker, Stage
-from schemas.events import Model, PnlSnapshot, Position, StageHealth, ValidatedSignal
+from schemas.events import (
+    Model,
+    PnlSnapshot,
+    Position,
+    StageHealth,
+    TradingStateChanged,
+    ValidatedSignal,
+)
 
 DEFAULT_PREFIX = "alpha_panda:"
 
@@ -89,6 +100,8 @@ class KeyKind(str, Enum):
     HEALTH = "health"
     HEALTH_HISTORY = "health_history"
     INTENT = "intent"
+    TRADING_STATE = "trading_state"
+    CONTROL = "control"
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ _VALUE: dict[KeyKind, Any] = {
     KeyKind.HEALTH: StageHealth,
     KeyKind.HEALTH_HISTORY: StageHealth,
     KeyKind.INTENT: OrderIntent,
+    KeyKind.TRADING_STATE: TradingStateChanged,
 }
 
 
@@ -126,6 +140,8 @@ def decode(kind: KeyKind, raw: bytes | str) -> Any:
     """The model (or list of positions) stored under a key of ``kind``."""
     if kind is KeyKind.POSITIONS:
         return POSITIONS.validate_json(raw)
+    if kind not in _VALUE:
+        raise TypeError(f"{kind.value} keys hold no single value")
     model: type[Model] = _VALUE[kind]
     return model.model_validate_json(raw)
 
@@ -158,6 +174,11 @@ class LiveKeys:
                 re.compile(rf"{p}broker:(?P<broker>{brokers}):history:(?P<stage>{stages})"),
                 KeyKind.HEALTH_HISTORY,
             ),
+            (
+                re.compile(rf"{p}broker:(?P<broker>{brokers}):trading_state"),
+                KeyKind.TRADING_STATE,
+            ),
+            (re.compile(rf"{p}broker:(?P<broker>{brokers}):control"), KeyKind.CONTROL),
             (re.compile(rf"{p}intent:(?P<tag>[A-Za-z0-9]{{1,20}})"), KeyKind.INTENT),
         ]
 
@@ -188,6 +209,13 @@ class LiveKeys:
     def health_history(self, broker: Broker | str, stage: Stage | str) -> str:
         return f"{self._broker(broker)}:history:{Stage(stage).value}"
 
+    def trading_state(self, broker: Broker | str) -> str:
+        return f"{self._broker(broker)}:trading_state"
+
+    def control(self, broker: Broker | str) -> str:
+        """The stream of operator commands to ``broker`` (not a run key)."""
+        return f"{self._broker(broker)}:control"
+
     def intent(self, tag: str) -> str:
         return f"{self.prefix}intent:{tag}"
 
@@ -195,7 +223,7 @@ class LiveKeys:
         """The data keys of a run described by ``meta`` (not its meta and heartbeats)."""
         out = [self.run_counters()]
         for b in meta.brokers:
-            out += [self.pnl(b), self.positions(b), self.counters(b)]
+            out += [self.pnl(b), self.positions(b), self.counters(b), self.trading_state(b)]
             out += [self.health(b, s) for s in Stage] + [self.health_history(b, s) for s in Stage]
         return out
 
@@ -223,6 +251,8 @@ class LiveKeys:
             ]
         if isinstance(item, StageHealth):
             return [(self.health(item.broker, item.stage), encode(item))]
+        if isinstance(item, TradingStateChanged):
+            return [(self.trading_state(item.broker), encode(item))]
         if isinstance(item, BrokerCounters):
             return [(self.counters(item.broker), encode(item))]
         if isinstance(item, RunCounters):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.enums import Broker
-from schemas.events import Model
+from schemas.events import Model, TradingStateChanged
 
 
 class PnlStats(Model):
@@ -19,6 +19,7 @@ class PnlStats(Model):
 
     @property
     def win_rate(self) -> float | None:
+        """Round trips that made money after fees (entry and exit), of all round trips."""
         return self.wins / self.round_trips if self.round_trips else None
 
 
@@ -28,3 +29,6 @@ class BrokerSummary(Model):
     equity: float
     total: PnlStats
     strategies: list[PnlStats]
+    rejections_by_reason: dict[str, int]
+    trading_states: list[TradingStateChanged]
+    failed_strategies: list[str]  # "strategy on instrument" stopped by STRATEGY_ERROR

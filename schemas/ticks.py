@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import numpy.typing as npt
 
-from schemas.events import TradingSignal
+from schemas.events import DeadLetter, TradingSignal
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -98,6 +98,17 @@ class WindowCounts:
 
 
 @dataclass(frozen=True)
+class StrategyFailed:
+    """Strategy ``strategy_id`` raised or returned an invalid signal at ``ts`` and stopped on
+    this instrument (its target went flat); the dead letter carries the details."""
+
+    ts: int
+    instrument_token: int
+    strategy_id: str
+    error: str
+
+
+@dataclass(frozen=True)
 class StrategyOutput:
     """What one (broker, instrument) key produced from one tick batch."""
 
@@ -106,6 +117,8 @@ class StrategyOutput:
     marks: tuple[Mark, ...]
     counts: WindowCounts
     watermark: int
+    failures: tuple[StrategyFailed, ...] = ()
+    dead: tuple[DeadLetter, ...] = ()
 
 
-BrokerItem = MarkSet | TickCount | Clock | TradingSignal
+BrokerItem = MarkSet | TickCount | Clock | TradingSignal | StrategyFailed

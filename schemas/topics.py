@@ -13,6 +13,7 @@ from schemas.events import (
     RejectedSignal,
     StageHealth,
     TradingSignal,
+    TradingStateChanged,
     ValidatedSignal,
 )
 
@@ -30,6 +31,7 @@ BROKER_TOPICS: dict[type[Model], str] = {
     OrderFailed: "orders.failed",
     PnlSnapshot: "pnl.snapshots",
     StageHealth: "health",
+    TradingStateChanged: "trading.state",
 }
 """Event type → per-broker topic suffix: ``{broker}.{suffix}``."""
 

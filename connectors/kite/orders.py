@@ -139,14 +139,15 @@ class KiteOrders:
         return float(min(self.cfg.backoff_max_s, 0.1 * 2**attempt))
 
     def _params(self, intent: OrderIntent, order_type: str) -> dict[str, Any]:
-        s = intent.validated.signal
+        v = intent.validated
+        s = v.signal
         inst = self.instruments[s.instrument_token]
         params: dict[str, Any] = dict(
             variety="regular",
             exchange=inst.exchange,
             tradingsymbol=inst.tradingsymbol,
-            transaction_type=s.signal_type,
-            quantity=s.quantity,
+            transaction_type=v.side,
+            quantity=v.quantity,
             product=self.cfg.product,
             order_type=order_type,
             tag=intent.tag,

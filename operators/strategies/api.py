@@ -24,13 +24,34 @@ class Tick:
     volume: int | None
 
 
+FLAT = "FLAT"
+
+
 @dataclass(frozen=True)
 class Signal:
-    """What a per-tick strategy returns to trade; the engine adds ids, broker and time."""
+    """A per-tick strategy's target position: ``Signal("BUY", 10)`` means "hold +10",
+    ``Signal("SELL", 10)`` "hold -10", ``Signal("FLAT")`` "hold nothing". The account orders
+    the difference from what the strategy holds; the engine adds ids, broker and time."""
 
     signal_type: SignalType | str
-    quantity: int
+    quantity: int = 0
     reason: str = ""
+
+    def target(self) -> int:
+        """The signed target; ValueError (naming the field) if the signal is invalid."""
+        kind = str(getattr(self.signal_type, "value", self.signal_type))
+        q = self.quantity
+        if kind not in (SignalType.BUY.value, SignalType.SELL.value, FLAT):
+            raise ValueError(f"signal_type {kind!r}: expected BUY, SELL or FLAT")
+        if isinstance(q, bool) or not isinstance(q, int):
+            raise ValueError(f"quantity {q!r}: must be an int")
+        if kind == FLAT:
+            if q:
+                raise ValueError(f"quantity {q}: FLAT takes no quantity")
+            return 0
+        if q <= 0:
+            raise ValueError(f"quantity {q}: {kind} needs a quantity > 0")
+        return q if kind == SignalType.BUY.value else -q
 
 
 class TickStrategy(Protocol):
@@ -50,14 +71,16 @@ class VectorStrategy(ABC):
     """Built-in strategy, vectorised over a batch.
 
     ``regime`` maps prices (integer paise) to +1 (buy zone), -1 (sell zone) or 0 for each
-    tick of the batch. A signal fires when the regime enters a side other than the side of
-    the last signal (BUY once on entering the buy zone, then nothing until a SELL). The result for a
+    tick of the batch. A target fires when the regime enters a side other than the side of
+    the last target: +quantity on entering the buy zone, then nothing until the sell zone,
+    which targets -quantity (or flat when ``allow_short`` is false). The result for a
     tick depends only on that tick and the ``history`` ticks before it, never on where a
     batch starts, because every indicator is computed exactly from integer paise.
     """
 
     history: int
     quantity: int
+    allow_short: bool = True
 
     @abstractmethod
     def regime(self, paise: I64, n_prev: int) -> tuple[Regime, F64]:

@@ -18,7 +18,8 @@ class MeanReversionParams(BaseModel):
     overbought: float = Field(default=70.0, gt=0, lt=100)
     bollinger_lookback: int = Field(default=20, ge=2)
     bollinger_width: float = Field(default=2.0, gt=0)
-    quantity: int = Field(default=10, gt=0)
+    quantity: int = Field(default=10, gt=0, description="target size: +quantity or -quantity")
+    allow_short: bool = Field(default=True, description="sell zone: short, else go flat")
 
     @model_validator(mode="after")
     def _bands(self) -> MeanReversionParams:
@@ -32,6 +33,7 @@ class MeanReversion(VectorStrategy):
         self.p = params
         self.history = max(params.rsi_period + 1, params.bollinger_lookback)
         self.quantity = params.quantity
+        self.allow_short = params.allow_short
 
     def regime(self, paise: I64, n_prev: int) -> tuple[Regime, F64]:
         p = self.p

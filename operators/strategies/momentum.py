@@ -15,7 +15,8 @@ class MomentumParams(BaseModel):
 
     lookback: int = Field(default=50, ge=1)
     threshold: float = Field(default=0.003, gt=0)
-    quantity: int = Field(default=10, gt=0)
+    quantity: int = Field(default=10, gt=0, description="target size: +quantity or -quantity")
+    allow_short: bool = Field(default=True, description="sell zone: short, else go flat")
 
 
 class Momentum(VectorStrategy):
@@ -23,6 +24,7 @@ class Momentum(VectorStrategy):
         self.p = params
         self.history = params.lookback
         self.quantity = params.quantity
+        self.allow_short = params.allow_short
 
     def regime(self, paise: I64, n_prev: int) -> tuple[Regime, F64]:
         n = len(paise) - n_prev

@@ -1,7 +1,13 @@
-"""Run the strategies of one (broker, instrument) key over tick batches, state carried."""
+"""Run the strategies of one (broker, instrument) key over tick batches, state carried.
+
+Strategies state targets (signed positions). A strategy that raises or returns an invalid
+signal is stopped on this instrument: its target goes flat at that tick, and the failure
+becomes a dead letter (``STRATEGY_ERROR``); the other strategies go on.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,11 +18,24 @@ from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
 from operators.strategies.api import Signal, Tick, TickStrategy, VectorStrategy
-from operators.ticks import boundary_marks, window_counts
-from schemas.enums import Broker, SignalType
-from schemas.events import TradingSignal
+from operators.ticks import boundary_marks, dead_letter, window_counts
+from schemas.enums import Broker, DeadLetterReason
+from schemas.events import DeadLetter, TradingSignal
 from schemas.ids import content_id, tick_id
-from schemas.ticks import I64, StrategyOutput, TickBatch, from_us
+from schemas.keys import broker_of, route_key
+from schemas.ticks import (
+    I64,
+    Mark,
+    StrategyFailed,
+    StrategyOutput,
+    TickBatch,
+    WindowCounts,
+    from_us,
+)
+
+STRATEGY_SOURCE = "strategy"
+STRATEGY_PARTITION = "strategies"  # the dead-letter shard of strategy failures
+_EMPTY = WindowCounts(*(np.zeros(0, dtype=np.int64),) * 3)
 
 
 @dataclass
@@ -27,12 +46,21 @@ class KeyState:
     history: dict[str, I64] = field(default_factory=dict)
     regime: dict[str, int] = field(default_factory=dict)
     user_state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # strategy → error
     last_ts: int | None = None
     last_price: float = 0.0
 
 
+class StrategyFailure(Exception):
+    """A strategy failed at tick ``index`` of the batch; ``done`` holds its earlier signals."""
+
+    def __init__(self, index: int, error: str, done: list[TradingSignal]) -> None:
+        super().__init__(error)
+        self.index, self.error, self.done = index, error, done
+
+
 class StrategyRunner:
-    """Pure logic: turns tick batches of one key into signals, marks and tick counts."""
+    """Pure logic: turns tick batches of one key into targets, marks and tick counts."""
 
     def __init__(
         self,
@@ -50,19 +78,16 @@ class StrategyRunner:
         self.window_us = window_us
         self.state = state if state is not None else KeyState()
 
-    def _signal(
-        self, sid: str, side: SignalType, qty: int, i: int, b: TickBatch, why: str
-    ) -> TradingSignal:
+    def _signal(self, sid: str, target: int, i: int, b: TickBatch, why: str) -> TradingSignal:
         seq = self.state.seen + i
         ts = int(b.ts[i])
         return TradingSignal(
-            signal_id=content_id("sig", sid, self.broker.value, self.token, ts, seq, side.value),
+            signal_id=content_id("sig", sid, self.broker.value, self.token, ts, seq, target),
             correlation_id=tick_id(self.token, ts, seq),
             strategy_id=sid,
             broker=self.broker,
             instrument_token=self.token,
-            signal_type=side,
-            quantity=qty,
+            target_quantity=target,
             price=float(b.price[i]),
             timestamp=from_us(ts),
             reason=why,
@@ -74,9 +99,12 @@ class StrategyRunner:
         st = self.state
         hist = st.history.get(sid, np.zeros(0, dtype=np.int64))
         full = np.concatenate((hist, paise))
-        reg, value = strat.regime(full, len(hist))
-        # Fire where the zone differs from the side of the last signal: BUY once on entering
-        # the buy zone, then nothing until a SELL (and vice versa).
+        try:
+            reg, value = strat.regime(full, len(hist))
+        except Exception as e:
+            raise StrategyFailure(0, f"{type(e).__name__}: {e}", []) from None
+        # Fire where the zone differs from the side of the last target: +q once on entering
+        # the buy zone, then nothing until the sell zone (and vice versa).
         zoned = np.flatnonzero(reg)
         sides = reg[zoned]
         prev = np.concatenate(([st.regime.get(sid, 0)], sides[:-1]))
@@ -87,43 +115,88 @@ class StrategyRunner:
         out = []
         for i in fire.tolist():
             side = int(reg[i])
-            why = strat.describe(float(value[i]), side)
-            kind = SignalType.BUY if side > 0 else SignalType.SELL
-            out.append(self._signal(sid, kind, strat.quantity, i, b, why))
+            target = strat.quantity if side > 0 else -strat.quantity if strat.allow_short else 0
+            out.append(self._signal(sid, target, i, b, strat.describe(float(value[i]), side)))
         return out
 
     def _per_tick(self, sid: str, strat: TickStrategy, b: TickBatch) -> list[TradingSignal]:
         state = self.state.user_state.setdefault(sid, {})
-        out = []
+        out: list[TradingSignal] = []
         for i in range(len(b)):
             vol = int(b.volume[i])
             tick = Tick(
                 self.token, from_us(int(b.ts[i])), float(b.price[i]), vol if vol >= 0 else None
             )
-            sig = strat.on_tick(tick, state)
-            if sig is None:
-                continue
-            if not isinstance(sig, Signal):
-                raise TypeError(f"strategy {sid}: on_tick must return Signal or None, got {sig!r}")
-            side = SignalType(sig.signal_type)
-            out.append(self._signal(sid, side, sig.quantity, i, b, sig.reason or "on_tick"))
+            try:
+                sig = strat.on_tick(tick, state)
+                if sig is None:
+                    continue
+                if not isinstance(sig, Signal):
+                    raise TypeError(f"on_tick must return Signal or None, got {sig!r:.200}")
+                target = sig.target()
+            except Exception as e:
+                raise StrategyFailure(i, f"{type(e).__name__}: {e}", out) from None
+            out.append(self._signal(sid, target, i, b, str(sig.reason or "on_tick")))
         return out
+
+    def _fail(
+        self, sid: str, f: StrategyFailure, b: TickBatch
+    ) -> tuple[TradingSignal, StrategyFailed, DeadLetter]:
+        """Stop ``sid`` here: a flat target, the failure for health, and its dead letter."""
+        self.state.failed[sid] = f.error
+        i, ts = f.index, int(b.ts[f.index])
+        flat = self._signal(sid, 0, i, b, f"STRATEGY_ERROR: {f.error:.200}")
+        vol = int(b.volume[i])
+        raw = {
+            "instrument_token": self.token,
+            "timestamp": from_us(ts).isoformat(),
+            "last_price": float(b.price[i]),
+            "volume": vol if vol >= 0 else None,
+        }
+        detail = f"strategy {sid} on instrument {self.token}: {f.error:.500}"
+        dead = dead_letter(
+            f"{STRATEGY_SOURCE}:{sid}@{route_key(self.broker, self.token)}",
+            STRATEGY_PARTITION,
+            self.state.seen + i,
+            DeadLetterReason.STRATEGY_ERROR,
+            detail,
+            json.dumps(raw, sort_keys=True),
+            ts,
+        )
+        return flat, StrategyFailed(ts, self.token, sid, f.error), dead
 
     def on_item(self, b: TickBatch) -> list[StrategyOutput]:
         return [self.process(b)]
 
     def on_eof(self) -> list[StrategyOutput]:
-        return []
+        """Each instrument's last tick marks it at the end of the stream."""
+        st = self.state
+        if st.last_ts is None:
+            return []
+        end = st.last_ts + 1
+        mark = Mark(end, self.token, st.last_price)
+        return [StrategyOutput(self.token, (), (mark,), _EMPTY, end)]
 
-    def process(self, b: TickBatch) -> StrategyOutput:
+    def _run_all(self, b: TickBatch) -> tuple[list[TradingSignal], list[Any]]:
         signals: list[TradingSignal] = []
-        if len(b):
-            paise = np.rint(b.price * 100.0).astype(np.int64)
-            for sid, strat in self.strategies:
+        failures: list[Any] = []
+        paise = np.rint(b.price * 100.0).astype(np.int64)
+        for sid, strat in self.strategies:
+            if sid in self.state.failed:
+                continue
+            try:
                 if isinstance(strat, VectorStrategy):
                     signals.extend(self._vector(sid, strat, b, paise))
                 else:
                     signals.extend(self._per_tick(sid, strat, b))
+            except StrategyFailure as f:
+                flat, failed, dead = self._fail(sid, f, b)
+                signals.extend([*f.done, flat])
+                failures.append((failed, dead))
+        return signals, failures
+
+    def process(self, b: TickBatch) -> StrategyOutput:
+        signals, failures = self._run_all(b) if len(b) else ([], [])
         st = self.state
         if len(b):
             marks = boundary_marks(
@@ -144,7 +217,13 @@ class StrategyRunner:
             marks = ()
         signals.sort(key=lambda s: (s.timestamp, s.strategy_id, s.signal_id))
         return StrategyOutput(
-            self.token, tuple(signals), marks, window_counts(b, self.window_us), b.watermark
+            self.token,
+            tuple(signals),
+            marks,
+            window_counts(b, self.window_us),
+            b.watermark,
+            tuple(f for f, _ in failures),
+            tuple(d for _, d in failures),
         )
 
 
@@ -155,4 +234,4 @@ def run_strategies(
 ) -> Stream[tuple[str, StrategyOutput]]:
     """Per ``"{broker}:{token}"`` key, run its strategies; output re-keyed by broker."""
     out = stateful_by_key(f"{step_id}_run", up, factory)
-    return op.map(f"{step_id}_by_broker", out, lambda kv: (kv[0].split(":", 1)[0], kv[1]))
+    return op.map(f"{step_id}_by_broker", out, lambda kv: (broker_of(kv[0]), kv[1]))

@@ -1,0 +1,183 @@
+"""Control inboxes: where a broker's account finds operator commands (halt, flatten, resume).
+
+The account calls ``inbox.due(event_us, cursor)`` before each item it processes and keeps the
+returned cursor in its own snapshotted state, so a recovered run neither loses nor repeats a
+command. ``FileControl`` replays a command file by event time (deterministic); ``RedisControl``
+reads what ``flows.control`` sent (``send_command``) through a Redis stream, live.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import redis
+
+from connectors.redis_state import connect, redact
+from schemas.config import RedisConfig, SourceUnavailable
+from schemas.control import ControlCommand, ControlKind
+from schemas.enums import Broker
+from schemas.redis_keys import LiveKeys
+
+log = logging.getLogger("alpha_panda.control")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+STREAM_MAXLEN = 1000
+READ_COUNT = 100
+ENTRY_FIELDS = frozenset({"broker", "command"})
+
+
+class ControlInbox(Protocol):
+    def due(self, event_us: int, cursor: Any) -> tuple[list[ControlCommand], Any]:
+        """Commands to apply now (``event_us``: the account's event time, µs since epoch UTC)
+        and the new cursor (opaque, picklable; None at first)."""
+        ...
+
+
+def epoch_us(ts: datetime) -> int:
+    """An aware datetime as integer µs since epoch (exact, no float rounding)."""
+    return (ts - EPOCH) // timedelta(microseconds=1)
+
+
+class FileControl:
+    """This broker's commands of a command file, each due once event time reaches its ts.
+    Cursor: how many were returned (int)."""
+
+    def __init__(self, commands: Sequence[ControlCommand], broker: Broker) -> None:
+        mine = [c for c in commands if c.broker == Broker(broker).value]
+        self.commands = sorted(mine, key=lambda c: c.ts)
+        self._us = [epoch_us(c.ts) for c in self.commands]
+
+    def due(self, event_us: int, cursor: Any) -> tuple[list[ControlCommand], Any]:
+        done = int(cursor or 0)
+        upto = bisect.bisect_right(self._us, event_us, lo=done)
+        return self.commands[done:upto], upto
+
+    def rest(self, cursor: Any) -> tuple[list[ControlCommand], Any]:
+        """Every command not yet returned (at the end of the stream)."""
+        done = int(cursor or 0)
+        return self.commands[done:], len(self.commands)
+
+
+class RedisControl:
+    """Live commands from this broker's Redis stream, polled at most every ``poll_s`` of wall
+    time (between polls ``due`` returns at once). Cursor: the last stream id read; at first, the
+    construction time, so commands sent before this run started are not applied. A command's
+    ts is the wall clock when it was read. Never raises: bad entries and Redis errors are
+    logged (Redis errors at most once per ``cfg.log_interval_s``) and skipped or retried."""
+
+    def __init__(self, cfg: RedisConfig, broker: Broker, poll_s: float = 0.25) -> None:
+        self.cfg = cfg
+        self.broker = Broker(broker)
+        self.poll_s = poll_s
+        self.key = LiveKeys(cfg.key_prefix).control(self.broker)
+        self.start_id = f"{int(time.time() * 1000)}-0"
+        self.where = redact(cfg.resolved_url())
+        self._client: redis.Redis | None = None
+        self._next_poll = float("-inf")
+        self._last_log = float("-inf")
+        self._down = False
+
+    def due(self, event_us: int, cursor: Any) -> tuple[list[ControlCommand], Any]:
+        now = time.monotonic()
+        if now < self._next_poll:
+            return [], cursor
+        self._next_poll = now + self.poll_s
+        last = str(cursor) if cursor is not None else self.start_id
+        try:
+            if self._client is None:
+                self._client = connect(self.cfg)
+            reply: Any = self._client.xread({self.key: last}, count=READ_COUNT)
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc, now)
+            return [], cursor
+        if self._down:
+            self._down = False
+            log.info(
+                "control: reading %s at %s again (reason=CONTROL_REDIS_BACK)", self.key, self.where
+            )
+        out: list[ControlCommand] = []
+        if isinstance(reply, dict):  # RESP3 replies map key → entries
+            reply = list(reply.items())
+        for _key, entries in reply or []:
+            for raw_id, fields in entries:
+                last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                cmd = self._command(last, fields)
+                if cmd is not None:
+                    out.append(cmd)
+        return out, last
+
+    def _failed(self, exc: BaseException, now: float) -> None:
+        self._down = True
+        if now - self._last_log >= self.cfg.log_interval_s:
+            self._last_log = now
+            log.warning(
+                "control: cannot read %s at %s (reason=CONTROL_REDIS_UNREACHABLE, %s: %s); "
+                "operator commands wait until it answers",
+                self.key,
+                self.where,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _command(self, entry_id: str, fields: Any) -> ControlCommand | None:
+        """The entry as a command, or None (logged once: the cursor moves past it)."""
+        problem = _entry_problem(fields, self.broker)
+        if problem is not None:
+            log.warning(
+                "control: skipped entry %s of %s (reason=CONTROL_BAD_ENTRY): %s",
+                entry_id,
+                self.key,
+                problem,
+            )
+            return None
+        text = {_text(k): _text(v) for k, v in fields.items()}
+        return ControlCommand(
+            ts=datetime.now(timezone.utc),
+            broker=self.broker,
+            command=ControlKind(text["command"]),
+            origin=f"redis:{entry_id}",
+        )
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def _entry_problem(fields: Any, broker: Broker) -> str | None:
+    """Why a stream entry is not a command for ``broker`` (None: it is one)."""
+    try:
+        text = {_text(k): _text(v) for k, v in dict(fields).items()}
+    except (UnicodeDecodeError, TypeError, ValueError):
+        return "fields are not UTF-8 text"
+    if set(text) != ENTRY_FIELDS:
+        return f"fields {sorted(text)}; expected exactly {sorted(ENTRY_FIELDS)}"
+    if text["broker"] != broker.value:
+        return f"broker: {text['broker']!r} in the stream of {broker.value!r}"
+    if text["command"] not in {c.value for c in ControlKind}:
+        return f"command: unknown command {text['command']!r}"
+    return None
+
+
+def send_command(cfg: RedisConfig, broker: Broker, command: ControlKind) -> str:
+    """Append a command to ``broker``'s stream (kept to about the last 1000); its stream id.
+    Raises ``SourceUnavailable`` (naming the URL, password masked) if Redis fails."""
+    b, c = Broker(broker).value, ControlKind(command).value
+    key = LiveKeys(cfg.key_prefix).control(b)
+    client = connect(cfg)
+    try:
+        entry_id = client.xadd(
+            key, {"broker": b, "command": c}, maxlen=STREAM_MAXLEN, approximate=True
+        )
+    except (redis.RedisError, OSError) as exc:
+        where = redact(cfg.resolved_url())
+        raise SourceUnavailable(
+            f"redis.url: cannot send to {where} ({type(exc).__name__}: {exc})"
+        ) from None
+    finally:
+        client.close()
+    return _text(entry_id)

@@ -1,0 +1,257 @@
+"""The account: ONE step per broker that owns the book. Risk decides against it, the venue
+executes, and every outcome (fill, partial fill, rejection, cancellation, broker down)
+updates it at once. Strategies state targets; the account orders the difference.
+
+Items arrive in event-time order (see operators.ordering): target signals, marks (every
+``risk.mark_interval_s`` and each instrument's last tick at the end), clocks, tick counts,
+strategy failures, and (zerodha) Kite's order updates. Operator commands come from a
+control inbox (file: at their event time; Redis: as they arrive).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bytewax.dataflow import Stream
+
+from operators.account.book import AccountBook
+from operators.account.portfolio import snapshot, summary
+from operators.account.rates import RateState
+from operators.account.risk import Request, RiskChecks
+from operators.account.trading import TradingControl, TradingStatus, Verdict
+from operators.keyed import stateful_by_key
+from schemas.config import BrokerConfig, CostModel
+from schemas.enums import Broker, SignalType, StateReason
+from schemas.events import (
+    OrderEvent,
+    OrderFailed,
+    OrderFilled,
+    OrderPlaced,
+    RejectedSignal,
+    TradingSignal,
+    TradingStateChanged,
+    ValidatedSignal,
+)
+from schemas.ids import content_id
+from schemas.kite import OrderUpdate
+from schemas.ticks import Clock, MarkSet, StrategyFailed, TickCount, from_us, to_us
+
+AccountIn = TradingSignal | MarkSet | Clock | TickCount | StrategyFailed | OrderUpdate
+AccountOut = Any  # events, snapshots, the summary, and pass-through clocks / counts
+
+
+class Venue(Protocol):
+    """Where validated orders go: paper (operators.account.paper) or Kite (.zerodha)."""
+
+    def send(self, v: ValidatedSignal, order_type: str) -> list[OrderEvent]: ...
+
+    def update(self, u: OrderUpdate) -> list[OrderEvent]: ...
+
+    def venue_state(self) -> Any: ...
+
+
+class Inbox(Protocol):
+    """Operator commands (connectors.control): due at an event time, from a cursor."""
+
+    def due(self, event_us: int, cursor: Any) -> tuple[list[Any], Any]: ...
+
+
+@dataclass
+class AccountState:
+    book: AccountBook
+    trading: TradingStatus = field(default_factory=TradingStatus)
+    rates: RateState = field(default_factory=RateState)
+    venue: Any = None
+    control_cursor: Any = None
+    targets: dict[tuple[str, int], int] = field(default_factory=dict)
+    rejections: Counter[str] = field(default_factory=Counter)
+    changes: list[TradingStateChanged] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AccountSetup:
+    """What every broker's account needs besides its own config."""
+
+    costs: CostModel
+    session: Any  # operators.session.MarketSession
+    lot_sizes: Mapping[int, int]
+    order_types: Mapping[str, str]
+
+
+class Account:
+    """Pure logic of one broker's account (risk, venue, book, trading state composed)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        cfg: BrokerConfig,
+        setup: AccountSetup,
+        venue: Callable[[Any], Venue],
+        inbox: Inbox | None,
+        state: AccountState | None = None,
+    ) -> None:
+        self.broker, self.setup, self.inbox = broker, setup, inbox
+        self.state = state or AccountState(book=AccountBook.new(cfg.starting_cash))
+        st = self.state
+        self.risk = RiskChecks(cfg.risk, setup.costs, setup.session, setup.lot_sizes, st.rates)
+        st.rates = self.risk.rates.state
+        self.trading = TradingControl(broker, cfg.risk, setup.session, st.trading)
+        self.venue = venue(st.venue)
+        st.venue = self.venue.venue_state()
+
+    # -- time, commands and the trading state -------------------------------------------
+    def _net(self) -> float:
+        return self.state.book.total.book.net_pnl()
+
+    def _verdict(self, v: Verdict, ts: int) -> list[AccountOut]:
+        self.state.changes.extend(v.changes)
+        out: list[AccountOut] = list(v.changes)
+        if v.flatten is not None:
+            out += self.flatten(v.flatten, ts)
+        return out
+
+    def _commands(self, ts: int, final: bool = False) -> list[AccountOut]:
+        if self.inbox is None:
+            return []
+        st = self.state
+        due, st.control_cursor = self.inbox.due(ts, st.control_cursor)
+        if final and hasattr(self.inbox, "rest"):
+            rest, st.control_cursor = self.inbox.rest(st.control_cursor)
+            due = [*due, *rest]
+        out: list[AccountOut] = []
+        for cmd in due:
+            at = max(ts, to_us(cmd.ts)) if not final else ts
+            out += self._verdict(self.trading.command(str(cmd.command), at, cmd.origin), at)
+        return out
+
+    # -- orders --------------------------------------------------------------------------
+    def _apply(self, events: list[OrderEvent]) -> list[AccountOut]:
+        book = self.state.book
+        for e in events:
+            if isinstance(e, OrderPlaced) and e.order_id not in book.open:
+                book.opened(e)
+            elif isinstance(e, OrderFilled):
+                book.fill(e)
+            elif isinstance(e, OrderFailed):
+                book.release(e)
+        return list(events)
+
+    def _send(self, v: ValidatedSignal) -> list[AccountOut]:
+        self.risk.rates.record(to_us(v.timestamp))
+        kind = self.setup.order_types.get(v.signal.strategy_id, "MARKET")
+        return [v, *self._apply(self.venue.send(v, kind))]
+
+    def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
+        return dict(
+            order_id=content_id("ord", s.signal_id),
+            correlation_id=s.correlation_id,
+            causation_id=s.signal_id,
+            broker=self.broker,
+            timestamp=s.timestamp,
+            signal=s,
+            side=side,
+            quantity=qty,
+        )
+
+    def decide(self, s: TradingSignal) -> list[AccountOut]:
+        """Order the difference between the strategy's target and what it holds."""
+        st, ts = self.state, to_us(s.timestamp)
+        out = self._verdict(self.trading.on_time(ts, self._net()), ts)
+        token = s.instrument_token
+        st.targets[(s.strategy_id, token)] = s.target_quantity
+        held = st.book.strategy_position(s.strategy_id, token) + st.book.pending(
+            token, s.strategy_id
+        )
+        diff = s.target_quantity - held
+        if diff == 0:
+            return out
+        side = SignalType.BUY if diff > 0 else SignalType.SELL
+        kind = self.setup.order_types.get(s.strategy_id, "MARKET")
+        req = Request(s, side, abs(diff), kind, ts)
+        found = self.risk.check(req, st.book, self.trading.state, st.trading.loss_breached)
+        fields = self._request(s, side, abs(diff))
+        if not found:
+            v = ValidatedSignal(event_id=content_id("val", s.signal_id), **fields)
+            return out + self._send(v)
+        st.rejections.update(code.value for code, _ in found)
+        rejected = RejectedSignal(
+            event_id=content_id("rej", s.signal_id),
+            reasons=[code for code, _ in found],
+            detail="; ".join(f"{code.value}: {why}" for code, why in found),
+            **fields,
+        )
+        return [*out, rejected]
+
+    def flatten(self, reason: StateReason, ts: int) -> list[AccountOut]:
+        """Close every holding at once (orders that only reduce, past the risk checks)."""
+        st, out = self.state, []
+        for sid, token, held in st.book.strategy_holdings():
+            price = st.book.price(token, 0.0)
+            if price <= 0:
+                continue
+            sig = TradingSignal(
+                signal_id=content_id("flatten", self.broker.value, sid, token, ts, reason.value),
+                correlation_id=content_id("flatten", self.broker.value, ts, reason.value),
+                strategy_id=sid,
+                broker=self.broker,
+                instrument_token=token,
+                target_quantity=0,
+                price=price,
+                timestamp=from_us(ts),
+                reason=f"FLATTEN: {reason.value}",
+            )
+            side = SignalType.SELL if held > 0 else SignalType.BUY
+            fields = self._request(sig, side, abs(held))
+            out += self._send(ValidatedSignal(event_id=content_id("val", sig.signal_id), **fields))
+        return out
+
+    # -- the stream ----------------------------------------------------------------------
+    def on_item(self, item: AccountIn) -> list[AccountOut]:
+        book = self.state.book
+        ts = book.last_ts if isinstance(item, OrderUpdate) else _ts(item)
+        if ts is not None:
+            book.last_ts = ts if book.last_ts is None else max(book.last_ts, ts)
+        out = self._commands(ts) if ts is not None else []
+        if isinstance(item, TradingSignal):
+            return out + self.decide(item)
+        if isinstance(item, MarkSet):
+            for token, price in item.prices:
+                book.mark(token, price)
+            self.risk.rates.prune(item.ts)
+            return out + self._verdict(self.trading.on_time(item.ts, self._net()), item.ts)
+        if isinstance(item, OrderUpdate):
+            return out + self._apply(self.venue.update(item))
+        if isinstance(item, StrategyFailed):
+            self.state.failed.append(f"{item.strategy_id} on {item.instrument_token}")
+        if isinstance(item, Clock) and item.grid == "snapshot":
+            out.append(snapshot(self.broker, book, item.ts, final=False))
+        return [*out, item]
+
+    def on_eof(self) -> list[AccountOut]:
+        st = self.state
+        if st.book.last_ts is None:
+            return []
+        out = self._commands(st.book.last_ts, final=True)
+        out.append(snapshot(self.broker, st.book, st.book.last_ts, final=True))
+        out.append(summary(self.broker, st.book, st.rejections, st.changes, st.failed))
+        return out
+
+
+def _ts(item: Any) -> int | None:
+    if isinstance(item, TradingSignal):
+        return to_us(item.timestamp)
+    return getattr(item, "ts", None)
+
+
+def account(
+    step_id: str,
+    up: Stream[tuple[str, list[AccountIn]]],
+    make: Callable[[str, AccountState | None], Account],
+) -> Stream[tuple[str, list[AccountOut]]]:
+    """Keyed by broker: the account's decisions, orders, fills, snapshots and state changes;
+    clocks, tick counts and strategy failures pass on for stage health."""
+    return stateful_by_key(step_id, up, make, batched=True)

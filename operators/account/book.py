@@ -1,0 +1,149 @@
+"""The account's book: one broker's positions (total and per strategy), open orders, cash,
+fees and marks. Every execution outcome is applied here at once; risk reads only this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from operators.accounting import Book, signed
+from schemas.events import OrderFailed, OrderFilled, OrderPlaced
+from schemas.report import PnlStats
+
+
+@dataclass
+class Tracker:
+    """One book with its trade statistics and drawdown (the broker's, or one strategy's)."""
+
+    book: Book
+    fills: int = 0
+    round_trips: int = 0
+    wins: int = 0  # round trips with a positive PnL after fees
+    peak: float = 0.0
+    max_drawdown: float = 0.0
+
+    def fill(self, f: OrderFilled) -> None:
+        applied = self.book.apply(f.instrument_token, f.side, f.quantity, f.fill_price, f.fees)
+        self.fills += 1
+        if applied.trip_net is not None:
+            self.round_trips += 1
+            self.wins += applied.trip_net > 0
+        self.observe()
+
+    def observe(self) -> None:
+        net = self.book.net_pnl()
+        self.peak = max(self.peak, net)
+        self.max_drawdown = max(self.max_drawdown, self.peak - net)
+
+    def stats(self, name: str) -> PnlStats:
+        b = self.book
+        return PnlStats(
+            name=name,
+            fills=self.fills,
+            round_trips=self.round_trips,
+            wins=self.wins,
+            realized_pnl=round(b.realized, 2),
+            unrealized_pnl=round(b.unrealized(), 2),
+            fees=round(b.fees, 2),
+            net_pnl=round(b.net_pnl(), 2),
+            max_drawdown=round(self.max_drawdown, 2),
+        )
+
+
+@dataclass
+class OpenOrder:
+    strategy_id: str
+    token: int
+    remaining: int  # signed: + buy, - sell
+    price: float
+
+
+@dataclass
+class AccountBook:
+    """Positions from fills, open orders and their exposure, cash, fees, marks."""
+
+    total: Tracker
+    strategies: dict[str, Tracker] = field(default_factory=dict)
+    open: dict[str, OpenOrder] = field(default_factory=dict)  # by order id
+    last_price: dict[int, float] = field(default_factory=dict)
+    last_ts: int | None = None
+
+    @classmethod
+    def new(cls, starting_cash: float) -> AccountBook:
+        return cls(total=Tracker(Book(starting_cash)))
+
+    def trackers(self) -> list[Tracker]:
+        return [self.total, *self.strategies.values()]
+
+    def position(self, token: int) -> int:
+        return self.total.book.position(token)
+
+    def strategy_position(self, strategy_id: str, token: int) -> int:
+        t = self.strategies.get(strategy_id)
+        return t.book.position(token) if t else 0
+
+    def pending(self, token: int, strategy_id: str | None = None) -> int:
+        """Signed quantity of open orders on ``token`` (of one strategy, or all)."""
+        return sum(
+            o.remaining
+            for o in self.open.values()
+            if o.token == token and (strategy_id is None or o.strategy_id == strategy_id)
+        )
+
+    def pending_buy_value(self) -> float:
+        return sum(o.remaining * o.price for o in self.open.values() if o.remaining > 0)
+
+    def exposure(self, token: int) -> int:
+        """Position plus open orders: what the instrument holds once they all fill."""
+        return self.position(token) + self.pending(token)
+
+    def held_tokens(self) -> list[int]:
+        """Instruments with a position or an open order."""
+        held = {t for t, lot in self.total.book.lots.items() if lot.quantity}
+        held.update(o.token for o in self.open.values() if o.remaining)
+        return sorted(held)
+
+    def price(self, token: int, fallback: float) -> float:
+        return self.last_price.get(token, fallback)
+
+    def gross_exposure(self) -> float:
+        """Σ |position + open orders| × last price over instruments."""
+        return sum(abs(self.exposure(t)) * self.price(t, 0.0) for t in self.held_tokens())
+
+    def opened(self, p: OrderPlaced) -> None:
+        self.open[p.order_id] = OpenOrder(
+            p.strategy_id, p.instrument_token, signed(p.side, p.quantity), p.price
+        )
+
+    def fill(self, f: OrderFilled) -> None:
+        """Apply a fill to the broker's and the strategy's book; it marks its instrument."""
+        o = self.open.get(f.order_id)
+        if o is not None:
+            o.remaining -= signed(f.side, f.quantity)
+            if o.remaining == 0 or (o.remaining > 0) != (signed(f.side, 1) > 0):
+                del self.open[f.order_id]
+        strat = self.strategies.setdefault(f.strategy_id, Tracker(Book(0.0)))
+        self.total.fill(f)
+        strat.fill(f)
+        self.mark(f.instrument_token, f.fill_price)
+
+    def release(self, f: OrderFailed) -> None:
+        """The order ended or was never sent: its unfilled exposure is gone."""
+        self.open.pop(f.order_id, None)
+
+    def mark(self, token: int, price: float) -> None:
+        self.last_price[token] = price
+        for t in self.trackers():
+            t.book.mark(token, price)
+
+    def strategy_holdings(self) -> list[tuple[str, int, int]]:
+        """(strategy, instrument, position + open orders) for every non-zero holding."""
+        out = []
+        for sid in sorted(self.strategies):
+            for token in sorted(self.strategies[sid].book.lots):
+                held = self.strategy_position(sid, token) + self.pending(token, sid)
+                if held:
+                    out.append((sid, token, held))
+        for o in self.open.values():
+            if o.strategy_id not in self.strategies and o.remaining:
+                out.append((o.strategy_id, o.token, self.pending(o.token, o.strategy_id)))
+        return sorted(set(out))

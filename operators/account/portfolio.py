@@ -1,0 +1,57 @@
+"""What the account reports of its book: PnL snapshots (at every snapshot clock and at the
+end) and the broker's summary for the run report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from operators.account.book import AccountBook
+from schemas.enums import Broker
+from schemas.events import PnlSnapshot, TradingStateChanged
+from schemas.ids import content_id
+from schemas.report import BrokerSummary
+from schemas.ticks import from_us
+
+
+def snapshot(broker: Broker, book: AccountBook, ts: int, final: bool) -> PnlSnapshot:
+    """The broker's book at event time ``ts``, marked at the latest prices."""
+    for t in book.trackers():
+        t.observe()
+    b = book.total.book
+    b.recount()
+    return PnlSnapshot.model_validate(
+        dict(
+            event_id=content_id("pnl", broker.value, ts, final),
+            broker=broker,
+            timestamp=from_us(ts),
+            starting_cash=b.starting_cash,
+            cash=b.cash,
+            realized_pnl=b.realized,
+            unrealized_pnl=b.unrealized(),
+            fees=b.fees,
+            equity=b.equity(),
+            positions=b.positions(),
+            final=final,
+        )
+    )
+
+
+def summary(
+    broker: Broker,
+    book: AccountBook,
+    rejections: Mapping[str, int],
+    changes: Sequence[TradingStateChanged],
+    failed_strategies: Sequence[str],
+) -> BrokerSummary:
+    """The broker's block of the run report."""
+    total = book.total
+    return BrokerSummary(
+        broker=broker,
+        starting_cash=total.book.starting_cash,
+        equity=round(total.book.equity(), 2),
+        total=total.stats("all"),
+        strategies=[book.strategies[k].stats(k) for k in sorted(book.strategies)],
+        rejections_by_reason=dict(sorted(rejections.items())),
+        trading_states=list(changes),
+        failed_strategies=sorted(failed_strategies),
+    )

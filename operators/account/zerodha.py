@@ -1,0 +1,123 @@
+"""Zerodha venue: validated orders → Kite orders (never twice, see connectors.kite.orders);
+Kite's order updates → fills (each increase of the filled quantity) and order ends.
+
+An order's tag derives from the signal id, so an update (or a replayed signal after a
+resume) finds its order even when the account's state was rolled back: the intent stored in
+Redis says which validated order the tag belongs to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from operators.account import orders
+from operators.accounting import fees
+from schemas.config import CostModel
+from schemas.enums import OrderStatus
+from schemas.events import OrderEvent, ValidatedSignal
+from schemas.kite import TERMINAL, KiteUnavailable, OrderRejected, OrderUpdate, order_tag
+from schemas.redis_keys import OrderIntent
+
+log = logging.getLogger("alpha_panda.zerodha")
+
+
+class Placer(Protocol):
+    """What this venue needs of connectors.kite.orders.KiteOrders (tests may pass another)."""
+
+    def submit(self, intent: OrderIntent, order_type: str) -> Any: ...
+
+    def recall(self, tag: str) -> OrderIntent | None: ...
+
+
+@dataclass
+class Tracked:
+    validated: ValidatedSignal
+    kite_order_id: str | None
+    announced: bool  # OrderPlaced emitted
+    filled: int = 0  # quantity filled so far
+    value: float = 0.0  # Σ quantity × price of those fills
+    done: bool = False  # ended: nothing more to emit
+
+
+@dataclass
+class ZerodhaState:
+    orders: dict[str, Tracked] = field(default_factory=dict)  # by tag
+
+
+class ZerodhaVenue:
+    """Pure logic around a ``Placer``: which events each order and update cause."""
+
+    def __init__(
+        self,
+        costs: CostModel,
+        placer: Placer,
+        order_types: Mapping[str, str],
+        state: ZerodhaState | None = None,
+    ) -> None:
+        self.costs, self.placer, self.order_types = costs, placer, order_types
+        self.state = state or ZerodhaState()
+
+    def venue_state(self) -> ZerodhaState:
+        return self.state
+
+    def send(self, v: ValidatedSignal, order_type: str) -> list[OrderEvent]:
+        tag = order_tag(v.signal.signal_id)
+        known = self.state.orders.get(tag)
+        if known is not None:  # seen before (a replay after a resume): announce at most once
+            return [] if known.announced else [self._placed(known, order_type)]
+        t = self.state.orders[tag] = Tracked(v, None, announced=False)
+        try:
+            submitted = self.placer.submit(OrderIntent(tag=tag, validated=v), order_type)
+        except OrderRejected as e:
+            t.done = True
+            return [
+                orders.failed(v, None, OrderStatus.REJECTED, v.quantity, e.message, v.timestamp)
+            ]
+        except KiteUnavailable as e:
+            # Released now; an update may still report the order, and its fills are applied.
+            why = f"KITE_UNAVAILABLE: {e}"
+            return [orders.failed(v, None, OrderStatus.FAILED, v.quantity, why, v.timestamp)]
+        t.kite_order_id = submitted.order_id
+        return [self._placed(t, order_type)]
+
+    def _placed(self, t: Tracked, order_type: str) -> OrderEvent:
+        t.announced = True
+        return orders.placed(t.validated, t.kite_order_id, order_type, t.validated.timestamp)
+
+    def update(self, u: OrderUpdate) -> list[OrderEvent]:
+        t = self.state.orders.get(u.tag)
+        if t is None:
+            intent = self.placer.recall(u.tag)  # placed before a restart rolled state back
+            if intent is None:
+                log.warning("Kite order %s: our tag %s, no intent", u.order_id, u.tag)
+                return []
+            t = self.state.orders[u.tag] = Tracked(intent.validated, u.order_id, announced=False)
+        if t.done:
+            return []
+        t.kite_order_id = u.order_id
+        kind = self.order_types.get(t.validated.signal.strategy_id, "MARKET")
+        out: list[OrderEvent] = [] if t.announced else [self._placed(t, kind)]
+        if u.filled_quantity > t.filled and u.average_price > 0:
+            out.append(self._fill(t, u))
+        if u.status in TERMINAL:
+            t.done = True
+            if u.status != "COMPLETE":
+                v, reason = t.validated, u.status_message or u.status
+                left = max(v.quantity - t.filled, 0)
+                out.append(
+                    orders.failed(v, u.order_id, OrderStatus(u.status), left, reason, u.timestamp)
+                )
+        return out
+
+    def _fill(self, t: Tracked, u: OrderUpdate) -> OrderEvent:
+        """The increase since the last update, at the price that makes Kite's average."""
+        qty = u.filled_quantity - t.filled
+        total = u.average_price * u.filled_quantity
+        price = round((total - t.value) / qty, 2) if t.filled else u.average_price
+        t.filled, t.value = u.filled_quantity, total
+        v = t.validated
+        fee = fees(self.costs, v.side, qty, price)
+        return orders.filled(v, u.order_id, qty, price, fee, t.filled, u.timestamp)
