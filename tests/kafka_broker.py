@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.test_run import _free_ports
+from tests.support import free_ports
 
 
 def tansu_binary() -> Path | None:
@@ -36,7 +36,7 @@ def start_broker(log: Path) -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     url = f"tcp://127.0.0.1:{port}"
     cmd = [str(binary), "broker", "--storage-engine", "memory://tansu/"]
     cmd += ["--listener-url", url, "--advertised-listener-url", url]

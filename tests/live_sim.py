@@ -19,7 +19,7 @@ import yaml
 
 from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, API_SECRET_ENV
 from schemas.redis_keys import KeyKind, LiveKeys, decode
-from tests.test_run import ROOT, _env, _free_ports
+from tests.support import ROOT, flow_env, free_ports
 
 SECRETS = {
     API_KEY_ENV: "apikey7Qw2LxZ9",
@@ -54,13 +54,15 @@ def wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
 
 class Sim:
     def __init__(self, ticks: Path, log: Path) -> None:
-        self.port = _free_ports(1)[0]
+        self.port = free_ports(1)[0]
         self.root = f"http://127.0.0.1:{self.port}"
         self.log = log
         cmd = [sys.executable, "-m", "connectors.kite.sim", "--ticks", str(ticks),
                "--port", str(self.port), "--speed", "0"]  # fmt: skip
         with log.open("w") as fh:
-            self.proc = subprocess.Popen(cmd, env={**_env(None), **SECRETS}, stdout=fh, stderr=fh)
+            self.proc = subprocess.Popen(
+                cmd, env={**flow_env(None), **SECRETS}, stdout=fh, stderr=fh
+            )
         wait(self._up, 30, "the simulator")
 
     def _up(self) -> bool:

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from schemas.config import RedisConfig
-from tests.test_run import _free_ports
+from tests.support import free_ports
 
 
 def missing(msg: str) -> None:
@@ -41,7 +41,7 @@ class RedisServer:
         if binary is None:
             missing("redis-server not found on PATH")
         self.binary = str(binary)
-        self.port = _free_ports(1)[0]
+        self.port = free_ports(1)[0]
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None

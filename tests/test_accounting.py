@@ -3,9 +3,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from operators.execution import slipped_price
 
 from operators.accounting import Book, fees
-from operators.execution import slipped_price
 from schemas.config import CostModel
 
 

@@ -7,7 +7,7 @@ import pytest
 from flows.config import DEFAULT_CONFIG, load_config, parse_config
 from schemas.config import ConfigError, ReplaySourceConfig
 from schemas.enums import Broker
-from tests.conftest import TOKENS, config_dict
+from tests.support import TOKENS, config_dict
 
 
 def test_default_config_loads_and_trades_only_paper() -> None:

@@ -7,45 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bytewax.testing import TestingSink, run_main
 
 from data.generate import BAD_ROWS
 from flows.config import parse_config
-from flows.graph import build_flow
 from operators.report import RunReport
 from schemas.config import AppConfig
 from schemas.events import OrderFilled, PnlSnapshot, StageHealth, TradingSignal
 from schemas.ledger import LEDGER_KINDS
-from tests.conftest import config_dict, make_config
-
-
-def run_graph(
-    cfg: AppConfig,
-    tmp: Path,
-    shards: dict[str, list[Any]] | None = None,
-    source: Any = None,
-) -> tuple[dict[str, list[Any]], RunReport]:
-    """Run in-process; returns rows per kind (and, in ``shards``, per shard in write order).
-    ``source`` replaces the config's source (one partition, ``replay-0``)."""
-    rows: list[tuple[str, Any]] = []
-    reports: list[RunReport] = []
-    flow = build_flow(
-        cfg,
-        source=source,
-        source_parts=["replay-0"] if source is not None else None,
-        ledger=TestingSink(rows),
-        report=TestingSink(reports),
-        out_dir=tmp,
-    )
-    run_main(flow)
-    by_kind: dict[str, list[Any]] = {k: [] for k in LEDGER_KINDS}
-    for key, item in rows:
-        if hasattr(item, "model_dump"):
-            by_kind[key.split("/")[0]].append(item)
-            if shards is not None:
-                shards.setdefault(key, []).append(item)
-    assert len(reports) == 1
-    return by_kind, reports[0]
+from tests.support import config_dict, make_config, run_graph
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,13 @@ from connectors.kafka.load import publish
 from data.generate import SAMPLE_FILE
 from flows.config import DEFAULT_CONFIG, parse_config
 from flows.graph import build_flow
+from flows.plan import prepare
 from schemas.config import AppConfig, KafkaConfig
 from schemas.events import Model, OrderFilled, PnlSnapshot, StageHealth
 from schemas.ledger import LEDGER_KINDS
 from schemas.topics import BROKER_TOPICS, broker_topic, dlq_topic
-from tests.conftest import read_ledger
 from tests.kafka_broker import Record, create_topic, read_topic
-from tests.test_run import ROOT, _bytewax, _finish, _free_ports, ledger_bytes
+from tests.support import ROOT, bytewax_run, finish, free_ports, ledger_bytes, read_ledger
 
 SAMPLE_TOPIC = "sample.ticks"
 TRADING_KINDS = [k for k in LEDGER_KINDS if k != "dead_letters"]
@@ -67,7 +67,7 @@ def replay_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("replay")
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["output"] = {"dir": str(out)}
-    run_main(build_flow(as_config(raw)))
+    run_main(build_flow(prepare(as_config(raw))))
     return out
 
 
@@ -75,7 +75,7 @@ def replay_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def kafka_run(kafka: str, sample_topic: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One process, Kafka → flow → Kafka (prefix ``one.``) and the Parquet ledger."""
     out = tmp_path_factory.mktemp("kafka1")
-    run_main(build_flow(as_config(kafka_raw(kafka, sample_topic, "one.", out))))
+    run_main(build_flow(prepare(as_config(kafka_raw(kafka, sample_topic, "one.", out)))))
     return out
 
 
@@ -214,7 +214,7 @@ def test_bad_messages_go_to_the_dlq_and_the_flow_keeps_running(kafka: str, tmp_p
                 p.produce(topic, b, b"738561")
     p.flush()
     out = tmp_path / "out"
-    run_main(build_flow(as_config(kafka_raw(kafka, topic, "bad.", out))))
+    run_main(build_flow(prepare(as_config(kafka_raw(kafka, topic, "bad.", out)))))
     report = json.loads((out / "report.json").read_text())
     assert report["rows_read"] == len(good) + 6 * len(bad)
     assert report["ticks_processed"] == len(good)
@@ -235,9 +235,9 @@ def test_two_processes_produce_what_one_process_produces(
 ) -> None:
     out = tmp_path / "two"
     config = write_yaml(tmp_path / "two.yaml", kafka_raw(kafka, sample_topic, "two.", out))
-    addrs = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
-    procs = [_bytewax(["-i", str(i), "-a", addrs], config, tmp_path) for i in range(2)]
-    printed = "".join(_finish(p) for p in procs)
+    addrs = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    procs = [bytewax_run(["-i", str(i), "-a", addrs], config, tmp_path) for i in range(2)]
+    printed = "".join(finish(p) for p in procs)
     assert printed.count("=== Alpha Panda run report ===") == 1
     one, two = ledger_bytes(kafka_run), ledger_bytes(out)
     assert one == two
@@ -273,7 +273,7 @@ def test_offsets_live_in_the_recovery_state(kafka: str, tmp_path: Path) -> None:
     send(range(0, 30))
     first = tmp_path / "first"
     run_main(
-        build_flow(as_config(kafka_raw(kafka, topic, "resume.", first))),
+        build_flow(prepare(as_config(kafka_raw(kafka, topic, "resume.", first)))),
         epoch_interval=None,
         recovery_config=rc,
     )
@@ -281,7 +281,7 @@ def test_offsets_live_in_the_recovery_state(kafka: str, tmp_path: Path) -> None:
     send(range(30, 50))
     second = tmp_path / "second"
     run_main(
-        build_flow(as_config(kafka_raw(kafka, topic, "resume.", second))),
+        build_flow(prepare(as_config(kafka_raw(kafka, topic, "resume.", second)))),
         epoch_interval=None,
         recovery_config=rc,
     )
@@ -321,7 +321,7 @@ def test_topic_command_creates_idempotently_and_fails_fast_on_a_bad_address(
 def test_flow_with_an_unreachable_cluster_stops_with_the_address_named(tmp_path: Path) -> None:
     raw = kafka_raw("127.0.0.1:1", "market.ticks", "", tmp_path / "out")
     raw["kafka"]["timeout_s"] = 1
-    p = _bytewax([], write_yaml(tmp_path / "down.yaml", raw), tmp_path)
+    p = bytewax_run([], write_yaml(tmp_path / "down.yaml", raw), tmp_path)
     _, err = p.communicate(timeout=60)  # a hang fails the test
     assert p.returncode == 2
     assert "kafka.brokers: cannot reach 127.0.0.1:1 within 1s" in err

@@ -6,58 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
-from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
-from connectors.kite.sim.http import SimApi, serve
-
-ROOT = Path(__file__).resolve().parent.parent
-KEY, SECRET, TOKEN = (
-    SIM_DEFAULTS[k] for k in ("KITE_API_KEY", "KITE_API_SECRET", "KITE_ACCESS_TOKEN")
-)
-
-
-@pytest.fixture
-def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SimApi, str]]:
-    for k in SIM_DEFAULTS:
-        monkeypatch.delenv(k, raising=False)
-    api = build(ROOT / "data" / "sample_ticks.parquet", ROOT / "data" / "instruments.csv")
-    server = serve(api, "127.0.0.1", 0)
-    yield api, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def client(root: str, token: str | None = TOKEN, timeout: int = 7) -> KiteConnect:
-    kite = KiteConnect(api_key=KEY, root=root, timeout=timeout)
-    if token:
-        kite.set_access_token(token)
-    return kite
-
-
-def advance(root: str, ticks: int) -> dict[str, Any]:
-    r = requests.post(f"{root}/_sim/advance", json={"ticks": ticks}, timeout=5)
-    data: dict[str, Any] = r.json()["data"]
-    return data
-
-
-def faults(root: str, **kw: Any) -> None:
-    assert requests.post(f"{root}/_sim/faults", json=kw, timeout=5).status_code == 200
-
-
-def place(kite: KiteConnect, qty: int = 5, tag: str = "t1", **kw: Any) -> str:
-    order_id: str = kite.place_order(
-        variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
-        quantity=qty, product="MIS", order_type=kw.pop("order_type", "MARKET"), tag=tag, **kw,
-    )  # fmt: skip
-    return order_id
+from connectors.kite.sim.http import SimApi
+from tests.support import KEY, ROOT, SECRET, TOKEN, advance, client, faults, place
 
 
 def test_session_exchange_checks_the_checksum(sim: tuple[SimApi, str]) -> None:
@@ -155,9 +112,9 @@ def test_bad_input_gets_kite_error_shapes(sim: tuple[SimApi, str]) -> None:
 
 
 def test_the_simulator_command_serves_the_real_client(tmp_path: Path) -> None:
-    from tests.test_run import _free_ports
+    from tests.support import free_ports
 
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     cmd = [sys.executable, "-m", "connectors.kite.sim", "--port", str(port), "--speed", "0"]
     log = (tmp_path / "sim.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -15,7 +15,7 @@ from kiteconnect import KiteTicker
 from connectors.kite.client import call_in_reactor, start_ticker
 from connectors.kite.sim.http import SimApi
 from tests.live_sim import wait
-from tests.test_kite_sim import KEY, TOKEN, advance, client, faults, place, sim  # noqa: F401
+from tests.support import KEY, TOKEN, advance, client, faults, place
 
 INFY, RELIANCE, TCS = 408065, 738561, 2953217
 
@@ -57,7 +57,7 @@ class Recorder:
 
 
 @pytest.fixture
-def ticker(sim: tuple[SimApi, str]) -> Iterator[Callable[[dict[str, list[int]]], Recorder]]:  # noqa: F811
+def ticker(sim: tuple[SimApi, str]) -> Iterator[Callable[[dict[str, list[int]]], Recorder]]:
     made: list[Recorder] = []
 
     def make(modes: dict[str, list[int]]) -> Recorder:
@@ -69,7 +69,7 @@ def ticker(sim: tuple[SimApi, str]) -> Iterator[Callable[[dict[str, list[int]]],
         r.close()
 
 
-def test_modes_carry_the_tape_prices_and_times(sim, ticker) -> None:  # noqa: F811
+def test_modes_carry_the_tape_prices_and_times(sim, ticker) -> None:
     api, root = sim
     rec = ticker({"full": [RELIANCE], "quote": [INFY], "ltp": [TCS]})
     moved = advance(root, 3000)["advanced"]
@@ -92,7 +92,7 @@ def test_modes_carry_the_tape_prices_and_times(sim, ticker) -> None:  # noqa: F8
                for t in got if t["mode"] == "ltp")  # fmt: skip
 
 
-def test_unsubscribe_and_mode_change(sim, ticker) -> None:  # noqa: F811
+def test_unsubscribe_and_mode_change(sim, ticker) -> None:
     _, root = sim
     rec = ticker({"ltp": [RELIANCE, INFY]})
     call_in_reactor(rec.kws.unsubscribe, [INFY])
@@ -103,7 +103,7 @@ def test_unsubscribe_and_mode_change(sim, ticker) -> None:  # noqa: F811
     assert got and {(t["instrument_token"], t["mode"]) for t in got} == {(RELIANCE, "full")}
 
 
-def test_order_updates_arrive_as_text_messages(sim, ticker) -> None:  # noqa: F811
+def test_order_updates_arrive_as_text_messages(sim, ticker) -> None:
     _, root = sim
     rec = ticker({"ltp": [INFY]})
     order_id = place(client(root), qty=3, tag="aptest")
@@ -114,7 +114,7 @@ def test_order_updates_arrive_as_text_messages(sim, ticker) -> None:  # noqa: F8
     assert mine[-1]["tag"] == "aptest" and mine[-1]["filled_quantity"] == 3
 
 
-def test_drop_then_reconnect_and_silence(sim, ticker) -> None:  # noqa: F811
+def test_drop_then_reconnect_and_silence(sim, ticker) -> None:
     api, root = sim
     rec = ticker({"ltp": [RELIANCE, INFY]})
     faults(root, ws_drop=1)

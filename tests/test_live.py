@@ -17,7 +17,6 @@ import yaml
 
 from schemas.kite import order_tag
 from schemas.redis_keys import LiveKeys
-from tests.conftest import read_ledger
 from tests.live_sim import (
     SECRETS,
     Sim,
@@ -29,7 +28,7 @@ from tests.live_sim import (
     wait,
 )
 from tests.redis_server import shared_url
-from tests.test_run import _env
+from tests.support import flow_env, read_ledger
 
 
 def _same(signal: dict) -> tuple:
@@ -46,7 +45,7 @@ def test_live_session_against_the_simulator(tmp_path: Path) -> None:
     cfg = live_config(tmp_path, sim, url, keys.prefix, idle_stop_s=6, capture=str(capture))
     out, err = tmp_path / "flow.out", tmp_path / "flow.err"
     cmd = [sys.executable, "-m", "bytewax.run", "flows.main"]
-    env = {**_env(cfg), **SECRETS}
+    env = {**flow_env(cfg), **SECRETS}
     try:
         with out.open("w") as o, err.open("w") as e:
             flow = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=o, stderr=e)
@@ -108,7 +107,7 @@ def test_live_session_against_the_simulator(tmp_path: Path) -> None:
     raw["output"]["dir"] = str(tmp_path / "replay")
     replay = tmp_path / "replay.yaml"
     replay.write_text(yaml.safe_dump(raw))
-    done = subprocess.run(cmd, cwd=tmp_path, env=_env(replay), capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=tmp_path, env=flow_env(replay), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     again = [s for s in read_ledger(tmp_path / "replay", "signals") if s["broker"] == "paper"]
     assert sorted(map(_same, again)) == sorted(map(_same, signals["paper"]))

@@ -23,7 +23,7 @@ from schemas.redis_keys import KeyKind, LiveKeys, decode
 from tests.kafka_broker import create_topic
 from tests.live_sim import SECRETS, Sim, live_config, run_counters, tape, wait
 from tests.redis_server import shared_url
-from tests.test_run import _env
+from tests.support import flow_env
 
 
 def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
     # signal that led to an order before the kill comes again.
     cmd = [sys.executable, "-m", "bytewax.run", "flows.main", "-r", str(recovery), "-s", "3600",
            "-b", "0"]  # fmt: skip
-    env = {**_env(cfg), **SECRETS}
+    env = {**flow_env(cfg), **SECRETS}
 
     def start(name: str) -> subprocess.Popen[bytes]:
         with (tmp_path / name).open("w") as fh:

@@ -9,11 +9,11 @@ import bytewax.operators as op
 import numpy as np
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
-
 from operators.execution import PaperExecution, execute_orders
+from operators.portfolio import Portfolio, portfolio_fold
+
 from operators.health import HealthJudge, StageEvent, stage_health
 from operators.ordering import order_by_event_time
-from operators.portfolio import Portfolio, portfolio_fold
 from operators.session import MarketSession
 from schemas.config import CostModel, HealthConfig, SessionConfig
 from schemas.enums import Broker, Stage

@@ -30,10 +30,8 @@ from schemas.config import AppConfig, RedisConfig
 from schemas.enums import Stage
 from schemas.events import PnlSnapshot, StageHealth
 from schemas.redis_keys import KeyKind, LiveKeys, decode
-from tests.conftest import TOKENS, config_dict, make_config
 from tests.redis_server import RedisServer, shared_url
-from tests.test_flow import run_graph
-from tests.test_run import ROOT, _env
+from tests.support import ROOT, TOKENS, config_dict, flow_env, make_config, run_graph
 
 FAST = {"flush_interval_s": 0.05, "heartbeat_s": 0.2, "retry_max_s": 0.2, "timeout_s": 1.0}
 
@@ -158,7 +156,7 @@ def test_every_key_written_or_read_comes_from_the_key_module(
     path.write_text(yaml.safe_dump(raw))
     monitor = CommandLog(server.port)
     try:
-        env = _env(path)
+        env = flow_env(path)
         cmd = [sys.executable, "-m", "bytewax.run", "flows.main", "-w", "2"]
         subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
         status = [sys.executable, "-m", "flows.status", "--json", "--history", "3"]

@@ -6,8 +6,8 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
-
 from operators.risk import RiskFilter, risk_filter
+
 from operators.session import MarketSession
 from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
 from schemas.enums import Broker

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,36 +14,18 @@ from bytewax.testing import run_main
 
 from connectors.replay import ReplaySource, ReplayState, _ReplayPartition
 from flows.graph import build_flow
+from flows.plan import prepare
 from schemas.config import ReplaySourceConfig
 from schemas.ledger import LEDGER_KINDS
-from tests.conftest import config_dict, make_config, read_ledger
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(config: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "ALPHA_PANDA_CONFIG"}
-    if config is not None:
-        env["ALPHA_PANDA_CONFIG"] = str(config)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def _bytewax(args: list[str], config: Path | None, cwd: Path) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "bytewax.run", "flows.main", *args]
-    return subprocess.Popen(
-        cmd, cwd=cwd, env=_env(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def _finish(p: subprocess.Popen[str]) -> str:
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, err[-3000:]
-    return out
-
-
-def ledger_bytes(root: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*.parquet"))}
+from tests.support import (
+    bytewax_run,
+    config_dict,
+    finish,
+    free_ports,
+    ledger_bytes,
+    make_config,
+    read_ledger,
+)
 
 
 def _write_config(tmp: Path, ticks: Path, name: str) -> tuple[Path, Path]:
@@ -59,7 +37,7 @@ def _write_config(tmp: Path, ticks: Path, name: str) -> tuple[Path, Path]:
 
 
 def test_embedded_default_runs_and_writes_a_readable_ledger(tmp_path: Path) -> None:
-    out = _finish(_bytewax([], None, tmp_path))
+    out = finish(bytewax_run([], None, tmp_path))
     assert "=== Alpha Panda run report ===" in out and "broker paper" in out
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1
@@ -78,20 +56,10 @@ def test_bad_config_fails_before_the_flow_starts(tmp_path: Path) -> None:
     raw = config_dict(tmp_path)
     raw["strategies"][0]["type"] = "nope"
     bad.write_text(yaml.safe_dump(raw))
-    p = _bytewax([], bad, tmp_path)
+    p = bytewax_run([], bad, tmp_path)
     _, err = p.communicate(timeout=60)
     assert p.returncode != 0
     assert "strategies[mom].type: unknown strategy 'nope'" in err
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_two_workers_and_two_processes_write_the_same_ledger(
@@ -100,11 +68,11 @@ def test_two_workers_and_two_processes_write_the_same_ledger(
     one, out1 = _write_config(tmp_path, ticks_dir, "w1")
     two, out2 = _write_config(tmp_path, ticks_dir, "w2")
     procs, out3 = _write_config(tmp_path, ticks_dir, "p2")
-    _finish(_bytewax([], one, tmp_path))
-    _finish(_bytewax(["-w", "2"], two, tmp_path))
-    addrs = ";".join(f"127.0.0.1:{p}" for p in _free_ports(2))
-    ps = [_bytewax(["-i", str(i), "-a", addrs], procs, tmp_path) for i in range(2)]
-    printed = "".join(_finish(p) for p in ps)
+    finish(bytewax_run([], one, tmp_path))
+    finish(bytewax_run(["-w", "2"], two, tmp_path))
+    addrs = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    ps = [bytewax_run(["-i", str(i), "-a", addrs], procs, tmp_path) for i in range(2)]
+    printed = "".join(finish(p) for p in ps)
     assert printed.count("=== Alpha Panda run report ===") == 1
     base = ledger_bytes(out1)
     assert any(k.startswith("fills/paper-0000") for k in base)
@@ -135,7 +103,7 @@ class _AbortingReplay(ReplaySource):
 
 def test_interrupted_replay_resumes_to_the_same_result(ticks_dir: Path, tmp_path: Path) -> None:
     cfg = make_config(ticks_dir, output={"rows_per_file": 150})
-    run_main(build_flow(cfg, out_dir=tmp_path / "whole"))
+    run_main(build_flow(prepare(cfg, out_dir=tmp_path / "whole")))
     tokens = [i.instrument_token for i in cfg.instruments]
 
     recovery = tmp_path / "recovery"
@@ -145,7 +113,7 @@ def test_interrupted_replay_resumes_to_the_same_result(ticks_dir: Path, tmp_path
     out = tmp_path / "resumed"
     assert isinstance(cfg.source, ReplaySourceConfig)
     src = _AbortingReplay(cfg.source.path, tokens, cfg.source.batch_size, cfg.source.partitions)
-    flow = build_flow(cfg, source=src, source_parts=src.part_names(), out_dir=out)
+    flow = build_flow(prepare(cfg, source=src, source_parts=src.part_names(), out_dir=out))
     _AbortingPartition.budget = 12
     try:
         run_main(flow, epoch_interval=timedelta(0), recovery_config=rc)

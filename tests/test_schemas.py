@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
-
 import pytest
 from pydantic import ValidationError
 
@@ -18,98 +15,9 @@ from schemas.events import (
     OrderFilled,
     OrderPlaced,
     PnlSnapshot,
-    RejectedSignal,
     StageHealth,
-    TradingSignal,
-    ValidatedSignal,
 )
-
-T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
-SIGNAL: dict[str, Any] = dict(
-    signal_id="sig-1", correlation_id="corr-1", strategy_id="mom", broker="paper",
-    instrument_token=738561, signal_type="BUY", quantity=5, price=2900.5, timestamp=T, reason="x",
-)  # fmt: skip
-ORDER: dict[str, Any] = dict(
-    event_id="e", order_id="o", correlation_id="corr-1", causation_id="c", broker="paper",
-    broker_order_id=None,
-    signal_id="sig-1", strategy_id="mom", instrument_token=738561, timestamp=T,
-)  # fmt: skip
-EXAMPLES: dict[type[Model], dict[str, Any]] = {
-    MarketTick: dict(instrument_token=738561, last_price=2900.5, timestamp=T),
-    TradingSignal: SIGNAL,
-    ValidatedSignal: dict(
-        event_id="v",
-        correlation_id="corr-1",
-        causation_id="sig-1",
-        broker="paper",
-        timestamp=T,
-        signal=SIGNAL,
-    ),
-    RejectedSignal: dict(
-        event_id="r",
-        correlation_id="corr-1",
-        causation_id="sig-1",
-        broker="paper",
-        timestamp=T,
-        signal=SIGNAL,
-        reasons=["MARKET_CLOSED"],
-        detail="closed",
-    ),
-    OrderPlaced: {
-        **ORDER,
-        "status": "PLACED",
-        "signal_type": "BUY",
-        "quantity": 5,
-        "order_type": "MARKET",
-        "price": 2900.5,
-    },
-    OrderFilled: {
-        **ORDER,
-        "status": "FILLED",
-        "signal_type": "BUY",
-        "quantity": 5,
-        "fill_price": 2901.0,
-        "fees": 1.5,
-    },
-    OrderFailed: {**ORDER, "status": "REJECTED", "reason": "insufficient margin"},
-    PnlSnapshot: dict(
-        event_id="p",
-        broker="paper",
-        timestamp=T,
-        starting_cash=1e6,
-        cash=1e6,
-        realized_pnl=0.0,
-        unrealized_pnl=0.0,
-        fees=0.0,
-        equity=1e6,
-        positions=[],
-        final=False,
-    ),
-    StageHealth: dict(
-        event_id="h",
-        broker="zerodha",
-        stage="market_data",
-        status="idle",
-        reason="MARKET_CLOSED",
-        window_start=T,
-        window_end=T,
-        count=0,
-        rate_per_s=0.0,
-        last_event_time=None,
-        latency_p50_ms=None,
-        latency_p99_ms=None,
-    ),
-    DeadLetter: dict(
-        event_id="d",
-        reason="INVALID_PRICE",
-        detail="x",
-        source="f.parquet",
-        source_partition="replay-0",
-        offset=3,
-        timestamp=None,
-        raw="{}",
-    ),
-}
+from tests.support import EXAMPLES
 
 REQUIRED = [
     (model, name)

@@ -28,8 +28,7 @@ from schemas.redis_keys import (
     encode,
 )
 from tests.redis_server import shared_url
-from tests.test_run import ROOT
-from tests.test_schemas import EXAMPLES
+from tests.support import EXAMPLES, ROOT
 
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
 

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 import redis
+from operators.zerodha import ZerodhaExecution, ZerodhaState
 
 from connectors.kite.orders import IntentStore, KiteOrders, RateLimiter
 from connectors.kite.sim.http import SimApi
-from operators.zerodha import ZerodhaExecution, ZerodhaState
 from schemas.config import CostModel, Instrument, KiteConfig
 from schemas.enums import Broker
 from schemas.events import OrderFailed, OrderFilled, OrderPlaced, TradingSignal, ValidatedSignal
 from schemas.kite import KiteUnavailable, OrderRejected, OrderUpdate, order_tag
 from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent
 from tests.redis_server import shared_url
-from tests.test_kite_sim import advance, client, faults, sim  # noqa: F401
+from tests.support import advance, client, faults
 
 INFY = 408065
 T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
@@ -53,7 +53,7 @@ def keys() -> Iterator[tuple[redis.Redis, LiveKeys]]:
 
 
 @pytest.fixture
-def orders(sim, keys) -> KiteOrders:  # noqa: F811
+def orders(sim, keys) -> KiteOrders:
     _, root = sim
     r, k = keys
     cfg = KiteConfig(api_root=root, timeout_s=1, attempts=4, backoff_max_s=0.05)
@@ -69,7 +69,7 @@ def at_sim(api: SimApi, tag: str) -> list[str]:
     return [o.order_id for o in api.ex.orders.values() if o.tag == tag]
 
 
-def test_one_order_and_a_recorded_intent(sim, orders, keys) -> None:  # noqa: F811
+def test_one_order_and_a_recorded_intent(sim, orders, keys) -> None:
     api, _ = sim
     r, k = keys
     it = intent(1)
@@ -87,7 +87,7 @@ def test_one_order_and_a_recorded_intent(sim, orders, keys) -> None:  # noqa: F8
     )  # fmt: skip
 
 
-def test_429_storm_backs_off_and_places_once(sim, orders) -> None:  # noqa: F811
+def test_429_storm_backs_off_and_places_once(sim, orders) -> None:
     api, root = sim
     faults(root, http_429=3)
     it = intent(2)
@@ -95,7 +95,7 @@ def test_429_storm_backs_off_and_places_once(sim, orders) -> None:  # noqa: F811
     assert orders.throttled == 3 and at_sim(api, it.tag) == [got.order_id]
 
 
-def test_500_lists_orders_then_places_once(sim, orders) -> None:  # noqa: F811
+def test_500_lists_orders_then_places_once(sim, orders) -> None:
     api, root = sim
     faults(root, http_500=2)
     it = intent(3)
@@ -104,7 +104,7 @@ def test_500_lists_orders_then_places_once(sim, orders) -> None:  # noqa: F811
     assert at_sim(api, it.tag) == [got.order_id]
 
 
-def test_lost_response_adopts_the_accepted_order(sim, orders) -> None:  # noqa: F811
+def test_lost_response_adopts_the_accepted_order(sim, orders) -> None:
     api, root = sim
     faults(root, lost_response=1, lost_delay_s=2)
     it = intent(4)
@@ -113,7 +113,7 @@ def test_lost_response_adopts_the_accepted_order(sim, orders) -> None:  # noqa: 
     assert at_sim(api, it.tag) == [got.order_id]
 
 
-def test_kite_errors_are_rejections_with_kites_message(sim, orders) -> None:  # noqa: F811
+def test_kite_errors_are_rejections_with_kites_message(sim, orders) -> None:
     api, _ = sim
     bad = OrderIntent(tag="apbad", validated=validated(5))
     orders.instruments[INFY] = Instrument(instrument_token=INFY, tradingsymbol="NOPE")
@@ -122,7 +122,7 @@ def test_kite_errors_are_rejections_with_kites_message(sim, orders) -> None:  # 
     assert not api.ex.orders
 
 
-def test_no_order_without_a_recorded_intent(sim, orders) -> None:  # noqa: F811
+def test_no_order_without_a_recorded_intent(sim, orders) -> None:
     api, _ = sim
     orders.intents.client = redis.Redis(port=1, socket_connect_timeout=0.2)  # nothing there
     with pytest.raises(KiteUnavailable, match="intent store"):
@@ -139,7 +139,7 @@ def test_rate_limiter_spaces_calls() -> None:
     assert [round(w, 2) for w in waits] == [0.1, 0.2, 0.3, 0.4]
 
 
-def test_execution_turns_updates_into_fills_and_failures(sim, orders) -> None:  # noqa: F811
+def test_execution_turns_updates_into_fills_and_failures(sim, orders) -> None:
     api, root = sim
     ex = ZerodhaExecution(Broker.ZERODHA, CostModel(), orders, {"mom": "MARKET"})
     placed = step(ex, validated(7, qty=4))
@@ -161,7 +161,7 @@ def test_execution_turns_updates_into_fills_and_failures(sim, orders) -> None:  
     assert rejected[0].status == "REJECTED" and rejected[0].reason.startswith("RMS:Margin")
 
 
-def test_execution_recovers_orders_placed_before_a_restart(sim, orders) -> None:  # noqa: F811
+def test_execution_recovers_orders_placed_before_a_restart(sim, orders) -> None:
     api, root = sim
     first = ZerodhaExecution(Broker.ZERODHA, CostModel(), orders, {})
     [placed] = step(first, validated(9))

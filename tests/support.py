@@ -1,0 +1,276 @@
+"""Shared test support: synthetic data and configs, in-process and CLI runs, event
+examples, Kite simulator helpers. Test files import from here (fixtures live in conftest)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import requests
+from bytewax.testing import TestingSink, run_main
+from kiteconnect import KiteConnect
+
+from connectors.kite.sim.__main__ import SIM_DEFAULTS
+from data.generate import generate, sample_instruments
+from flows.config import parse_config
+from flows.graph import build_flow
+from flows.plan import prepare
+from operators.report import RunReport
+from schemas.config import AppConfig
+from schemas.events import (
+    DeadLetter,
+    MarketTick,
+    Model,
+    OrderFailed,
+    OrderFilled,
+    OrderPlaced,
+    PnlSnapshot,
+    RejectedSignal,
+    StageHealth,
+    TradingSignal,
+    TradingStateChanged,
+    ValidatedSignal,
+)
+from schemas.ledger import LEDGER_KINDS
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY, SECRET, TOKEN = (
+    SIM_DEFAULTS[k] for k in ("KITE_API_KEY", "KITE_API_SECRET", "KITE_ACCESS_TOKEN")
+)
+
+DAY = date(2026, 11, 20)
+INSTRUMENTS = sample_instruments()[:6]
+TOKENS = [t for t, _, _ in INSTRUMENTS]
+
+
+def small_ticks(folder: Path, days: int = 1, gap_s: float = 6.0, bad_rows: bool = True) -> Path:
+    """A few instruments, ~4k ticks each per day, one file per day (with the bad rows)."""
+    from data.generate import trading_days
+
+    out = folder / "ticks"
+    generate(
+        out, INSTRUMENTS, trading_days(DAY, days), seed=11, mean_gap_s=gap_s, bad_rows=bad_rows
+    )
+    return out
+
+
+def config_dict(ticks: Path, **over: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "source": {"path": str(ticks), "batch_size": 700, "partitions": 3},
+        "instruments": [
+            {"instrument_token": t, "tradingsymbol": s, "tick_size": ts} for t, s, ts in INSTRUMENTS
+        ],
+        "brokers": {"paper": {"starting_cash": 1_000_000}, "zerodha": {}},
+        "strategies": [
+            {
+                "id": "mom",
+                "type": "momentum",
+                "instruments": TOKENS[:3],
+                "brokers": ["paper"],
+                "params": {"lookback": 60, "threshold": 0.003, "quantity": 5},
+            },
+            {
+                "id": "mr",
+                "type": "mean_reversion",
+                "instruments": TOKENS[2:],
+                "brokers": ["paper"],
+                "params": {"bollinger_lookback": 30, "bollinger_width": 2.0, "quantity": 5},
+            },
+        ],
+        "portfolio": {"snapshot_interval_s": 300},
+        "health": {"window_s": 60},
+    }
+    raw.update(over)
+    return raw
+
+
+def make_config(ticks: Path, **over: Any) -> AppConfig:
+    return parse_config(config_dict(ticks, **over), Path("."))
+
+
+def read_ledger(root: Path, kind: str) -> list[dict[str, Any]]:
+    return ds.dataset(root / kind).to_table().to_pylist()
+
+
+def flow_env(config: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "ALPHA_PANDA_CONFIG"}
+    if config is not None:
+        env["ALPHA_PANDA_CONFIG"] = str(config)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def bytewax_run(args: list[str], config: Path | None, cwd: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "bytewax.run", "flows.main", *args]
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=flow_env(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(p: subprocess.Popen[str]) -> str:
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    return out
+
+
+def ledger_bytes(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*.parquet"))}
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run_graph(
+    cfg: AppConfig,
+    tmp: Path,
+    shards: dict[str, list[Any]] | None = None,
+    source: Any = None,
+) -> tuple[dict[str, list[Any]], RunReport]:
+    """Run in-process; returns rows per kind (and, in ``shards``, per shard in write order).
+    ``source`` replaces the config's source (one partition, ``replay-0``)."""
+    rows: list[tuple[str, Any]] = []
+    reports: list[RunReport] = []
+    plan = prepare(
+        cfg,
+        source=source,
+        source_parts=["replay-0"] if source is not None else None,
+        ledger=TestingSink(rows),
+        report=TestingSink(reports),
+        out_dir=tmp,
+    )
+    flow = build_flow(plan)
+    run_main(flow)
+    by_kind: dict[str, list[Any]] = {k: [] for k in LEDGER_KINDS}
+    for key, item in rows:
+        if hasattr(item, "model_dump"):
+            by_kind[key.split("/")[0]].append(item)
+            if shards is not None:
+                shards.setdefault(key, []).append(item)
+    assert len(reports) == 1
+    return by_kind, reports[0]
+
+
+T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
+SIGNAL: dict[str, Any] = dict(
+    signal_id="sig-1", correlation_id="corr-1", strategy_id="mom", broker="paper",
+    instrument_token=738561, target_quantity=5, price=2900.5, timestamp=T, reason="x",
+)  # fmt: skip
+ORDER: dict[str, Any] = dict(
+    event_id="e", order_id="o", correlation_id="corr-1", causation_id="c", broker="paper",
+    broker_order_id=None,
+    signal_id="sig-1", strategy_id="mom", instrument_token=738561, side="BUY", timestamp=T,
+)  # fmt: skip
+REQUEST: dict[str, Any] = dict(
+    event_id="v", order_id="o", correlation_id="corr-1", causation_id="sig-1", broker="paper",
+    timestamp=T, signal=SIGNAL, side="BUY", quantity=5,
+)  # fmt: skip
+EXAMPLES: dict[type[Model], dict[str, Any]] = {
+    MarketTick: dict(instrument_token=738561, last_price=2900.5, timestamp=T),
+    TradingSignal: SIGNAL,
+    ValidatedSignal: REQUEST,
+    RejectedSignal: {**REQUEST, "reasons": ["MARKET_CLOSED"], "detail": "closed"},
+    OrderPlaced: {
+        **ORDER,
+        "status": "PLACED",
+        "quantity": 5,
+        "order_type": "MARKET",
+        "price": 2900.5,
+    },
+    OrderFilled: {
+        **ORDER,
+        "status": "FILLED",
+        "quantity": 5,
+        "fill_price": 2901.0,
+        "fees": 1.5,
+    },
+    OrderFailed: {**ORDER, "status": "REJECTED", "quantity": 5, "reason": "insufficient margin"},
+    TradingStateChanged: dict(
+        event_id="ts",
+        broker="paper",
+        state="REDUCING",
+        previous="ACTIVE",
+        reason="DAILY_LOSS_BREACHED",
+        detail="day loss 3,100.00 >= limit 3,000.00",
+        timestamp=T,
+    ),
+    PnlSnapshot: dict(
+        event_id="p",
+        broker="paper",
+        timestamp=T,
+        starting_cash=1e6,
+        cash=1e6,
+        realized_pnl=0.0,
+        unrealized_pnl=0.0,
+        fees=0.0,
+        equity=1e6,
+        positions=[],
+        final=False,
+    ),
+    StageHealth: dict(
+        event_id="h",
+        broker="zerodha",
+        stage="market_data",
+        status="idle",
+        reason="MARKET_CLOSED",
+        window_start=T,
+        window_end=T,
+        count=0,
+        rate_per_s=0.0,
+        last_event_time=None,
+        latency_p50_ms=None,
+        latency_p99_ms=None,
+    ),
+    DeadLetter: dict(
+        event_id="d",
+        reason="INVALID_PRICE",
+        detail="x",
+        source="f.parquet",
+        source_partition="replay-0",
+        offset=3,
+        timestamp=None,
+        raw="{}",
+    ),
+}
+
+
+def client(root: str, token: str | None = TOKEN, timeout: int = 7) -> KiteConnect:
+    kite = KiteConnect(api_key=KEY, root=root, timeout=timeout)
+    if token:
+        kite.set_access_token(token)
+    return kite
+
+
+def advance(root: str, ticks: int) -> dict[str, Any]:
+    r = requests.post(f"{root}/_sim/advance", json={"ticks": ticks}, timeout=5)
+    data: dict[str, Any] = r.json()["data"]
+    return data
+
+
+def faults(root: str, **kw: Any) -> None:
+    assert requests.post(f"{root}/_sim/faults", json=kw, timeout=5).status_code == 200
+
+
+def place(kite: KiteConnect, qty: int = 5, tag: str = "t1", **kw: Any) -> str:
+    order_id: str = kite.place_order(
+        variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
+        quantity=qty, product="MIS", order_type=kw.pop("order_type", "MARKET"), tag=tag, **kw,
+    )  # fmt: skip
+    return order_id
