@@ -25,7 +25,13 @@ from flows.plan import Plan
 from operators.account.account import Account, AccountSetup, Inbox, account
 from operators.account.paper import PaperVenue
 from operators.account.zerodha import ZerodhaVenue
-from operators.health import HealthJudge, StageEvent, health_events, stage_health
+from operators.health import (
+    HealthJudge,
+    StageEvent,
+    feed_latency,
+    health_events,
+    stage_health,
+)
 from operators.keyed import stateful_by_key
 from operators.live import live_counters
 from operators.ordering import order_by_event_time
@@ -157,6 +163,7 @@ def accounts(
 @operator
 def health(
     step_id: str,
+    batches: Stream[TickBatch],
     ordered: Stream[tuple[str, list[Any]]],
     booked: Stream[tuple[str, list[Any]]],
     stale: Stream[FeedStale],
@@ -177,6 +184,7 @@ def health(
         health_events("ordered", ordered, (md, Stage.SIGNAL_GENERATION)),
         health_events("account", booked, ACCOUNT_STAGES),
         stale_events,
+        op.flat_map("feed_latency", batches, feed_latency(brokers, cfg.health.window_s * US)),
     )
 
     def make_judge(key: str, resume: Any) -> HealthJudge:
@@ -320,7 +328,7 @@ def build_flow(plan: Plan) -> Dataflow:
     inputs = ingest("ingest", flow, plan)
     sig = signals("signals", inputs.batches, plan)
     booked = accounts("account", sig.ordered, inputs.updates, plan)
-    judged = health("health", sig.ordered, booked, inputs.stale, plan)
+    judged = health("health", inputs.batches, sig.ordered, booked, inputs.stale, plan)
     dead = op.merge("dead_letters", inputs.dead, sig.dead)
     sinks("sinks", flow, inputs.batches, inputs.other, sig.ordered, booked, judged, dead, plan)
     return flow

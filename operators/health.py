@@ -3,7 +3,7 @@ with a reason. Event-time windows over the ordered per-broker stream in replay."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -35,7 +35,8 @@ from schemas.events import (
     ValidatedSignal,
 )
 from schemas.ids import content_id
-from schemas.ticks import US, StrategyFailed, TickCount, from_us, to_us
+from schemas.keys import stage_key
+from schemas.ticks import US, OrderLatency, StrategyFailed, TickBatch, TickCount, from_us, to_us
 from schemas.ticks import Clock as FlowClock
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -48,7 +49,7 @@ class StageEvent:
 
     ts: int
     count: int
-    latency_ms: float | None = None
+    latencies: tuple[float, ...] = ()  # ms: feed (receipt - exchange time) or signal → order
     ticks: int = 0
     stale: int = 0  # market_data: the live feed went silent with its socket open
     errors: int = 0  # signal_generation: a strategy failed and stopped on an instrument
@@ -93,6 +94,9 @@ def stage_events(
                 )
                 for s in stages
             ]
+        if isinstance(item, OrderLatency) and Stage.ORDER_EXECUTION in stages:
+            key = stage_key(broker, Stage.ORDER_EXECUTION)
+            return [(key, StageEvent(item.ts, 0, latencies=(item.ms,)))]
         if isinstance(item, StrategyFailed) and Stage.SIGNAL_GENERATION in stages:
             key = f"{broker}:{Stage.SIGNAL_GENERATION.value}"
             return [(key, StageEvent(item.ts, 0, errors=1))]
@@ -166,8 +170,7 @@ def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
     if e.count:
         acc.count += e.count
         acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
-    if e.latency_ms is not None:
-        acc.latencies.append(e.latency_ms)
+    acc.latencies.extend(e.latencies)
     return acc
 
 
@@ -305,3 +308,35 @@ def health_events(
     step_id: str, up: Stream[tuple[str, list[Any]]], stages: tuple[Stage, ...]
 ) -> Stream[tuple[str, StageEvent]]:
     return op.flat_map(step_id, up, stage_events(stages))
+
+
+MAX_LATENCY_SAMPLES = 256  # per batch and window: percentiles from an even sample
+
+
+def feed_latency(
+    brokers: Sequence[Broker], window_us: int
+) -> Callable[[TickBatch], list[tuple[str, StageEvent]]]:
+    """market_data latency of live ticks: receipt time - exchange time, per health window.
+    Ticks without an exchange time (stamped with their receipt time) are left out."""
+
+    def events(b: TickBatch) -> list[tuple[str, StageEvent]]:
+        if b.recv is None or not len(b):
+            return []
+        keep = b.recv != b.ts
+        ts, lat = b.ts[keep], (b.recv[keep] - b.ts[keep]) / 1000.0
+        if not len(ts):
+            return []
+        win = ts // window_us
+        ends = np.concatenate((np.flatnonzero(np.diff(win)) + 1, [len(win)]))
+        out: list[tuple[str, StageEvent]] = []
+        start = 0
+        for end in ends.tolist():
+            part = lat[start:end]
+            if len(part) > MAX_LATENCY_SAMPLES:
+                part = part[np.linspace(0, len(part) - 1, MAX_LATENCY_SAMPLES).astype(np.int64)]
+            e = StageEvent(int(ts[end - 1]), 0, latencies=tuple(part.tolist()))
+            out.extend((stage_key(br, Stage.MARKET_DATA), e) for br in brokers)
+            start = end
+        return out
+
+    return events

@@ -117,9 +117,8 @@ def render(r: RunReport) -> str:
             why = ", ".join(f"{k} {v}" for k, v in b.rejections_by_reason.items())
             lines.append(f"  rejections: {why}")
         for c in b.trading_states:
-            lines.append(
-                f"  {c.timestamp:%Y-%m-%d %H:%M:%S} {c.previous} → {c.state} ({c.reason}: {c.detail})"
-            )
+            at = f"{c.timestamp:%Y-%m-%d %H:%M:%S}"
+            lines.append(f"  {at} {c.previous} → {c.state} ({c.reason}: {c.detail})")
     if r.rows_read != r.ticks_processed + r.dead_letters:
         lines.append("WARNING: rows read != processed + dead letters")
     return "\n".join(lines) + "\n"

@@ -33,6 +33,7 @@ class RawTicks:
     volume: I64
     raw_ts: Sequence[Any] | None = None  # original timestamp values, for dead letters
     raw_records: Sequence[bytes] | None = None  # records as received (UTF-8 Kafka messages)
+    recv: I64 | None = None  # live sources: wall-clock receipt time (µs) per row
 
 
 def _dead(
@@ -142,6 +143,7 @@ def validate(
         price=raw.price[ok],
         volume=raw.volume[ok],
         watermark=new_last,
+        recv=raw.recv[ok] if raw.recv is not None else None,
     )
     return batch, dead, new_last
 

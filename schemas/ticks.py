@@ -40,6 +40,7 @@ class TickBatch:
     price: F64
     volume: I64
     watermark: int
+    recv: I64 | None = None  # live sources: wall-clock receipt time (µs) of each tick
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -106,6 +107,15 @@ class StrategyFailed:
     instrument_token: int
     strategy_id: str
     error: str
+
+
+@dataclass(frozen=True)
+class OrderLatency:
+    """Wall-clock ms from a signal's tick (exchange time) to the broker accepting its order
+    (live venues only; monitoring, never trading logic)."""
+
+    ts: int
+    ms: float
 
 
 @dataclass(frozen=True)

@@ -274,3 +274,68 @@ def place(kite: KiteConnect, qty: int = 5, tag: str = "t1", **kw: Any) -> str:
         quantity=qty, product="MIS", order_type=kw.pop("order_type", "MARKET"), tag=tag, **kw,
     )  # fmt: skip
     return order_id
+
+
+class StubVenue:
+    """A venue for account tests: fills like paper at the signal price, except that orders
+    on ``reject`` instruments are refused (as Kite's RMS would) and on ``down`` ones the
+    broker cannot be reached."""
+
+    def __init__(self, reject: frozenset[int] = frozenset(), down: frozenset[int] = frozenset()):
+        self.reject, self.down = reject, down
+        self.sent: list[Any] = []
+
+    def send(self, v: Any, order_type: str) -> list[Any]:
+        from operators.account import orders
+        from schemas.enums import OrderStatus
+
+        self.sent.append(v)
+        tok, ts = v.signal.instrument_token, v.signal.timestamp
+        if tok in self.reject:
+            return [orders.failed(v, None, OrderStatus.REJECTED, v.quantity, "RMS: blocked", ts)]
+        if tok in self.down:
+            why = "KITE_UNAVAILABLE: no answer"
+            return [orders.failed(v, None, OrderStatus.FAILED, v.quantity, why, ts)]
+        return [
+            orders.placed(v, "B1", order_type, ts),
+            orders.filled(v, "B1", v.quantity, v.signal.price, 0.0, v.quantity, ts),
+        ]
+
+    def update(self, u: Any) -> list[Any]:
+        return []
+
+    def venue_state(self) -> Any:
+        return None
+
+    def drain_latency(self) -> list[Any]:
+        return []
+
+
+class FailingStrategy:
+    """A per-tick user strategy that raises on its ``fail_at``-th tick (1-based)."""
+
+    def __init__(self, fail_at: int = 200, quantity: int = 5) -> None:
+        self.fail_at, self.quantity = fail_at, quantity
+
+    def on_tick(self, tick: Any, state: dict[str, Any]) -> Any:
+        from operators.strategies.api import Signal
+
+        state["n"] = state.get("n", 0) + 1
+        if state["n"] == self.fail_at:
+            raise RuntimeError(f"boom at tick {state['n']}")
+        if state["n"] % 50 == 0:
+            return Signal("BUY" if state["n"] % 100 else "SELL", self.quantity)
+        return None
+
+
+class ZeroQuantityStrategy:
+    """A per-tick user strategy whose first signal is ``Signal("BUY", 0)`` (invalid)."""
+
+    def __init__(self, at: int = 120) -> None:
+        self.at = at
+
+    def on_tick(self, tick: Any, state: dict[str, Any]) -> Any:
+        from operators.strategies.api import Signal
+
+        state["n"] = state.get("n", 0) + 1
+        return Signal("BUY", 0) if state["n"] == self.at else None

@@ -3,8 +3,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from operators.execution import slipped_price
 
+from operators.account.paper import slipped_price
 from operators.accounting import Book, fees
 from schemas.config import CostModel
 
@@ -23,12 +23,11 @@ def test_average_cost_long_short_and_flip() -> None:
     b.apply(1, "BUY", 10, 100.0, 0.0)
     b.apply(1, "BUY", 10, 110.0, 0.0)
     assert b.lots[1].average_price == pytest.approx(105.0)
-    assert b.apply(1, "SELL", 5, 120.0, 0.0) == pytest.approx(75.0)
-    assert b.apply(1, "SELL", 25, 100.0, 0.0) == pytest.approx(
-        -75.0
-    )  # closes 15 at -5, opens short
+    assert b.apply(1, "SELL", 5, 120.0, 0.0).realized == pytest.approx(75.0)
+    flip = b.apply(1, "SELL", 25, 100.0, 0.0)  # closes 15 at -5, opens a short of 10
+    assert flip.realized == pytest.approx(-75.0)
     assert b.position(1) == -10 and b.lots[1].average_price == 100.0
-    assert b.apply(1, "BUY", 4, 90.0, 0.0) == pytest.approx(40.0)  # short profits when price falls
+    assert b.apply(1, "BUY", 4, 90.0, 0.0).realized == pytest.approx(40.0)  # short gains
     assert b.realized == pytest.approx(75.0 - 75.0 + 40.0)
 
 
@@ -68,3 +67,19 @@ def test_slippage_moves_against_the_order_on_the_tick_grid(
     price: float, side: str, bps: float, tick: float, want: float
 ) -> None:
     assert slipped_price(price, side, bps, tick) == want
+
+
+def test_round_trips_are_judged_after_entry_and_exit_fees() -> None:
+    """A trip that gains 6.00 before fees but pays 7.00 of fees is a loss; a partial close
+    does not end the trip; a flip ends one and opens the next with its share of the fee."""
+    b = Book(100_000.0)
+    assert b.apply(1, "BUY", 10, 100.0, 3.0).trip_net is None
+    assert b.apply(1, "SELL", 4, 100.5, 2.0).trip_net is None  # +2.00 gross, still open
+    done = b.apply(1, "SELL", 6, 100.5, 2.0)  # +3.00 gross: trip gross 5.00, fees 7.00
+    assert done.trip_net == pytest.approx(5.0 - 7.0)
+    b.apply(2, "BUY", 10, 50.0, 1.0)
+    flip = b.apply(2, "SELL", 20, 51.0, 4.0)  # closes 10 (+10.00, half the fee), opens -10
+    assert flip.trip_net == pytest.approx(10.0 - 1.0 - 2.0)
+    assert b.lots[2].entry_fees == pytest.approx(2.0)
+    back = b.apply(2, "BUY", 10, 50.0, 1.0)  # the short gains 10.00, fees 2.00 + 1.00
+    assert back.trip_net == pytest.approx(10.0 - 3.0)

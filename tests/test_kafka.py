@@ -307,7 +307,7 @@ def test_topic_command_creates_idempotently_and_fails_fast_on_a_bad_address(
     assert created.returncode == 0, created.stderr
     names = [line.split()[0] for line in created.stdout.splitlines()]
     assert "cmd.paper.orders.filled" in names and "cmd.ticks.dlq" in names
-    assert "cmd.zerodha.health" in names and len(names) == 18
+    assert "cmd.zerodha.trading.state" in names and len(names) == 20
     assert all("created" in line for line in created.stdout.splitlines())
     again = run("--create")
     assert again.returncode == 0

@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import bytewax.operators as op
 import numpy as np
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
-from operators.execution import PaperExecution, execute_orders
-from operators.portfolio import Portfolio, portfolio_fold
 
+from operators.account.account import Account, AccountSetup, account
+from operators.account.paper import PaperVenue
 from operators.health import HealthJudge, StageEvent, stage_health
 from operators.ordering import order_by_event_time
 from operators.session import MarketSession
-from schemas.config import CostModel, HealthConfig, SessionConfig
+from schemas.config import BrokerConfig, CostModel, HealthConfig, SessionConfig
 from schemas.enums import Broker, Stage
 from schemas.events import OrderFilled, OrderPlaced, PnlSnapshot, TradingSignal, ValidatedSignal
+from schemas.report import BrokerSummary
 from schemas.ticks import US, Clock, Mark, MarkSet, StrategyOutput, WindowCounts, from_us, to_us
 
 T0 = to_us(datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc))  # 10:30 IST
+CASH = 1_000_000.0
 EMPTY = WindowCounts(*(np.zeros(0, dtype=np.int64),) * 3)
 
 
-def _signal(token: int, at: int, side: str = "BUY") -> TradingSignal:
+def _target(token: int, at: int, target: int = 5, price: float = 100.0) -> TradingSignal:
     return TradingSignal(
         signal_id=f"s{token}-{at}", correlation_id=f"c{token}-{at}", strategy_id="t",
-        broker="paper", instrument_token=token, signal_type=side, quantity=5, price=100.0,
+        broker="paper", instrument_token=token, target_quantity=target, price=price,
         timestamp=from_us(at), reason="",
     )  # fmt: skip
 
@@ -40,7 +44,7 @@ def _run(flow: Dataflow, stream: Any) -> list[Any]:
 
 
 def test_ordering_releases_in_event_time_once_every_instrument_passed() -> None:
-    a1, b1, a2 = _signal(1, T0 + 5 * US), _signal(2, T0 + 1 * US), _signal(1, T0 + 70 * US)
+    a1, b1, a2 = _target(1, T0 + 5 * US), _target(2, T0 + 1 * US), _target(1, T0 + 70 * US)
     outs = [
         ("paper", StrategyOutput(1, (a1,), (), EMPTY, T0 + 10 * US)),  # 2 has not reported yet
         ("paper", StrategyOutput(2, (b1,), (Mark(T0 + 60 * US, 2, 99.0),), EMPTY, T0 + 80 * US)),
@@ -64,7 +68,7 @@ def test_max_delay_keeps_a_quiet_instrument_from_holding_the_others_back() -> No
     from operators.ordering import EventTimeOrder
 
     grids = {"health": 60 * US, "snapshot": 300 * US}
-    early, late = _signal(1, T0 + 1 * US), _signal(1, T0 + 30 * US)
+    early, late = _target(1, T0 + 1 * US), _target(1, T0 + 30 * US)
     exact = EventTimeOrder([1, 2], grids)  # instrument 2 never ticks
     live = EventTimeOrder([1, 2], grids, max_delay_us=10 * US)
     for order in (exact, live):
@@ -74,38 +78,115 @@ def test_max_delay_keeps_a_quiet_instrument_from_holding_the_others_back() -> No
     assert [i for i in exact.release(final=True) if isinstance(i, TradingSignal)] == [early, late]
 
 
-def test_execution_places_then_fills_with_slippage_and_fees() -> None:
-    s = _signal(1, T0)
-    v = ValidatedSignal(event_id="v", correlation_id=s.correlation_id, causation_id=s.signal_id,
-                        broker="paper", timestamp=s.timestamp, signal=s)  # fmt: skip
-    flow = Dataflow("exec_test")
-    make = lambda key, resume: PaperExecution(Broker(key), 10.0, CostModel(), {1: 0.05})  # noqa: E731
-    out = _run(
-        flow, execute_orders("exec", op.input("in", flow, TestingSource([("paper", [v])])), make)
+def _account(slippage_bps: float = 10.0) -> Callable[[str, Any], Account]:
+    """Accounts built the way flows.graph builds them (paper venue, no control inbox)."""
+    costs = CostModel()
+    setup = AccountSetup(
+        costs=costs, session=MarketSession(SessionConfig()), lot_sizes={}, order_types={}
     )
-    placed, filled = out[0][1]
-    assert isinstance(placed, OrderPlaced) and placed.status == "PLACED"
-    assert isinstance(filled, OrderFilled) and filled.fill_price == 100.10 and filled.fees > 0
-    assert filled.causation_id == placed.event_id and filled.order_id == placed.order_id
+    cfg = BrokerConfig(starting_cash=CASH, slippage_bps=slippage_bps)
+
+    def make(key: str, resume: Any) -> Account:
+        venue = lambda state: PaperVenue(cfg.slippage_bps, costs, {1: 0.05})  # noqa: E731
+        return Account(Broker(key), cfg, setup, venue, None, resume)
+
+    return make
 
 
-def test_portfolio_snapshots_at_clocks_and_at_the_end() -> None:
-    fill = OrderFilled(
-        event_id="f", order_id="o", correlation_id="c", causation_id="p", broker="paper",
-        broker_order_id=None, status="FILLED", signal_id="s", strategy_id="t", instrument_token=1,
-        signal_type="BUY",
-        quantity=10, fill_price=100.0, fees=1.0, timestamp=from_us(T0),
-    )  # fmt: skip
-    items = [fill, MarkSet(T0 + 60 * US, ((1, 103.0),)), Clock(T0 + 60 * US, "snapshot")]
-    flow = Dataflow("pf_test")
-    make = lambda key, resume: Portfolio(Broker(key), 10_000.0, resume)  # noqa: E731
+def _booked(items: list[Any]) -> list[Any]:
+    flow = Dataflow("account_test")
     out = _run(
-        flow, portfolio_fold("pf", op.input("in", flow, TestingSource([("paper", items)])), make)
+        flow, account("acct", op.input("in", flow, TestingSource([("paper", items)])), _account())
     )
-    snaps = [i for _, chunk in out for i in chunk if isinstance(i, PnlSnapshot)]
-    assert [s.final for s in snaps] == [False, True]
-    assert snaps[0].unrealized_pnl == 30.0 and snaps[0].cash == 10_000.0 - 1000.0 - 1.0
-    assert snaps[0].equity == 10_000.0 + 30.0 - 1.0
+    return [i for key, chunk in out for i in chunk if key == "paper"]
+
+
+def _charges(side: str, turnover: float) -> float:
+    """Zerodha intraday equity charges, from the published schedule, rounded to the paisa."""
+    brokerage = min(20.0, 0.0003 * turnover)
+    exchange = 0.0000297 * turnover
+    sebi = 10.0 * turnover / 1e7
+    tax = 0.00025 * turnover if side == "SELL" else 0.00003 * turnover  # STT sell / stamp buy
+    return round(brokerage + exchange + sebi + tax + 0.18 * (brokerage + exchange + sebi), 2)
+
+
+def test_account_orders_the_difference_and_fills_with_slippage_and_fees() -> None:
+    long = _target(1, T0, 100, 100.0)
+    short = _target(1, T0 + 10 * US, -100, 100.0)  # holds 100: sells 200
+    out = _booked([long, short])
+    orders = [i for i in out if isinstance(i, ValidatedSignal | OrderPlaced | OrderFilled)]
+    assert [type(i) for i in orders] == [ValidatedSignal, OrderPlaced, OrderFilled] * 2
+    for (v, placed, filled), s, side, qty, price in (
+        (orders[:3], long, "BUY", 100, 100.10),  # 100 × 1.001 = 100.10, on the 0.05 grid
+        (orders[3:], short, "SELL", 200, 99.90),  # 100 × 0.999 = 99.90
+    ):
+        assert isinstance(v, ValidatedSignal) and isinstance(placed, OrderPlaced)
+        assert isinstance(filled, OrderFilled)
+        assert (v.side, v.quantity, v.causation_id, v.signal) == (side, qty, s.signal_id, s)
+        assert placed.status == "PLACED" and (placed.side, placed.quantity) == (side, qty)
+        assert placed.causation_id == v.event_id and placed.broker_order_id is None
+        assert filled.status == "FILLED" and (filled.side, filled.quantity) == (side, qty)
+        assert filled.fill_price == price
+        assert filled.fees == _charges(side, qty * price) > 0
+        assert filled.causation_id == placed.event_id
+        assert v.order_id == placed.order_id == filled.order_id
+    fills = [i for i in orders if isinstance(i, OrderFilled)]
+    assert [f.fees for f in fills] == [4.21, 12.79]  # worked out by hand too
+    [final] = [i for i in out if isinstance(i, PnlSnapshot)]
+    assert final.final and [(p.quantity, p.average_price) for p in final.positions] == [
+        (-100, 99.90)
+    ]
+
+
+def _identity_holds(s: PnlSnapshot) -> None:
+    held = sum(p.quantity * p.last_price for p in s.positions)
+    rhs = s.starting_cash + s.realized_pnl + s.unrealized_pnl - s.fees
+    assert s.cash + held == pytest.approx(rhs, abs=1e-6)
+    assert s.equity == pytest.approx(s.cash + held, abs=1e-6)
+
+
+def test_account_snapshots_at_clocks_and_at_the_end() -> None:
+    t1, t2, t3 = T0 + 60 * US, T0 + 120 * US, T0 + 150 * US
+    items = [
+        _target(1, T0, 100, 100.0),  # buys 100 at 100.10, fees 4.21
+        MarkSet(t1, ((1, 103.0),)),
+        Clock(t1, "snapshot"),
+        _target(1, T0 + 90 * US, 40, 104.0),  # sells 60 at 103.85 (104 × 0.999 → 0.05 grid)
+        MarkSet(t2, ((1, 102.0),)),
+        Clock(t2, "snapshot"),
+        Clock(t2 + 1, "health"),  # not a snapshot clock
+        MarkSet(t3, ((1, 101.0),)),  # the last ticks' marks at the end
+    ]
+    out = _booked(items)
+    snaps = [i for i in out if isinstance(i, PnlSnapshot)]
+    assert [(s.final, to_us(s.timestamp)) for s in snaps] == [(False, t1), (False, t2), (True, t3)]
+    assert [i for i in out if isinstance(i, Clock)] == [items[2], items[5], items[6]]
+    buy_fee, sell_fee = _charges("BUY", 100 * 100.10), _charges("SELL", 60 * 103.85)
+    assert (buy_fee, sell_fee) == (4.21, 3.99)
+    realized = 60 * (103.85 - 100.10)
+    expect = [
+        # (cash, realized, unrealized, fees, qty, mark)
+        (CASH - 100 * 100.10 - buy_fee, 0.0, 100 * (103.0 - 100.10), buy_fee, 100, 103.0),
+        (
+            CASH - 100 * 100.10 - buy_fee + 60 * 103.85 - sell_fee,
+            realized, 40 * (102.0 - 100.10), buy_fee + sell_fee, 40, 102.0,
+        ),
+        (
+            CASH - 100 * 100.10 - buy_fee + 60 * 103.85 - sell_fee,
+            realized, 40 * (101.0 - 100.10), buy_fee + sell_fee, 40, 101.0,
+        ),
+    ]  # fmt: skip
+    for s, (cash, real, unreal, fee, qty, mark) in zip(snaps, expect, strict=True):
+        assert s.starting_cash == CASH
+        assert s.cash == pytest.approx(cash) and s.realized_pnl == pytest.approx(real)
+        assert s.unrealized_pnl == pytest.approx(unreal) and s.fees == pytest.approx(fee)
+        [p] = s.positions
+        assert (p.instrument_token, p.quantity, p.last_price) == (1, qty, mark)
+        assert p.average_price == pytest.approx(100.10)
+        assert s.equity == pytest.approx(cash + qty * mark)
+        _identity_holds(s)
+    summaries = [i for i in out if isinstance(i, BrokerSummary)]
+    assert len(summaries) == 1 and summaries[0].total.fills == 2
 
 
 def test_health_windows_judge_each_stage() -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators.strategies.api import Signal, Tick
 from operators.strategies.mean_reversion import MeanReversion, MeanReversionParams
 from operators.strategies.momentum import Momentum, MomentumParams
 from operators.strategies.registry import build_strategy
@@ -59,8 +62,56 @@ def _run(batches: list[TickBatch]) -> tuple[list[TradingSignal], list[Mark], dic
 def test_momentum_fires_once_per_crossing() -> None:
     prices = [100.0] * 6 + [101.0, 101.5, 102.0, 102.5, 103.0] + [103.0] * 6 + [99.0, 98.0]
     signals, _, _ = _run([_ticks(prices)])
-    moms = [(s.signal_type, s.price) for s in signals if s.strategy_id == "mom"]
-    assert moms == [("BUY", 101.0), ("SELL", 99.0)]
+    moms = [(s.target_quantity, s.price) for s in signals if s.strategy_id == "mom"]
+    assert moms == [(3, 101.0), (-3, 99.0)]  # hold +3, then -3
+
+
+def test_long_only_goes_flat_in_the_sell_zone() -> None:
+    prices = [100.0] * 6 + [101.0, 101.5, 102.0, 102.5, 103.0] + [103.0] * 6 + [99.0, 98.0]
+    params = MomentumParams(lookback=5, threshold=0.004, quantity=3, allow_short=False)
+    r = StrategyRunner(Broker.PAPER, 1, [("m", Momentum(params))], 60 * US, 30 * US)
+    assert [s.target_quantity for s in r.process(_ticks(prices)).signals] == [3, 0]
+
+
+class _Raises:
+    def __init__(self, at: int) -> None:
+        self.at, self.n = at, 0
+
+    def on_tick(self, tick: Tick, state: dict[str, Any]) -> Signal | None:
+        self.n += 1
+        if self.n == self.at:
+            raise ValueError("bad feed")
+        return Signal("BUY", 2) if self.n == 2 else None
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (_Raises(4), "ValueError: bad feed"),
+        (type("Zero", (), {"on_tick": lambda self, t, s: Signal("BUY", 0)})(), "quantity 0"),
+        (type("Frac", (), {"on_tick": lambda self, t, s: Signal("SELL", 2.5)})(), "quantity 2.5"),
+        (type("Wrong", (), {"on_tick": lambda self, t, s: "BUY"})(), "must return Signal"),
+        (type("Side", (), {"on_tick": lambda self, t, s: Signal("HOLD", 1)})(), "'HOLD'"),
+    ],
+)
+def test_a_failing_strategy_goes_flat_and_stops_while_the_others_go_on(
+    bad: Any, error: str
+) -> None:
+    prices = [100.0] * 6 + [101.0, 101.5, 102.0, 102.5, 103.0] + [103.0] * 6 + [99.0, 98.0]
+    mom = Momentum(MomentumParams(lookback=5, threshold=0.004, quantity=3))
+    r = StrategyRunner(Broker.PAPER, 1, [("bad", bad), ("mom", mom)], 60 * US, 30 * US)
+    batch = _ticks(prices)
+    first, second = r.process(_cut(batch, [8])[0]), r.process(_cut(batch, [8])[1])
+    bad_targets = [
+        s.target_quantity for o in (first, second) for s in o.signals if s.strategy_id == "bad"
+    ]
+    assert bad_targets[-1] == 0 and len(first.failures) == 1 and not second.failures
+    (dead,) = first.dead
+    assert dead.reason == "STRATEGY_ERROR" and error in dead.detail
+    assert "strategy bad on instrument 1" in dead.detail
+    moms = [(s.target_quantity, s.price) for o in (first, second) for s in o.signals
+            if s.strategy_id == "mom"]  # fmt: skip
+    assert moms == [(3, 101.0), (-3, 99.0)]  # unaffected
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,22 +1,25 @@
 """Zerodha orders through the real ``kiteconnect`` client against the simulator, with order
-intents in a real Redis: never two orders for one signal, whatever Kite does."""
+intents in a real Redis: never two orders for one signal, whatever Kite does; and the
+Zerodha venue, which turns Kite's order updates into fills (one per increase of the filled
+quantity) and order ends."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 import redis
-from operators.zerodha import ZerodhaExecution, ZerodhaState
 
 from connectors.kite.orders import IntentStore, KiteOrders, RateLimiter
 from connectors.kite.sim.http import SimApi
+from operators.account.book import AccountBook
+from operators.account.zerodha import ZerodhaState, ZerodhaVenue
 from schemas.config import CostModel, Instrument, KiteConfig
 from schemas.enums import Broker
 from schemas.events import OrderFailed, OrderFilled, OrderPlaced, TradingSignal, ValidatedSignal
+from schemas.ids import content_id
 from schemas.kite import KiteUnavailable, OrderRejected, OrderUpdate, order_tag
 from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent
 from tests.redis_server import shared_url
@@ -27,14 +30,16 @@ T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
 
 
 def validated(n: int, qty: int = 5, side: str = "BUY") -> ValidatedSignal:
+    """The order for signal ``n`` of a flat strategy: its target is the order itself."""
     s = TradingSignal(
         signal_id=f"sig-{n}", correlation_id=f"c-{n}", strategy_id="mom", broker=Broker.ZERODHA,
-        instrument_token=INFY, signal_type=side, quantity=qty, price=1500.0,
+        instrument_token=INFY, target_quantity=qty if side == "BUY" else -qty, price=1500.0,
         timestamp=T + timedelta(seconds=n), reason="test",
     )  # fmt: skip
     return ValidatedSignal(
-        event_id=f"v-{n}", correlation_id=s.correlation_id, causation_id=s.signal_id,
-        broker=Broker.ZERODHA, timestamp=s.timestamp, signal=s,
+        event_id=f"v-{n}", order_id=content_id("ord", s.signal_id), correlation_id=s.correlation_id,
+        causation_id=s.signal_id, broker=Broker.ZERODHA, timestamp=s.timestamp, signal=s,
+        side=side, quantity=qty,
     )  # fmt: skip
 
 
@@ -59,10 +64,6 @@ def orders(sim, keys) -> KiteOrders:
     cfg = KiteConfig(api_root=root, timeout_s=1, attempts=4, backoff_max_s=0.05)
     inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
     return KiteOrders(client(root, timeout=1), IntentStore(r, k, 60), cfg, inst)
-
-
-def step(ex: ZerodhaExecution, item: object) -> list[Any]:
-    return list(ex.on_item(item))
 
 
 def at_sim(api: SimApi, tag: str) -> list[str]:
@@ -139,38 +140,125 @@ def test_rate_limiter_spaces_calls() -> None:
     assert [round(w, 2) for w in waits] == [0.1, 0.2, 0.3, 0.4]
 
 
-def test_execution_turns_updates_into_fills_and_failures(sim, orders) -> None:
+def test_venue_turns_updates_into_fills_and_failures(sim, orders) -> None:
     api, root = sim
-    ex = ZerodhaExecution(Broker.ZERODHA, CostModel(), orders, {"mom": "MARKET"})
-    placed = step(ex, validated(7, qty=4))
-    assert [type(e) for e in placed] == [OrderPlaced]
-    kite_id = placed[0].broker_order_id
+    venue = ZerodhaVenue(CostModel(), orders, {"mom": "MARKET"})
+    v = validated(7, qty=4)
+    [p] = venue.send(v, "MARKET")
+    assert isinstance(p, OrderPlaced)
+    kite_id = p.broker_order_id
+    assert kite_id is not None and at_sim(api, order_tag(v.signal.signal_id)) == [kite_id]
+    assert (p.order_id, p.causation_id, p.status, p.side, p.quantity, p.order_type) == (
+        v.order_id, v.event_id, "PLACED", "BUY", 4, "MARKET",
+    )  # fmt: skip
     advance(root, 3000)
-    update = OrderUpdate.from_kite(api.ex.orders[kite_id].view())
-    filled = step(ex, update)
-    assert [type(e) for e in filled] == [OrderFilled]
-    f = filled[0]
-    assert (f.quantity, f.fill_price, f.broker_order_id) == (4, update.average_price, kite_id)
-    assert f.fees > 0 and f.order_id == placed[0].order_id
-    assert step(ex, update) == []  # the poll repeats it: nothing twice
+    at_kite = api.ex.orders[kite_id]
+    assert (at_kite.status, at_kite.filled) == ("COMPLETE", 4)
+    update = OrderUpdate.from_kite(at_kite.view())
+    [f] = venue.update(update)
+    assert isinstance(f, OrderFilled)
+    assert (f.quantity, f.fill_price, f.broker_order_id) == (4, at_kite.average_price, kite_id)
+    assert f.status == "FILLED" and f.side == "BUY"
+    assert f.fees == charges_buy(4 * at_kite.average_price) > 0
+    assert f.order_id == p.order_id and f.causation_id == p.event_id
+    assert f.event_id == content_id("fill", p.order_id, 4)
+    assert venue.update(update) == []  # the poll repeats it: nothing twice
     faults(root, reject=1)
-    out = step(ex, validated(8))
+    out = venue.send(validated(8), "MARKET")
+    assert [type(e) for e in out] == [OrderPlaced]  # Kite accepted it, then its RMS refused
     kite_id = out[0].broker_order_id
-    rejected = step(ex, OrderUpdate.from_kite(api.ex.orders[kite_id].view()))
-    assert [type(e) for e in rejected] == [OrderFailed]
-    assert rejected[0].status == "REJECTED" and rejected[0].reason.startswith("RMS:Margin")
+    assert kite_id is not None
+    [r] = venue.update(OrderUpdate.from_kite(api.ex.orders[kite_id].view()))
+    assert isinstance(r, OrderFailed)
+    assert r.status == "REJECTED" and r.reason.startswith("RMS:Margin")
+    assert (r.quantity, r.order_id, r.broker_order_id) == (5, out[0].order_id, kite_id)
 
 
-def test_execution_recovers_orders_placed_before_a_restart(sim, orders) -> None:
+def test_venue_recovers_orders_placed_before_a_restart(sim, orders) -> None:
     api, root = sim
-    first = ZerodhaExecution(Broker.ZERODHA, CostModel(), orders, {})
-    [placed] = step(first, validated(9))
+    first = ZerodhaVenue(CostModel(), orders, {})
+    [placed] = first.send(validated(9), "MARKET")
     advance(root, 3000)
-    # A restart rolled the stage's state back to before the signal: the update comes first.
-    again = ZerodhaExecution(Broker.ZERODHA, CostModel(), orders, {}, ZerodhaState())
+    # A restart rolled the account's state back to before the signal: the update comes first.
+    again = ZerodhaVenue(CostModel(), orders, {}, ZerodhaState())
+    assert placed.broker_order_id is not None
     view = api.ex.orders[placed.broker_order_id].view()
-    out = step(again, OrderUpdate.from_kite(view))
+    out = again.update(OrderUpdate.from_kite(view))
     assert [type(e).__name__ for e in out] == ["OrderPlaced", "OrderFilled"]
     assert out[0] == placed  # the same event, rebuilt from the intent in Redis
-    assert step(again, validated(9)) == []  # then the replayed signal: no second order
+    assert isinstance(out[1], OrderFilled) and out[1].quantity == 5
+    assert again.send(validated(9), "MARKET") == []  # then the replayed signal: no second order
     assert len(api.ex.orders) == 1
+
+
+def kite_update(
+    placed: OrderPlaced, status: str, filled: int, avg: float, at: int, qty: int = 10
+) -> OrderUpdate:
+    """Kite's state of our order as a ticker message would bring it (built by hand: the
+    simulator fills an order whole, never in parts)."""
+    assert placed.broker_order_id is not None
+    return OrderUpdate(
+        order_id=placed.broker_order_id, tag=order_tag(placed.signal_id), status=status,
+        instrument_token=INFY, transaction_type=placed.side, quantity=qty,
+        filled_quantity=filled, average_price=avg, status_message=None,
+        timestamp=T + timedelta(seconds=at),
+    )  # fmt: skip
+
+
+def charges_buy(turnover: float) -> float:
+    """Zerodha intraday charges of a buy (published schedule), rounded to the paisa."""
+    brokerage, exchange, sebi = min(20.0, 0.0003 * turnover), 0.0000297 * turnover, turnover / 1e6
+    return round(
+        brokerage + exchange + sebi + 0.00003 * turnover + 0.18 * (brokerage + exchange + sebi), 2
+    )
+
+
+def test_partial_fills_each_increase_once_and_a_cancel_releases_the_rest(sim, orders) -> None:
+    api, _ = sim
+    venue = ZerodhaVenue(CostModel(), orders, {})
+    v = validated(10, qty=10)
+    [placed] = venue.send(v, "MARKET")
+    assert isinstance(placed, OrderPlaced) and placed.broker_order_id in api.ex.orders
+    part = kite_update(placed, "OPEN", 4, 100.0, 20)
+    [first] = venue.update(part)
+    assert isinstance(first, OrderFilled)
+    assert (first.quantity, first.fill_price, first.status) == (4, 100.0, "PARTIALLY_FILLED")
+    assert first.event_id == content_id("fill", v.order_id, 4)
+    assert first.fees == charges_buy(400.0) == 0.17
+    assert venue.update(part) == []  # the same state again: no second fill
+    [rest] = venue.update(kite_update(placed, "COMPLETE", 10, 101.0, 21))
+    assert isinstance(rest, OrderFilled)
+    # Kite's average 101.0 over 10 = 1010.0; 400.0 went at 100.0, so 6 at 610.0 / 6 = 101.666…
+    assert (rest.quantity, rest.fill_price, rest.status) == (6, 101.67, "FILLED")
+    assert rest.event_id == content_id("fill", v.order_id, 10) != first.event_id
+    assert rest.fees == charges_buy(6 * 101.67) == 0.26
+    assert rest.order_id == first.order_id == placed.order_id
+    assert venue.update(kite_update(placed, "COMPLETE", 10, 101.0, 22)) == []
+
+    # Another order: 4 of 10 filled, then the rest cancelled.
+    w = validated(11, qty=10)
+    [placed2] = venue.send(w, "MARKET")
+    assert isinstance(placed2, OrderPlaced)
+    [f4] = venue.update(kite_update(placed2, "OPEN", 4, 100.0, 30))
+    assert isinstance(f4, OrderFilled) and (f4.quantity, f4.fill_price) == (4, 100.0)
+    [gone] = venue.update(kite_update(placed2, "CANCELLED", 4, 100.0, 31))
+    assert isinstance(gone, OrderFailed)
+    assert (gone.status, gone.quantity, gone.reason) == ("CANCELLED", 6, "CANCELLED")
+    assert gone.order_id == w.order_id and gone.broker_order_id == placed2.broker_order_id
+    assert venue.update(kite_update(placed2, "CANCELLED", 4, 100.0, 32)) == []
+    # The account's book: 4 held, and no exposure left open for the cancelled 6.
+    book = AccountBook.new(1_000_000.0)
+    book.opened(placed2)
+    book.fill(f4)
+    assert book.pending(INFY) == 6
+    book.release(gone)
+    assert (book.position(INFY), book.pending(INFY)) == (4, 0)
+
+    # A cancel that also reports fills not seen before: the fill first, then the rest fails.
+    x = validated(12, qty=10)
+    [placed3] = venue.send(x, "MARKET")
+    assert isinstance(placed3, OrderPlaced)
+    fill, end = out = venue.update(kite_update(placed3, "CANCELLED", 4, 99.5, 40))
+    assert [type(e) for e in out] == [OrderFilled, OrderFailed]
+    assert isinstance(fill, OrderFilled) and isinstance(end, OrderFailed)
+    assert (fill.quantity, fill.fill_price, end.status, end.quantity) == (4, 99.5, "CANCELLED", 6)

@@ -9,6 +9,7 @@ continues at the next message, with order checks intact.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         values, offsets = self._poll()
         if not values:
             return []
+        received = time.time_ns() // 1000  # receipt time: monitoring only (feed latency)
         cols, dead = parse_batch(values, offsets, self.max_bytes, self.topic, self.name)
         offs = np.array(offsets, dtype=np.int64)
         batches = []
@@ -102,6 +104,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
                 price=cols.price[rows],
                 volume=cols.volume[rows],
                 raw_records=_Pick(values, pos),
+                recv=np.full(len(rows), received, dtype=np.int64),
             )
             last = self.last_ts.get(token, MISSING_TS)
             batch, bad, new_last = validate(raw, self.known, last)

@@ -139,7 +139,10 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         ws.subscribe(self.tokens)
         ws.set_mode(self.src.mode, self.tokens)
 
-    def _rows(self) -> tuple[list[int], list[int], list[float], list[int], list[dict[str, Any]]]:
+    def _rows(
+        self,
+    ) -> tuple[list[int], list[int], list[float], list[int], list[dict[str, Any]], list[int]]:
+        recv: list[int] = []
         token: list[int] = []
         ts: list[int] = []
         price: list[float] = []
@@ -149,8 +152,9 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
             try:
                 received, ticks = self.ticks.get_nowait()
             except queue.Empty:
-                return token, ts, price, volume, raw
+                return token, ts, price, volume, raw, recv
             for t in ticks:
+                recv.append(received)
                 token.append(int(t.get("instrument_token") or -1))
                 ts.append(tick_time(t, received))
                 p = t.get("last_price")
@@ -163,10 +167,10 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         if self.feed is not None:
             updates, self.state.seq = self.feed.drain(PART, self.state.seq)
             out.extend(updates)
-        token, ts, price, volume, raw = self._rows()
+        token, ts, price, volume, raw, recv = self._rows()
         now = time.monotonic()
         if token:
-            out.extend(self._batches(token, ts, price, volume, raw))
+            out.extend(self._batches(token, ts, price, volume, raw, recv))
             self.last_tick, self.stale_reported = now, False
         else:
             out.extend(self._watchdog(now))
@@ -179,18 +183,20 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         price: list[float],
         volume: list[int],
         raw: list[dict[str, Any]],
+        recv: list[int],
     ) -> list[Any]:
         first = self.state.seq
         self.state.seq += len(token)
         tok = np.array(token, dtype=np.int64)
         tsa, pa_, vol = np.array(ts, np.int64), np.array(price), np.array(volume, np.int64)
         offsets = np.arange(first, first + len(token), dtype=np.int64)
+        got = np.array(recv, dtype=np.int64)
         out: list[Any] = [RowsRead(len(token))]
         batches: list[TickBatch] = []
         for t, rows in group_rows(tok).items():
             records = _Json([raw[i] for i in rows.tolist()])
             rawt = RawTicks(PART, PART, t if t > 0 else None, offsets[rows], tsa[rows],
-                            pa_[rows], vol[rows], raw_records=records)  # fmt: skip
+                            pa_[rows], vol[rows], raw_records=records, recv=got[rows])  # fmt: skip
             last = self.state.last_ts.get(t, MISSING_TS)
             batch, dead, new_last = validate(rawt, self.known, last)
             if t in self.known:

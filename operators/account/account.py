@@ -37,7 +37,15 @@ from schemas.events import (
 )
 from schemas.ids import content_id
 from schemas.kite import OrderUpdate
-from schemas.ticks import Clock, MarkSet, StrategyFailed, TickCount, from_us, to_us
+from schemas.ticks import (
+    Clock,
+    MarkSet,
+    OrderLatency,
+    StrategyFailed,
+    TickCount,
+    from_us,
+    to_us,
+)
 
 AccountIn = TradingSignal | MarkSet | Clock | TickCount | StrategyFailed | OrderUpdate
 AccountOut = Any  # events, snapshots, the summary, and pass-through clocks / counts
@@ -51,6 +59,8 @@ class Venue(Protocol):
     def update(self, u: OrderUpdate) -> list[OrderEvent]: ...
 
     def venue_state(self) -> Any: ...
+
+    def drain_latency(self) -> list[OrderLatency]: ...
 
 
 class Inbox(Protocol):
@@ -143,7 +153,7 @@ class Account:
     def _send(self, v: ValidatedSignal) -> list[AccountOut]:
         self.risk.rates.record(to_us(v.timestamp))
         kind = self.setup.order_types.get(v.signal.strategy_id, "MARKET")
-        return [v, *self._apply(self.venue.send(v, kind))]
+        return [v, *self._apply(self.venue.send(v, kind)), *self.venue.drain_latency()]
 
     def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
         return dict(

@@ -13,6 +13,7 @@ from schemas.config import CostModel
 from schemas.enums import SignalType
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.kite import OrderUpdate
+from schemas.ticks import OrderLatency
 
 
 def slipped_price(price: float, side: SignalType | str, bps: float, tick: float) -> float:
@@ -49,3 +50,6 @@ class PaperVenue:
 
     def venue_state(self) -> Any:
         return None
+
+    def drain_latency(self) -> list[OrderLatency]:
+        return []  # simulated: no wall-clock latency

@@ -9,6 +9,7 @@ Redis says which validated order the tag belongs to.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from schemas.enums import OrderStatus
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.kite import TERMINAL, KiteUnavailable, OrderRejected, OrderUpdate, order_tag
 from schemas.redis_keys import OrderIntent
+from schemas.ticks import OrderLatency, to_us
 
 log = logging.getLogger("alpha_panda.zerodha")
 
@@ -59,6 +61,11 @@ class ZerodhaVenue:
     ) -> None:
         self.costs, self.placer, self.order_types = costs, placer, order_types
         self.state = state or ZerodhaState()
+        self.latencies: list[OrderLatency] = []  # monitoring only: never in the state
+
+    def drain_latency(self) -> list[OrderLatency]:
+        out, self.latencies = self.latencies, []
+        return out
 
     def venue_state(self) -> ZerodhaState:
         return self.state
@@ -81,6 +88,8 @@ class ZerodhaVenue:
             why = f"KITE_UNAVAILABLE: {e}"
             return [orders.failed(v, None, OrderStatus.FAILED, v.quantity, why, v.timestamp)]
         t.kite_order_id = submitted.order_id
+        sig_us = to_us(v.signal.timestamp)
+        self.latencies.append(OrderLatency(sig_us, (time.time_ns() // 1000 - sig_us) / 1000.0))
         return [self._placed(t, order_type)]
 
     def _placed(self, t: Tracked, order_type: str) -> OrderEvent:

@@ -1,0 +1,183 @@
+"""The account alone: target positions, risk checks against the one book, execution
+outcomes applied at once, the daily-loss limit on marks, operator commands."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from connectors.control import FileControl
+from operators.account.account import Account, AccountSetup
+from operators.account.paper import PaperVenue
+from operators.session import MarketSession
+from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
+from schemas.control import ControlCommand
+from schemas.enums import Broker
+from schemas.events import (
+    OrderFailed,
+    OrderFilled,
+    RejectedSignal,
+    TradingSignal,
+    TradingStateChanged,
+    ValidatedSignal,
+)
+from schemas.ticks import US, MarkSet, to_us
+from tests.support import StubVenue
+
+OPEN = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)  # Fri 10:30 IST
+_n = iter(range(10**6))
+
+
+def target(
+    qty: int, tok: int = 1, price: float = 100.0, at: datetime = OPEN, sid: str = "t"
+) -> TradingSignal:
+    n = next(_n)
+    return TradingSignal(
+        signal_id=f"s{n}", correlation_id=f"c{n}", strategy_id=sid, broker="paper",
+        instrument_token=tok, target_quantity=qty, price=price, timestamp=at, reason="",
+    )  # fmt: skip
+
+
+def make(
+    venue: Any = None,
+    cash: float = 1e6,
+    inbox: Any = None,
+    order_types: dict[str, str] | None = None,
+    **risk: Any,
+) -> Account:
+    cfg = BrokerConfig(starting_cash=cash, slippage_bps=0, risk=RiskConfig(**risk))
+    setup = AccountSetup(
+        costs=CostModel(),
+        session=MarketSession(SessionConfig()),
+        lot_sizes={7: 25},
+        order_types=order_types or {},
+    )
+    v = venue or PaperVenue(0.0, CostModel(), {})
+    return Account(Broker.PAPER, cfg, setup, lambda _state: v, inbox)
+
+
+def of(items: list[Any], kind: type) -> list[Any]:
+    return [i for i in items if isinstance(i, kind)]
+
+
+def reasons(a: Account, s: TradingSignal) -> list[str]:
+    out = a.on_item(s)
+    rej = of(out, RejectedSignal)
+    return list(rej[0].reasons) if rej else []
+
+
+def test_each_check_has_its_reason_code() -> None:
+    assert reasons(make(), target(10, at=OPEN.replace(hour=11))) == ["MARKET_CLOSED"]
+    assert reasons(make(), target(10, at=OPEN + timedelta(days=1))) == ["MARKET_CLOSED"]
+    assert reasons(make(allowed_instruments=[2]), target(10)) == ["INSTRUMENT_NOT_ALLOWED"]
+    assert reasons(make(max_order_value=999), target(10)) == ["MAX_ORDER_VALUE_EXCEEDED"]
+    assert reasons(make(max_position_qty=9), target(10)) == ["MAX_POSITION_EXCEEDED"]
+    assert reasons(make(max_position_value=999), target(10)) == ["MAX_POSITION_VALUE_EXCEEDED"]
+    assert reasons(make(cash=500), target(10)) == ["INSUFFICIENT_FUNDS"]
+    assert reasons(make(), target(10, tok=7)) == ["LOT_SIZE_MISMATCH"]  # lot of 25
+    assert reasons(make(), target(50, tok=7)) == []
+    a = make(max_gross_exposure=2500)
+    assert reasons(a, target(10, tok=1)) == [] and reasons(a, target(10, tok=2)) == []
+    assert reasons(a, target(10, tok=3)) == ["MAX_GROSS_EXPOSURE_EXCEEDED"]  # 3,000 > 2,500
+    a = make(max_open_positions=2)
+    assert reasons(a, target(1, tok=1)) == [] and reasons(a, target(1, tok=2)) == []
+    assert reasons(a, target(1, tok=3)) == ["MAX_OPEN_POSITIONS_EXCEEDED"]
+    assert reasons(a, target(5, tok=1)) == []  # adding to a held instrument opens nothing new
+    a = make(order_types={"t": "LIMIT"}, price_band_pct=5)
+    a.on_item(MarkSet(to_us(OPEN), ((1, 100.0),)))
+    assert reasons(a, target(1, price=104.0)) == []
+    assert reasons(a, target(2, price=110.0)) == ["PRICE_OUTSIDE_BAND"]  # 5.8% from the fill
+    # every failing check is reported
+    got = reasons(make(max_order_value=1, max_position_qty=1), target(10))
+    assert got == ["MAX_ORDER_VALUE_EXCEEDED", "MAX_POSITION_EXCEEDED"]
+
+
+def test_the_account_orders_the_difference_from_each_strategys_position() -> None:
+    a = make()
+    sides = []
+    for qty, sid in [(10, "a"), (-10, "a"), (-10, "a"), (0, "a"), (5, "b"), (5, "b")]:
+        out = a.on_item(target(qty, sid=sid))
+        sides.append([(v.side, v.quantity) for v in of(out, ValidatedSignal)])
+    assert sides == [[("BUY", 10)], [("SELL", 20)], [], [("BUY", 10)], [("BUY", 5)], []]
+    book = a.state.book
+    assert book.strategy_position("a", 1) == 0 and book.strategy_position("b", 1) == 5
+    assert book.position(1) == 5
+
+
+def test_a_rejected_buy_then_a_sell_under_a_loss_breach_opens_no_short() -> None:
+    a = make(StubVenue(reject=frozenset({1})), max_daily_loss=50, flatten_on_breach=False)
+    out = a.on_item(target(10, tok=1))  # the broker refuses the BUY
+    assert of(out, OrderFailed) and a.state.book.position(1) == 0
+    a.on_item(target(10, tok=2))  # a long elsewhere, which then loses 100
+    moved = a.on_item(MarkSet(to_us(OPEN) + US, ((2, 90.0),)))
+    assert [c.state for c in of(moved, TradingStateChanged)] == ["REDUCING"]
+    assert reasons(a, target(-10, tok=1, at=OPEN + timedelta(seconds=2))) == [
+        "MAX_DAILY_LOSS_BREACHED"
+    ]
+    assert a.state.book.position(1) == 0  # no short: risk saw that the BUY never happened
+    # reducing the losing long is still allowed
+    assert reasons(a, target(0, tok=2, price=90.0, at=OPEN + timedelta(seconds=3))) == []
+    assert a.state.book.position(2) == 0
+
+
+def test_a_broker_failure_releases_its_exposure_at_once() -> None:
+    a = make(StubVenue(down=frozenset({1})), max_position_qty=15)
+    out = a.on_item(target(10))
+    assert of(out, OrderFailed)[0].quantity == 10
+    book = a.state.book
+    assert book.exposure(1) == 0 and book.pending_buy_value() == 0 and not book.open
+    # the same target is ordered again in full, and passes the position limit
+    again = a.on_item(target(10))
+    assert [(v.side, v.quantity) for v in of(again, ValidatedSignal)] == [("BUY", 10)]
+
+
+def test_a_loss_breach_on_a_mark_flattens_and_the_next_day_trades_again() -> None:
+    a = make(max_daily_loss=50)
+    a.on_item(target(10, tok=1))
+    a.on_item(target(-4, tok=2, price=50.0, sid="s"))
+    out = a.on_item(MarkSet(to_us(OPEN) + US, ((1, 94.0),)))  # -60 on the long
+    states = of(out, TradingStateChanged)
+    assert [(c.state, c.reason) for c in states] == [("REDUCING", "DAILY_LOSS_BREACHED")]
+    flat = [(f.instrument_token, f.side, f.quantity) for f in of(out, OrderFilled)]
+    assert sorted(flat) == [(1, "SELL", 10), (2, "BUY", 4)]
+    fill_1 = next(f for f in of(out, OrderFilled) if f.instrument_token == 1)
+    assert fill_1.fill_price == 94.0  # at the mark that breached
+    assert a.state.book.held_tokens() == []
+    monday = OPEN + timedelta(days=3)
+    back = a.on_item(target(10, at=monday))
+    assert [c.state for c in of(back, TradingStateChanged)] == ["ACTIVE"]
+    assert of(back, ValidatedSignal)
+
+
+def test_operator_commands_from_a_file_apply_at_their_event_time() -> None:
+    def cmd(sec: int, what: str) -> ControlCommand:
+        ts = OPEN + timedelta(seconds=sec)
+        return ControlCommand(ts=ts, broker="paper", command=what, origin=f"test:{sec}")
+
+    cmds = [cmd(10, "halt"), cmd(20, "resume"), cmd(30, "flatten")]
+    a = make(inbox=FileControl(cmds, Broker.PAPER))
+    assert reasons(a, target(10, at=OPEN + timedelta(seconds=5))) == []
+    halted = a.on_item(target(20, at=OPEN + timedelta(seconds=11)))
+    assert [c.state for c in of(halted, TradingStateChanged)] == ["HALTED"]
+    assert list(of(halted, RejectedSignal)[0].reasons) == ["TRADING_HALTED"]
+    assert reasons(a, target(0, at=OPEN + timedelta(seconds=12))) == []  # reducing passes
+    out = a.on_item(target(10, at=OPEN + timedelta(seconds=21)))
+    assert [c.state for c in of(out, TradingStateChanged)] == ["ACTIVE"] and of(out, OrderFilled)
+    out = a.on_item(MarkSet(to_us(OPEN + timedelta(seconds=31)), ((1, 101.0),)))
+    assert [c.reason for c in of(out, TradingStateChanged)] == ["OPERATOR_FLATTEN"]
+    assert [(f.side, f.quantity, f.fill_price) for f in of(out, OrderFilled)] == [
+        ("SELL", 10, 100.0)  # the last price known at 30 s: the mark at 31 s comes after
+    ]
+    assert a.state.book.position(1) == 0 and a.trading.state == "HALTED"
+
+
+def test_order_rate_caps_hold_when_signals_arrive_out_of_event_time_order() -> None:
+    a = make(max_orders_per_second=3)
+    t = OPEN + timedelta(seconds=1)
+    late = [t + timedelta(milliseconds=m) for m in (500, 600, 700)]
+    assert all(reasons(a, target(i + 1, at=x, sid=f"s{i}")) == [] for i, x in enumerate(late))
+    # an earlier order arriving after them would put 4 orders into [t+0.3, t+1.3)
+    assert reasons(a, target(1, at=t + timedelta(milliseconds=300), sid="x")) == [
+        "MAX_ORDER_RATE_EXCEEDED"
+    ]
+    assert reasons(a, target(1, at=t - timedelta(milliseconds=600), sid="y")) == []
