@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 import bytewax.operators as op
@@ -21,7 +22,9 @@ W_co = TypeVar("W_co", covariant=True)
 
 
 class KeyedLogic(Protocol[V_contra, W_co]):
-    """Logic of one key: ``state`` is what gets snapshotted (must be picklable)."""
+    """Logic of one key: ``state`` is what gets snapshotted (must be picklable). A logic may
+    also define ``next_wake() -> datetime | None`` and ``on_wake() -> Iterable[W]`` to be
+    called at a wall-clock time (live stages only)."""
 
     state: Any
 
@@ -58,6 +61,19 @@ class _Shim(StatefulBatchLogic[tuple[str, Any], Any, tuple[str, Any]], Generic[V
                 chunk.extend(self.logic.on_item(v))
             if chunk:
                 out.append(chunk)
+        return out, False
+
+    def notify_at(self) -> datetime | None:
+        wake = getattr(self.logic, "next_wake", None)
+        return wake() if wake is not None else None
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        woken = getattr(self.logic, "on_wake", None)
+        if woken is None:
+            return [], False
+        out = list(woken())
+        if self.batched:
+            return ([out] if out else []), False
         return out, False
 
     def on_eof(self) -> tuple[list[Any], bool]:

@@ -12,8 +12,10 @@ snapshot boundary.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from bytewax.dataflow import Stream
 
@@ -52,6 +54,7 @@ class OrderState:
     pushed: int = 0
     counts: dict[int, list[int]] = field(default_factory=dict)  # window → [count, last ts]
     marks: dict[int, dict[int, float]] = field(default_factory=dict)  # boundary → token → price
+    heard: dict[int, float] = field(default_factory=dict)  # live: wall time a watermark moved
 
 
 class EventTimeOrder:
@@ -63,10 +66,14 @@ class EventTimeOrder:
         grids_us: dict[str, int],
         state: OrderState | None = None,
         max_delay_us: int | None = None,
+        clock: Callable[[], float] = time.time,
     ):
         self.grids = grids_us
-        self.max_delay_us = max_delay_us
+        self.max_delay_s = max_delay_us / 1e6 if max_delay_us is not None else None
+        self.clock = clock
         self.state = state or OrderState(watermarks={t: _NEVER for t in tokens})
+        self.started = clock()
+        self.state.heard.clear()  # a resume starts every instrument's silence afresh
 
     def _enqueue(self, item: BrokerItem) -> None:
         st = self.state
@@ -89,6 +96,8 @@ class EventTimeOrder:
         tok = out.instrument_token
         if out.watermark > st.watermarks.get(tok, _NEVER):
             st.watermarks[tok] = out.watermark
+            if self.max_delay_s is not None:
+                st.heard[tok] = self.clock()
 
     def _clocks_before(self, key: SortKey) -> list[Clock]:
         out = []
@@ -111,12 +120,35 @@ class EventTimeOrder:
         released = self.release(final=True)
         return [released] if released else []
 
+    def _limit(self) -> int:
+        """Release up to the least watermark; live, instruments silent for ``max_delay_s`` of
+        wall time do not count (their late ticks are then released slightly out of order)."""
+        wms = self.state.watermarks
+        if self.max_delay_s is None:
+            return min(wms.values(), default=_NEVER)
+        quiet_before = self.clock() - self.max_delay_s
+        heard = self.state.heard
+        active = [wm for t, wm in wms.items() if heard.get(t, self.started) > quiet_before]
+        return min(active) if active else max(wms.values(), default=_NEVER) + 1
+
+    def next_wake(self) -> datetime | None:
+        """Live: when the next instrument turns quiet, if anything is held back."""
+        st = self.state
+        if self.max_delay_s is None or not (st.pending or st.marks or st.counts):
+            return None
+        now, heard = self.clock(), st.heard
+        times = [heard.get(t, self.started) + self.max_delay_s for t in st.watermarks]
+        due = min((x for x in times if x > now), default=now)
+        return datetime.fromtimestamp(due, tz=timezone.utc)
+
+    def on_wake(self) -> list[list[BrokerItem]]:
+        released = self.release()
+        return [released] if released else []
+
     def release(self, final: bool = False) -> list[BrokerItem]:
         """Items every instrument has passed (all of them if ``final``), in order."""
         st = self.state
-        limit = None if final else min(st.watermarks.values(), default=_NEVER)
-        if limit is not None and self.max_delay_us is not None:
-            limit = max(limit, max(st.watermarks.values()) - self.max_delay_us)
+        limit = None if final else self._limit()
         width = self.grids["health"]
         for w in sorted(st.counts):
             if limit is not None and (w + 1) * width > limit:
@@ -143,8 +175,9 @@ def order_by_event_time(
     max_delay_us: int | None = None,
 ) -> Stream[tuple[str, list[BrokerItem]]]:
     """Keyed by broker: release strategy outputs in event-time order (see module doc), as
-    lists of items. ``max_delay_us`` (live sources) bounds how far a quiet instrument can
-    hold the others back; a tick later than that is released at once, slightly out of order."""
+    lists of items. ``max_delay_us`` (live sources): an instrument silent that long in WALL
+    time stops holding the others back; its late ticks are released at once, slightly out of
+    order. Replay (None) keeps exact event-time order."""
     toks = tuple(tokens)
     return stateful_by_key(
         step_id,

@@ -36,12 +36,14 @@ class KafkaSourceConfig(Section):
     from_start: bool = Field(default=True, description="first run reads the topic from offset 0")
     batch_size: int = Field(default=5_000, gt=0, description="max messages per poll")
     max_message_bytes: int = Field(default=16_384, gt=0, description="larger → dead letter")
+    idle_stop_s: float | None = Field(
+        default=None, gt=0, description="tail: finish the run after this long without messages"
+    )
     max_delay_s: float | None = Field(
         default=None,
         gt=0,
-        description="release per-broker events once any instrument is this far ahead in event "
-        "time, so quiet instruments cannot hold the stream back (live tailing); "
-        "None keeps exact event-time order",
+        description="an instrument silent this long (wall clock) stops holding the others' "
+        "signals back (live tailing); None keeps exact event-time order",
     )
 
     @property

@@ -325,3 +325,23 @@ def test_flow_with_an_unreachable_cluster_stops_with_the_address_named(tmp_path:
     _, err = p.communicate(timeout=60)  # a hang fails the test
     assert p.returncode == 2
     assert "kafka.brokers: cannot reach 127.0.0.1:1 within 1s" in err
+
+
+def test_tail_over_a_loaded_topic_gives_the_replay_ledger(
+    kafka: str, sample_topic: str, replay_ledger: Path, tmp_path: Path
+) -> None:
+    """The README's live example (tail, max_delay_s 2 s of wall time) over a topic that
+    already holds the sample: the same trading ledger as the replay, every run. (Health
+    differs, truthfully: live market data carries its receipt latency.)"""
+    for run in ("a", "b"):
+        out = tmp_path / run
+        raw = kafka_raw(kafka, sample_topic, f"tail{run}.", out)
+        raw["source"] = {"kind": "kafka", "topic": sample_topic, "tail": True,
+                         "max_delay_s": 2.0, "idle_stop_s": 3.0}  # fmt: skip
+        raw["sinks"] = ["ledger"]
+        raw["control"] = {"redis": False}
+        run_main(build_flow(prepare(as_config(raw))))
+        replay, tail = ledger_bytes(replay_ledger), ledger_bytes(out)
+        trading = [k for k in replay if k.split("/")[0] in TRADING_KINDS and "health" not in k]
+        assert any(k.startswith("fills/") for k in trading)
+        assert {k: tail.get(k) for k in trading} == {k: replay[k] for k in trading}, run

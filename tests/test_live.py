@@ -33,7 +33,7 @@ from tests.support import flow_env, read_ledger
 
 def _same(signal: dict) -> tuple:
     return (signal["strategy_id"], signal["instrument_token"], signal["timestamp"],
-            signal["signal_type"], signal["quantity"])  # fmt: skip
+            signal["target_quantity"])  # fmt: skip
 
 
 def test_live_session_against_the_simulator(tmp_path: Path) -> None:

@@ -69,13 +69,24 @@ def test_max_delay_keeps_a_quiet_instrument_from_holding_the_others_back() -> No
 
     grids = {"health": 60 * US, "snapshot": 300 * US}
     early, late = _target(1, T0 + 1 * US), _target(1, T0 + 30 * US)
+    later = _target(1, T0 + 50 * US)
+    now = [1000.0]  # wall time, seconds
     exact = EventTimeOrder([1, 2], grids)  # instrument 2 never ticks
-    live = EventTimeOrder([1, 2], grids, max_delay_us=10 * US)
+    live = EventTimeOrder([1, 2], grids, max_delay_us=10 * US, clock=lambda: now[0])
     for order in (exact, live):
         order.push(StrategyOutput(1, (early, late), (), EMPTY, T0 + 35 * US))
     assert exact.release() == []  # exact order waits for instrument 2 (until the end)
-    assert [i for i in live.release() if isinstance(i, TradingSignal)] == [early]
-    assert [i for i in exact.release(final=True) if isinstance(i, TradingSignal)] == [early, late]
+    assert live.release() == []  # instrument 2 has not been silent for 10 s yet
+    now[0] = 1009.0
+    for order in (exact, live):
+        order.push(StrategyOutput(1, (later,), (), EMPTY, T0 + 45 * US))  # 1 still ticks
+    now[0] = 1011.0  # 2 silent 11 s of wall time: it no longer holds 1 back
+    assert exact.release() == []
+    # ... but instrument 1 still does: ``later`` is past its watermark
+    assert [i for i in live.release() if isinstance(i, TradingSignal)] == [early, late]
+    assert [i for i in live.release(final=True) if isinstance(i, TradingSignal)] == [later]
+    got = [i for i in exact.release(final=True) if isinstance(i, TradingSignal)]
+    assert got == [early, late, later]
 
 
 def _account(slippage_bps: float = 10.0) -> Callable[[str, Any], Account]:

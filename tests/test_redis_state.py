@@ -181,7 +181,7 @@ def test_every_key_written_or_read_comes_from_the_key_module(
     assert not unknown, f"keys not produced by schemas.redis_keys: {unknown}"
     kinds = {keys.parse(k).kind for k in touched}  # type: ignore[union-attr]
     # every kind of key but intents, which only the zerodha broker writes (test_zerodha)
-    assert kinds == set(KeyKind) - {KeyKind.INTENT}
+    assert kinds == set(KeyKind) - {KeyKind.INTENT, KeyKind.CONTROL}  # no live control here
     assert {"SET", "GET"} <= touched[keys.pnl("paper")]  # written by the flow, read by status
     assert "ZREVRANGE" in touched[keys.health_history("paper", Stage.MARKET_DATA)]
     assert keys.writer(1) in touched  # both workers wrote their heartbeat

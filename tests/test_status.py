@@ -45,10 +45,12 @@ def test_every_key_parses_back_to_what_built_it() -> None:
         expect[keys.pnl(b)] = LiveKey(KeyKind.PNL, b)
         expect[keys.positions(b)] = LiveKey(KeyKind.POSITIONS, b)
         expect[keys.counters(b)] = LiveKey(KeyKind.COUNTERS, b)
+        expect[keys.trading_state(b)] = LiveKey(KeyKind.TRADING_STATE, b)
+        expect[keys.control(b)] = LiveKey(KeyKind.CONTROL, b)
         for s in Stage:
             expect[keys.health(b, s)] = LiveKey(KeyKind.HEALTH, b, s)
             expect[keys.health_history(b, s)] = LiveKey(KeyKind.HEALTH_HISTORY, b, s)
-    assert len(expect) == 4 + len(Broker) * (3 + 2 * len(Stage))
+    assert len(expect) == 4 + len(Broker) * (5 + 2 * len(Stage))
     assert {k: keys.parse(k) for k in expect} == expect
     assert {v.kind for v in expect.values()} == set(KeyKind)
 

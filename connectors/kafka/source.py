@@ -59,10 +59,14 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         known: frozenset[int],
         max_bytes: int,
         state: KafkaTickState | None,
+        idle_stop_s: float | None = None,
+        tail: bool = False,
     ) -> None:
         self.inner, self.topic, self.name = inner, topic, name
         self.known, self.max_bytes = known, max_bytes
         self.last_ts = dict(state.last_ts) if state else {}
+        self.idle_stop_s, self.tail = idle_stop_s, tail
+        self.heard = time.monotonic()
 
     def _poll(self) -> tuple[list[bytes | None], list[int]]:
         """Bytewax's ``next_batch`` without building a message object per message (half the
@@ -88,7 +92,12 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
     def next_batch(self) -> list[SourceItem]:
         values, offsets = self._poll()
         if not values:
+            idle = self.idle_stop_s
+            if idle is not None and time.monotonic() - self.heard >= idle:
+                raise StopIteration()  # tail run: this partition is done
             return []
+        self.heard = time.monotonic()
+        live = self.tail  # a bounded read is a recording: no receipt latency
         received = time.time_ns() // 1000  # receipt time: monitoring only (feed latency)
         cols, dead = parse_batch(values, offsets, self.max_bytes, self.topic, self.name)
         offs = np.array(offsets, dtype=np.int64)
@@ -104,7 +113,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
                 price=cols.price[rows],
                 volume=cols.volume[rows],
                 raw_records=_Pick(values, pos),
-                recv=np.full(len(rows), received, dtype=np.int64),
+                recv=np.full(len(rows), received, dtype=np.int64) if live else None,
             )
             last = self.last_ts.get(token, MISSING_TS)
             batch, bad, new_last = validate(raw, self.known, last)
@@ -154,5 +163,12 @@ class KafkaTickSource(FixedPartitionedSource[SourceItem, KafkaTickState]):
         offset = resume_state.offset if resume_state is not None else None
         inner = self.inner.build_part(step_id, for_part, offset)
         return _TickPartition(
-            inner, self.src.topic, for_part, self.known, self.src.max_message_bytes, resume_state
+            inner,
+            self.src.topic,
+            for_part,
+            self.known,
+            self.src.max_message_bytes,
+            resume_state,
+            self.src.idle_stop_s if self.src.tail else None,
+            self.src.tail,
         )

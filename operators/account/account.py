@@ -80,6 +80,7 @@ class AccountState:
     rejections: Counter[str] = field(default_factory=Counter)
     changes: list[TradingStateChanged] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    flattens: int = 0  # flatten rounds so far: each round's orders get fresh ids
 
 
 @dataclass(frozen=True)
@@ -199,13 +200,14 @@ class Account:
     def flatten(self, reason: StateReason, ts: int) -> list[AccountOut]:
         """Close every holding at once (orders that only reduce, past the risk checks)."""
         st, out = self.state, []
+        st.flattens += 1
         for sid, token, held in st.book.strategy_holdings():
             price = st.book.price(token, 0.0)
             if price <= 0:
                 continue
             sig = TradingSignal(
-                signal_id=content_id("flatten", self.broker.value, sid, token, ts, reason.value),
-                correlation_id=content_id("flatten", self.broker.value, ts, reason.value),
+                signal_id=content_id("flatten", self.broker.value, st.flattens, sid, token, ts),
+                correlation_id=content_id("flatten", self.broker.value, st.flattens, ts),
                 strategy_id=sid,
                 broker=self.broker,
                 instrument_token=token,

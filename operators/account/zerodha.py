@@ -41,6 +41,7 @@ class Tracked:
     announced: bool  # OrderPlaced emitted
     filled: int = 0  # quantity filled so far
     value: float = 0.0  # Σ quantity × price of those fills
+    fees: float = 0.0  # charged so far: the order's charges are those of its whole fill
     done: bool = False  # ended: nothing more to emit
 
 
@@ -73,8 +74,10 @@ class ZerodhaVenue:
     def send(self, v: ValidatedSignal, order_type: str) -> list[OrderEvent]:
         tag = order_tag(v.signal.signal_id)
         known = self.state.orders.get(tag)
-        if known is not None:  # seen before (a replay after a resume): announce at most once
-            return [] if known.announced else [self._placed(known, order_type)]
+        if known is not None:  # seen before (a replay after a resume): announce at most once,
+            if known.announced or known.done or known.kite_order_id is None:  # never unsent
+                return []
+            return [self._placed(known, order_type)]
         t = self.state.orders[tag] = Tracked(v, None, announced=False)
         try:
             submitted = self.placer.submit(OrderIntent(tag=tag, validated=v), order_type)
@@ -128,5 +131,6 @@ class ZerodhaVenue:
         price = round((total - t.value) / qty, 2) if t.filled else u.average_price
         t.filled, t.value = u.filled_quantity, total
         v = t.validated
-        fee = fees(self.costs, v.side, qty, price)
+        whole = fees(self.costs, v.side, t.filled, u.average_price)  # brokerage cap per order
+        fee, t.fees = max(round(whole - t.fees, 2), 0.0), whole
         return orders.filled(v, u.order_id, qty, price, fee, t.filled, u.timestamp)
