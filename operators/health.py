@@ -238,6 +238,8 @@ class HealthJudge:
             st.silent, st.active_before = 0, True
         elif self.stage is Stage.MARKET_DATA or acc.ticks:
             st.silent += 1  # a trading stage is silent only while ticks flow
+        if self.stage is Stage.MARKET_DATA and acc.stale:
+            return HealthStatus.WARNING, HealthReason.FEED_STALE  # the window's own event
         if acc.latencies:
             p99 = float(np.percentile(acc.latencies, 99))
             if p99 > cfg.latency_critical_s * 1000:
@@ -245,8 +247,6 @@ class HealthJudge:
             if p99 > cfg.latency_warning_s * 1000:
                 return HealthStatus.WARNING, HealthReason.LATENCY_HIGH
         if self.stage is Stage.MARKET_DATA:
-            if acc.stale:
-                return HealthStatus.WARNING, HealthReason.FEED_STALE
             if st.silent >= cfg.market_data_silence_critical_windows:
                 return HealthStatus.CRITICAL, HealthReason.NO_TICKS
             if st.silent >= cfg.market_data_silence_warning_windows:

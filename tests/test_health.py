@@ -100,3 +100,33 @@ def test_tick_counts_reach_every_stage_of_their_stream() -> None:
     assert out["paper:market_data"].count == 42 and out["paper:market_data"].ticks == 0
     assert out["paper:signal_generation"].count == 0
     assert out["paper:signal_generation"].ticks == 42
+
+
+def test_live_feed_latency_is_receipt_minus_exchange_time_and_fires_latency_high() -> None:
+    import numpy as np
+
+    from operators.health import _fold, feed_latency
+    from schemas.ticks import TickBatch
+
+    n = 400
+    ts = OPEN + W + np.arange(n, dtype=np.int64) * 100_000  # 40 s of ticks, one window
+    delay_ms = np.where(np.arange(n) % 2 == 0, 20_000.0, 1_000.0)  # half are 20 s late
+    recv = ts + (delay_ms * 1000).astype(np.int64)
+    recv[:10] = ts[:10]  # no exchange time (stamped on receipt): left out
+    batch = TickBatch(1, ts, np.full(n, 100.0), np.full(n, -1, dtype=np.int64), int(ts[-1]), recv)
+    events = feed_latency([Broker.PAPER, Broker.ZERODHA], W)(batch)
+    assert {k for k, _ in events} == {"paper:market_data", "zerodha:market_data"}
+    paper = WindowAcc()
+    for k, e in events:
+        if k == "paper:market_data":
+            _fold(paper, e)
+    sample = np.array(paper.latencies)
+    assert 0 < len(sample) <= 256 and set(np.unique(sample)) == {1_000.0, 20_000.0}
+    j = judge(Stage.MARKET_DATA)
+    j.on_item((OPEN // W, acc(5)))  # the startup window
+    paper.count = n
+    (h,) = j.on_item((OPEN // W + 1, paper))
+    assert (h.status, h.reason) == ("critical", "LATENCY_HIGH")  # p99 20 s > 15 s
+    assert h.latency_p99_ms == 20_000.0 and h.latency_p50_ms is not None
+    replayed = TickBatch(1, ts, np.full(n, 100.0), np.full(n, -1, dtype=np.int64), int(ts[-1]))
+    assert feed_latency([Broker.PAPER], W)(replayed) == []  # replay: no receipt time

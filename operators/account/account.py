@@ -134,8 +134,8 @@ class Account:
             rest, st.control_cursor = self.inbox.rest(st.control_cursor)
             due = [*due, *rest]
         out: list[AccountOut] = []
-        for cmd in due:
-            at = max(ts, to_us(cmd.ts)) if not final else ts
+        for cmd in due:  # at its own time (file), or at the event time it arrived (live)
+            at = min(ts, to_us(cmd.ts)) if not final else ts
             out += self._verdict(self.trading.command(str(cmd.command), at, cmd.origin), at)
         return out
 
