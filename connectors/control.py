@@ -57,6 +57,11 @@ class FileControl:
         upto = bisect.bisect_right(self._us, event_us, lo=done)
         return self.commands[done:upto], upto
 
+    def peek(self, cursor: Any) -> int | None:
+        """Event time (µs) of the next command not yet returned, if any."""
+        done = int(cursor or 0)
+        return self._us[done] if done < len(self._us) else None
+
     def rest(self, cursor: Any) -> tuple[list[ControlCommand], Any]:
         """Every command not yet returned (at the end of the stream)."""
         done = int(cursor or 0)

@@ -7,7 +7,8 @@ Runs, each in its own process (so peak memory is its own), over the same generat
                Parquet ledger), one worker;
   passthrough  a bare Bytewax flow over the same replay source (read + validate + count);
   plain        a plain-Python loop running the same strategy code over the same batches.
-Prints ticks/s, the ratios between them, and peak RSS.
+Prints ticks/s, the ratios between them, and peak RSS; then the account's cost per signal
+(risk, paper venue and book, alone: the part that grows with signals, not ticks).
 
 With ``--redis URL`` it also runs e2e_redis: the full flow plus the Redis live-state sink
 (key prefix ``bench:``), to price the live state against plain e2e.
@@ -47,7 +48,7 @@ def _raw_config(data: Path, out: Path, batch: int) -> dict[str, Any]:
     raw = {
         "source": {"path": str(data.resolve()), "batch_size": batch, "partitions": 4},
         "instruments": "instruments.csv",
-        "brokers": {"paper": {"starting_cash": 10_000_000}},
+        "brokers": {"paper": {"starting_cash": 10_000_000, "risk": {"max_open_positions": 200}}},
         "strategies": [
             {"id": "momentum", "type": "momentum", "instruments": tokens[::2], "brokers": ["paper"],
              "params": {"lookback": 300, "threshold": 0.006, "quantity": 10}},
@@ -146,6 +147,49 @@ def phase_plain(data: Path, batch: int) -> dict[str, Any]:
     return {"ticks": ticks, "seconds": time.perf_counter() - t0, "signals": signals}
 
 
+def phase_account(data: Path, batch: int, n: int = 20_000) -> dict[str, Any]:
+    """The per-signal cost of one broker's account (risk, paper venue, book), alone: ``n``
+    target signals over 200 instruments and 8 strategies, with a 1 s mark set between them."""
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from operators.account.account import Account, AccountSetup
+    from operators.account.paper import PaperVenue
+    from operators.session import MarketSession
+    from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
+    from schemas.enums import Broker
+    from schemas.events import TradingSignal
+    from schemas.ticks import US, MarkSet, from_us, to_us
+
+    t0_us = to_us(datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc))
+    risk = RiskConfig(max_orders_per_second=10**6, max_orders_per_minute=10**6,
+                      max_orders_per_day=10**7, max_daily_loss=1e12)  # fmt: skip
+    cfg = BrokerConfig(starting_cash=1e9, risk=risk)
+    setup = AccountSetup(CostModel(), MarketSession(SessionConfig()), {}, {}, tuple(range(1, 201)))
+    venue = PaperVenue(2.0, CostModel(), {})
+    acct = Account(Broker.PAPER, cfg, setup, lambda _s: venue, None)
+    items: list[Any] = []
+    for i in range(n):
+        ts = t0_us + i * US // 4
+        if i % 4 == 0:
+            items.append(
+                MarkSet(
+                    np.full(200, ts), np.arange(1, 201, dtype=np.int64), np.full(200, 100.0 + i % 7)
+                )
+            )
+        items.append(TradingSignal(
+            signal_id=f"s{i}", correlation_id=f"c{i}", strategy_id=f"st{i % 8}", broker="paper",
+            instrument_token=1 + i % 200, target_quantity=10 if (i // 200) % 2 else -10,
+            price=100.0 + i % 7, timestamp=from_us(ts), reason="",
+        ))  # fmt: skip
+    started = time.perf_counter()
+    for item in items:
+        acct.on_item(item)
+    secs = time.perf_counter() - started
+    return {"ticks": n, "seconds": secs, "us_per_signal": secs / n * 1e6}
+
+
 def phase_e2e_redis(data: Path, batch: int) -> dict[str, Any]:
     return phase_e2e(data, batch, os.environ["ALPHA_PANDA_BENCH_REDIS"])
 
@@ -153,6 +197,7 @@ def phase_e2e_redis(data: Path, batch: int) -> dict[str, Any]:
 PHASES = {
     "e2e": phase_e2e,
     "e2e_redis": phase_e2e_redis,
+    "account": phase_account,
     "passthrough": phase_passthrough,
     "plain": phase_plain,
 }
@@ -310,6 +355,11 @@ def main() -> None:
     print(f"e2e / plain loop  = {e2e / results['plain']['rate']:.2f}")
     if args.redis:
         print(f"e2e_redis / e2e   = {results['e2e_redis']['rate'] / e2e:.2f}")
+    acct = json.loads(subprocess.run(
+        [sys.executable, "-m", "flows.bench", "--phase", "account", "--data", str(args.data)],
+        check=True, capture_output=True, text=True, env=env).stdout.splitlines()[-1])  # fmt: skip
+    print(f"account: {acct['us_per_signal']:.1f} µs per signal (risk + paper venue + book, "
+          "with a 200-instrument mark set every 4 signals)")  # fmt: skip
     print(f"fills: {results['e2e']['fills']:,}; target 2,000,000 ticks/s per process: "
           f"{'met' if e2e >= 2e6 else 'NOT met'}")  # fmt: skip
     if args.kafka:

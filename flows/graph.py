@@ -143,6 +143,7 @@ def accounts(
         session=MarketSession(cfg.session),
         lot_sizes={i.instrument_token: i.lot_size for i in cfg.instruments},
         order_types={s.id: s.order_type for s in cfg.strategies},
+        universe=tuple(i.instrument_token for i in cfg.instruments),
     )
     ticks = {i.instrument_token: i.tick_size for i in cfg.instruments}
 

@@ -5,7 +5,11 @@ Identity kept at every step: cash + Σ qty·mark = starting cash + realized + un
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 from schemas.config import CostModel
 from schemas.enums import SignalType
@@ -33,7 +37,6 @@ class Lot:
     quantity: int = 0
     average_price: float = 0.0
     realized: float = 0.0
-    mark: float | None = None
     entry_fees: float = 0.0  # fees paid opening the quantity still held
     trip_net: float = 0.0  # net PnL (after fees) of the round trip in progress
 
@@ -47,38 +50,61 @@ class Applied:
     trip_net: float | None
 
 
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
 @dataclass
 class Book:
     """Cash and average-cost positions (long and short) of one broker or strategy.
 
-    Sums over positions are kept incrementally, so every call is O(1) in the number of
-    instruments held.
+    Quantities and marks of the instruments traded live in numpy arrays (one slot per
+    instrument, in the order first traded), so marking many instruments at once and every
+    sum over positions cost one vectorised pass, whatever the number held.
     """
 
     starting_cash: float
+    universe: Sequence[int] = ()  # instruments given slots up front (others get one on use)
     cash: float = field(init=False)
     realized: float = 0.0
     fees: float = 0.0
     lots: dict[int, Lot] = field(default_factory=dict)
-    _value: float = 0.0  # Σ qty · mark
+    _slot: dict[int, int] = field(init=False)
+    _qty: F64 = field(init=False)
+    _mark: F64 = field(init=False)
+    _seen: npt.NDArray[np.bool_] = field(init=False)  # marked at least once
+    _sorted: I64 = field(init=False)
+    _order: I64 = field(init=False)
     _basis: float = 0.0  # Σ qty · average price
-    _short: float = 0.0  # Σ |qty| · mark over short positions
 
     def __post_init__(self) -> None:
         self.cash = self.starting_cash
+        tokens = sorted(set(self.universe))
+        self._slot = {t: i for i, t in enumerate(tokens)}
+        n = max(len(tokens), 8)
+        self._qty, self._mark = np.zeros(n), np.zeros(n)
+        self._seen = np.zeros(n, dtype=bool)
+        self._sorted = np.array(tokens, dtype=np.int64)
+        self._order = np.arange(len(tokens), dtype=np.int64)
 
-    def _count(self, lot: Lot, sign: int) -> None:
-        mark = lot.mark if lot.mark is not None else lot.average_price
-        self._value += sign * lot.quantity * mark
-        self._basis += sign * lot.quantity * lot.average_price
-        if lot.quantity < 0:
-            self._short -= sign * lot.quantity * mark
+    def _slot_of(self, token: int) -> int:
+        slot = self._slot.get(token)
+        if slot is not None:
+            return slot
+        slot = self._slot[token] = len(self._slot)
+        if slot >= len(self._qty):
+            grow = max(8, len(self._qty))
+            self._qty = np.concatenate((self._qty, np.zeros(grow)))
+            self._mark = np.concatenate((self._mark, np.zeros(grow)))
+            self._seen = np.concatenate((self._seen, np.zeros(grow, dtype=bool)))
+        tokens = np.fromiter(self._slot, dtype=np.int64, count=len(self._slot))
+        self._order = np.argsort(tokens, kind="stable")
+        self._sorted = tokens[self._order]
+        return slot
 
     def recount(self) -> None:
-        """Recompute the running sums from the positions (clears float drift)."""
-        self._value = self._basis = self._short = 0.0
-        for lot in self.lots.values():
-            self._count(lot, +1)
+        """Recompute the cost basis from the positions (clears float drift)."""
+        self._basis = sum(lot.quantity * lot.average_price for lot in self.lots.values())
 
     def position(self, token: int) -> int:
         lot = self.lots.get(token)
@@ -89,7 +115,8 @@ class Book:
     ) -> Applied:
         """Apply one fill (marking the instrument at its price)."""
         lot = self.lots.setdefault(token, Lot())
-        self._count(lot, -1)
+        slot = self._slot_of(token)
+        self._basis -= lot.quantity * lot.average_price
         delta = signed(side, quantity)
         self.cash -= delta * price + fee
         self.fees += fee
@@ -113,35 +140,87 @@ class Book:
                 lot.average_price = price if lot.quantity else 0.0
         lot.realized += realized
         self.realized += realized
-        lot.mark = price
-        self._count(lot, +1)
+        self._basis += lot.quantity * lot.average_price
+        self._qty[slot] = lot.quantity
+        self._mark[slot], self._seen[slot] = price, True
         return Applied(realized, trip)
 
     def mark(self, token: int, price: float) -> None:
-        lot = self.lots.get(token)
-        if lot is not None:
-            self._count(lot, -1)
-            lot.mark = price
-            self._count(lot, +1)
+        """Mark one instrument (one of the universe, or one traded)."""
+        slot = self._slot.get(token)
+        if slot is not None:
+            self._mark[slot], self._seen[slot] = price, True
 
-    def unrealized(self) -> float:
-        return self._value - self._basis
+    def slots_of(self, tokens: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
+        """Each token's slot (valid where the mask is true: the book has a slot for it)."""
+        n = len(self._sorted)
+        if not n:
+            return np.zeros(len(tokens), dtype=np.int64), np.zeros(len(tokens), dtype=bool)
+        idx = np.minimum(np.searchsorted(self._sorted, tokens), n - 1)
+        return self._order[idx], self._sorted[idx] == tokens
+
+    def mark_many(self, tokens: I64, prices: F64) -> None:
+        """Mark every instrument among ``tokens`` that has a slot (the others are ignored);
+        a token marked twice keeps its last price."""
+        if not len(tokens):
+            return
+        slots, hit = self.slots_of(tokens)
+        self._mark[slots[hit]] = prices[hit]
+        self._seen[slots[hit]] = True
+
+    def quantities(self, slots: I64) -> F64:
+        return self._qty[slots]
+
+    def marks(self, slots: I64) -> F64:
+        return self._mark[slots]
+
+    def copy_marks(self, other: Book) -> None:
+        """Take ``other``'s marks (one vector copy when both books share their slots)."""
+        n = len(self._slot)
+        if n == len(other._slot) and np.array_equal(self._sorted, other._sorted):
+            if np.array_equal(self._order, other._order):
+                self._mark[:n], self._seen[:n] = other._mark[:n], other._seen[:n]
+                return
+        for token, slot in self._slot.items():
+            theirs = other._slot.get(token)
+            if theirs is not None and other._seen[theirs]:
+                self._mark[slot], self._seen[slot] = other._mark[theirs], True
+
+    def _q(self) -> F64:
+        return self._qty[: len(self._slot)]
+
+    def _m(self) -> F64:
+        return self._mark[: len(self._slot)]
 
     def market_value(self) -> float:
-        return self._value
+        """Σ quantity × mark."""
+        return float(np.dot(self._q(), self._m()))
+
+    def unrealized(self) -> float:
+        return self.market_value() - self._basis
 
     def equity(self) -> float:
-        return self.cash + self._value
+        return self.cash + self.market_value()
 
     def net_pnl(self) -> float:
         return self.realized + self.unrealized() - self.fees
 
     def short_value(self) -> float:
-        return self._short
+        """Σ |quantity| × mark over short positions."""
+        return float(-np.dot(np.minimum(self._q(), 0.0), self._m()))
+
+    def gross_value(self) -> float:
+        """Σ |quantity| × mark over positions."""
+        return float(np.dot(np.abs(self._q()), self._m()))
+
+    def held_count(self) -> int:
+        """Instruments with a non-zero position."""
+        return int(np.count_nonzero(self._q()))
 
     def last_price(self, token: int) -> float | None:
-        lot = self.lots.get(token)
-        return lot.mark if lot is not None else None
+        """The latest fill or mark price of ``token``, if any."""
+        slot = self._slot.get(token)
+        return float(self._mark[slot]) if slot is not None and self._seen[slot] else None
 
     def positions(self) -> list[dict[str, float | int]]:
         """Open or traded positions, as Position field dicts (validated by the snapshot)."""
@@ -150,7 +229,7 @@ class Book:
             lot = self.lots[token]
             if lot.quantity == 0 and lot.realized == 0.0:
                 continue
-            mark = lot.mark if lot.mark is not None else lot.average_price
+            mark = float(self._mark[self._slot[token]])
             out.append(
                 {
                     "instrument_token": token,

@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import numpy as np
 from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
 from schemas.ticks import (
+    F64,
+    I64,
     BrokerItem,
     Clock,
     MarkSet,
@@ -53,7 +56,8 @@ class OrderState:
     next_boundary: dict[str, int] = field(default_factory=dict)
     pushed: int = 0
     counts: dict[int, list[int]] = field(default_factory=dict)  # window → [count, last ts]
-    marks: dict[int, dict[int, float]] = field(default_factory=dict)  # boundary → token → price
+    marks: list[tuple[I64, I64, F64]] = field(default_factory=list)  # (tokens, ts, prices)
+    marks_from: int = 2**62  # the earliest pending mark
     heard: dict[int, float] = field(default_factory=dict)  # live: wall time a watermark moved
 
 
@@ -86,8 +90,10 @@ class EventTimeOrder:
             self._enqueue(item)
         for failure in out.failures:
             self._enqueue(failure)
-        for m in out.marks:
-            st.marks.setdefault(m.ts, {})[m.instrument_token] = m.price
+        if len(out.marks):
+            m = out.marks
+            st.marks.append((np.full(len(m), out.instrument_token, dtype=np.int64), m.ts, m.price))
+            st.marks_from = min(st.marks_from, int(m.ts[0]))
         c = out.counts
         for w, n, last in zip(c.window.tolist(), c.count.tolist(), c.last_ts.tolist(), strict=True):
             acc = st.counts.setdefault(w, [0, last])
@@ -145,6 +151,44 @@ class EventTimeOrder:
         released = self.release()
         return [released] if released else []
 
+    def _due_marks(self, limit: int | None) -> tuple[I64, I64, F64]:
+        """Pending marks below ``limit`` (all if None), sorted by (time, token)."""
+        st = self.state
+        due: list[tuple[I64, I64, F64]] = []
+        rest: list[tuple[I64, I64, F64]] = []
+        if limit is not None and limit <= st.marks_from:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0)  # nothing due: skip the scan
+        for tok, ts, px in st.marks:
+            if limit is not None and ts[0] >= limit:
+                rest.append((tok, ts, px))
+                continue
+            k = len(ts) if limit is None or ts[-1] < limit else int(np.searchsorted(ts, limit))
+            if k:
+                due.append((tok[:k], ts[:k], px[:k]))
+            if k < len(ts):
+                rest.append((tok[k:], ts[k:], px[k:]))
+        st.marks = rest
+        st.marks_from = min((int(ts[0]) for _, ts, _ in rest), default=2**62)
+        if not due:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0)
+        tok, ts, px = (np.concatenate(cols) for cols in zip(*due, strict=True))
+        order = np.lexsort((tok, ts))
+        return ts[order], tok[order], px[order]
+
+    def _mark_runs(self, times: I64, tok: I64, px: F64) -> list[BrokerItem]:
+        """Marks as MarkSet runs, cut where a health or snapshot Clock falls between them."""
+        out: list[BrokerItem] = []
+        i, n = 0, len(times)
+        while i < n:
+            out.extend(self._clocks_before((int(times[i]), 0, 0, "")))
+            nb = min(self.state.next_boundary.values())
+            j = max(int(np.searchsorted(times, nb, side="right")), i + 1)
+            out.append(MarkSet(times[i:j], tok[i:j], px[i:j]))
+            i = j
+        return out
+
     def release(self, final: bool = False) -> list[BrokerItem]:
         """Items every instrument has passed (all of them if ``final``), in order."""
         st = self.state
@@ -155,15 +199,19 @@ class EventTimeOrder:
                 break
             count, last = st.counts.pop(w)
             self._enqueue(TickCount(last, 0, count))
-        for b in sorted(st.marks):
-            if limit is not None and b >= limit:
-                break
-            self._enqueue(MarkSet(b, tuple(sorted(st.marks.pop(b).items()))))
+        times, tok, px = self._due_marks(limit)
         out: list[BrokerItem] = []
+        done = 0
         while st.pending and (limit is None or st.pending[0][0][0] < limit):
             key, _, item = heapq.heappop(st.pending)
+            upto = int(np.searchsorted(times, key[0], side="right"))  # marks come first
+            if upto > done:
+                out.extend(self._mark_runs(times[done:upto], tok[done:upto], px[done:upto]))
+                done = upto
             out.extend(self._clocks_before(key))
             out.append(item)
+        if done < len(times):
+            out.extend(self._mark_runs(times[done:], tok[done:], px[done:]))
         return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from schemas.config import SessionConfig
@@ -14,12 +14,30 @@ class MarketSession:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.timezone)
         self.holidays = frozenset(cfg.holidays)
+        self._day: tuple[int, int, date] = (0, 0, date.min)
 
     def local(self, ts_us: int) -> datetime:
         return datetime.fromtimestamp(ts_us / US, tz=timezone.utc).astimezone(self.tz)
 
+    def day_end(self, ts_us: int) -> int:
+        """First µs of the local day after ``ts_us``'s."""
+        self.trading_day(ts_us)
+        return self._day[1]
+
     def trading_day(self, ts_us: int) -> date:
-        return self.local(ts_us).date()
+        """The local date of ``ts_us`` (the last day's bounds are cached: called per mark)."""
+        lo, hi, day = self._day
+        if lo <= ts_us < hi:
+            return day
+        t = self.local(ts_us)
+        midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        start = int(midnight.timestamp() * US)
+        end = int(
+            (midnight + timedelta(days=1)).replace(tzinfo=None).replace(tzinfo=self.tz).timestamp()
+            * US
+        )
+        self._day = (start, end, t.date())
+        return t.date()
 
     def is_open(self, ts_us: int) -> bool:
         t = self.local(ts_us)

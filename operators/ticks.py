@@ -14,7 +14,7 @@ from bytewax.dataflow import Stream
 from schemas.enums import Broker, DeadLetterReason
 from schemas.events import DeadLetter
 from schemas.ids import content_id
-from schemas.ticks import F64, I64, Mark, StrategyOutput, TickBatch, WindowCounts, from_us
+from schemas.ticks import F64, I64, Marks, StrategyOutput, TickBatch, WindowCounts, from_us
 
 MISSING_TS = np.iinfo(np.int64).min
 MIN_PRICE = 0.01  # one paisa: prices are handled in integer paise
@@ -160,11 +160,11 @@ def window_counts(batch: TickBatch, window_us: int) -> WindowCounts:
 
 
 def boundary_marks(
-    token: int, ts: I64, price: F64, prev_ts: int | None, prev_price: float, grid_us: int
-) -> tuple[Mark, ...]:
+    ts: I64, price: F64, prev_ts: int | None, prev_price: float, grid_us: int
+) -> Marks:
     """Marks for the first grid boundary crossed between consecutive ticks (carry included)."""
     if not len(ts):
-        return ()
+        return Marks.none()
     bucket = ts // grid_us
     if prev_ts is None:
         prev_bucket = np.concatenate(([bucket[0]], bucket[:-1]))
@@ -172,9 +172,7 @@ def boundary_marks(
         prev_bucket = np.concatenate(([prev_ts // grid_us], bucket[:-1]))
     prev_p = np.concatenate(([prev_price], price[:-1]))
     idx = np.flatnonzero(bucket != prev_bucket)
-    return tuple(
-        Mark(int((prev_bucket[i] + 1) * grid_us), token, float(prev_p[i])) for i in idx.tolist()
-    )
+    return Marks(((prev_bucket[idx] + 1) * grid_us).astype(np.int64), prev_p[idx])
 
 
 def route_ticks(
@@ -197,7 +195,9 @@ def route_ticks(
                 continue
             if progress is None:
                 counts = window_counts(batch, window_us)
-                progress = StrategyOutput(batch.instrument_token, (), (), counts, batch.watermark)
+                progress = StrategyOutput(
+                    batch.instrument_token, (), Marks.none(), counts, batch.watermark
+                )
             yield (b.value, progress)
 
     fanned = op.flat_map(f"{step_id}_fan", batches, fan)

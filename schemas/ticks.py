@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -47,20 +48,55 @@ class TickBatch:
 
 
 @dataclass(frozen=True)
-class Mark:
-    """Last traded price of an instrument just before ``ts`` (a snapshot boundary)."""
+class Marks:
+    """One instrument's last traded price just before each boundary in ``ts`` (arrays)."""
 
-    ts: int
-    instrument_token: int
-    price: float
+    ts: I64
+    price: F64
+
+    @classmethod
+    def none(cls) -> Marks:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.ts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MarkSet:
-    """Marks of every instrument that crossed snapshot boundary ``ts``, by token (sorted)."""
+    """Marks at one or more consecutive boundaries: entry ``i`` marks ``tokens[i]`` at
+    ``prices[i]`` as of boundary ``times[i]`` (non-decreasing; tokens sorted within one
+    boundary). Arrays, so that the account marks and checks a whole run in one pass."""
 
-    ts: int
-    prices: tuple[tuple[int, float], ...]
+    times: I64
+    tokens: I64
+    prices: F64
+
+    @classmethod
+    def of(cls, ts: int, pairs: Iterable[tuple[int, float]]) -> MarkSet:
+        """One boundary's marks."""
+        ordered = sorted(pairs)
+        tokens = np.array([t for t, _ in ordered], dtype=np.int64)
+        prices = np.array([p for _, p in ordered], dtype=np.float64)
+        return cls(np.full(len(tokens), ts, dtype=np.int64), tokens, prices)
+
+    @property
+    def ts(self) -> int:
+        """The first boundary (its place in the event-time order)."""
+        return int(self.times[0])
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MarkSet) and all(
+            np.array_equal(a, b)
+            for a, b in zip((self.times, self.tokens, self.prices),
+                            (other.times, other.tokens, other.prices), strict=True)
+        )  # fmt: skip
+
+    def __hash__(self) -> int:
+        return hash((self.times.tobytes(), self.tokens.tobytes(), self.prices.tobytes()))
 
 
 @dataclass(frozen=True)
@@ -124,7 +160,7 @@ class StrategyOutput:
 
     instrument_token: int
     signals: tuple[TradingSignal, ...]
-    marks: tuple[Mark, ...]
+    marks: Marks
     counts: WindowCounts
     watermark: int
     failures: tuple[StrategyFailed, ...] = ()

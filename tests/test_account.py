@@ -84,7 +84,7 @@ def test_each_check_has_its_reason_code() -> None:
     assert reasons(a, target(1, tok=3)) == ["MAX_OPEN_POSITIONS_EXCEEDED"]
     assert reasons(a, target(5, tok=1)) == []  # adding to a held instrument opens nothing new
     a = make(order_types={"t": "LIMIT"}, price_band_pct=5)
-    a.on_item(MarkSet(to_us(OPEN), ((1, 100.0),)))
+    a.on_item(MarkSet.of(to_us(OPEN), ((1, 100.0),)))
     assert reasons(a, target(1, price=104.0)) == []
     assert reasons(a, target(2, price=110.0)) == ["PRICE_OUTSIDE_BAND"]  # 5.8% from the fill
     # every failing check is reported
@@ -109,7 +109,7 @@ def test_a_rejected_buy_then_a_sell_under_a_loss_breach_opens_no_short() -> None
     out = a.on_item(target(10, tok=1))  # the broker refuses the BUY
     assert of(out, OrderFailed) and a.state.book.position(1) == 0
     a.on_item(target(10, tok=2))  # a long elsewhere, which then loses 100
-    moved = a.on_item(MarkSet(to_us(OPEN) + US, ((2, 90.0),)))
+    moved = a.on_item(MarkSet.of(to_us(OPEN) + US, ((2, 90.0),)))
     assert [c.state for c in of(moved, TradingStateChanged)] == ["REDUCING"]
     assert reasons(a, target(-10, tok=1, at=OPEN + timedelta(seconds=2))) == [
         "MAX_DAILY_LOSS_BREACHED"
@@ -135,7 +135,7 @@ def test_a_loss_breach_on_a_mark_flattens_and_the_next_day_trades_again() -> Non
     a = make(max_daily_loss=50)
     a.on_item(target(10, tok=1))
     a.on_item(target(-4, tok=2, price=50.0, sid="s"))
-    out = a.on_item(MarkSet(to_us(OPEN) + US, ((1, 94.0),)))  # -60 on the long
+    out = a.on_item(MarkSet.of(to_us(OPEN) + US, ((1, 94.0),)))  # -60 on the long
     states = of(out, TradingStateChanged)
     assert [(c.state, c.reason) for c in states] == [("REDUCING", "DAILY_LOSS_BREACHED")]
     flat = [(f.instrument_token, f.side, f.quantity) for f in of(out, OrderFilled)]
@@ -163,7 +163,7 @@ def test_operator_commands_from_a_file_apply_at_their_event_time() -> None:
     assert reasons(a, target(0, at=OPEN + timedelta(seconds=12))) == []  # reducing passes
     out = a.on_item(target(10, at=OPEN + timedelta(seconds=21)))
     assert [c.state for c in of(out, TradingStateChanged)] == ["ACTIVE"] and of(out, OrderFilled)
-    out = a.on_item(MarkSet(to_us(OPEN + timedelta(seconds=31)), ((1, 101.0),)))
+    out = a.on_item(MarkSet.of(to_us(OPEN + timedelta(seconds=31)), ((1, 101.0),)))
     assert [c.reason for c in of(out, TradingStateChanged)] == ["OPERATOR_FLATTEN"]
     assert [(f.side, f.quantity, f.fill_price) for f in of(out, OrderFilled)] == [
         ("SELL", 10, 100.0)  # the last price known at 30 s: the mark at 31 s comes after

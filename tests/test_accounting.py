@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from operators.account.paper import slipped_price
@@ -35,10 +36,17 @@ def test_identity_holds_after_random_fills_and_marks() -> None:
     rnd = random.Random(5)
     b = Book(1_000_000.0)
     costs = CostModel()
+    marks: dict[int, float] = {}  # the test's own record: last fill or mark per instrument
     for _ in range(2000):
         tok = rnd.choice([1, 2, 3])
         if rnd.random() < 0.4:
-            b.mark(tok, round(rnd.uniform(90, 110), 2))
+            px = round(rnd.uniform(90, 110), 2)
+            if rnd.random() < 0.5:
+                b.mark(tok, px)
+            else:
+                b.mark_many(np.array([tok, 7], dtype=np.int64), np.array([px, 1.0]))
+            if tok in marks:
+                marks[tok] = px
             continue
         side, qty, px = (
             rnd.choice(["BUY", "SELL"]),
@@ -46,7 +54,8 @@ def test_identity_holds_after_random_fills_and_marks() -> None:
             round(rnd.uniform(90, 110), 2),
         )
         b.apply(tok, side, qty, px, fees(costs, side, qty, px))
-        lhs = b.cash + sum(lot.quantity * (lot.mark or 0.0) for lot in b.lots.values())
+        marks[tok] = px
+        lhs = b.cash + sum(lot.quantity * marks[t] for t, lot in b.lots.items())
         rhs = b.starting_cash + b.realized + b.unrealized() - b.fees
         assert lhs == pytest.approx(rhs, abs=1e-6)
     fresh = b.unrealized()

@@ -1,7 +1,9 @@
 """Crash and resume with real orders: a Kafka-fed flow trading on zerodha (the simulator) is
 killed with SIGKILL mid-session, then resumed from its recovery store. The resume reads the
 topic again from its last snapshot, so the signals behind orders already placed come again;
-every validated signal must still have exactly one order at the simulator."""
+every validated signal must still have exactly one order at the simulator, and the broker's
+positions must converge to the strategies' targets: what a plain replay of the same tape,
+on paper, ends up holding."""
 
 from __future__ import annotations
 
@@ -10,20 +12,64 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import redis
 import yaml
 from bytewax.recovery import init_db_dir
 
 from connectors.kafka.load import publish
+from flows.config import parse_config
 from schemas.config import KafkaConfig
 from schemas.redis_keys import KeyKind, LiveKeys, decode
 from tests.kafka_broker import create_topic
-from tests.live_sim import SECRETS, Sim, live_config, run_counters, tape, wait
+from tests.live_sim import SECRETS, TOKENS, Sim, live_config, run_counters, tape, wait
 from tests.redis_server import shared_url
-from tests.support import flow_env
+from tests.support import flow_env, run_graph
+
+# What an order at Kite holds or will hold: its fill once it ended, all of it while it rests.
+ENDED = {"COMPLETE", "CANCELLED", "REJECTED"}
+RESTING = {"OPEN", "TRIGGER PENDING"}
+
+
+def replay_targets(raw: dict[str, Any], ticks: Path, out: Path) -> tuple[dict[int, int], int, Any]:
+    """A plain replay of ``ticks`` through the same strategy, on paper only (in-process): the
+    final position per instrument (0 where flat), its number of signals, and the time of its
+    first snapshot after its last signal (once the live zerodha account snapshots that time,
+    it has decided on every signal of the tape)."""
+    replay = {k: v for k, v in raw.items() if k not in ("kite", "kafka", "redis")}
+    replay["source"] = {"kind": "replay", "path": str(ticks)}
+    replay["brokers"] = {"paper": {"slippage_bps": 0}}
+    replay["strategies"] = [{**s, "brokers": ["paper"]} for s in raw["strategies"]]
+    replay["sinks"] = ["ledger"]
+    replay["output"] = {"dir": str(out)}
+    rows, _ = run_graph(parse_config(replay, out.parent), out)
+    (final,) = [p for p in rows["pnl"] if p.final]
+    targets = dict.fromkeys(TOKENS, 0)
+    targets.update({p.instrument_token: p.quantity for p in final.positions})
+    last_signal = max(s.timestamp for s in rows["signals"])
+    after = [p.timestamp for p in rows["pnl"] if not p.final and p.timestamp > last_signal]
+    # A live flow snapshots a time once a later item passes it (no end of stream to flush
+    # it): the tape must run past a second snapshot after its last signal.
+    assert len(after) >= 2, "the tape must run well past its last signal"
+    return targets, len(rows["signals"]), min(after)
+
+
+def held_at_kite(orders: list[dict[str, Any]]) -> tuple[dict[int, int], dict[int, int]]:
+    """Per instrument, the signed quantity the account holds or will hold at the simulator,
+    and the largest |that| after any order (in placement order)."""
+    held: dict[int, int] = dict.fromkeys(TOKENS, 0)
+    peak: dict[int, int] = defaultdict(int)
+    for o in sorted(orders, key=lambda o: int(o["order_id"])):
+        status = o["status"]
+        assert status in ENDED | RESTING, f"order {o['order_id']}: unexpected status {status}"
+        qty = o["filled_quantity"] if status in ENDED else o["quantity"]
+        tok = o["instrument_token"]
+        held[tok] += qty if o["transaction_type"] == "BUY" else -qty
+        peak[tok] = max(peak[tok], abs(held[tok]))
+    return held, dict(peak)
 
 
 def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) -> None:
@@ -40,7 +86,9 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
     raw["source"] = {"kind": "kafka", "topic": topic, "max_delay_s": 1.0}
     raw["kafka"] = {"brokers": [kafka]}
     raw["kite"]["max_orders_per_s"] = 5  # slow enough to kill it mid-session
+    raw["portfolio"] = {"snapshot_interval_s": 60}  # a snapshot soon after the last signal
     cfg.write_text(yaml.safe_dump(raw))
+    targets, signals, last_snapshot = replay_targets(raw, ticks, tmp_path / "replay" / "run")
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     init_db_dir(recovery, 1)
@@ -59,11 +107,15 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
         return True
 
     def settled() -> bool:
-        rc, raw_counters = run_counters(r, keys), r.get(keys.counters("zerodha"))
-        if rc is None or rc.rows_read < total or raw_counters is None:
+        # Every tick read, every signal of the replay out of the strategies, and the account
+        # past the last one: it snapshots in event-time order, after deciding (and placing)
+        # everything before.
+        rc, pnl = run_counters(r, keys), r.get(keys.pnl("zerodha"))
+        raw_counters = r.get(keys.counters("zerodha"))
+        if rc is None or rc.rows_read < total or pnl is None or raw_counters is None:
             return False
         c = decode(KeyKind.COUNTERS, raw_counters)
-        return bool(c.validated == c.orders_placed + c.orders_failed)
+        return c.signals >= signals and decode(KeyKind.PNL, pnl).timestamp >= last_snapshot
 
     try:
         first = start("first.log")
@@ -71,6 +123,7 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         before = len(sim.orders())
+        r.delete(keys.pnl("zerodha"))  # settled() must see the resumed run's own snapshot
         resumed = start("resumed.log")
         wait(lambda: alive(resumed) and settled(), 120, "the resumed flow to handle every signal")
         os.kill(resumed.pid, signal.SIGKILL)  # a live flow never ends by itself
@@ -81,11 +134,20 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
     counters = decode(KeyKind.COUNTERS, r.get(keys.counters("zerodha")) or b"")
     tags = Counter(o["tag"] for o in orders)
     assert max(tags.values()) == 1, "a signal led to a second order"
+    # Convergence: what the broker holds (or will, once its resting orders fill) is what the
+    # strategy's targets come to, per instrument, as an independent plain replay says.
+    held, peak = held_at_kite(orders)
+    assert held == targets, f"zerodha holds {held}, the strategy's targets are {targets}"
+    size = raw["strategies"][0]["params"]["quantity"]  # the strategy's |target|
+    assert all(abs(q) <= size for q in held.values()), held
+    assert all(q <= size for q in peak.values()), f"largest |position| per instrument {peak}"
+    assert len(orders) > before >= 5  # the first run was killed mid-session
     # The counters are the resumed run's own (it clears the earlier run's keys), and it read
     # the topic from the start: it validated the signals behind the orders placed before
     # the kill again, and found those orders (by an update, or by listing) instead of
     # placing new ones.
-    assert len(orders) == counters.validated == counters.orders_placed + counters.orders_failed
-    assert len(orders) > before >= 5  # the first run was killed mid-session
+    assert len(orders) == counters.validated == counters.orders_placed + counters.orders_failed, (
+        f"{len(orders)} orders at Kite; resumed run's counters {counters}"
+    )
     for k in r.scan_iter(f"{keys.prefix}*"):
         r.delete(k)

@@ -21,10 +21,16 @@ from schemas.config import BrokerConfig, CostModel, HealthConfig, SessionConfig
 from schemas.enums import Broker, Stage
 from schemas.events import OrderFilled, OrderPlaced, PnlSnapshot, TradingSignal, ValidatedSignal
 from schemas.report import BrokerSummary
-from schemas.ticks import US, Clock, Mark, MarkSet, StrategyOutput, WindowCounts, from_us, to_us
+from schemas.ticks import US, Clock, Marks, MarkSet, StrategyOutput, WindowCounts, from_us, to_us
 
 T0 = to_us(datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc))  # 10:30 IST
 CASH = 1_000_000.0
+
+
+def marks_at(*pairs: tuple[int, float]) -> Marks:
+    return Marks(np.array([t for t, _ in pairs], dtype=np.int64), np.array([p for _, p in pairs]))
+
+
 EMPTY = WindowCounts(*(np.zeros(0, dtype=np.int64),) * 3)
 
 
@@ -46,9 +52,12 @@ def _run(flow: Dataflow, stream: Any) -> list[Any]:
 def test_ordering_releases_in_event_time_once_every_instrument_passed() -> None:
     a1, b1, a2 = _target(1, T0 + 5 * US), _target(2, T0 + 1 * US), _target(1, T0 + 70 * US)
     outs = [
-        ("paper", StrategyOutput(1, (a1,), (), EMPTY, T0 + 10 * US)),  # 2 has not reported yet
-        ("paper", StrategyOutput(2, (b1,), (Mark(T0 + 60 * US, 2, 99.0),), EMPTY, T0 + 80 * US)),
-        ("paper", StrategyOutput(1, (a2,), (), EMPTY, T0 + 90 * US)),
+        (
+            "paper",
+            StrategyOutput(1, (a1,), Marks.none(), EMPTY, T0 + 10 * US),
+        ),  # 2 has not reported yet
+        ("paper", StrategyOutput(2, (b1,), marks_at((T0 + 60 * US, 99.0)), EMPTY, T0 + 80 * US)),
+        ("paper", StrategyOutput(1, (a2,), Marks.none(), EMPTY, T0 + 90 * US)),
     ]
     flow = Dataflow("order_test")
     grids = {"health": 60 * US, "snapshot": 60 * US}
@@ -58,7 +67,7 @@ def test_ordering_releases_in_event_time_once_every_instrument_passed() -> None:
     items = [i for _, chunk in released for i in chunk]
     assert items[:2] == [b1, a1]
     marks = [i for i in items if isinstance(i, MarkSet)]
-    assert marks == [MarkSet(T0 + 60 * US, ((2, 99.0),))]
+    assert marks == [MarkSet.of(T0 + 60 * US, ((2, 99.0),))]
     clocks = [i for i in items if isinstance(i, Clock)]
     assert {c.ts for c in clocks} == {T0 + 60 * US} and items[-1] == a2
     assert items.index(marks[0]) < items.index(clocks[0]) < items.index(a2)
@@ -74,12 +83,12 @@ def test_max_delay_keeps_a_quiet_instrument_from_holding_the_others_back() -> No
     exact = EventTimeOrder([1, 2], grids)  # instrument 2 never ticks
     live = EventTimeOrder([1, 2], grids, max_delay_us=10 * US, clock=lambda: now[0])
     for order in (exact, live):
-        order.push(StrategyOutput(1, (early, late), (), EMPTY, T0 + 35 * US))
+        order.push(StrategyOutput(1, (early, late), Marks.none(), EMPTY, T0 + 35 * US))
     assert exact.release() == []  # exact order waits for instrument 2 (until the end)
     assert live.release() == []  # instrument 2 has not been silent for 10 s yet
     now[0] = 1009.0
     for order in (exact, live):
-        order.push(StrategyOutput(1, (later,), (), EMPTY, T0 + 45 * US))  # 1 still ticks
+        order.push(StrategyOutput(1, (later,), Marks.none(), EMPTY, T0 + 45 * US))  # 1 still ticks
     now[0] = 1011.0  # 2 silent 11 s of wall time: it no longer holds 1 back
     assert exact.release() == []
     # ... but instrument 1 still does: ``later`` is past its watermark
@@ -160,13 +169,13 @@ def test_account_snapshots_at_clocks_and_at_the_end() -> None:
     t1, t2, t3 = T0 + 60 * US, T0 + 120 * US, T0 + 150 * US
     items = [
         _target(1, T0, 100, 100.0),  # buys 100 at 100.10, fees 4.21
-        MarkSet(t1, ((1, 103.0),)),
+        MarkSet.of(t1, ((1, 103.0),)),
         Clock(t1, "snapshot"),
         _target(1, T0 + 90 * US, 40, 104.0),  # sells 60 at 103.85 (104 × 0.999 → 0.05 grid)
-        MarkSet(t2, ((1, 102.0),)),
+        MarkSet.of(t2, ((1, 102.0),)),
         Clock(t2, "snapshot"),
         Clock(t2 + 1, "health"),  # not a snapshot clock
-        MarkSet(t3, ((1, 101.0),)),  # the last ticks' marks at the end
+        MarkSet.of(t3, ((1, 101.0),)),  # the last ticks' marks at the end
     ]
     out = _booked(items)
     snaps = [i for i in out if isinstance(i, PnlSnapshot)]

@@ -16,7 +16,7 @@ from operators.strategies.runner import StrategyRunner
 from schemas.config import StrategyConfig
 from schemas.enums import Broker
 from schemas.events import TradingSignal
-from schemas.ticks import US, Mark, StrategyOutput, TickBatch
+from schemas.ticks import US, StrategyOutput, TickBatch
 
 T0 = 1_763_610_300 * US  # 2026-11-20 03:45 UTC, 09:15 IST
 
@@ -47,11 +47,17 @@ def _runner() -> StrategyRunner:
     return StrategyRunner(Broker.PAPER, 1, strategies, mark_grid_us=60 * US, window_us=30 * US)
 
 
-def _run(batches: list[TickBatch]) -> tuple[list[TradingSignal], list[Mark], dict[int, int]]:
+def _run(
+    batches: list[TickBatch],
+) -> tuple[list[TradingSignal], list[tuple[int, float]], dict[int, int]]:
     r = _runner()
     outs: list[StrategyOutput] = [r.process(b) for b in batches]
     signals = [s for o in outs for s in o.signals]
-    marks = [m for o in outs for m in o.marks]
+    marks = [
+        (t, p)
+        for o in outs
+        for t, p in zip(o.marks.ts.tolist(), o.marks.price.tolist(), strict=True)
+    ]
     counts: dict[int, int] = {}
     for o in outs:
         for w, n in zip(o.counts.window.tolist(), o.counts.count.tolist(), strict=True):
@@ -89,7 +95,7 @@ class _Raises:
     [
         (_Raises(4), "ValueError: bad feed"),
         (type("Zero", (), {"on_tick": lambda self, t, s: Signal("BUY", 0)})(), "quantity 0"),
-        (type("Frac", (), {"on_tick": lambda self, t, s: Signal("SELL", 2.5)})(), "quantity 2.5"),
+        (type("Frac", (), {"on_tick": lambda self, t, s: Signal("SELL", 2.5)})(), "quantity 2.5"),  # type: ignore[arg-type]
         (type("Wrong", (), {"on_tick": lambda self, t, s: "BUY"})(), "must return Signal"),
         (type("Side", (), {"on_tick": lambda self, t, s: Signal("HOLD", 1)})(), "'HOLD'"),
     ],

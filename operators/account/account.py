@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 from bytewax.dataflow import Stream
 
 from operators.account.book import AccountBook
+from operators.account.marks import loss_candidates
 from operators.account.portfolio import snapshot, summary
 from operators.account.rates import RateState
 from operators.account.risk import Request, RiskChecks
@@ -38,6 +40,9 @@ from schemas.events import (
 from schemas.ids import content_id
 from schemas.kite import OrderUpdate
 from schemas.ticks import (
+    F64,
+    I64,
+    US,
     Clock,
     MarkSet,
     OrderLatency,
@@ -47,6 +52,7 @@ from schemas.ticks import (
     to_us,
 )
 
+PRUNE_US = 60 * US
 AccountIn = TradingSignal | MarkSet | Clock | TickCount | StrategyFailed | OrderUpdate
 AccountOut = Any  # events, snapshots, the summary, and pass-through clocks / counts
 
@@ -91,6 +97,7 @@ class AccountSetup:
     session: Any  # operators.session.MarketSession
     lot_sizes: Mapping[int, int]
     order_types: Mapping[str, str]
+    universe: tuple[int, ...] = ()  # the configured instruments: slots in every book
 
 
 class Account:
@@ -106,13 +113,14 @@ class Account:
         state: AccountState | None = None,
     ) -> None:
         self.broker, self.setup, self.inbox = broker, setup, inbox
-        self.state = state or AccountState(book=AccountBook.new(cfg.starting_cash))
+        self.state = state or AccountState(book=AccountBook.new(cfg.starting_cash, setup.universe))
         st = self.state
         self.risk = RiskChecks(cfg.risk, setup.costs, setup.session, setup.lot_sizes, st.rates)
         st.rates = self.risk.rates.state
         self.trading = TradingControl(broker, cfg.risk, setup.session, st.trading)
         self.venue = venue(st.venue)
         st.venue = self.venue.venue_state()
+        self._pruned = 0
 
     # -- time, commands and the trading state -------------------------------------------
     def _net(self) -> float:
@@ -221,6 +229,53 @@ class Account:
             out += self._send(ValidatedSignal(event_id=content_id("val", sig.signal_id), **fields))
         return out
 
+    # -- marks ---------------------------------------------------------------------------
+    def _marks(self, m: MarkSet) -> list[AccountOut]:
+        """A run of mark boundaries, cut at operator commands and trading days."""
+        times, out, i = m.times, [], 0
+        while i < len(times):
+            j = self._span_end(times, i)
+            out += self._span(times[i:j], m.tokens[i:j], m.prices[i:j])
+            if j < len(times):
+                out += self._commands(int(times[j]))
+            i = j
+        last = int(times[-1])
+        self.state.book.last_ts = max(self.state.book.last_ts or last, last)
+        if last // PRUNE_US != self._pruned:  # order-rate windows: about once a minute
+            self._pruned = last // PRUNE_US
+            self.risk.rates.prune(last)
+        return out
+
+    def _span_end(self, times: I64, i: int) -> int:
+        end = int(np.searchsorted(times, self.setup.session.day_end(int(times[i])), "left"))
+        peek = getattr(self.inbox, "peek", None)
+        nxt = peek(self.state.control_cursor) if peek is not None else None
+        if nxt is not None:
+            end = min(end, int(np.searchsorted(times, nxt, "left")))
+        return max(end, i + 1)
+
+    def _span(self, times: I64, tokens: I64, prices: F64) -> list[AccountOut]:
+        """Boundaries of one trading day: the loss limit checked after each (see .marks)."""
+        book, status = self.state.book, self.trading.status
+        k = int(np.searchsorted(times, times[0], "right"))
+        book.mark_many(tokens[:k], prices[:k])
+        out = self._verdict(self.trading.on_time(int(times[0]), self._net()), int(times[0]))
+        if k < len(times) and not status.loss_breached:
+            limit = self.trading.risk.max_daily_loss
+            rest = slice(k, len(times))
+            found = loss_candidates(
+                book.total.book, times[rest], tokens[rest], prices[rest],
+                self._net(), status.day_start_pnl, limit,
+            )  # fmt: skip
+            for end in (found + k).tolist():
+                book.mark_many(tokens[k:end], prices[k:end])
+                k, at = end, int(times[end - 1])
+                out += self._verdict(self.trading.on_time(at, self._net()), at)
+                if status.loss_breached:
+                    break
+        book.mark_many(tokens[k:], prices[k:])
+        return out
+
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:
         book = self.state.book
@@ -231,10 +286,7 @@ class Account:
         if isinstance(item, TradingSignal):
             return out + self.decide(item)
         if isinstance(item, MarkSet):
-            for token, price in item.prices:
-                book.mark(token, price)
-            self.risk.rates.prune(item.ts)
-            return out + self._verdict(self.trading.on_time(item.ts, self._net()), item.ts)
+            return out + self._marks(item)
         if isinstance(item, OrderUpdate):
             return out + self._apply(self.venue.update(item))
         if isinstance(item, StrategyFailed):

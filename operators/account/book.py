@@ -3,9 +3,10 @@ fees and marks. Every execution outcome is applied here at once; risk reads only
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from operators.accounting import Book, signed
+from operators.accounting import F64, I64, Book, signed
 from schemas.events import OrderFailed, OrderFilled, OrderPlaced
 from schemas.report import PnlStats
 
@@ -64,12 +65,12 @@ class AccountBook:
     total: Tracker
     strategies: dict[str, Tracker] = field(default_factory=dict)
     open: dict[str, OpenOrder] = field(default_factory=dict)  # by order id
-    last_price: dict[int, float] = field(default_factory=dict)
     last_ts: int | None = None
 
     @classmethod
-    def new(cls, starting_cash: float) -> AccountBook:
-        return cls(total=Tracker(Book(starting_cash)))
+    def new(cls, starting_cash: float, universe: Sequence[int] = ()) -> AccountBook:
+        """Every book of the account shares the universe's slots (vectorised marks)."""
+        return cls(total=Tracker(Book(starting_cash, universe)))
 
     def trackers(self) -> list[Tracker]:
         return [self.total, *self.strategies.values()]
@@ -102,12 +103,23 @@ class AccountBook:
         held.update(o.token for o in self.open.values() if o.remaining)
         return sorted(held)
 
+    def held_count(self) -> int:
+        """How many instruments have a position or an open order (O(open orders))."""
+        extra = {o.token for o in self.open.values() if o.remaining and not self.position(o.token)}
+        return self.total.book.held_count() + len(extra)
+
+    def last_price(self, token: int) -> float | None:
+        return self.total.book.last_price(token)
+
     def price(self, token: int, fallback: float) -> float:
-        return self.last_price.get(token, fallback)
+        got = self.total.book.last_price(token)
+        return fallback if got is None else got
 
     def gross_exposure(self) -> float:
-        """Σ |position + open orders| × last price over instruments."""
-        return sum(abs(self.exposure(t)) * self.price(t, 0.0) for t in self.held_tokens())
+        """Σ |position| × mark, plus every open order's |remaining| × price (an upper bound of
+        what the instruments hold once they fill); O(open orders)."""
+        pending = sum(abs(o.remaining) * o.price for o in self.open.values())
+        return self.total.book.gross_value() + pending
 
     def opened(self, p: OrderPlaced) -> None:
         self.open[p.order_id] = OpenOrder(
@@ -121,19 +133,31 @@ class AccountBook:
             o.remaining -= signed(f.side, f.quantity)
             if o.remaining == 0 or (o.remaining > 0) != (signed(f.side, 1) > 0):
                 del self.open[f.order_id]
-        strat = self.strategies.setdefault(f.strategy_id, Tracker(Book(0.0)))
+        strat = self.strategies.get(f.strategy_id)
+        if strat is None:
+            universe = self.total.book.universe
+            strat = self.strategies[f.strategy_id] = Tracker(Book(0.0, universe))
+        self.mark(f.instrument_token, f.fill_price)
+        strat.book.copy_marks(self.total.book)  # strategy books are marked when they are read
         self.total.fill(f)
         strat.fill(f)
-        self.mark(f.instrument_token, f.fill_price)
 
     def release(self, f: OrderFailed) -> None:
         """The order ended or was never sent: its unfilled exposure is gone."""
         self.open.pop(f.order_id, None)
 
     def mark(self, token: int, price: float) -> None:
-        self.last_price[token] = price
-        for t in self.trackers():
-            t.book.mark(token, price)
+        """One instrument's price (a fill's): the broker's book and the last prices."""
+        self.total.book.mark(token, price)
+
+    def mark_many(self, tokens: I64, prices: F64) -> None:
+        """A mark set: the broker's book and the last prices, in one vectorised pass."""
+        self.total.book.mark_many(tokens, prices)
+
+    def sync_strategies(self) -> None:
+        """Bring every strategy's book to the broker's marks (before reading them)."""
+        for t in self.strategies.values():
+            t.book.copy_marks(self.total.book)
 
     def strategy_holdings(self) -> list[tuple[str, int, int]]:
         """(strategy, instrument, position + open orders) for every non-zero holding."""

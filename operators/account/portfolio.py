@@ -15,6 +15,7 @@ from schemas.ticks import from_us
 
 def snapshot(broker: Broker, book: AccountBook, ts: int, final: bool) -> PnlSnapshot:
     """The broker's book at event time ``ts``, marked at the latest prices."""
+    book.sync_strategies()
     for t in book.trackers():
         t.observe()
     b = book.total.book
@@ -44,6 +45,7 @@ def summary(
     failed_strategies: Sequence[str],
 ) -> BrokerSummary:
     """The broker's block of the run report."""
+    book.sync_strategies()
     total = book.total
     return BrokerSummary(
         broker=broker,

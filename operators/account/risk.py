@@ -47,6 +47,7 @@ class RiskChecks:
     ) -> None:
         self.risk, self.costs, self.session, self.lot_sizes = risk, costs, session, lot_sizes
         self.allowed = frozenset(risk.allowed_instruments or ()) or None
+        self.mark_us = max(1, round(risk.mark_interval_s * 1e6))
         caps = kite_caps(
             risk.max_orders_per_second, risk.max_orders_per_minute, risk.max_orders_per_day
         )
@@ -80,7 +81,7 @@ class RiskChecks:
     def _band(self, r: Request, book: AccountBook) -> Findings:
         if r.order_type != "LIMIT":
             return []
-        last = book.last_price.get(r.signal.instrument_token)
+        last = book.last_price(r.signal.instrument_token)
         if last is None:
             return []
         off = abs(r.signal.price - last) / last * 100
@@ -110,10 +111,10 @@ class RiskChecks:
         if abs(after) * price > risk.max_position_value:
             v = abs(after) * price
             out.append((RejectReason.MAX_POSITION_VALUE_EXCEEDED, f"position value {v:,.2f}"))
-        gross = book.gross_exposure() + (abs(after) - abs(before)) * price
+        gross = book.gross_exposure() + max(abs(after) - abs(before), 0) * price
         if gross > risk.max_gross_exposure:
             out.append((RejectReason.MAX_GROSS_EXPOSURE_EXCEEDED, f"gross {gross:,.2f}"))
-        if before == 0 and len(book.held_tokens()) >= risk.max_open_positions:
+        if before == 0 and book.held_count() >= risk.max_open_positions:
             out.append(
                 (RejectReason.MAX_OPEN_POSITIONS_EXCEEDED, f"{risk.max_open_positions} open")
             )

@@ -25,7 +25,7 @@ from schemas.ids import content_id, tick_id
 from schemas.keys import broker_of, route_key
 from schemas.ticks import (
     I64,
-    Mark,
+    Marks,
     StrategyFailed,
     StrategyOutput,
     TickBatch,
@@ -174,8 +174,8 @@ class StrategyRunner:
         if st.last_ts is None:
             return []
         end = st.last_ts + 1
-        mark = Mark(end, self.token, st.last_price)
-        return [StrategyOutput(self.token, (), (mark,), _EMPTY, end)]
+        mark = Marks(np.array([end], dtype=np.int64), np.array([st.last_price]))
+        return [StrategyOutput(self.token, (), mark, _EMPTY, end)]
 
     def _run_all(self, b: TickBatch) -> tuple[list[TradingSignal], list[Any]]:
         signals: list[TradingSignal] = []
@@ -199,9 +199,7 @@ class StrategyRunner:
         signals, failures = self._run_all(b) if len(b) else ([], [])
         st = self.state
         if len(b):
-            marks = boundary_marks(
-                self.token, b.ts, b.price, st.last_ts, st.last_price, self.mark_grid_us
-            )
+            marks = boundary_marks(b.ts, b.price, st.last_ts, st.last_price, self.mark_grid_us)
             st.seen += len(b)
             st.last_ts = int(b.ts[-1])
             st.last_price = float(b.price[-1])
@@ -209,12 +207,10 @@ class StrategyRunner:
             # Progress without ticks: the price held until the watermark.
             at = np.array([b.watermark], dtype=np.int64)
             held = np.array([st.last_price])
-            marks = boundary_marks(
-                self.token, at, held, st.last_ts, st.last_price, self.mark_grid_us
-            )
+            marks = boundary_marks(at, held, st.last_ts, st.last_price, self.mark_grid_us)
             st.last_ts = b.watermark
         else:
-            marks = ()
+            marks = Marks.none()
         signals.sort(key=lambda s: (s.timestamp, s.strategy_id, s.signal_id))
         return StrategyOutput(
             self.token,
