@@ -71,16 +71,20 @@ class FileControl:
 class RedisControl:
     """Live commands from this broker's Redis stream, polled at most every ``poll_s`` of wall
     time (between polls ``due`` returns at once). Cursor: the last stream id read; at first, the
-    construction time, so commands sent before this run started are not applied. A command's
+    run's start (``since_ms``, else construction), so commands sent before the run are not
+    applied. A command's
     ts is the wall clock when it was read. Never raises: bad entries and Redis errors are
     logged (Redis errors at most once per ``cfg.log_interval_s``) and skipped or retried."""
 
-    def __init__(self, cfg: RedisConfig, broker: Broker, poll_s: float = 0.25) -> None:
+    def __init__(
+        self, cfg: RedisConfig, broker: Broker, poll_s: float = 0.25, since_ms: int | None = None
+    ) -> None:
         self.cfg = cfg
         self.broker = Broker(broker)
         self.poll_s = poll_s
         self.key = LiveKeys(cfg.key_prefix).control(self.broker)
-        self.start_id = f"{int(time.time() * 1000)}-0"
+        start = since_ms if since_ms is not None else int(time.time() * 1000)
+        self.start_id = f"{start}-0"  # the run's start: commands sent before its first tick count
         self.where = redact(cfg.resolved_url())
         self._client: redis.Redis | None = None
         self._next_poll = float("-inf")

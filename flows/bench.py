@@ -152,8 +152,6 @@ def phase_account(data: Path, batch: int, n: int = 20_000) -> dict[str, Any]:
     target signals over 200 instruments and 8 strategies, with a 1 s mark set between them."""
     from datetime import datetime, timezone
 
-    import numpy as np
-
     from operators.account.account import Account, AccountSetup
     from operators.account.paper import PaperVenue
     from operators.session import MarketSession
@@ -173,11 +171,7 @@ def phase_account(data: Path, batch: int, n: int = 20_000) -> dict[str, Any]:
     for i in range(n):
         ts = t0_us + i * US // 4
         if i % 4 == 0:
-            items.append(
-                MarkSet(
-                    np.full(200, ts), np.arange(1, 201, dtype=np.int64), np.full(200, 100.0 + i % 7)
-                )
-            )
+            items.append(MarkSet.of(ts, [(t, 100.0 + i % 7) for t in range(1, 201)]))
         items.append(TradingSignal(
             signal_id=f"s{i}", correlation_id=f"c{i}", strategy_id=f"st{i % 8}", broker="paper",
             instrument_token=1 + i % 200, target_quantity=10 if (i // 200) % 2 else -10,

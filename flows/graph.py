@@ -125,7 +125,7 @@ def _inbox(plan: Plan, broker: Broker) -> Inbox | None:
     if plan.cfg.control.path:
         return FileControl(plan.commands, broker)
     if plan.cfg.control_by_redis():
-        return RedisControl(plan.cfg.redis, broker)
+        return RedisControl(plan.cfg.redis, broker, since_ms=plan.started_ms)
     return None
 
 

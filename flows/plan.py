@@ -32,6 +32,7 @@ class Plan:
     order_updates: Source[Any] | None = None  # zerodha fed by a non-Kite tick source
     commands: list[ControlCommand] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # wall clock
 
 
 def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:

@@ -26,6 +26,7 @@ from schemas.ticks import (
     I64,
     BrokerItem,
     Clock,
+    MarkEntries,
     MarkSet,
     StrategyFailed,
     StrategyOutput,
@@ -34,6 +35,7 @@ from schemas.ticks import (
 )
 
 SortKey = tuple[int, int, int, str]
+Queued = tuple[SortKey, int, "BrokerItem"]
 _NEVER = -(2**62)
 
 
@@ -52,7 +54,7 @@ def sort_key(item: BrokerItem) -> SortKey:
 @dataclass
 class OrderState:
     watermarks: dict[int, int]
-    pending: list[tuple[SortKey, int, BrokerItem]] = field(default_factory=list)
+    pending: list[Queued] = field(default_factory=list)
     next_boundary: dict[str, int] = field(default_factory=dict)
     pushed: int = 0
     counts: dict[int, list[int]] = field(default_factory=dict)  # window → [count, last ts]
@@ -152,13 +154,14 @@ class EventTimeOrder:
         return [released] if released else []
 
     def _due_marks(self, limit: int | None) -> tuple[I64, I64, F64]:
-        """Pending marks below ``limit`` (all if None), sorted by (time, token)."""
+        """Pending marks below ``limit`` (all if None): grouped by instrument (tokens
+        ascending), each instrument's in time order. No global sort (see _mark_runs)."""
         st = self.state
+        empty = np.zeros(0, dtype=np.int64)
+        if limit is not None and limit <= st.marks_from:
+            return empty, empty, np.zeros(0)  # nothing due: skip the scan
         due: list[tuple[I64, I64, F64]] = []
         rest: list[tuple[I64, I64, F64]] = []
-        if limit is not None and limit <= st.marks_from:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, np.zeros(0)  # nothing due: skip the scan
         for tok, ts, px in st.marks:
             if limit is not None and ts[0] >= limit:
                 rest.append((tok, ts, px))
@@ -171,22 +174,47 @@ class EventTimeOrder:
         st.marks = rest
         st.marks_from = min((int(ts[0]) for _, ts, _ in rest), default=2**62)
         if not due:
-            empty = np.zeros(0, dtype=np.int64)
             return empty, empty, np.zeros(0)
+        due.sort(key=lambda c: (int(c[0][0]), int(c[1][0])))
         tok, ts, px = (np.concatenate(cols) for cols in zip(*due, strict=True))
-        order = np.lexsort((tok, ts))
-        return ts[order], tok[order], px[order]
+        return ts, tok, px
 
-    def _mark_runs(self, times: I64, tok: I64, px: F64) -> list[BrokerItem]:
-        """Marks as MarkSet runs, cut where a health or snapshot Clock falls between them."""
+    def _mark_runs(self, times: I64, tok: I64, px: F64, items: list[Queued]) -> list[BrokerItem]:
+        """Interleave the due marks (grouped by instrument, each in time order) with the
+        released items: marks at or before an item's time come first, and runs are cut at
+        every health window (the finest clock grid) so that no Clock falls inside one. Each
+        (run, instrument) stretch is contiguous, so a run is summarised without any sort."""
+        item_ts = np.array([key[0] for key, _, _ in items], dtype=np.int64)
+        seg = np.searchsorted(item_ts, times, side="left")
+        epoch = (times - 1) // self.grids["health"]  # a mark on a boundary precedes its Clock
+        run = (seg.astype(np.int64, copy=False) << 40) + epoch  # epochs < 2**40 (36,000 years)
+        cut = np.flatnonzero((tok[1:] != tok[:-1]) | (run[1:] != run[:-1])) + 1
+        starts = np.concatenate((np.zeros(1, dtype=np.int64), cut))
+        ends = np.concatenate((cut, np.full(1, len(times), dtype=np.int64)))
+        high, low = np.maximum.reduceat(px, starts), np.minimum.reduceat(px, starts)
+        order = np.argsort(run[starts], kind="stable")  # stretches by run, tokens ascending
+        starts, ends, high, low = starts[order], ends[order], high[order], low[order]
+        runs = run[starts]
+        last, first_t, last_t = px[ends - 1], times[starts], times[ends - 1]
+        heads = np.concatenate((np.zeros(1, dtype=np.int64), np.flatnonzero(np.diff(runs)) + 1))
+        firsts = np.minimum.reduceat(first_t, heads).tolist()
+        untils = np.maximum.reduceat(last_t, heads).tolist()
+        bounds = [*heads.tolist(), len(runs)]
+        segs = (runs[heads] >> 40).tolist()
         out: list[BrokerItem] = []
-        i, n = 0, len(times)
-        while i < n:
-            out.extend(self._clocks_before((int(times[i]), 0, 0, "")))
-            nb = min(self.state.next_boundary.values())
-            j = max(int(np.searchsorted(times, nb, side="right")), i + 1)
-            out.append(MarkSet(times[i:j], tok[i:j], px[i:j]))
-            i = j
+        r = 0
+        for s in range(len(items) + 1):
+            while r < len(segs) and segs[r] == s:
+                sl = slice(bounds[r], bounds[r + 1])
+                out.extend(self._clocks_before((firsts[r], 0, 0, "")))
+                entries = MarkEntries(times, tok, px, (starts[sl], ends[sl]))
+                summary = (tok[starts[sl]], last[sl], high[sl], low[sl])
+                out.append(MarkSet(firsts[r], untils[r], *summary, entries))
+                r += 1
+            if s < len(items):
+                key, _, item = items[s]
+                out.extend(self._clocks_before(key))
+                out.append(item)
         return out
 
     def release(self, final: bool = False) -> list[BrokerItem]:
@@ -200,18 +228,15 @@ class EventTimeOrder:
             count, last = st.counts.pop(w)
             self._enqueue(TickCount(last, 0, count))
         times, tok, px = self._due_marks(limit)
-        out: list[BrokerItem] = []
-        done = 0
+        items: list[Queued] = []
         while st.pending and (limit is None or st.pending[0][0][0] < limit):
-            key, _, item = heapq.heappop(st.pending)
-            upto = int(np.searchsorted(times, key[0], side="right"))  # marks come first
-            if upto > done:
-                out.extend(self._mark_runs(times[done:upto], tok[done:upto], px[done:upto]))
-                done = upto
+            items.append(heapq.heappop(st.pending))
+        if len(times):
+            return self._mark_runs(times, tok, px, items)
+        out: list[BrokerItem] = []
+        for key, _, item in items:
             out.extend(self._clocks_before(key))
             out.append(item)
-        if done < len(times):
-            out.extend(self._mark_runs(times[done:], tok[done:], px[done:]))
         return out
 
 

@@ -62,15 +62,50 @@ class Marks:
         return len(self.ts)
 
 
+class MarkEntries:
+    """Every mark of a run as (time, token, price). Held as ranges of the ordering stage's
+    arrays, gathered only when asked for (the exact loss scan) or pickled (to another
+    worker), so that building a run costs no copy."""
+
+    def __init__(
+        self, times: I64, tokens: I64, prices: F64, ranges: tuple[I64, I64] | None = None
+    ) -> None:
+        self.src, self.ranges = (times, tokens, prices), ranges
+
+    def gathered(self) -> tuple[I64, I64, F64]:
+        times, tokens, prices = self.src
+        if self.ranges is None:
+            return times, tokens, prices
+        starts, ends = self.ranges
+        lens = ends - starts
+        idx = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        return times[idx], tokens[idx], prices[idx]
+
+    def by_time(self) -> tuple[I64, I64, F64]:
+        """The entries sorted by time (tokens ascending within a time)."""
+        times, tokens, prices = self.gathered()
+        order = np.lexsort((tokens, times))
+        return times[order], tokens[order], prices[order]
+
+    def __reduce__(self) -> tuple[type[MarkEntries], tuple[I64, I64, F64]]:
+        return (MarkEntries, self.gathered())
+
+
 @dataclass(frozen=True, eq=False)
 class MarkSet:
-    """Marks at one or more consecutive boundaries: entry ``i`` marks ``tokens[i]`` at
-    ``prices[i]`` as of boundary ``times[i]`` (non-decreasing; tokens sorted within one
-    boundary). Arrays, so that the account marks and checks a whole run in one pass."""
+    """Marks of a run of consecutive boundaries (no Clock or other item between them),
+    summarised per instrument: ``tokens`` ascending, each one's price at the last boundary
+    of the run it crossed (``last``) and the highest and lowest of its marks in the run.
+    ``first`` and ``until`` are its earliest and latest boundary; ``entries`` holds every
+    mark."""
 
-    times: I64
+    first: int
+    until: int
     tokens: I64
-    prices: F64
+    last: F64
+    high: F64
+    low: F64
+    entries: MarkEntries
 
     @classmethod
     def of(cls, ts: int, pairs: Iterable[tuple[int, float]]) -> MarkSet:
@@ -78,25 +113,22 @@ class MarkSet:
         ordered = sorted(pairs)
         tokens = np.array([t for t, _ in ordered], dtype=np.int64)
         prices = np.array([p for _, p in ordered], dtype=np.float64)
-        return cls(np.full(len(tokens), ts, dtype=np.int64), tokens, prices)
+        times = np.full(len(tokens), ts, dtype=np.int64)
+        return cls(ts, ts, tokens, prices, prices, prices, MarkEntries(times, tokens, prices))
 
     @property
     def ts(self) -> int:
-        """The first boundary (its place in the event-time order)."""
-        return int(self.times[0])
-
-    def __len__(self) -> int:
-        return len(self.times)
+        """Its place in the event-time order: the earliest boundary."""
+        return self.first
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, MarkSet) and all(
-            np.array_equal(a, b)
-            for a, b in zip((self.times, self.tokens, self.prices),
-                            (other.times, other.tokens, other.prices), strict=True)
-        )  # fmt: skip
+        if not isinstance(other, MarkSet) or (self.first, self.until) != (other.first, other.until):
+            return False
+        mine, theirs = self.entries.by_time(), other.entries.by_time()
+        return all(np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True))
 
     def __hash__(self) -> int:
-        return hash((self.times.tobytes(), self.tokens.tobytes(), self.prices.tobytes()))
+        return hash((self.first, self.tokens.tobytes(), self.last.tobytes()))
 
 
 @dataclass(frozen=True)

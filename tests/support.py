@@ -304,6 +304,9 @@ class StubVenue:
     def update(self, u: Any) -> list[Any]:
         return []
 
+    def knows(self, v: Any) -> bool:
+        return False
+
     def venue_state(self) -> Any:
         return None
 

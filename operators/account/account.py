@@ -19,7 +19,7 @@ import numpy as np
 from bytewax.dataflow import Stream
 
 from operators.account.book import AccountBook
-from operators.account.marks import loss_candidates
+from operators.account.marks import loss_candidates, may_breach
 from operators.account.portfolio import snapshot, summary
 from operators.account.rates import RateState
 from operators.account.risk import Request, RiskChecks
@@ -61,6 +61,10 @@ class Venue(Protocol):
     """Where validated orders go: paper (operators.account.paper) or Kite (.zerodha)."""
 
     def send(self, v: ValidatedSignal, order_type: str) -> list[OrderEvent]: ...
+
+    def knows(self, v: ValidatedSignal) -> bool:
+        """The venue already has an order for ``v``'s signal (a replay after a resume)."""
+        ...
 
     def update(self, u: OrderUpdate) -> list[OrderEvent]: ...
 
@@ -160,8 +164,10 @@ class Account:
         return list(events)
 
     def _send(self, v: ValidatedSignal) -> list[AccountOut]:
-        self.risk.rates.record(to_us(v.timestamp))
         kind = self.setup.order_types.get(v.signal.strategy_id, "MARKET")
+        if self.venue.knows(v):  # its order exists (and counts in the book): never a second
+            return self._apply(self.venue.send(v, kind))
+        self.risk.rates.record(to_us(v.timestamp))
         return [v, *self._apply(self.venue.send(v, kind)), *self.venue.drain_latency()]
 
     def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
@@ -231,48 +237,81 @@ class Account:
 
     # -- marks ---------------------------------------------------------------------------
     def _marks(self, m: MarkSet) -> list[AccountOut]:
-        """A run of mark boundaries, cut at operator commands and trading days."""
-        times, out, i = m.times, [], 0
-        while i < len(times):
-            j = self._span_end(times, i)
-            out += self._span(times[i:j], m.tokens[i:j], m.prices[i:j])
-            if j < len(times):
-                out += self._commands(int(times[j]))
-            i = j
-        last = int(times[-1])
+        """A run of mark boundaries (one trading day: clocks cut runs). The day rolls at its
+        first boundary; the loss limit holds after every boundary: a cheap bound on the
+        run's summary, an exact scan only where it could be reached."""
+        book, status = self.state.book, self.trading.status
+        out = self._verdict(self.trading.on_time(m.first, self._net()), m.first)
+        peek = getattr(self.inbox, "peek", None)
+        nxt = peek(self.state.control_cursor) if peek is not None else None
+        limit = self.trading.risk.max_daily_loss
+        day = self.setup.session.trading_day
+        if (
+            (nxt is not None and nxt <= m.until)
+            or day(m.until) != day(m.first)
+            or (
+                not status.loss_breached
+                and may_breach(
+                    book.total.book,
+                    m.tokens,
+                    m.high,
+                    m.low,
+                    self._net(),
+                    status.day_start_pnl,
+                    limit,
+                )
+            )
+        ):
+            out += self._by_time(*m.entries.by_time())
+        else:
+            book.mark_many(m.tokens, m.last)
+        self._after_marks(m)
+        return out
+
+    def _after_marks(self, m: MarkSet) -> None:
+        last = m.until
         self.state.book.last_ts = max(self.state.book.last_ts or last, last)
         if last // PRUNE_US != self._pruned:  # order-rate windows: about once a minute
             self._pruned = last // PRUNE_US
             self.risk.rates.prune(last)
+
+    def _by_time(self, times: I64, tokens: I64, prices: F64) -> list[AccountOut]:
+        """Every mark in time order, cut at operator commands and trading days, scanned
+        exactly."""
+        out: list[AccountOut] = []
+        peek = getattr(self.inbox, "peek", None)
+        while len(times):
+            nxt = peek(self.state.control_cursor) if peek is not None else None
+            cut = self.setup.session.day_end(int(times[0]))
+            cut = cut if nxt is None else min(cut, nxt)
+            k = int(np.searchsorted(times, cut, "left"))
+            out += self._scan(times[:k], tokens[:k], prices[:k])
+            if k == len(times):
+                break
+            if cut == nxt:
+                out += self._commands(nxt)
+            at = int(times[k])
+            out += self._verdict(self.trading.on_time(at, self._net()), at)  # a new day rolls
+            times, tokens, prices = times[k:], tokens[k:], prices[k:]
         return out
 
-    def _span_end(self, times: I64, i: int) -> int:
-        end = int(np.searchsorted(times, self.setup.session.day_end(int(times[i])), "left"))
-        peek = getattr(self.inbox, "peek", None)
-        nxt = peek(self.state.control_cursor) if peek is not None else None
-        if nxt is not None:
-            end = min(end, int(np.searchsorted(times, nxt, "left")))
-        return max(end, i + 1)
-
-    def _span(self, times: I64, tokens: I64, prices: F64) -> list[AccountOut]:
-        """Boundaries of one trading day: the loss limit checked after each (see .marks)."""
+    def _scan(self, times: I64, tokens: I64, prices: F64) -> list[AccountOut]:
+        """Time-sorted marks, checked exactly at each boundary the vectorised pass flags."""
         book, status = self.state.book, self.trading.status
-        k = int(np.searchsorted(times, times[0], "right"))
-        book.mark_many(tokens[:k], prices[:k])
-        out = self._verdict(self.trading.on_time(int(times[0]), self._net()), int(times[0]))
-        if k < len(times) and not status.loss_breached:
-            limit = self.trading.risk.max_daily_loss
-            rest = slice(k, len(times))
-            found = loss_candidates(
-                book.total.book, times[rest], tokens[rest], prices[rest],
-                self._net(), status.day_start_pnl, limit,
-            )  # fmt: skip
-            for end in (found + k).tolist():
-                book.mark_many(tokens[k:end], prices[k:end])
-                k, at = end, int(times[end - 1])
-                out += self._verdict(self.trading.on_time(at, self._net()), at)
-                if status.loss_breached:
-                    break
+        out: list[AccountOut] = []
+        limit, k = self.trading.risk.max_daily_loss, 0
+        if status.loss_breached:
+            book.mark_many(tokens, prices)
+            return out
+        found = loss_candidates(
+            book.total.book, times, tokens, prices, self._net(), status.day_start_pnl, limit
+        )
+        for end in found.tolist():
+            book.mark_many(tokens[k:end], prices[k:end])
+            k, at = end, int(times[end - 1])
+            out += self._verdict(self.trading.on_time(at, self._net()), at)
+            if status.loss_breached:
+                break
         book.mark_many(tokens[k:], prices[k:])
         return out
 

@@ -22,10 +22,35 @@ def group_ends(times: I64) -> I64:
     return np.concatenate((np.flatnonzero(np.diff(times)) + 1, [len(times)])).astype(np.int64)
 
 
+def may_breach(
+    book: Book,
+    tokens: I64,
+    high: F64,
+    low: F64,
+    net_now: float,
+    day_start: float,
+    limit: float,
+) -> bool:
+    """Cheap bound on a run's summary: no instrument's mark strays further from its current
+    mark than ``move`` (its high and low in the run), so the book cannot lose more than
+    gross value x move over the run."""
+    if day_start - net_now >= limit - EPS:
+        return True
+    slots, hit = book.slots_of(tokens)
+    held = np.flatnonzero(hit & (book.quantities(slots) != 0))
+    if not len(held):
+        return False
+    start = book.marks(slots[held])
+    away = np.maximum(np.abs(high[held] - start), np.abs(low[held] - start))
+    move = float(np.max(away / np.maximum(start, 1e-9)))
+    return day_start - net_now + book.gross_value() * move >= limit - EPS
+
+
 def loss_candidates(
     book: Book, times: I64, tokens: I64, prices: F64, net_now: float, day_start: float, limit: float
 ) -> I64:
-    """Group ends (exclusive) after which the day's loss may be >= ``limit``."""
+    """Group ends (exclusive) after which the day's loss may be >= ``limit``; entries sorted
+    by time."""
     none = np.zeros(0, dtype=np.int64)
     slots, hit = book.slots_of(tokens)
     qty = np.where(hit, book.quantities(slots), 0.0)
@@ -33,12 +58,6 @@ def loss_candidates(
     if not len(held):
         return none
     s, p = slots[held], prices[held]
-    # Cheap bound first: no price strays further from its mark than ``move``, so the book
-    # cannot lose more than gross x move in this span.
-    start = book.marks(s)
-    move = float(np.max(np.abs(p - start) / np.maximum(start, 1e-9)))
-    if day_start - net_now + book.gross_value() * move < limit - EPS:
-        return none
     order = np.argsort(s, kind="stable")
     ss, ps = s[order], p[order]
     first = np.concatenate(([True], ss[1:] != ss[:-1]))

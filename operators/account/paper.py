@@ -45,6 +45,9 @@ class PaperVenue:
             orders.filled(v, None, v.quantity, price, fee, v.quantity, s.timestamp),
         ]
 
+    def knows(self, v: ValidatedSignal) -> bool:
+        return False  # paper orders end at once: a signal is never seen twice
+
     def update(self, u: OrderUpdate) -> list[OrderEvent]:
         return []  # paper orders end at once: no updates
 

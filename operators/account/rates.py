@@ -119,7 +119,11 @@ class OrderRates:
             if n + 1 <= cap.limit:
                 return None
             return f"{cap.name}: {n} orders on {day} (limit {cap.limit}/day)"
-        n, s = busiest_window(self.state.times, ts_us, cap.window_us)
+        times, w = self.state.times, cap.window_us
+        near = bisect.bisect_right(times, ts_us + w - 1) - bisect.bisect_left(times, ts_us - w + 1)
+        if near + 1 <= cap.limit:  # not even every order near ts_us in one window would breach
+            return None
+        n, s = busiest_window(times, ts_us, w)
         if n + 1 <= cap.limit:
             return None
         span = f"{cap.window_us / US:g}s"

@@ -71,6 +71,9 @@ class ZerodhaVenue:
     def venue_state(self) -> ZerodhaState:
         return self.state
 
+    def knows(self, v: ValidatedSignal) -> bool:
+        return order_tag(v.signal.signal_id) in self.state.orders
+
     def send(self, v: ValidatedSignal, order_type: str) -> list[OrderEvent]:
         tag = order_tag(v.signal.signal_id)
         known = self.state.orders.get(tag)
