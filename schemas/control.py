@@ -25,7 +25,7 @@ FIELDS = ("ts", "broker", "command")
 
 
 class ControlKind(str, Enum):
-    """HALT: no orders. FLATTEN: close every position, then only reducing orders.
+    """HALT: no orders. FLATTEN: close every position, then no orders (halted).
     RESUME: back to every order."""
 
     HALT = "halt"

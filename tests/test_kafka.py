@@ -345,3 +345,31 @@ def test_tail_over_a_loaded_topic_gives_the_replay_ledger(
         trading = [k for k in replay if k.split("/")[0] in TRADING_KINDS and "health" not in k]
         assert any(k.startswith("fills/") for k in trading)
         assert {k: tail.get(k) for k in trading} == {k: replay[k] for k in trading}, run
+
+
+def test_trading_state_changes_are_published_as_envelopes(
+    kafka: str, sample_topic: str, tmp_path: Path
+) -> None:
+    """A control file halts and resumes paper mid-session: both changes reach
+    ``{broker}.trading.state`` as envelopes, in order, equal to the ledger's rows."""
+    ctl = tmp_path / "control.jsonl"
+    lines = [
+        {"ts": "2026-11-20T05:00:00+00:00", "broker": "paper", "command": "halt"},
+        {"ts": "2026-11-20T05:30:00+00:00", "broker": "paper", "command": "resume"},
+    ]
+    ctl.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    raw = kafka_raw(kafka, sample_topic, "state.", tmp_path / "out")
+    raw["control"] = {"path": str(ctl)}
+    run_main(build_flow(prepare(as_config(raw))))
+    from schemas.events import TradingStateChanged
+
+    records = read_topic(kafka, broker_topic("paper", TradingStateChanged, "state."))
+    envs = [r.json() for r in sorted(records, key=lambda r: (r.partition, r.offset))]
+    assert [(e["type"], e["broker"], e["data"]["state"]) for e in envs] == [
+        ("trading_state_changed", "paper", "HALTED"),
+        ("trading_state_changed", "paper", "ACTIVE"),
+    ]
+    ledger = read_ledger(tmp_path / "out", "trading_states")
+    assert [canon(TradingStateChanged, e["data"]) for e in envs] == [
+        canon(TradingStateChanged, row) for row in ledger
+    ]

@@ -26,6 +26,7 @@ from schemas.events import (
     RejectedSignal,
     StageHealth,
     TradingSignal,
+    TradingStateChanged,
     ValidatedSignal,
 )
 from schemas.topics import broker_topic, dlq_topic
@@ -40,6 +41,7 @@ PRODUCED_BY: dict[type[Model], Stage] = {
     OrderFilled: Stage.ORDER_EXECUTION,
     OrderFailed: Stage.ORDER_EXECUTION,
     PnlSnapshot: Stage.PORTFOLIO_UPDATES,
+    TradingStateChanged: Stage.RISK_VALIDATION,
     DeadLetter: Stage.MARKET_DATA,
 }
 """Stage recorded as an envelope's ``source`` (StageHealth: the stage it judges)."""

@@ -197,7 +197,7 @@ class Account:
         side = SignalType.BUY if diff > 0 else SignalType.SELL
         kind = self.setup.order_types.get(s.strategy_id, "MARKET")
         req = Request(s, side, abs(diff), kind, ts)
-        found = self.risk.check(req, st.book, self.trading.state, st.trading.loss_breached)
+        found = self.risk.check(req, st.book, self.trading.state)
         fields = self._request(s, side, abs(diff))
         if not found:
             v = ValidatedSignal(event_id=content_id("val", s.signal_id), **fields)

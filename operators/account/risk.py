@@ -53,7 +53,7 @@ class RiskChecks:
         )
         self.rates = OrderRates(caps, session.trading_day, rates)
 
-    def check(self, r: Request, book: AccountBook, state: TradingState, breached: bool) -> Findings:
+    def check(self, r: Request, book: AccountBook, state: TradingState) -> Findings:
         out: Findings = []
         s, token = r.signal, r.signal.instrument_token
         if self.risk.enforce_session and not self.session.is_open(r.ts):
@@ -70,8 +70,9 @@ class RiskChecks:
         out += self._band(r, book)
         before = book.exposure(token)
         after = before + signed(r.side, r.quantity)
-        if not reduces(before, after):
-            out += self._state(state, breached)
+        shrinks = reduces(before, after)
+        out += self._state(state, shrinks)
+        if not shrinks:
             out += self._exposure(r, book, before, after)
         hit = self.rates.breach(r.ts)
         if hit is not None:
@@ -92,14 +93,12 @@ class RiskChecks:
             (RejectReason.PRICE_OUTSIDE_BAND, f"limit {off:.2f}% from last {last}, band {band}%")
         ]
 
-    def _state(self, state: TradingState, breached: bool) -> Findings:
+    def _state(self, state: TradingState, reducing: bool) -> Findings:
         if state is TradingState.HALTED:
-            return [(RejectReason.TRADING_HALTED, "account halted: only its own flatten orders")]
-        if state is TradingState.REDUCING:
-            code = (
-                RejectReason.MAX_DAILY_LOSS_BREACHED if breached else RejectReason.TRADING_REDUCING
-            )
-            return [(code, "account is REDUCING: only orders that shrink a position")]
+            return [(RejectReason.TRADING_HALTED, "account halted: no orders but its flattens")]
+        if state is TradingState.REDUCING and not reducing:
+            why = "account is REDUCING (daily loss limit): only orders that shrink a position"
+            return [(RejectReason.MAX_DAILY_LOSS_BREACHED, why)]
         return []
 
     def _exposure(self, r: Request, book: AccountBook, before: int, after: int) -> Findings:
