@@ -36,7 +36,16 @@ from schemas.events import (
 )
 from schemas.ids import content_id
 from schemas.keys import stage_key
-from schemas.ticks import US, OrderLatency, StrategyFailed, TickBatch, TickCount, from_us, to_us
+from schemas.ticks import (
+    US,
+    MarkSet,
+    OrderLatency,
+    StrategyFailed,
+    TickBatch,
+    TickCount,
+    from_us,
+    to_us,
+)
 from schemas.ticks import Clock as FlowClock
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -72,22 +81,31 @@ def stage_events(
     heartbeats (so that silent windows exist too) and tick counts (which every stage passes
     on) into tick flow for the trading stages."""
 
+    keys: dict[tuple[str, Stage], str] = {}
+
+    def key_of(broker: str, stage: Stage) -> str:
+        got = keys.get((broker, stage))
+        if got is None:
+            got = keys[(broker, stage)] = stage_key(broker, stage)
+        return got
+
     def extract(kv: tuple[str, list[Any]]) -> list[tuple[str, StageEvent]]:
         broker, items = kv
         out: list[tuple[str, StageEvent]] = []
         for item in items:
-            out.extend(one(broker, item))
+            if not isinstance(item, MarkSet):  # the most frequent item: no stage event
+                out.extend(one(broker, item))
         return out
 
     def one(broker: str, item: Any) -> list[tuple[str, StageEvent]]:
         if isinstance(item, FlowClock):
             if item.grid == "health":
-                return [(f"{broker}:{s.value}", StageEvent(item.ts, 0)) for s in stages]
+                return [(key_of(broker, s), StageEvent(item.ts, 0)) for s in stages]
             return []
         if isinstance(item, TickCount):
             return [
                 (
-                    f"{broker}:{s.value}",
+                    key_of(broker, s),
                     StageEvent(item.ts, item.count)
                     if s is Stage.MARKET_DATA
                     else StageEvent(item.ts, 0, ticks=item.count),
@@ -112,7 +130,7 @@ def stage_events(
             )
         if stage is None or stage not in stages:
             return []
-        return [(f"{broker}:{stage.value}", StageEvent(to_us(item.timestamp), 1))]
+        return [(key_of(broker, stage), StageEvent(to_us(item.timestamp), 1))]
 
     return extract
 

@@ -15,6 +15,7 @@ class MarketSession:
         self.tz = ZoneInfo(cfg.timezone)
         self.holidays = frozenset(cfg.holidays)
         self._day: tuple[int, int, date] = (0, 0, date.min)
+        self._open: tuple[int, int] = (0, 0)  # that day's session, µs (empty if closed)
 
     def local(self, ts_us: int) -> datetime:
         return datetime.fromtimestamp(ts_us / US, tz=timezone.utc).astimezone(self.tz)
@@ -31,16 +32,18 @@ class MarketSession:
             return day
         t = self.local(ts_us)
         midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        d = t.date()
         start = int(midnight.timestamp() * US)
-        end = int(
-            (midnight + timedelta(days=1)).replace(tzinfo=None).replace(tzinfo=self.tz).timestamp()
-            * US
-        )
-        self._day = (start, end, t.date())
-        return t.date()
+        end = int((midnight + timedelta(days=1)).timestamp() * US)
+        self._day = (start, end, d)
+        trades = t.weekday() in self.cfg.weekdays and d not in self.holidays
+        opens = datetime.combine(d, self.cfg.open, self.tz).timestamp()
+        closes = datetime.combine(d, self.cfg.close, self.tz).timestamp()
+        self._open = (int(opens * US), int(closes * US)) if trades else (0, 0)
+        return d
 
     def is_open(self, ts_us: int) -> bool:
-        t = self.local(ts_us)
-        if t.weekday() not in self.cfg.weekdays or t.date() in self.holidays:
-            return False
-        return self.cfg.open <= t.time() < self.cfg.close
+        """In the session (weekday, not a holiday, between open and close), local time."""
+        self.trading_day(ts_us)
+        lo, hi = self._open
+        return lo <= ts_us < hi

@@ -237,3 +237,32 @@ def test_grouping_marks_into_runs_never_changes_what_the_account_does() -> None:
 def _split(entries: list[Any], cuts: list[int]) -> list[list[Any]]:
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(entries)}), len(entries)]
     return [entries[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def test_the_session_calendar_agrees_with_local_time_at_every_instant() -> None:
+    """The cached day bounds (the account asks per signal and mark) against the plain rule."""
+    import random
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    cfg = SessionConfig(holidays=[date(2026, 11, 24)])
+    session, tz = MarketSession(cfg), ZoneInfo("Asia/Kolkata")
+    rnd = random.Random(1)
+    base = to_us(datetime(2026, 11, 18, tzinfo=timezone.utc))
+    ts = sorted(base + rnd.randrange(0, 10 * 86_400 * US) for _ in range(5000))
+    for edge in (
+        datetime(2026, 11, 20, 9, 15, tzinfo=tz),
+        datetime(2026, 11, 20, 15, 30, tzinfo=tz),
+    ):
+        ts += [to_us(edge) + k for k in (-1, 0, 1)]
+    for t in ts:
+        local = (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=t)).astimezone(
+            tz
+        )
+        want = (
+            local.weekday() < 5
+            and local.date() != date(2026, 11, 24)
+            and cfg.open <= local.time() < cfg.close
+        )
+        assert session.is_open(t) == want, local
+        assert session.trading_day(t) == local.date()
