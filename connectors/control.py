@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from connectors.redis_state import connect, redact
 from schemas.config import RedisConfig, SourceUnavailable
@@ -90,6 +92,7 @@ class RedisControl:
         self._next_poll = float("-inf")
         self._last_log = float("-inf")
         self._down = False
+        self._backoff = 0.0
 
     def due(self, event_us: int, cursor: Any) -> tuple[list[ControlCommand], Any]:
         now = time.monotonic()
@@ -99,17 +102,19 @@ class RedisControl:
         last = str(cursor) if cursor is not None else self.start_id
         try:
             if self._client is None:
-                self._client = connect(self.cfg)
+                self._client = self._connect()
+            held = self._standing(self._client) if cursor is None else []
             reply: Any = self._client.xread({self.key: last}, count=READ_COUNT)
         except (redis.RedisError, OSError) as exc:
-            self._failed(exc, now)
+            self._failed(exc)
             return [], cursor
+        self._backoff = 0.0
         if self._down:
             self._down = False
             log.info(
                 "control: reading %s at %s again (reason=CONTROL_REDIS_BACK)", self.key, self.where
             )
-        out: list[ControlCommand] = []
+        out: list[ControlCommand] = list(held)
         if isinstance(reply, dict):  # RESP3 replies map key → entries
             reply = list(reply.items())
         for _key, entries in reply or []:
@@ -120,8 +125,41 @@ class RedisControl:
                     out.append(cmd)
         return out, last
 
-    def _failed(self, exc: BaseException, now: float) -> None:
+    def _connect(self) -> redis.Redis:
+        """A client that never holds the account up long: short timeouts, no retries."""
+        wait = min(self.cfg.timeout_s, 0.5)
+        return redis.Redis.from_url(
+            self.cfg.resolved_url(),
+            socket_connect_timeout=wait,
+            socket_timeout=wait,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def _standing(self, client: redis.Redis) -> list[ControlCommand]:
+        """A fresh run starts as the operator last left it: if the newest command sent
+        before the run is a halt or a flatten, the run starts halted (until a resume)."""
+        before = f"{int(self.start_id.split('-')[0]) - 1}"
+        rows: Any = client.xrevrange(self.key, max=before, min="-", count=1)
+        for raw_id, fields in rows or []:
+            entry = _text(raw_id)
+            cmd = self._command(entry, fields)
+            if cmd is not None and cmd.command in (ControlKind.HALT, ControlKind.FLATTEN):
+                log.warning(
+                    "control: %s was the last command before this run: starting halted "
+                    "(reason=CONTROL_STANDING_HALT); send resume to trade",
+                    cmd.command,
+                )
+                return [cmd.model_copy(update={"command": ControlKind.HALT,
+                                               "origin": f"redis:{entry}:standing"})]  # fmt: skip
+        return []
+
+    def _failed(self, exc: BaseException) -> None:
+        """Back off (1 s doubling to ``retry_max_s``), measured from the end of the failed
+        call, so that an unanswering Redis never slows every item."""
+        now = time.monotonic()
         self._down = True
+        self._backoff = min(max(1.0, 2 * self._backoff), self.cfg.retry_max_s)
+        self._next_poll = now + self._backoff
         if now - self._last_log >= self.cfg.log_interval_s:
             self._last_log = now
             log.warning(

@@ -146,7 +146,9 @@ class EventTimeOrder:
             return None
         now, heard = self.clock(), st.heard
         times = [heard.get(t, self.started) + self.max_delay_s for t in st.watermarks]
-        due = min((x for x in times if x > now), default=now)
+        due = min((x for x in times if x > now), default=None)
+        if due is None:  # every instrument is quiet already: only new items release more
+            return None
         return datetime.fromtimestamp(due, tz=timezone.utc)
 
     def on_wake(self) -> list[list[BrokerItem]]:

@@ -281,8 +281,13 @@ class StubVenue:
     on ``reject`` instruments are refused (as Kite's RMS would) and on ``down`` ones the
     broker cannot be reached."""
 
-    def __init__(self, reject: frozenset[int] = frozenset(), down: frozenset[int] = frozenset()):
-        self.reject, self.down = reject, down
+    def __init__(
+        self,
+        reject: frozenset[int] = frozenset(),
+        down: frozenset[int] = frozenset(),
+        rest: frozenset[int] = frozenset(),
+    ) -> None:
+        self.reject, self.down, self.rest = reject, down, rest  # rest: placed, never filled
         self.sent: list[Any] = []
 
     def send(self, v: Any, order_type: str) -> list[Any]:
@@ -296,6 +301,8 @@ class StubVenue:
         if tok in self.down:
             why = "KITE_UNAVAILABLE: no answer"
             return [orders.failed(v, None, OrderStatus.FAILED, v.quantity, why, ts)]
+        if tok in self.rest:
+            return [orders.placed(v, "B1", order_type, ts)]
         return [
             orders.placed(v, "B1", order_type, ts),
             orders.filled(v, "B1", v.quantity, v.signal.price, 0.0, v.quantity, ts),

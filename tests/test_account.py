@@ -266,3 +266,69 @@ def test_the_session_calendar_agrees_with_local_time_at_every_instant() -> None:
         )
         assert session.is_open(t) == want, local
         assert session.trading_day(t) == local.date()
+
+
+def test_a_flatten_closes_net_positions_at_market_whatever_the_strategies_order_type() -> None:
+    venue = StubVenue()
+    a = make(venue, order_types={"lim": "LIMIT", "b": "MARKET"}, max_daily_loss=50)
+    a.on_item(target(10, tok=1, sid="lim"))
+    a.on_item(target(-10, tok=1, sid="b"))  # offsets "lim": the account holds nothing on 1
+    a.on_item(target(6, tok=2, price=50.0, sid="lim"))
+    a.on_item(target(-2, tok=2, price=50.0, sid="b"))
+    sent = len(venue.sent)
+    out = a.on_item(MarkSet.of(to_us(OPEN) + US, ((2, 30.0),)))  # -80 on the net long of 4
+    closes = [(v.signal.strategy_id, v.signal.instrument_token, v.side, v.quantity)
+              for v in venue.sent[sent:]]  # fmt: skip
+    assert closes == [("lim", 2, "SELL", 4)]  # the net position only, one order
+    placed = [o for o in out if o.__class__.__name__ == "OrderPlaced"]
+    assert [o.order_type for o in placed] == ["MARKET"]
+    assert a.state.book.position(1) == 0 and a.state.book.position(2) == 0
+
+
+def test_a_failed_flatten_is_retried_on_the_next_mark_and_ids_never_depend_on_when() -> None:
+    venue = StubVenue()
+    a = make(venue, max_daily_loss=50)
+    a.on_item(target(10, tok=1))
+    venue.down = frozenset({1})  # the broker stops answering
+    out = a.on_item(MarkSet.of(to_us(OPEN) + US, ((1, 94.0),)))
+    assert [f.reason for f in of(out, OrderFailed)] == ["KITE_UNAVAILABLE: no answer"]
+    assert a.state.book.position(1) == 10
+    venue.down = frozenset()
+    out = a.on_item(MarkSet.of(to_us(OPEN) + 2 * US, ((1, 93.0),)))
+    assert [(f.side, f.quantity, f.fill_price) for f in of(out, OrderFilled)] == [
+        ("SELL", 10, 93.0)
+    ]
+    assert a.state.book.position(1) == 0
+    # the same breach noticed at another time (a restart) gives the same order ids
+    b = make(StubVenue(), max_daily_loss=50)
+    b.on_item(target(10, tok=1, at=OPEN))
+    first = [
+        v.order_id
+        for v in of(b.on_item(MarkSet.of(to_us(OPEN) + 7 * US, ((1, 94.0),))), ValidatedSignal)
+    ]
+    c = make(StubVenue(), max_daily_loss=50)
+    c.on_item(target(10, tok=1, at=OPEN))
+    c.state.book.open.clear()
+    later = [
+        v.order_id
+        for v in of(c.on_item(MarkSet.of(to_us(OPEN) + 9 * US, ((1, 93.0),))), ValidatedSignal)
+    ]
+    assert first == later and first
+
+
+def test_a_late_item_from_an_earlier_day_never_rolls_the_trading_day_back() -> None:
+    a = make(max_daily_loss=1000)
+    monday = OPEN + timedelta(days=3)
+    a.on_item(target(100, tok=1, at=monday))
+    a.on_item(MarkSet.of(to_us(monday) + US, ((1, 95.0),)))  # -500 today
+    a.on_item(MarkSet.of(to_us(OPEN) + US, ((1, 95.0),)))  # a late Friday mark
+    out = a.on_item(MarkSet.of(to_us(monday) + 2 * US, ((1, 89.5),)))  # -1,050 today
+    assert [(c.state, c.reason) for c in of(out, TradingStateChanged)] == [
+        ("REDUCING", "DAILY_LOSS_BREACHED")
+    ]
+
+
+def test_open_sell_orders_that_would_open_shorts_reserve_cash() -> None:
+    a = make(StubVenue(rest=frozenset({1, 2, 3})), cash=100_000)
+    got = [reasons(a, target(-900, tok=t, sid=f"s{t}")) for t in (1, 2, 3)]
+    assert got == [[], ["INSUFFICIENT_FUNDS"], ["INSUFFICIENT_FUNDS"]]

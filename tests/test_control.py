@@ -263,14 +263,49 @@ def test_redis_control_receives_a_sent_command(rcfg: RedisConfig) -> None:
     assert _poll(inbox, cursor, 1, within_s=0.3)[0] == []  # never twice
 
 
-def test_redis_control_ignores_commands_sent_before_it_started(rcfg: RedisConfig) -> None:
-    send_command(rcfg, Broker.PAPER, ControlKind.HALT)
+def test_a_fresh_run_starts_as_the_operator_left_it(rcfg: RedisConfig) -> None:
+    """Commands sent before a run are not replayed, except the standing one: if the last
+    was a halt or a flatten, the run starts halted (the kill switch survives a restart)."""
+    send_command(rcfg, Broker.PAPER, ControlKind.FLATTEN)
+    halted = send_command(rcfg, Broker.PAPER, ControlKind.HALT)
     time.sleep(0.01)  # the next millisecond
     inbox = RedisControl(rcfg, Broker.PAPER, poll_s=0.0)
-    assert _poll(inbox, None, 1, within_s=0.3)[0] == []
+    got, cursor = _poll(inbox, None, 1, within_s=0.3)
+    assert [(c.command, c.origin) for c in got] == [("halt", f"redis:{halted}:standing")]
+    assert _poll(inbox, cursor, 1, within_s=0.3)[0] == []  # once
     entry = send_command(rcfg, Broker.PAPER, ControlKind.RESUME)
-    got, _ = _poll(inbox, None, 1)
+    got, _ = _poll(inbox, cursor, 1)
     assert [(c.command, c.origin) for c in got] == [("resume", f"redis:{entry}")]
+    time.sleep(0.01)
+    after_resume = RedisControl(rcfg, Broker.PAPER, poll_s=0.0)  # the last was a resume
+    assert _poll(after_resume, None, 1, within_s=0.3)[0] == []
+
+
+def test_an_unanswering_redis_never_holds_the_account_up(rcfg: RedisConfig) -> None:
+    """A port that accepts and never answers: a poll gives up, then the inbox backs off:
+    twenty items in a row make one attempt, not twenty (each would wait its timeout)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(32)
+    url = f"redis://127.0.0.1:{srv.getsockname()[1]}/0"
+    try:
+        inbox = RedisControl(RedisConfig(url=url, timeout_s=5.0), Broker.PAPER, poll_s=0.0)
+        for _ in range(20):
+            assert inbox.due(0, None) == ([], None)
+        srv.setblocking(False)
+        accepted = []
+        while True:
+            try:
+                accepted.append(srv.accept()[0])
+            except BlockingIOError:
+                break
+        for c in accepted:
+            c.close()
+    finally:
+        srv.close()
+    assert len(accepted) == 1
 
 
 def test_a_resumed_cursor_continues_after_the_last_applied_id(rcfg: RedisConfig) -> None:

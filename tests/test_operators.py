@@ -98,6 +98,23 @@ def test_max_delay_keeps_a_quiet_instrument_from_holding_the_others_back() -> No
     assert got == [early, late, later]
 
 
+def test_a_live_order_stage_sleeps_when_every_instrument_is_quiet() -> None:
+    """A wake-up is asked for only while some instrument can still turn quiet; once all
+    are, only new items can release more (no busy loop overnight)."""
+    from operators.ordering import EventTimeOrder
+
+    grids = {"health": 60 * US, "snapshot": 300 * US}
+    now = [1000.0]
+    live = EventTimeOrder([1, 2], grids, max_delay_us=10 * US, clock=lambda: now[0])
+    counts = WindowCounts(*(np.array([v], dtype=np.int64) for v in (T0 // (60 * US), 5, T0)))
+    live.push(StrategyOutput(1, (_target(1, T0 + US),), Marks.none(), counts, T0 + 2 * US))
+    wake = live.next_wake()
+    assert wake is not None and wake.timestamp() == 1010.0  # when 2 (never heard) goes quiet
+    now[0] = 1020.0  # both quiet now
+    assert [i for i in live.on_wake()[0] if isinstance(i, TradingSignal)]
+    assert live.next_wake() is None  # the open health window waits for a new item
+
+
 def _account(slippage_bps: float = 10.0) -> Callable[[str, Any], Account]:
     """Accounts built the way flows.graph builds them (paper venue, no control inbox)."""
     costs = CostModel()

@@ -79,6 +79,11 @@ def test_long_only_goes_flat_in_the_sell_zone() -> None:
     assert [s.target_quantity for s in r.process(_ticks(prices)).signals] == [3, 0]
 
 
+class _Bad:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
 class _Raises:
     def __init__(self, at: int) -> None:
         self.at, self.n = at, 0
@@ -98,6 +103,8 @@ class _Raises:
         (type("Frac", (), {"on_tick": lambda self, t, s: Signal("SELL", 2.5)})(), "quantity 2.5"),  # type: ignore[arg-type]
         (type("Wrong", (), {"on_tick": lambda self, t, s: "BUY"})(), "must return Signal"),
         (type("Side", (), {"on_tick": lambda self, t, s: Signal("HOLD", 1)})(), "'HOLD'"),
+        (type("Huge", (), {"on_tick": lambda self, t, s: Signal("BUY", 2**70)})(), "beyond"),
+        (type("Why", (), {"on_tick": lambda self, t, s: Signal("BUY", 1, _Bad())})(), "no text"),  # type: ignore[arg-type]
     ],
 )
 def test_a_failing_strategy_goes_flat_and_stops_while_the_others_go_on(
@@ -138,3 +145,8 @@ def test_signal_ids_are_deterministic_and_unique() -> None:
     b, _, _ = _run([_ticks(prices)])
     assert a and [s.signal_id for s in a] == [s.signal_id for s in b]
     assert len({s.signal_id for s in a}) == len(a)
+
+
+def test_numpy_integer_quantities_are_targets_like_ints() -> None:
+    sig = Signal("SELL", np.int64(7))  # type: ignore[arg-type]
+    assert sig.target() == -7 and type(sig.target()) is int

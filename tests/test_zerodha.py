@@ -263,3 +263,14 @@ def test_partial_fills_each_increase_once_and_a_cancel_releases_the_rest(sim, or
     assert [type(e) for e in out] == [OrderFilled, OrderFailed]
     assert isinstance(fill, OrderFilled) and isinstance(end, OrderFailed)
     assert (fill.quantity, fill.fill_price, end.status, end.quantity) == (4, 99.5, "CANCELLED", 6)
+
+
+def test_a_fill_price_never_goes_below_a_paisa_whatever_kite_averages_say(sim, orders) -> None:
+    """Kite's averages are rounded: an increment priced from two of them can come out at 0
+    or below. The fill then takes Kite's average instead of crashing the account step."""
+    venue = ZerodhaVenue(CostModel(), orders, {})
+    [placed] = venue.send(validated(12, qty=10), "MARKET")
+    assert isinstance(placed, OrderPlaced)
+    venue.update(kite_update(placed, "OPEN", 4, 100.0, 20))
+    [rest] = venue.update(kite_update(placed, "COMPLETE", 10, 40.0, 21))  # (400 - 400) / 6
+    assert isinstance(rest, OrderFilled) and (rest.quantity, rest.fill_price) == (6, 40.0)

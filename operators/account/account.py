@@ -15,11 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 from bytewax.dataflow import Stream
 
 from operators.account.book import AccountBook
-from operators.account.marks import loss_candidates, may_breach
+from operators.account.marks import MarkRuns
 from operators.account.portfolio import snapshot, summary
 from operators.account.rates import RateState
 from operators.account.risk import Request, RiskChecks
@@ -40,9 +39,6 @@ from schemas.events import (
 from schemas.ids import content_id
 from schemas.kite import OrderUpdate
 from schemas.ticks import (
-    F64,
-    I64,
-    US,
     Clock,
     MarkSet,
     OrderLatency,
@@ -52,7 +48,6 @@ from schemas.ticks import (
     to_us,
 )
 
-PRUNE_US = 60 * US
 AccountIn = TradingSignal | MarkSet | Clock | TickCount | StrategyFailed | OrderUpdate
 AccountOut = Any  # events, snapshots, the summary, and pass-through clocks / counts
 
@@ -86,11 +81,12 @@ class AccountState:
     rates: RateState = field(default_factory=RateState)
     venue: Any = None
     control_cursor: Any = None
-    targets: dict[tuple[str, int], int] = field(default_factory=dict)
     rejections: Counter[str] = field(default_factory=Counter)
     changes: list[TradingStateChanged] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     flattens: int = 0  # flatten rounds so far: each round's orders get fresh ids
+    flattening: str | None = None  # what a flatten in progress answers (its orders' identity)
+    flattened_at: int = -1  # event time of the last flatten round
 
 
 @dataclass(frozen=True)
@@ -104,7 +100,7 @@ class AccountSetup:
     universe: tuple[int, ...] = ()  # the configured instruments: slots in every book
 
 
-class Account:
+class Account(MarkRuns):
     """Pure logic of one broker's account (risk, venue, book, trading state composed)."""
 
     def __init__(
@@ -130,10 +126,17 @@ class Account:
     def _net(self) -> float:
         return self.state.book.total.book.net_pnl()
 
-    def _verdict(self, v: Verdict, ts: int) -> list[AccountOut]:
-        self.state.changes.extend(v.changes)
+    def _verdict(self, v: Verdict, ts: int, why: str | None = None) -> list[AccountOut]:
+        """Apply a state verdict. ``why`` names what asked (a command's origin); a loss
+        breach is named by its trading day, so a replay after a restart gives the same
+        flatten orders (the same Kite tags) whenever it happens to be noticed."""
+        st = self.state
+        st.changes.extend(v.changes)
         out: list[AccountOut] = list(v.changes)
+        if any(c.state == "ACTIVE" for c in v.changes):
+            st.flattening = None
         if v.flatten is not None:
+            st.flattening = why or f"{v.flatten.value}:{st.trading.day}"
             out += self.flatten(v.flatten, ts)
         return out
 
@@ -148,7 +151,8 @@ class Account:
         out: list[AccountOut] = []
         for cmd in due:  # at its own time (file), or at the event time it arrived (live)
             at = min(ts, to_us(cmd.ts)) if not final else ts
-            out += self._verdict(self.trading.command(str(cmd.command), at, cmd.origin), at)
+            verdict = self.trading.command(str(cmd.command), at, cmd.origin)
+            out += self._verdict(verdict, at, cmd.origin)
         return out
 
     # -- orders --------------------------------------------------------------------------
@@ -163,8 +167,8 @@ class Account:
                 book.release(e)
         return list(events)
 
-    def _send(self, v: ValidatedSignal) -> list[AccountOut]:
-        kind = self.setup.order_types.get(v.signal.strategy_id, "MARKET")
+    def _send(self, v: ValidatedSignal, kind: str | None = None) -> list[AccountOut]:
+        kind = kind or self.setup.order_types.get(v.signal.strategy_id, "MARKET")
         if self.venue.knows(v):  # its order exists (and counts in the book): never a second
             return self._apply(self.venue.send(v, kind))
         self.risk.rates.record(to_us(v.timestamp))
@@ -187,7 +191,6 @@ class Account:
         st, ts = self.state, to_us(s.timestamp)
         out = self._verdict(self.trading.on_time(ts, self._net()), ts)
         token = s.instrument_token
-        st.targets[(s.strategy_id, token)] = s.target_quantity
         held = st.book.strategy_position(s.strategy_id, token) + st.book.pending(
             token, s.strategy_id
         )
@@ -212,108 +215,45 @@ class Account:
         return [*out, rejected]
 
     def flatten(self, reason: StateReason, ts: int) -> list[AccountOut]:
-        """Close every holding at once (orders that only reduce, past the risk checks)."""
-        st, out = self.state, []
-        st.flattens += 1
-        for sid, token, held in st.book.strategy_holdings():
+        """Close every instrument's net position at once: MARKET orders, past the risk
+        checks (they only reduce). Ids derive from what asked and the round, never from when
+        it was noticed. Called again on every mark while a flatten is in progress, for what
+        open orders filled since (or what a failed close left)."""
+        st, out = self.state, list[AccountOut]()
+        plan = st.book.close_plan()
+        if not plan:
+            return out
+        st.flattens, st.flattened_at = st.flattens + 1, ts
+        tag = st.flattening or reason.value
+        for sid, token, qty in plan:
             price = st.book.price(token, 0.0)
             if price <= 0:
                 continue
             sig = TradingSignal(
-                signal_id=content_id("flatten", self.broker.value, st.flattens, sid, token, ts),
-                correlation_id=content_id("flatten", self.broker.value, st.flattens, ts),
+                signal_id=content_id("flatten", self.broker.value, tag, st.flattens, sid, token),
+                correlation_id=content_id("flatten", self.broker.value, tag, st.flattens),
                 strategy_id=sid,
                 broker=self.broker,
                 instrument_token=token,
-                target_quantity=0,
+                target_quantity=st.book.strategy_position(sid, token) + qty,
                 price=price,
                 timestamp=from_us(ts),
                 reason=f"FLATTEN: {reason.value}",
             )
-            side = SignalType.SELL if held > 0 else SignalType.BUY
-            fields = self._request(sig, side, abs(held))
-            out += self._send(ValidatedSignal(event_id=content_id("val", sig.signal_id), **fields))
+            side = SignalType.BUY if qty > 0 else SignalType.SELL
+            fields = self._request(sig, side, abs(qty))
+            val = ValidatedSignal(event_id=content_id("val", sig.signal_id), **fields)
+            out += self._send(val, "MARKET")
         return out
 
-    # -- marks ---------------------------------------------------------------------------
-    def _marks(self, m: MarkSet) -> list[AccountOut]:
-        """A run of mark boundaries (one trading day: clocks cut runs). The day rolls at its
-        first boundary; the loss limit holds after every boundary: a cheap bound on the
-        run's summary, an exact scan only where it could be reached."""
-        book, status = self.state.book, self.trading.status
-        out = self._verdict(self.trading.on_time(m.first, self._net()), m.first)
-        peek = getattr(self.inbox, "peek", None)
-        nxt = peek(self.state.control_cursor) if peek is not None else None
-        limit = self.trading.risk.max_daily_loss
-        day = self.setup.session.trading_day
-        if (
-            (nxt is not None and nxt <= m.until)
-            or day(m.until) != day(m.first)
-            or (
-                not status.loss_breached
-                and may_breach(
-                    book.total.book,
-                    m.tokens,
-                    m.high,
-                    m.low,
-                    self._net(),
-                    status.day_start_pnl,
-                    limit,
-                )
-            )
-        ):
-            out += self._by_time(*m.entries.by_time())
-        else:
-            book.mark_many(m.tokens, m.last)
-        self._after_marks(m)
-        return out
-
-    def _after_marks(self, m: MarkSet) -> None:
-        last = m.until
-        self.state.book.last_ts = max(self.state.book.last_ts or last, last)
-        if last // PRUNE_US != self._pruned:  # order-rate windows: about once a minute
-            self._pruned = last // PRUNE_US
-            self.risk.rates.prune(last)
-
-    def _by_time(self, times: I64, tokens: I64, prices: F64) -> list[AccountOut]:
-        """Every mark in time order, cut at operator commands and trading days, scanned
-        exactly."""
-        out: list[AccountOut] = []
-        peek = getattr(self.inbox, "peek", None)
-        while len(times):
-            nxt = peek(self.state.control_cursor) if peek is not None else None
-            cut = self.setup.session.day_end(int(times[0]))
-            cut = cut if nxt is None else min(cut, nxt)
-            k = int(np.searchsorted(times, cut, "left"))
-            out += self._scan(times[:k], tokens[:k], prices[:k])
-            if k == len(times):
-                break
-            if cut == nxt:
-                out += self._commands(nxt)
-            at = int(times[k])
-            out += self._verdict(self.trading.on_time(at, self._net()), at)  # a new day rolls
-            times, tokens, prices = times[k:], tokens[k:], prices[k:]
-        return out
-
-    def _scan(self, times: I64, tokens: I64, prices: F64) -> list[AccountOut]:
-        """Time-sorted marks, checked exactly at each boundary the vectorised pass flags."""
-        book, status = self.state.book, self.trading.status
-        out: list[AccountOut] = []
-        limit, k = self.trading.risk.max_daily_loss, 0
-        if status.loss_breached:
-            book.mark_many(tokens, prices)
-            return out
-        found = loss_candidates(
-            book.total.book, times, tokens, prices, self._net(), status.day_start_pnl, limit
-        )
-        for end in found.tolist():
-            book.mark_many(tokens[k:end], prices[k:end])
-            k, at = end, int(times[end - 1])
-            out += self._verdict(self.trading.on_time(at, self._net()), at)
-            if status.loss_breached:
-                break
-        book.mark_many(tokens[k:], prices[k:])
-        return out
+    def reflatten(self, ts: int) -> list[AccountOut]:
+        """While a flatten is in progress: close whatever is still (or again) held."""
+        if self.state.flattening is None or ts <= self.state.flattened_at:
+            return []  # none in progress, or a round at this very time already
+        reason = StateReason.DAILY_LOSS_BREACHED
+        if self.trading.state == "HALTED":
+            reason = StateReason.OPERATOR_FLATTEN
+        return self.flatten(reason, ts)
 
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:

@@ -93,6 +93,21 @@ class AccountBook:
     def pending_buy_value(self) -> float:
         return sum(o.remaining * o.price for o in self.open.values() if o.remaining > 0)
 
+    def pending_short_value(self) -> float:
+        """What open sell orders would add to short positions once they fill, at their price."""
+        out = 0.0
+        for token in {o.token for o in self.open.values() if o.remaining < 0}:
+            pos = self.position(token)
+            sells = -sum(
+                o.remaining for o in self.open.values() if o.token == token and o.remaining < 0
+            )
+            opening = max(0, sells - max(pos, 0))
+            price = next(
+                o.price for o in self.open.values() if o.token == token and o.remaining < 0
+            )
+            out += opening * price
+        return out
+
     def exposure(self, token: int) -> int:
         """Position plus open orders: what the instrument holds once they all fill."""
         return self.position(token) + self.pending(token)
@@ -159,15 +174,29 @@ class AccountBook:
         for t in self.strategies.values():
             t.book.copy_marks(self.total.book)
 
-    def strategy_holdings(self) -> list[tuple[str, int, int]]:
-        """(strategy, instrument, position + open orders) for every non-zero holding."""
-        out = []
-        for sid in sorted(self.strategies):
-            for token in sorted(self.strategies[sid].book.lots):
-                held = self.strategy_position(sid, token) + self.pending(token, sid)
-                if held:
-                    out.append((sid, token, held))
-        for o in self.open.values():
-            if o.strategy_id not in self.strategies and o.remaining:
-                out.append((o.strategy_id, o.token, self.pending(o.token, o.strategy_id)))
-        return sorted(set(out))
+    def close_plan(self) -> list[tuple[str, int, int]]:
+        """Orders that bring every instrument's NET position to zero: (strategy, token,
+        signed quantity). Open orders that already reduce a position count as closing it;
+        open orders that would grow it do not (a later round closes what they fill). The
+        close is shared among the strategies holding the net side, in id order; strategies
+        that offset each other are left as they are (the account holds nothing there)."""
+        plan: list[tuple[str, int, int]] = []
+        for token in sorted(t for t, lot in self.total.book.lots.items() if lot.quantity):
+            pos = self.position(token)
+            closing = sum(
+                o.remaining
+                for o in self.open.values()
+                if o.token == token and (o.remaining > 0) != (pos > 0)
+            )
+            left = pos + closing  # still to close, signed like pos (or crossed zero)
+            if left == 0 or (left > 0) != (pos > 0):
+                continue
+            for sid in sorted(self.strategies):
+                have = self.strategy_position(sid, token)
+                if have and (have > 0) == (left > 0):
+                    take = min(abs(have), abs(left)) * (1 if left > 0 else -1)
+                    plan.append((sid, token, -take))
+                    left -= take
+                if left == 0:
+                    break
+        return plan

@@ -10,9 +10,14 @@ were grouped into runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from operators.accounting import F64, I64, Book
+from schemas.ticks import US, MarkSet
+
+PRUNE_US = 60 * US
 
 EPS = 1e-3  # rupees: far above float drift, far below any limit
 
@@ -68,3 +73,106 @@ def loss_candidates(
     ends = group_ends(times)
     loss = day_start - (net_now + np.cumsum(delta)[ends - 1])
     return ends[loss >= limit - EPS]
+
+
+class MarkRuns:
+    """The account's handling of mark runs (a mixin of operators.account.account.Account,
+    whose state, trading control, risk, inbox and verdicts it uses)."""
+
+    state: Any
+    trading: Any
+    risk: Any
+    inbox: Any
+    setup: Any
+    _pruned: int
+
+    def _net(self) -> float:
+        raise NotImplementedError  # the Account's
+
+    def _verdict(self, v: Any, ts: int, why: str | None = None) -> list[Any]:
+        raise NotImplementedError
+
+    def _commands(self, ts: int, final: bool = False) -> list[Any]:
+        raise NotImplementedError
+
+    def reflatten(self, ts: int) -> list[Any]:
+        raise NotImplementedError
+
+    def _marks(self, m: MarkSet) -> list[Any]:
+        """A run of mark boundaries (one trading day: clocks cut runs). The day rolls at its
+        first boundary; the loss limit holds after every boundary: a cheap bound on the
+        run's summary, an exact scan only where it could be reached."""
+        book, status = self.state.book, self.trading.status
+        out = self._verdict(self.trading.on_time(m.first, self._net()), m.first)
+        peek = getattr(self.inbox, "peek", None)
+        nxt = peek(self.state.control_cursor) if peek is not None else None
+        limit = self.trading.risk.max_daily_loss
+        day = self.setup.session.trading_day
+        if (
+            (nxt is not None and nxt <= m.until)
+            or day(m.until) != day(m.first)
+            or (
+                not status.loss_breached
+                and may_breach(
+                    book.total.book,
+                    m.tokens,
+                    m.high,
+                    m.low,
+                    self._net(),
+                    status.day_start_pnl,
+                    limit,
+                )
+            )
+        ):
+            out += self._by_time(*m.entries.by_time())
+        else:
+            book.mark_many(m.tokens, m.last)
+        self._after_marks(m)
+        return out + self.reflatten(m.until)
+
+    def _after_marks(self, m: MarkSet) -> None:
+        last = m.until
+        self.state.book.last_ts = max(self.state.book.last_ts or last, last)
+        if last // PRUNE_US != self._pruned:  # order-rate windows: about once a minute
+            self._pruned = last // PRUNE_US
+            self.risk.rates.prune(last)
+
+    def _by_time(self, times: I64, tokens: I64, prices: F64) -> list[Any]:
+        """Every mark in time order, cut at operator commands and trading days, scanned
+        exactly."""
+        out: list[Any] = []
+        peek = getattr(self.inbox, "peek", None)
+        while len(times):
+            nxt = peek(self.state.control_cursor) if peek is not None else None
+            cut = self.setup.session.day_end(int(times[0]))
+            cut = cut if nxt is None else min(cut, nxt)
+            k = int(np.searchsorted(times, cut, "left"))
+            out += self._scan(times[:k], tokens[:k], prices[:k])
+            if k == len(times):
+                break
+            if cut == nxt:
+                out += self._commands(nxt)
+            at = int(times[k])
+            out += self._verdict(self.trading.on_time(at, self._net()), at)  # a new day rolls
+            times, tokens, prices = times[k:], tokens[k:], prices[k:]
+        return out
+
+    def _scan(self, times: I64, tokens: I64, prices: F64) -> list[Any]:
+        """Time-sorted marks, checked exactly at each boundary the vectorised pass flags."""
+        book, status = self.state.book, self.trading.status
+        out: list[Any] = []
+        limit, k = self.trading.risk.max_daily_loss, 0
+        if status.loss_breached:
+            book.mark_many(tokens, prices)
+            return out
+        found = loss_candidates(
+            book.total.book, times, tokens, prices, self._net(), status.day_start_pnl, limit
+        )
+        for end in found.tolist():
+            book.mark_many(tokens[k:end], prices[k:end])
+            k, at = end, int(times[end - 1])
+            out += self._verdict(self.trading.on_time(at, self._net()), at)
+            if status.loss_breached:
+                break
+        book.mark_many(tokens[k:], prices[k:])
+        return out

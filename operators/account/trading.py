@@ -72,7 +72,7 @@ class TradingControl:
         st = self.status
         changes: tuple[TradingStateChanged, ...] = ()
         day = self.session.trading_day(ts)
-        if day != st.day:
+        if st.day is None or day > st.day:  # only forwards: a late item never rolls it back
             st.day, st.day_start_pnl, st.loss_breached = day, net_pnl, False
             if st.state is TradingState.REDUCING:
                 changes = self._move(

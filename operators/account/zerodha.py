@@ -9,6 +9,7 @@ Redis says which validated order the tag belongs to.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -132,6 +133,8 @@ class ZerodhaVenue:
         qty = u.filled_quantity - t.filled
         total = u.average_price * u.filled_quantity
         price = round((total - t.value) / qty, 2) if t.filled else u.average_price
+        if not (math.isfinite(price) and price > 0):  # Kite's rounded averages: keep it sane
+            price = u.average_price
         t.filled, t.value = u.filled_quantity, total
         v = t.validated
         whole = fees(self.costs, v.side, t.filled, u.average_price)  # brokerage cap per order

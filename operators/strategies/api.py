@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,7 @@ class Tick:
 
 
 FLAT = "FLAT"
+MAX_TARGET = 10**9  # shares: a larger target is a strategy bug, not an order
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,11 @@ class Signal:
         q = self.quantity
         if kind not in (SignalType.BUY.value, SignalType.SELL.value, FLAT):
             raise ValueError(f"signal_type {kind!r}: expected BUY, SELL or FLAT")
-        if isinstance(q, bool) or not isinstance(q, int):
-            raise ValueError(f"quantity {q!r}: must be an int")
+        if isinstance(q, bool) or not isinstance(q, numbers.Integral):
+            raise ValueError(f"quantity {q!r:.40}: must be an int")
+        q = int(q)
+        if abs(q) > MAX_TARGET:
+            raise ValueError(f"quantity {q:.3g}: beyond {MAX_TARGET:,}")
         if kind == FLAT:
             if q:
                 raise ValueError(f"quantity {q}: FLAT takes no quantity")

@@ -133,10 +133,10 @@ class StrategyRunner:
                     continue
                 if not isinstance(sig, Signal):
                     raise TypeError(f"on_tick must return Signal or None, got {sig!r:.200}")
-                target = sig.target()
+                target, why = sig.target(), str(sig.reason or "on_tick")[:200]
             except Exception as e:
-                raise StrategyFailure(i, f"{type(e).__name__}: {e}", out) from None
-            out.append(self._signal(sid, target, i, b, str(sig.reason or "on_tick")))
+                raise StrategyFailure(i, f"{type(e).__name__}: {e!s:.300}", out) from None
+            out.append(self._signal(sid, target, i, b, why))
         return out
 
     def _fail(
