@@ -126,7 +126,7 @@ def test_a_broker_failure_releases_its_exposure_at_once() -> None:
     out = a.on_item(target(10))
     assert of(out, OrderFailed)[0].quantity == 10
     book = a.state.book
-    assert book.exposure(1) == 0 and book.pending_buy_value() == 0 and not book.open
+    assert book.exposure(1) == 0 and book.pending_cash() == 0 and not book.open
     # the same target is ordered again in full, and passes the position limit
     again = a.on_item(target(10))
     assert [(v.side, v.quantity) for v in of(again, ValidatedSignal)] == [("BUY", 10)]
@@ -332,3 +332,11 @@ def test_open_sell_orders_that_would_open_shorts_reserve_cash() -> None:
     a = make(StubVenue(rest=frozenset({1, 2, 3})), cash=100_000)
     got = [reasons(a, target(-900, tok=t, sid=f"s{t}")) for t in (1, 2, 3)]
     assert got == [[], ["INSUFFICIENT_FUNDS"], ["INSUFFICIENT_FUNDS"]]
+
+
+def test_opposing_open_orders_on_one_instrument_net_out_in_the_cash_they_hold() -> None:
+    a = make(StubVenue(rest=frozenset({1})), cash=20_000)
+    assert reasons(a, target(150, tok=1, sid="a")) == []  # 15,000 held for the open buy
+    assert reasons(a, target(-150, tok=1, sid="b")) == []  # nets out: nothing more held
+    assert a.state.book.pending_cash() == 0
+    assert reasons(a, target(100, tok=2, sid="c")) == []

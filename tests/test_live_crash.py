@@ -146,7 +146,7 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
     # Convergence: what the broker holds (or will, once its resting orders fill) is what the
     # strategy's targets come to, per instrument, as an independent plain replay says.
     held, peak = held_at_kite(orders)
-    assert held == targets, f"zerodha holds {held}, the strategy's targets are {targets}"
+    assert held == targets, f"zerodha holds {held}, the targets are {targets}; {counters}"
     size = raw["strategies"][0]["params"]["quantity"]  # the strategy's |target|
     assert all(abs(q) <= size for q in held.values()), held
     assert all(q <= size for q in peak.values()), f"largest |position| per instrument {peak}"

@@ -90,22 +90,17 @@ class AccountBook:
             if o.token == token and (strategy_id is None or o.strategy_id == strategy_id)
         )
 
-    def pending_buy_value(self) -> float:
-        return sum(o.remaining * o.price for o in self.open.values() if o.remaining > 0)
-
-    def pending_short_value(self) -> float:
-        """What open sell orders would add to short positions once they fill, at their price."""
+    def pending_cash(self) -> float:
+        """Cash the open orders would tie up once they all fill, netted per instrument:
+        what they add to a long (buys) or to a short (sells beyond the long), at their
+        price. Opposing open orders on one instrument net out."""
         out = 0.0
-        for token in {o.token for o in self.open.values() if o.remaining < 0}:
+        for token in {o.token for o in self.open.values() if o.remaining}:
+            mine = [o for o in self.open.values() if o.token == token and o.remaining]
             pos = self.position(token)
-            sells = -sum(
-                o.remaining for o in self.open.values() if o.token == token and o.remaining < 0
-            )
-            opening = max(0, sells - max(pos, 0))
-            price = next(
-                o.price for o in self.open.values() if o.token == token and o.remaining < 0
-            )
-            out += opening * price
+            final = pos + sum(o.remaining for o in mine)
+            grows = max(0, final - max(pos, 0)) + max(0, min(pos, 0) - final)
+            out += grows * max(o.price for o in mine)
         return out
 
     def exposure(self, token: int) -> int:

@@ -120,7 +120,7 @@ class RiskChecks:
         opening = abs(after) if (after > 0) != (before > 0) else abs(after) - abs(before)
         need = opening * r.signal.price + fees(self.costs, r.side, r.quantity, r.signal.price)
         b = book.total.book
-        free = b.cash - b.short_value() - book.pending_buy_value() - book.pending_short_value()
+        free = b.cash - b.short_value() - book.pending_cash()
         if need > free:
             out.append((RejectReason.INSUFFICIENT_FUNDS, f"needs {need:,.2f}, free {free:,.2f}"))
         return out
