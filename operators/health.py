@@ -113,13 +113,13 @@ def stage_events(
                 for s in stages
             ]
         if isinstance(item, OrderLatency) and Stage.ORDER_EXECUTION in stages:
-            key = stage_key(broker, Stage.ORDER_EXECUTION)
+            key = key_of(broker, Stage.ORDER_EXECUTION)
             return [(key, StageEvent(item.ts, 0, latencies=(item.ms,)))]
         if isinstance(item, StrategyFailed) and Stage.SIGNAL_GENERATION in stages:
-            key = f"{broker}:{Stage.SIGNAL_GENERATION.value}"
+            key = key_of(broker, Stage.SIGNAL_GENERATION)
             return [(key, StageEvent(item.ts, 0, errors=1))]
         if isinstance(item, TradingStateChanged) and Stage.RISK_VALIDATION in stages:
-            key = f"{broker}:{Stage.RISK_VALIDATION.value}"
+            key = key_of(broker, Stage.RISK_VALIDATION)
             return [(key, StageEvent(to_us(item.timestamp), 0, trading=str(item.state)))]
         stage = _STAGE_OF.get(type(item))
         if isinstance(item, (OrderFilled, PnlSnapshot)):

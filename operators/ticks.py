@@ -14,6 +14,7 @@ from bytewax.dataflow import Stream
 from schemas.enums import Broker, DeadLetterReason
 from schemas.events import DeadLetter
 from schemas.ids import content_id
+from schemas.keys import route_key
 from schemas.ticks import F64, I64, Marks, StrategyOutput, TickBatch, WindowCounts, from_us
 
 MISSING_TS = np.iinfo(np.int64).min
@@ -191,7 +192,7 @@ def route_ticks(
         progress = None  # built once, only if some broker does not trade this instrument
         for b in brokers:
             if b in trading:
-                yield (f"{b.value}:{batch.instrument_token}", batch)
+                yield (route_key(b, batch.instrument_token), batch)
                 continue
             if progress is None:
                 counts = window_counts(batch, window_us)
