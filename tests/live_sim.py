@@ -91,30 +91,39 @@ class Sim:
         self.proc.wait(10)
 
 
-def live_config(tmp: Path, sim: Sim, redis_url: str, prefix: str, **source: Any) -> Path:
-    raw = {
-        "source": {"kind": "kite", "stale_after_s": 1.5, **source},
-        "kite": {
-            "api_root": sim.root,
-            "ws_root": sim.root.replace("http", "ws"),
-            "poll_s": 0.5,
-            "timeout_s": 2,
-        },
+def flow_config(
+    tmp: Path, redis_url: str, prefix: str, source: dict[str, Any], brokers: list[str]
+) -> dict[str, Any]:
+    """A live flow's config: momentum on the four tape instruments for ``brokers``, the
+    session open all day every day, ledger and Redis sinks."""
+    return {
+        "source": source,
         "sinks": ["ledger", "redis"],
         "redis": {"url": redis_url, "key_prefix": prefix, "flush_interval_s": 0.05},
         "instruments": str(ROOT / "data" / "instruments.csv"),
-        "brokers": {"paper": {"slippage_bps": 0}, "zerodha": {}},
+        "brokers": {"paper": {"slippage_bps": 0}, **{b: {} for b in brokers if b != "paper"}},
         "strategies": [
             {
                 "id": "mom",
                 "type": "momentum",
                 "instruments": TOKENS,
-                "brokers": ["paper", "zerodha"],
+                "brokers": brokers,
                 "params": {"lookback": 120, "threshold": 0.003, "quantity": 5},
             }
         ],
         "session": {"open": "00:00:00", "close": "23:59:59", "weekdays": [0, 1, 2, 3, 4, 5, 6]},
         "output": {"dir": str(tmp / "run")},
+    }
+
+
+def live_config(tmp: Path, sim: Sim, redis_url: str, prefix: str, **source: Any) -> Path:
+    kite = {"kind": "kite", "stale_after_s": 1.5, **source}
+    raw = flow_config(tmp, redis_url, prefix, kite, ["paper", "zerodha"])
+    raw["kite"] = {
+        "api_root": sim.root,
+        "ws_root": sim.root.replace("http", "ws"),
+        "poll_s": 0.5,
+        "timeout_s": 2,
     }
     path = tmp / "live.yaml"
     path.write_text(yaml.safe_dump(raw))

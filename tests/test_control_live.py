@@ -26,34 +26,18 @@ from connectors.kafka import client_config
 from schemas.config import KafkaConfig
 from schemas.redis_keys import KeyKind, LiveKeys, decode
 from tests.kafka_broker import create_topic
-from tests.live_sim import TOKENS, run_counters, tape, wait
+from tests.live_sim import flow_config, run_counters, tape, wait
 from tests.redis_server import shared_url
-from tests.support import ROOT, flow_env, read_ledger
+from tests.support import flow_env, read_ledger
 
 SLICE = 120  # ticks per send
 GAP_S = 0.15  # between sends: the 1.5 h tape (~13.6k ticks) takes ~17 s
 
 
 def _config(tmp: Path, kafka: str, topic: str, url: str, prefix: str, **source: Any) -> Path:
-    raw = {
-        "source": {"kind": "kafka", "topic": topic, "tail": True, "max_delay_s": 1.0, **source},
-        "kafka": {"brokers": [kafka]},
-        "sinks": ["ledger", "redis"],
-        "redis": {"url": url, "key_prefix": prefix, "flush_interval_s": 0.05},
-        "instruments": str(ROOT / "data" / "instruments.csv"),
-        "brokers": {"paper": {"slippage_bps": 0}},
-        "strategies": [
-            {
-                "id": "mom",
-                "type": "momentum",
-                "instruments": TOKENS,
-                "brokers": ["paper"],
-                "params": {"lookback": 120, "threshold": 0.003, "quantity": 5},
-            }
-        ],
-        "session": {"open": "00:00:00", "close": "23:59:59", "weekdays": [0, 1, 2, 3, 4, 5, 6]},
-        "output": {"dir": str(tmp / "run")},
-    }
+    kafka_source = {"kind": "kafka", "topic": topic, "tail": True, "max_delay_s": 1.0, **source}
+    raw = flow_config(tmp, url, prefix, kafka_source, ["paper"])
+    raw["kafka"] = {"brokers": [kafka]}
     path = tmp / "live.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
