@@ -76,6 +76,7 @@ class Book:
     _sorted: I64 = field(init=False)
     _order: I64 = field(init=False)
     _basis: float = 0.0  # Σ qty · average price
+    _universe_n: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.cash = self.starting_cash
@@ -86,6 +87,7 @@ class Book:
         self._seen = np.zeros(n, dtype=bool)
         self._sorted = np.array(tokens, dtype=np.int64)
         self._order = np.arange(len(tokens), dtype=np.int64)
+        self._universe_n = len(tokens)
 
     def _slot_of(self, token: int) -> int:
         slot = self._slot.get(token)
@@ -167,6 +169,19 @@ class Book:
         slots, hit = self.slots_of(tokens)
         self._mark[slots[hit]] = prices[hit]
         self._seen[slots[hit]] = True
+
+    def universe_slots(self) -> bool:
+        """Slots are the sorted universe's indices (no instrument was added on the way)."""
+        return len(self._slot) == self._universe_n
+
+    def slots_hold(self, slots: I64, tokens: I64) -> bool:
+        """``slots`` are these tokens' slots (a guard for slots computed elsewhere)."""
+        return bool(np.array_equal(self._sorted[slots], tokens))
+
+    def mark_slots(self, slots: I64, prices: F64) -> None:
+        """Mark by slot (see ``universe_slots``)."""
+        self._mark[slots] = prices
+        self._seen[slots] = True
 
     def quantities(self, slots: I64) -> F64:
         return self._qty[slots]

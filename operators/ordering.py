@@ -75,9 +75,10 @@ class EventTimeOrder:
         clock: Callable[[], float] = time.time,
     ):
         self.grids = grids_us
+        self.universe = np.array(sorted(set(tokens)), dtype=np.int64)  # the books' slots
         self.max_delay_s = max_delay_us / 1e6 if max_delay_us is not None else None
         self.clock = clock
-        self.state = state or OrderState(watermarks={t: _NEVER for t in tokens})
+        self.state = state or OrderState(watermarks={t: _NEVER for t in self.universe.tolist()})
         self.started = clock()
         self.state.heard.clear()  # a resume starts every instrument's silence afresh
 
@@ -198,6 +199,7 @@ class EventTimeOrder:
         starts, ends, high, low = starts[order], ends[order], high[order], low[order]
         runs = run[starts]
         last, first_t, last_t = px[ends - 1], times[starts], times[ends - 1]
+        slots = np.searchsorted(self.universe, tok[starts])  # the instruments' book slots
         heads = np.concatenate((np.zeros(1, dtype=np.int64), np.flatnonzero(np.diff(runs)) + 1))
         firsts = np.minimum.reduceat(first_t, heads).tolist()
         untils = np.maximum.reduceat(last_t, heads).tolist()
@@ -211,7 +213,7 @@ class EventTimeOrder:
                 out.extend(self._clocks_before((firsts[r], 0, 0, "")))
                 entries = MarkEntries(times, tok, px, (starts[sl], ends[sl]))
                 summary = (tok[starts[sl]], last[sl], high[sl], low[sl])
-                out.append(MarkSet(firsts[r], untils[r], *summary, entries))
+                out.append(MarkSet(firsts[r], untils[r], *summary, entries, slots[sl]))
                 r += 1
             if s < len(items):
                 key, _, item = items[s]

@@ -106,6 +106,7 @@ class MarkSet:
     high: F64
     low: F64
     entries: MarkEntries
+    slots: I64 | None = None  # each token's index in the sorted instrument universe
 
     @classmethod
     def of(cls, ts: int, pairs: Iterable[tuple[int, float]]) -> MarkSet:

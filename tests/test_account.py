@@ -44,6 +44,7 @@ def make(
     cash: float = 1e6,
     inbox: Any = None,
     order_types: dict[str, str] | None = None,
+    universe: tuple[int, ...] = (),
     **risk: Any,
 ) -> Account:
     cfg = BrokerConfig(starting_cash=cash, slippage_bps=0, risk=RiskConfig(**risk))
@@ -52,6 +53,7 @@ def make(
         session=MarketSession(SessionConfig()),
         lot_sizes={7: 25},
         order_types=order_types or {},
+        universe=universe,
     )
     v = venue or PaperVenue(0.0, CostModel(), {})
     return Account(Broker.PAPER, cfg, setup, lambda _state: v, inbox)
@@ -185,9 +187,10 @@ def test_order_rate_caps_hold_when_signals_arrive_out_of_event_time_order() -> N
     assert reasons(a, target(1, at=t - timedelta(milliseconds=600), sid="y")) == []
 
 
-def _run(entries: list[tuple[int, int, float]]) -> Any:
+def _run(entries: list[tuple[int, int, float]], slots: bool = False) -> Any:
     """A MarkSet run from (time, token, price) entries, summarised as the ordering stage
-    does: per token (ascending) its last price in time order, high and low."""
+    does: per token (ascending) its last price in time order, high and low (and, with
+    ``slots``, each token's slot in the universe 1, 2, 3, as the ordering stage gives)."""
     import numpy as np
 
     from schemas.ticks import MarkEntries, MarkSet
@@ -202,6 +205,7 @@ def _run(entries: list[tuple[int, int, float]]) -> Any:
         min(times.tolist()), max(times.tolist()), np.array(tokens, dtype=np.int64),
         np.array([per[t][-1] for t in tokens]), np.array([max(per[t]) for t in tokens]),
         np.array([min(per[t]) for t in tokens]), MarkEntries(times, toks, px),
+        np.array([t - 1 for t in tokens], dtype=np.int64) if slots else None,
     )  # fmt: skip
 
 
@@ -222,14 +226,16 @@ def test_grouping_marks_into_runs_never_changes_what_the_account_does() -> None:
             price[tok] = round(max(1.0, price[tok] + step * 0.05), 2)
             entries.append((to_us(OPEN) + (k + 1) * US, tok, price[tok]))
         outs = []
-        for groups in ([[e] for e in entries], _split(entries, cuts)):
-            a = make(max_daily_loss=limit)
+        variants = [([[e] for e in entries], False), (_split(entries, cuts), False)]
+        variants.append((_split(entries, cuts), True))  # the slots fast path
+        for groups, slots in variants:
+            a = make(max_daily_loss=limit, universe=(1, 2, 3) if slots else ())
             a.on_item(target(10, tok=1, at=OPEN))
             a.on_item(target(-20, tok=2, price=50.0, at=OPEN, sid="s"))
-            got = [x for g in groups for x in a.on_item(_run(g))]
+            got = [x for g in groups for x in a.on_item(_run(g, slots))]
             got += a.on_eof()
             outs.append([x.model_dump() if hasattr(x, "model_dump") else x for x in got])
-        assert outs[0] == outs[1]
+        assert outs[0] == outs[1] == outs[2]
 
     check()
 

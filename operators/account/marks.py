@@ -104,6 +104,12 @@ class MarkRuns:
         run's summary, an exact scan only where it could be reached."""
         book, status = self.state.book, self.trading.status
         out = self._verdict(self.trading.on_time(m.first, self._net()), m.first)
+        total = book.total.book
+        if m.slots is not None and self.state.flattening is None and total.universe_slots():
+            fast = self._fast(m, total)  # the common case: one vectorised pass
+            if fast:
+                self._after_marks(m)
+                return out
         peek = getattr(self.inbox, "peek", None)
         nxt = peek(self.state.control_cursor) if peek is not None else None
         limit = self.trading.risk.max_daily_loss
@@ -129,6 +135,31 @@ class MarkRuns:
             book.mark_many(m.tokens, m.last)
         self._after_marks(m)
         return out + self.reflatten(m.until)
+
+    def _fast(self, m: MarkSet, total: Book) -> bool:
+        """Marks by the universe slots the ordering stage computed, when no loss check,
+        command or day change can fall inside the run. False: take the general path."""
+        status = self.trading.status
+        if status.loss_breached or self.setup.session.day_end(m.first) <= m.until:
+            return False
+        peek = getattr(self.inbox, "peek", None)
+        nxt = peek(self.state.control_cursor) if peek is not None else None
+        if nxt is not None and nxt <= m.until:
+            return False
+        slots = m.slots
+        if slots is None or not total.slots_hold(slots, m.tokens):
+            return False
+        qty = total.quantities(slots)
+        held = qty != 0
+        if held.any():
+            start = total.marks(slots)
+            away = np.maximum(np.abs(m.high - start), np.abs(m.low - start))[held]
+            move = float(np.max(away / np.maximum(start[held], 1e-9)))
+            headroom = self.trading.risk.max_daily_loss - EPS - (status.day_start_pnl - self._net())
+            if total.gross_value() * move >= headroom:
+                return False
+        total.mark_slots(slots, m.last)
+        return True
 
     def _after_marks(self, m: MarkSet) -> None:
         last = m.until
