@@ -16,8 +16,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from connectors.redis_state import connect, redact
 from schemas.config import RedisConfig, SourceUnavailable
@@ -127,13 +125,7 @@ class RedisControl:
 
     def _connect(self) -> redis.Redis:
         """A client that never holds the account up long: short timeouts, no retries."""
-        wait = min(self.cfg.timeout_s, 0.5)
-        return redis.Redis.from_url(
-            self.cfg.resolved_url(),
-            socket_connect_timeout=wait,
-            socket_timeout=wait,
-            retry=Retry(NoBackoff(), 0),
-        )
+        return connect(self.cfg.model_copy(update={"timeout_s": min(self.cfg.timeout_s, 0.5)}))
 
     def _standing(self, client: redis.Redis) -> list[ControlCommand]:
         """A fresh run starts as the operator last left it: if the newest command sent
