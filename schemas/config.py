@@ -15,7 +15,7 @@ from schemas.topics import TICKS_TOPIC
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ReplaySourceConfig(Section):
@@ -215,7 +215,9 @@ class StrategyConfig(Section):
     enabled: bool = True
     order_type: Literal["MARKET", "LIMIT"] = "MARKET"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> StrategyConfig:

@@ -89,3 +89,42 @@ def test_bundled_kite_configs_load(name: str) -> None:
     cfg = load_config(DEFAULT_CONFIG.parent / name)
     assert cfg.source.kind == "kite" and cfg.kite.ws_root == "ws://127.0.0.1:8765"
     assert (Broker.ZERODHA in cfg.routes_brokers()) == name.endswith("_live.yaml")
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        (
+            {"paper": {"starting_cash": float("inf")}},
+            "brokers.paper.starting_cash: Input should be a finite number",
+        ),
+        (
+            {"paper": {"risk": {"mark_interval_s": float("nan")}}},
+            "brokers.paper.risk.mark_interval_s: Input should be a finite number",
+        ),
+        (
+            {"paper": {"risk": {"mark_interval_s": 7}}},
+            "brokers.paper.risk.mark_interval_s: must divide portfolio.snapshot_interval_s",
+        ),
+        (
+            {"paper": {"risk": {"max_orders_per_minute": 0}}},
+            "brokers.paper.risk.max_orders_per_minute: Input should be greater than 0",
+        ),
+    ],
+)
+def test_account_settings_are_finite_and_consistent(
+    tmp_path: Path, over: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(config_dict(tmp_path, brokers=over), tmp_path)
+    assert str(err.value) == message
+
+
+def test_a_control_file_is_checked_before_the_flow_starts(tmp_path: Path) -> None:
+    from flows.plan import prepare
+
+    ctl = tmp_path / "ops.jsonl"
+    ctl.write_text('{"ts": "2026-11-20T11:00:00", "broker": "paper", "command": "halt"}\n')
+    cfg = parse_config(config_dict(tmp_path, control={"path": "ops.jsonl"}), tmp_path)
+    with pytest.raises(ConfigError, match=r"control.path: .*ops.jsonl line 1: ts: "):
+        prepare(cfg, source=object(), source_parts=["replay-0"])  # type: ignore[arg-type]
