@@ -161,27 +161,26 @@ class Book:
         idx = np.minimum(np.searchsorted(self._sorted, tokens), n - 1)
         return self._order[idx], self._sorted[idx] == tokens
 
-    def mark_many(self, tokens: I64, prices: F64) -> None:
+    def slots_for(self, tokens: I64, given: I64 | None) -> tuple[I64, npt.NDArray[np.bool_]]:
+        """``slots_of``, or ``given`` (the tokens' indices in the sorted universe, as the
+        ordering stage computes them) when they are this book's slots for these tokens:
+        no instrument was added beyond the universe, and they name the same tokens."""
+        if (
+            given is not None
+            and len(self._slot) == self._universe_n
+            and np.array_equal(self._sorted[given], tokens)
+        ):
+            return given, np.ones(len(given), dtype=bool)
+        return self.slots_of(tokens)
+
+    def mark_many(self, tokens: I64, prices: F64, slots: I64 | None = None) -> None:
         """Mark every instrument among ``tokens`` that has a slot (the others are ignored);
-        a token marked twice keeps its last price."""
+        ``slots``: as for ``slots_for``."""
         if not len(tokens):
             return
-        slots, hit = self.slots_of(tokens)
-        self._mark[slots[hit]] = prices[hit]
-        self._seen[slots[hit]] = True
-
-    def universe_slots(self) -> bool:
-        """Slots are the sorted universe's indices (no instrument was added on the way)."""
-        return len(self._slot) == self._universe_n
-
-    def slots_hold(self, slots: I64, tokens: I64) -> bool:
-        """``slots`` are these tokens' slots (a guard for slots computed elsewhere)."""
-        return bool(np.array_equal(self._sorted[slots], tokens))
-
-    def mark_slots(self, slots: I64, prices: F64) -> None:
-        """Mark by slot (see ``universe_slots``)."""
-        self._mark[slots] = prices
-        self._seen[slots] = True
+        at, hit = self.slots_for(tokens, slots)
+        self._mark[at[hit]] = prices[hit]
+        self._seen[at[hit]] = True
 
     def quantities(self, slots: I64) -> F64:
         return self._qty[slots]

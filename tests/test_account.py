@@ -145,7 +145,7 @@ def test_a_loss_breach_on_a_mark_flattens_and_the_next_day_trades_again() -> Non
     assert sorted(flat) == [(1, "SELL", 10), (2, "BUY", 4)]
     fill_1 = next(f for f in of(out, OrderFilled) if f.instrument_token == 1)
     assert fill_1.fill_price == 94.0  # at the mark that breached
-    assert a.state.book.held_tokens() == []
+    assert a.state.book.held_count() == 0
     monday = OPEN + timedelta(days=3)
     back = a.on_item(target(10, at=monday))
     assert [c.state for c in of(back, TradingStateChanged)] == ["ACTIVE"]

@@ -107,12 +107,6 @@ class AccountBook:
         """Position plus open orders: what the instrument holds once they all fill."""
         return self.position(token) + self.pending(token)
 
-    def held_tokens(self) -> list[int]:
-        """Instruments with a position or an open order."""
-        held = {t for t, lot in self.total.book.lots.items() if lot.quantity}
-        held.update(o.token for o in self.open.values() if o.remaining)
-        return sorted(held)
-
     def held_count(self) -> int:
         """How many instruments have a position or an open order (O(open orders))."""
         extra = {o.token for o in self.open.values() if o.remaining and not self.position(o.token)}

@@ -29,9 +29,7 @@ def group_ends(times: I64) -> I64:
 
 def may_breach(
     book: Book,
-    tokens: I64,
-    high: F64,
-    low: F64,
+    m: MarkSet,
     net_now: float,
     day_start: float,
     limit: float,
@@ -41,12 +39,12 @@ def may_breach(
     gross value x move over the run."""
     if day_start - net_now >= limit - EPS:
         return True
-    slots, hit = book.slots_of(tokens)
+    slots, hit = book.slots_for(m.tokens, m.slots)
     held = np.flatnonzero(hit & (book.quantities(slots) != 0))
     if not len(held):
         return False
     start = book.marks(slots[held])
-    away = np.maximum(np.abs(high[held] - start), np.abs(low[held] - start))
+    away = np.maximum(np.abs(m.high[held] - start), np.abs(m.low[held] - start))
     move = float(np.max(away / np.maximum(start, 1e-9)))
     return day_start - net_now + book.gross_value() * move >= limit - EPS
 
@@ -98,68 +96,32 @@ class MarkRuns:
     def reflatten(self, ts: int) -> list[Any]:
         raise NotImplementedError
 
+    def _next_command(self) -> int | None:
+        """Event time of the next file command, if the inbox can tell (live ones cannot)."""
+        peek = getattr(self.inbox, "peek", None)
+        return peek(self.state.control_cursor) if peek is not None else None
+
     def _marks(self, m: MarkSet) -> list[Any]:
-        """A run of mark boundaries (one trading day: clocks cut runs). The day rolls at its
-        first boundary; the loss limit holds after every boundary: a cheap bound on the
-        run's summary, an exact scan only where it could be reached."""
+        """A run of mark boundaries. The day rolls at its first boundary; the loss limit
+        holds after every boundary: a cheap bound on the run's summary, and an exact scan
+        only where the bound could be reached, a command or a new day falls inside."""
         book, status = self.state.book, self.trading.status
         out = self._verdict(self.trading.on_time(m.first, self._net()), m.first)
-        total = book.total.book
-        if m.slots is not None and self.state.flattening is None and total.universe_slots():
-            fast = self._fast(m, total)  # the common case: one vectorised pass
-            if fast:
-                self._after_marks(m)
-                return out
-        peek = getattr(self.inbox, "peek", None)
-        nxt = peek(self.state.control_cursor) if peek is not None else None
+        nxt = self._next_command()
         limit = self.trading.risk.max_daily_loss
-        day = self.setup.session.trading_day
         if (
             (nxt is not None and nxt <= m.until)
-            or day(m.until) != day(m.first)
+            or self.setup.session.day_end(m.first) <= m.until
             or (
                 not status.loss_breached
-                and may_breach(
-                    book.total.book,
-                    m.tokens,
-                    m.high,
-                    m.low,
-                    self._net(),
-                    status.day_start_pnl,
-                    limit,
-                )
+                and may_breach(book.total.book, m, self._net(), status.day_start_pnl, limit)
             )
         ):
             out += self._by_time(*m.entries.by_time())
         else:
-            book.mark_many(m.tokens, m.last)
+            book.total.book.mark_many(m.tokens, m.last, m.slots)
         self._after_marks(m)
         return out + self.reflatten(m.until)
-
-    def _fast(self, m: MarkSet, total: Book) -> bool:
-        """Marks by the universe slots the ordering stage computed, when no loss check,
-        command or day change can fall inside the run. False: take the general path."""
-        status = self.trading.status
-        if status.loss_breached or self.setup.session.day_end(m.first) <= m.until:
-            return False
-        peek = getattr(self.inbox, "peek", None)
-        nxt = peek(self.state.control_cursor) if peek is not None else None
-        if nxt is not None and nxt <= m.until:
-            return False
-        slots = m.slots
-        if slots is None or not total.slots_hold(slots, m.tokens):
-            return False
-        qty = total.quantities(slots)
-        held = qty != 0
-        if held.any():
-            start = total.marks(slots)
-            away = np.maximum(np.abs(m.high - start), np.abs(m.low - start))[held]
-            move = float(np.max(away / np.maximum(start[held], 1e-9)))
-            headroom = self.trading.risk.max_daily_loss - EPS - (status.day_start_pnl - self._net())
-            if total.gross_value() * move >= headroom:
-                return False
-        total.mark_slots(slots, m.last)
-        return True
 
     def _after_marks(self, m: MarkSet) -> None:
         last = m.until
@@ -172,16 +134,15 @@ class MarkRuns:
         """Every mark in time order, cut at operator commands and trading days, scanned
         exactly."""
         out: list[Any] = []
-        peek = getattr(self.inbox, "peek", None)
         while len(times):
-            nxt = peek(self.state.control_cursor) if peek is not None else None
+            nxt = self._next_command()
             cut = self.setup.session.day_end(int(times[0]))
             cut = cut if nxt is None else min(cut, nxt)
             k = int(np.searchsorted(times, cut, "left"))
             out += self._scan(times[:k], tokens[:k], prices[:k])
             if k == len(times):
                 break
-            if cut == nxt:
+            if nxt is not None and cut == nxt:
                 out += self._commands(nxt)
             at = int(times[k])
             out += self._verdict(self.trading.on_time(at, self._net()), at)  # a new day rolls
