@@ -5,8 +5,9 @@ Each instrument key reports a watermark with its output. Items are released, sor
 per-broker stages see the same sequence whatever the worker count or batch boundaries.
 Clock items mark the first health-window and snapshot boundary crossed by the stream.
 Tick counts are summed per health window over all instruments and released as one
-TickCount (instrument 0) once the window is complete; marks likewise as one MarkSet per
-snapshot boundary.
+TickCount (instrument 0) once the window is complete. Marks are released as MarkSet runs:
+the marks between two released items (and within one health window), summarised per
+instrument.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from schemas.ticks import (
 
 SortKey = tuple[int, int, int, str]
 Queued = tuple[SortKey, int, "BrokerItem"]
+RunAt = tuple[int, MarkSet]  # a mark run and the index of the released item it precedes
 _NEVER = -(2**62)
 
 
@@ -182,11 +184,14 @@ class EventTimeOrder:
         tok, ts, px = (np.concatenate(cols) for cols in zip(*due, strict=True))
         return ts, tok, px
 
-    def _mark_runs(self, times: I64, tok: I64, px: F64, items: list[Queued]) -> list[BrokerItem]:
-        """Interleave the due marks (grouped by instrument, each in time order) with the
-        released items: marks at or before an item's time come first, and runs are cut at
-        every health window (the finest clock grid) so that no Clock falls inside one. Each
-        (run, instrument) stretch is contiguous, so a run is summarised without any sort."""
+    def _mark_runs(self, times: I64, tok: I64, px: F64, items: list[Queued]) -> list[RunAt]:
+        """The due marks (grouped by instrument, each in time order) as MarkSet runs, each
+        with the index of the released item it precedes: marks at or before an item's time
+        come first, and runs are cut at every health window (the finest clock grid) so
+        that no Clock falls inside one. Each (run, instrument) stretch is contiguous, so a
+        run is summarised without any sort."""
+        if not len(times):
+            return []
         item_ts = np.array([key[0] for key, _, _ in items], dtype=np.int64)
         seg = np.searchsorted(item_ts, times, side="left")
         epoch = (times - 1) // self.grids["health"]  # a mark on a boundary precedes its Clock
@@ -204,25 +209,17 @@ class EventTimeOrder:
         firsts = np.minimum.reduceat(first_t, heads).tolist()
         untils = np.maximum.reduceat(last_t, heads).tolist()
         bounds = [*heads.tolist(), len(runs)]
-        segs = (runs[heads] >> 40).tolist()
-        out: list[BrokerItem] = []
-        r = 0
-        for s in range(len(items) + 1):
-            while r < len(segs) and segs[r] == s:
-                sl = slice(bounds[r], bounds[r + 1])
-                out.extend(self._clocks_before((firsts[r], 0, 0, "")))
-                entries = MarkEntries(times, tok, px, (starts[sl], ends[sl]))
-                summary = (tok[starts[sl]], last[sl], high[sl], low[sl])
-                out.append(MarkSet(firsts[r], untils[r], *summary, entries, slots[sl]))
-                r += 1
-            if s < len(items):
-                key, _, item = items[s]
-                out.extend(self._clocks_before(key))
-                out.append(item)
+        out: list[RunAt] = []
+        for r, s in enumerate((runs[heads] >> 40).tolist()):
+            sl = slice(bounds[r], bounds[r + 1])
+            entries = MarkEntries(times, tok, px, (starts[sl], ends[sl]))
+            summary = (tok[starts[sl]], last[sl], high[sl], low[sl])
+            out.append((s, MarkSet(firsts[r], untils[r], *summary, entries, slots[sl])))
         return out
 
     def release(self, final: bool = False) -> list[BrokerItem]:
-        """Items every instrument has passed (all of them if ``final``), in order."""
+        """Items every instrument has passed (all of them if ``final``), in order, with the
+        clocks they cross and the mark runs before them."""
         st = self.state
         limit = None if final else self._limit()
         width = self.grids["health"]
@@ -235,12 +232,18 @@ class EventTimeOrder:
         items: list[Queued] = []
         while st.pending and (limit is None or st.pending[0][0][0] < limit):
             items.append(heapq.heappop(st.pending))
-        if len(times):
-            return self._mark_runs(times, tok, px, items)
+        runs = self._mark_runs(times, tok, px, items)
         out: list[BrokerItem] = []
-        for key, _, item in items:
-            out.extend(self._clocks_before(key))
-            out.append(item)
+        r = 0
+        for s in range(len(items) + 1):
+            while r < len(runs) and runs[r][0] == s:
+                out.extend(self._clocks_before((runs[r][1].first, 0, 0, "")))
+                out.append(runs[r][1])
+                r += 1
+            if s < len(items):
+                key, _, item = items[s]
+                out.extend(self._clocks_before(key))
+                out.append(item)
         return out
 
 

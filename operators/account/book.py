@@ -116,7 +116,7 @@ class AccountBook:
         return self.total.book.last_price(token)
 
     def price(self, token: int, fallback: float) -> float:
-        got = self.total.book.last_price(token)
+        got = self.last_price(token)
         return fallback if got is None else got
 
     def gross_exposure(self) -> float:
@@ -151,12 +151,14 @@ class AccountBook:
         self.open.pop(f.order_id, None)
 
     def mark(self, token: int, price: float) -> None:
-        """One instrument's price (a fill's): the broker's book and the last prices."""
+        """One instrument's price (a fill's) on the broker's book (strategy books take the
+        broker's marks when they are read: ``sync_strategies``)."""
         self.total.book.mark(token, price)
 
-    def mark_many(self, tokens: I64, prices: F64) -> None:
-        """A mark set: the broker's book and the last prices, in one vectorised pass."""
-        self.total.book.mark_many(tokens, prices)
+    def mark_many(self, tokens: I64, prices: F64, slots: I64 | None = None) -> None:
+        """Marks on the broker's book in one vectorised pass (``slots``: see
+        ``Book.slots_for``)."""
+        self.total.book.mark_many(tokens, prices, slots)
 
     def sync_strategies(self) -> None:
         """Bring every strategy's book to the broker's marks (before reading them)."""

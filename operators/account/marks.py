@@ -119,7 +119,7 @@ class MarkRuns:
         ):
             out += self._by_time(*m.entries.by_time())
         else:
-            book.total.book.mark_many(m.tokens, m.last, m.slots)
+            book.mark_many(m.tokens, m.last, m.slots)
         self._after_marks(m)
         return out + self.reflatten(m.until)
 
