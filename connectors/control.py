@@ -12,8 +12,8 @@ import bisect
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from datetime import datetime, timezone
+from typing import Any
 
 import redis
 
@@ -22,25 +22,13 @@ from schemas.config import RedisConfig, SourceUnavailable
 from schemas.control import ControlCommand, ControlKind
 from schemas.enums import Broker
 from schemas.redis_keys import LiveKeys
+from schemas.ticks import to_us
 
 log = logging.getLogger("alpha_panda.control")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 STREAM_MAXLEN = 1000
 READ_COUNT = 100
 ENTRY_FIELDS = frozenset({"broker", "command"})
-
-
-class ControlInbox(Protocol):
-    def due(self, event_us: int, cursor: Any) -> tuple[list[ControlCommand], Any]:
-        """Commands to apply now (``event_us``: the account's event time, µs since epoch UTC)
-        and the new cursor (opaque, picklable; None at first)."""
-        ...
-
-
-def epoch_us(ts: datetime) -> int:
-    """An aware datetime as integer µs since epoch (exact, no float rounding)."""
-    return (ts - EPOCH) // timedelta(microseconds=1)
 
 
 class FileControl:
@@ -50,7 +38,7 @@ class FileControl:
     def __init__(self, commands: Sequence[ControlCommand], broker: Broker) -> None:
         mine = [c for c in commands if c.broker == Broker(broker).value]
         self.commands = sorted(mine, key=lambda c: c.ts)
-        self._us = [epoch_us(c.ts) for c in self.commands]
+        self._us = [to_us(c.ts) for c in self.commands]
 
     def due(self, event_us: int, cursor: Any) -> tuple[list[ControlCommand], Any]:
         done = int(cursor or 0)

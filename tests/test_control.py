@@ -20,12 +20,14 @@ import pytest
 import redis
 import yaml
 
-from connectors.control import ControlInbox, FileControl, RedisControl, epoch_us, send_command
+from connectors.control import FileControl, RedisControl, send_command
+from operators.account.account import Inbox
 from schemas.config import ConfigError, RedisConfig, SourceUnavailable
 from schemas.control import ControlCommand, ControlKind, load_control_file, parse_control_line
 from schemas.enums import Broker, StateReason, TradingState
 from schemas.events import TradingStateChanged
 from schemas.redis_keys import KeyKind, LiveKey, LiveKeys, RunMeta, decode, encode
+from schemas.ticks import to_us
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_URL = "redis://127.0.0.1:1/0"
@@ -175,9 +177,9 @@ def test_file_control_returns_each_due_command_once_in_order() -> None:
         _cmd(30, kind=ControlKind.HALT),
     ]
     inbox = FileControl(cmds, Broker.PAPER)
-    inboxes: list[ControlInbox] = [inbox, RedisControl(RedisConfig(), Broker.PAPER)]
+    inboxes: list[Inbox] = [inbox, RedisControl(RedisConfig(), Broker.PAPER)]
     assert inboxes
-    at = [epoch_us(datetime(2026, 11, 20, 10, m, tzinfo=IST)) for m in range(31)]
+    at = [to_us(datetime(2026, 11, 20, 10, m, tzinfo=IST)) for m in range(31)]
     assert inbox.due(at[9], None) == ([], 0)
     assert inbox.due(at[10] - 1, 0) == ([], 0)
     assert inbox.due(at[10], 0) == (cmds[:2], 2)  # ts <= event time: due
@@ -191,8 +193,8 @@ def test_file_control_returns_each_due_command_once_in_order() -> None:
 
 def test_file_control_resumes_from_a_pickled_cursor() -> None:
     cmds = [_cmd(m) for m in (1, 2, 3)]
-    at3 = epoch_us(cmds[2].ts)
-    first, cursor = FileControl(cmds, Broker.PAPER).due(epoch_us(cmds[0].ts), None)
+    at3 = to_us(cmds[2].ts)
+    first, cursor = FileControl(cmds, Broker.PAPER).due(to_us(cmds[0].ts), None)
     assert first == cmds[:1]
     again = FileControl(cmds, Broker.PAPER)  # a recovered run builds a new inbox
     assert again.due(at3, pickle.loads(pickle.dumps(cursor))) == (cmds[1:], 3)

@@ -69,9 +69,12 @@ class Venue(Protocol):
 
 
 class Inbox(Protocol):
-    """Operator commands (connectors.control): due at an event time, from a cursor."""
+    """Operator commands (connectors.control FileControl, RedisControl)."""
 
-    def due(self, event_us: int, cursor: Any) -> tuple[list[Any], Any]: ...
+    def due(self, event_us: int, cursor: Any) -> tuple[list[Any], Any]:
+        """Commands to apply now (``event_us``: the account's event time, µs since epoch UTC)
+        and the new cursor (opaque, picklable; None at first)."""
+        ...
 
 
 @dataclass

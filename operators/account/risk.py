@@ -47,7 +47,6 @@ class RiskChecks:
     ) -> None:
         self.risk, self.costs, self.session, self.lot_sizes = risk, costs, session, lot_sizes
         self.allowed = frozenset(risk.allowed_instruments or ()) or None
-        self.mark_us = max(1, round(risk.mark_interval_s * 1e6))
         caps = kite_caps(
             risk.max_orders_per_second, risk.max_orders_per_minute, risk.max_orders_per_day
         )
