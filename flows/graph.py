@@ -39,14 +39,23 @@ from operators.report import REPORT_KEY, ReportBuilder, Tally
 from operators.session import MarketSession
 from operators.strategies.runner import STRATEGY_PARTITION, StrategyRunner, run_strategies
 from operators.ticks import route_ticks
+from schemas.config import KafkaSourceConfig
 from schemas.enums import Broker, Stage
-from schemas.events import DeadLetter, Model, PnlSnapshot, StageHealth, TradingStateChanged
+from schemas.events import (
+    DeadLetter,
+    Model,
+    PnlSnapshot,
+    StageHealth,
+    TradingSignal,
+    TradingStateChanged,
+)
 from schemas.keys import parse_route_key, parse_stage_key, stage_key
 from schemas.kite import OrderUpdate
 from schemas.ledger import KIND_OF, LEDGER_KINDS
 from schemas.redis_keys import RunMeta
 from schemas.report import BrokerSummary
 from schemas.ticks import US, FeedStale, TickBatch
+from schemas.topics import BROKER_TOPICS, TICKS_TOPIC
 
 PER_BROKER_KINDS = (
     "signals",
@@ -238,15 +247,11 @@ def _kafka_out(
     plan: Plan, ordered: Stream[Any], booked: Stream[Any], judged: Stream[Any], dead: Stream[Any]
 ) -> None:
     """Every event stream to its Kafka topic as envelopes (see connectors.kafka.sink)."""
-    from connectors.kafka.sink import event_sink, messages_of
-    from schemas.config import KafkaSourceConfig
-    from schemas.topics import BROKER_TOPICS, TICKS_TOPIC
+    from connectors.kafka.sink import event_sink, messages_of  # confluent-kafka: only if used
 
     cfg = plan.cfg
     topic = cfg.source.topic if isinstance(cfg.source, KafkaSourceConfig) else TICKS_TOPIC
     pre = cfg.kafka.topic_prefix
-    from schemas.events import TradingSignal
-
     account_kinds = tuple(k for k in BROKER_TOPICS if k not in (TradingSignal, StageHealth))
     dead_msgs = messages_of((DeadLetter,), topic, pre)
     msgs = op.merge(
