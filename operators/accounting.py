@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from schemas.config import CostModel
 from schemas.enums import SignalType
+from schemas.ticks import universe_id
 
 
 def fees(costs: CostModel, side: SignalType | str, quantity: int, price: float) -> float:
@@ -77,6 +78,7 @@ class Book:
     _order: I64 = field(init=False)
     _basis: float = 0.0  # Σ qty · average price
     _universe_n: int = field(init=False)
+    _universe_id: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.cash = self.starting_cash
@@ -88,6 +90,7 @@ class Book:
         self._sorted = np.array(tokens, dtype=np.int64)
         self._order = np.arange(len(tokens), dtype=np.int64)
         self._universe_n = len(tokens)
+        self._universe_id = universe_id(self._sorted)
 
     def _slot_of(self, token: int) -> int:
         slot = self._slot.get(token)
@@ -161,26 +164,33 @@ class Book:
         idx = np.minimum(np.searchsorted(self._sorted, tokens), n - 1)
         return self._order[idx], self._sorted[idx] == tokens
 
-    def slots_for(self, tokens: I64, given: I64 | None) -> tuple[I64, npt.NDArray[np.bool_]]:
-        """``slots_of``, or ``given`` (the tokens' indices in the sorted universe, as the
-        ordering stage computes them) when they are this book's slots for these tokens:
-        no instrument was added beyond the universe, and they name the same tokens."""
-        if (
-            given is not None
-            and len(self._slot) == self._universe_n
-            and np.array_equal(self._sorted[given], tokens)
-        ):
-            return given, np.ones(len(given), dtype=bool)
+    def trusts(self, universe: int) -> bool:
+        """Slots computed over universe ``universe`` (a ``universe_id``) are this book's:
+        it is the book's universe and no instrument was added beyond it."""
+        return universe == self._universe_id and len(self._slot) == self._universe_n
+
+    def slots_for(
+        self, tokens: I64, given: I64 | None, universe: int = 0
+    ) -> tuple[I64, npt.NDArray[np.bool_] | None]:
+        """``slots_of``, or ``given`` (the tokens' indices in the sorted universe
+        ``universe``, as the ordering stage computes them) when the book ``trusts`` them; the
+        mask is None when every token has a slot."""
+        if given is not None and self.trusts(universe):
+            return given, None
         return self.slots_of(tokens)
 
-    def mark_many(self, tokens: I64, prices: F64, slots: I64 | None = None) -> None:
+    def mark_many(
+        self, tokens: I64, prices: F64, slots: I64 | None = None, universe: int = 0
+    ) -> None:
         """Mark every instrument among ``tokens`` that has a slot (the others are ignored);
-        ``slots``: as for ``slots_for``."""
+        ``slots``, ``universe``: as for ``slots_for``."""
         if not len(tokens):
             return
-        at, hit = self.slots_for(tokens, slots)
-        self._mark[at[hit]] = prices[hit]
-        self._seen[at[hit]] = True
+        at, hit = self.slots_for(tokens, slots, universe)
+        if hit is not None:
+            at, prices = at[hit], prices[hit]
+        self._mark[at] = prices
+        self._seen[at] = True
 
     def quantities(self, slots: I64) -> F64:
         return self._qty[slots]

@@ -33,6 +33,7 @@ from schemas.ticks import (
     StrategyOutput,
     TickCount,
     to_us,
+    universe_id,
 )
 
 SortKey = tuple[int, int, int, str]
@@ -78,6 +79,7 @@ class EventTimeOrder:
     ):
         self.grids = grids_us
         self.universe = np.array(sorted(set(tokens)), dtype=np.int64)  # the books' slots
+        self.universe_id = universe_id(self.universe)
         self.max_delay_s = max_delay_us / 1e6 if max_delay_us is not None else None
         self.clock = clock
         self.state = state or OrderState(watermarks={t: _NEVER for t in self.universe.tolist()})
@@ -209,12 +211,13 @@ class EventTimeOrder:
         firsts = np.minimum.reduceat(first_t, heads).tolist()
         untils = np.maximum.reduceat(last_t, heads).tolist()
         bounds = [*heads.tolist(), len(runs)]
+        toks, uid = tok[starts], self.universe_id
         out: list[RunAt] = []
         for r, s in enumerate((runs[heads] >> 40).tolist()):
-            sl = slice(bounds[r], bounds[r + 1])
-            entries = MarkEntries(times, tok, px, (starts[sl], ends[sl]))
-            summary = (tok[starts[sl]], last[sl], high[sl], low[sl])
-            out.append((s, MarkSet(firsts[r], untils[r], *summary, entries, slots[sl])))
+            a, b = bounds[r], bounds[r + 1]
+            entries = MarkEntries(times, tok, px, (starts[a:b], ends[a:b]))
+            summary = (toks[a:b], last[a:b], high[a:b], low[a:b])
+            out.append((s, MarkSet(firsts[r], untils[r], *summary, entries, slots[a:b], uid)))
         return out
 
     def release(self, final: bool = False) -> list[BrokerItem]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,6 +28,12 @@ def to_us(dt: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
+
+
+def universe_id(sorted_tokens: I64) -> int:
+    """A stable fingerprint of an instrument universe (the same in every process)."""
+    digest = hashlib.blake2b(np.ascontiguousarray(sorted_tokens, dtype=np.int64).tobytes())
+    return int.from_bytes(digest.digest()[:8], "big") or 1
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,7 @@ class MarkSet:
     low: F64
     entries: MarkEntries
     slots: I64 | None = None  # each token's index in the sorted instrument universe
+    universe: int = 0  # universe_id of that universe (books trust ``slots`` only if it is theirs)
 
     @classmethod
     def of(cls, ts: int, pairs: Iterable[tuple[int, float]]) -> MarkSet:

@@ -193,7 +193,7 @@ def _run(entries: list[tuple[int, int, float]], slots: bool = False) -> Any:
     ``slots``, each token's slot in the universe 1, 2, 3, as the ordering stage gives)."""
     import numpy as np
 
-    from schemas.ticks import MarkEntries, MarkSet
+    from schemas.ticks import MarkEntries, MarkSet, universe_id
 
     by_token = sorted(entries, key=lambda e: (e[1], e[0]))
     times = np.array([e[0] for e in by_token], dtype=np.int64)
@@ -206,6 +206,7 @@ def _run(entries: list[tuple[int, int, float]], slots: bool = False) -> Any:
         np.array([per[t][-1] for t in tokens]), np.array([max(per[t]) for t in tokens]),
         np.array([min(per[t]) for t in tokens]), MarkEntries(times, toks, px),
         np.array([t - 1 for t in tokens], dtype=np.int64) if slots else None,
+        universe_id(np.array([1, 2, 3], dtype=np.int64)) if slots else 0,
     )  # fmt: skip
 
 

@@ -92,3 +92,20 @@ def test_round_trips_are_judged_after_entry_and_exit_fees() -> None:
     assert b.lots[2].entry_fees == pytest.approx(2.0)
     back = b.apply(2, "BUY", 10, 50.0, 1.0)  # the short gains 10.00, fees 2.00 + 1.00
     assert back.trip_net == pytest.approx(10.0 - 3.0)
+
+
+def test_book_trusts_universe_slots_only_for_its_own_unchanged_universe() -> None:
+    from schemas.ticks import universe_id
+
+    book = Book(0.0, (30, 10, 20))
+    mine = universe_id(np.array([10, 20, 30], dtype=np.int64))
+    other = universe_id(np.array([10, 20, 40], dtype=np.int64))
+    assert book.trusts(mine) and not book.trusts(other) and not book.trusts(0)
+    tokens, prices = np.array([20, 30], dtype=np.int64), np.array([5.0, 7.0])
+    wrong = np.array([0, 1], dtype=np.int64)  # slots of another universe: must be ignored
+    book.mark_many(tokens, prices, wrong, other)
+    assert (book.last_price(10), book.last_price(20), book.last_price(30)) == (None, 5.0, 7.0)
+    book.apply(99, "BUY", 1, 1.0, 0.0)  # an instrument beyond the universe takes a slot
+    assert not book.trusts(mine)
+    book.mark_many(np.array([10, 99], dtype=np.int64), np.array([3.0, 4.0]), wrong, mine)
+    assert (book.last_price(10), book.last_price(20), book.last_price(99)) == (3.0, 5.0, 4.0)

@@ -155,10 +155,12 @@ class AccountBook:
         broker's marks when they are read: ``sync_strategies``)."""
         self.total.book.mark(token, price)
 
-    def mark_many(self, tokens: I64, prices: F64, slots: I64 | None = None) -> None:
-        """Marks on the broker's book in one vectorised pass (``slots``: see
+    def mark_many(
+        self, tokens: I64, prices: F64, slots: I64 | None = None, universe: int = 0
+    ) -> None:
+        """Marks on the broker's book in one vectorised pass (``slots``, ``universe``: see
         ``Book.slots_for``)."""
-        self.total.book.mark_many(tokens, prices, slots)
+        self.total.book.mark_many(tokens, prices, slots, universe)
 
     def sync_strategies(self) -> None:
         """Bring every strategy's book to the broker's marks (before reading them)."""

@@ -34,19 +34,18 @@ def may_breach(
     day_start: float,
     limit: float,
 ) -> bool:
-    """Cheap bound on a run's summary: no instrument's mark strays further from its current
-    mark than ``move`` (its high and low in the run), so the book cannot lose more than
-    gross value x move over the run."""
-    if day_start - net_now >= limit - EPS:
+    """Cheap bound on a run's summary: an instrument's mark stays within its high and low
+    in the run, so from its current mark it moves by at most the larger distance to
+    either, and the book cannot lose more than Σ |quantity| x that move over the run."""
+    room = limit - EPS - (day_start - net_now)
+    if room <= 0:
         return True
-    slots, hit = book.slots_for(m.tokens, m.slots)
-    held = np.flatnonzero(hit & (book.quantities(slots) != 0))
-    if not len(held):
-        return False
-    start = book.marks(slots[held])
-    away = np.maximum(np.abs(m.high[held] - start), np.abs(m.low[held] - start))
-    move = float(np.max(away / np.maximum(start, 1e-9)))
-    return day_start - net_now + book.gross_value() * move >= limit - EPS
+    slots, hit = book.slots_for(m.tokens, m.slots, m.universe)
+    qty, start = book.quantities(slots), book.marks(slots)
+    if hit is not None:
+        qty = np.where(hit, qty, 0.0)
+    move = np.maximum(m.high - start, start - m.low)
+    return float(np.dot(np.abs(qty), move)) >= room
 
 
 def loss_candidates(
@@ -119,7 +118,7 @@ class MarkRuns:
         ):
             out += self._by_time(*m.entries.by_time())
         else:
-            book.mark_many(m.tokens, m.last, m.slots)
+            book.mark_many(m.tokens, m.last, m.slots, m.universe)
         self._after_marks(m)
         return out + self.reflatten(m.until)
 
