@@ -119,7 +119,8 @@ def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
             if s.enabled and broker in s.brokers and tok in cfg.strategy_instruments(s)
         ]
         mark_us = round(cfg.brokers[broker].risk.mark_interval_s * US)
-        return StrategyRunner(broker, tok, mine, mark_us, window_us, resume)
+        latency_us = cfg.execution.latency_ms * 1000
+        return StrategyRunner(broker, tok, mine, mark_us, window_us, resume, latency_us)
 
     to_run, progress = route_ticks("route", batches, cfg.routes(), _brokers(plan), window_us)
     outputs = run_strategies("strategies", to_run, make_runner)
@@ -163,7 +164,9 @@ def accounts(
         def venue(state: Any) -> Any:
             if b is Broker.ZERODHA and plan.placer is not None:
                 return ZerodhaVenue(cfg.costs, plan.placer, setup.order_types, state)
-            return PaperVenue(bc.slippage_bps, cfg.costs, ticks)
+            closes = setup.session.closes if bc.risk.enforce_session else None
+            timeout_us = round(cfg.execution.limit_timeout_s * US)
+            return PaperVenue(bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us)
 
         return Account(b, bc, setup, venue, _inbox(plan, b), resume)
 

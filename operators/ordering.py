@@ -27,6 +27,7 @@ from schemas.ticks import (
     I64,
     BrokerItem,
     Clock,
+    ExecTick,
     MarkEntries,
     MarkSet,
     StrategyFailed,
@@ -49,9 +50,11 @@ def sort_key(item: BrokerItem) -> SortKey:
         return (item.ts, 1, 0, item.grid)
     if isinstance(item, TickCount):
         return (item.ts, 2, item.instrument_token, str(item.count))
+    if isinstance(item, ExecTick):  # fills before the signals of the same instant
+        return (item.ts, 3, item.instrument_token, "")
     if isinstance(item, StrategyFailed):
-        return (item.ts, 4, item.instrument_token, item.strategy_id)
-    return (to_us(item.timestamp), 3, item.instrument_token, f"{item.strategy_id}/{item.signal_id}")
+        return (item.ts, 5, item.instrument_token, item.strategy_id)
+    return (to_us(item.timestamp), 4, item.instrument_token, f"{item.strategy_id}/{item.signal_id}")
 
 
 @dataclass
@@ -97,6 +100,8 @@ class EventTimeOrder:
             self._enqueue(item)
         for failure in out.failures:
             self._enqueue(failure)
+        for ex in out.execs:
+            self._enqueue(ex)
         if len(out.marks):
             m = out.marks
             st.marks.append((np.full(len(m), out.instrument_token, dtype=np.int64), m.ts, m.price))

@@ -42,6 +42,11 @@ class MarketSession:
         self._open = (int(opens * US), int(closes * US)) if trades else (0, 0)
         return d
 
+    def closes(self, ts_us: int) -> int:
+        """When the session of ``ts_us``'s day closes (its day's end if it has none), µs."""
+        self.trading_day(ts_us)
+        return self._open[1] or self._day[1]
+
     def is_open(self, ts_us: int) -> bool:
         """In the session (weekday, not a holiday, between open and close), local time."""
         self.trading_day(ts_us)

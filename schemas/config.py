@@ -199,6 +199,21 @@ class RiskConfig(Section):
     enforce_session: bool = True
 
 
+class ExecutionConfig(Section):
+    """The paper fill model (operators.account.paper)."""
+
+    latency_ms: int = Field(
+        default=0,
+        ge=0,
+        le=3_600_000,
+        description="0: a signal's order fills at its instrument's next tick; more: at the "
+        "first tick at or after the signal time plus this latency",
+    )
+    limit_timeout_s: float = Field(
+        default=0, ge=0, description="a resting LIMIT is cancelled after this (0: at the close)"
+    )
+
+
 class BrokerConfig(Section):
     starting_cash: float = Field(default=1_000_000.0, gt=0)
     slippage_bps: float = Field(default=2.0, ge=0)
@@ -274,6 +289,7 @@ class AppConfig(Section):
     brokers: dict[Broker, BrokerConfig] = Field(min_length=1)
     strategies: list[StrategyConfig] = []
     costs: CostModel = CostModel()
+    execution: ExecutionConfig = ExecutionConfig()
     session: SessionConfig = SessionConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
     health: HealthConfig = HealthConfig()

@@ -290,7 +290,7 @@ class StubVenue:
         self.reject, self.down, self.rest = reject, down, rest  # rest: placed, never filled
         self.sent: list[Any] = []
 
-    def send(self, v: Any, order_type: str) -> list[Any]:
+    def send(self, v: Any, order_type: str, on_mark: bool = False) -> list[Any]:
         from operators.account import orders
         from schemas.enums import OrderStatus
 
@@ -309,6 +309,15 @@ class StubVenue:
         ]
 
     def update(self, u: Any) -> list[Any]:
+        return []
+
+    def on_exec(self, e: Any) -> list[Any]:
+        return []
+
+    def on_marks(self, m: Any) -> list[Any]:
+        return []
+
+    def expire(self, ts: int) -> list[Any]:
         return []
 
     def knows(self, v: Any) -> bool:

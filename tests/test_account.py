@@ -9,7 +9,6 @@ from typing import Any
 
 from connectors.control import FileControl
 from operators.account.account import Account, AccountSetup
-from operators.account.paper import PaperVenue
 from operators.session import MarketSession
 from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
 from schemas.control import ControlCommand
@@ -55,7 +54,8 @@ def make(
         order_types=order_types or {},
         universe=universe,
     )
-    v = venue or PaperVenue(0.0, CostModel(), {})
+    v = venue or StubVenue()  # fills at once, at the signal's price (the paper fill model:
+    # tests/test_paper.py)
     return Account(Broker.PAPER, cfg, setup, lambda _state: v, inbox)
 
 

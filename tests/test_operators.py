@@ -21,7 +21,17 @@ from schemas.config import BrokerConfig, CostModel, HealthConfig, SessionConfig
 from schemas.enums import Broker, Stage
 from schemas.events import OrderFilled, OrderPlaced, PnlSnapshot, TradingSignal, ValidatedSignal
 from schemas.report import BrokerSummary
-from schemas.ticks import US, Clock, Marks, MarkSet, StrategyOutput, WindowCounts, from_us, to_us
+from schemas.ticks import (
+    US,
+    Clock,
+    ExecTick,
+    Marks,
+    MarkSet,
+    StrategyOutput,
+    WindowCounts,
+    from_us,
+    to_us,
+)
 
 T0 = to_us(datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc))  # 10:30 IST
 CASH = 1_000_000.0
@@ -130,6 +140,11 @@ def _account(slippage_bps: float = 10.0) -> Callable[[str, Any], Account]:
     return make
 
 
+def _exec(s: TradingSignal, price: float) -> ExecTick:
+    """The tick after ``s``'s that executes its paper order (as the strategy runner sends)."""
+    return ExecTick(to_us(s.timestamp) + 1, s.instrument_token, price, (s.signal_id,))
+
+
 def _booked(items: list[Any]) -> list[Any]:
     flow = Dataflow("account_test")
     out = _run(
@@ -150,7 +165,7 @@ def _charges(side: str, turnover: float) -> float:
 def test_account_orders_the_difference_and_fills_with_slippage_and_fees() -> None:
     long = _target(1, T0, 100, 100.0)
     short = _target(1, T0 + 10 * US, -100, 100.0)  # holds 100: sells 200
-    out = _booked([long, short])
+    out = _booked([long, _exec(long, 100.0), short, _exec(short, 100.0)])
     orders = [i for i in out if isinstance(i, ValidatedSignal | OrderPlaced | OrderFilled)]
     assert [type(i) for i in orders] == [ValidatedSignal, OrderPlaced, OrderFilled] * 2
     for (v, placed, filled), s, side, qty, price in (
@@ -184,11 +199,14 @@ def _identity_holds(s: PnlSnapshot) -> None:
 
 def test_account_snapshots_at_clocks_and_at_the_end() -> None:
     t1, t2, t3 = T0 + 60 * US, T0 + 120 * US, T0 + 150 * US
+    buy, sell = _target(1, T0, 100, 100.0), _target(1, T0 + 90 * US, 40, 104.0)
     items = [
-        _target(1, T0, 100, 100.0),  # buys 100 at 100.10, fees 4.21
+        buy,
+        _exec(buy, 100.0),  # buys 100 at 100.10, fees 4.21
         MarkSet.of(t1, ((1, 103.0),)),
         Clock(t1, "snapshot"),
-        _target(1, T0 + 90 * US, 40, 104.0),  # sells 60 at 103.85 (104 × 0.999 → 0.05 grid)
+        sell,
+        _exec(sell, 104.0),  # sells 60 at 103.85 (104 × 0.999 → 0.05 grid)
         MarkSet.of(t2, ((1, 102.0),)),
         Clock(t2, "snapshot"),
         Clock(t2 + 1, "health"),  # not a snapshot clock
@@ -197,7 +215,7 @@ def test_account_snapshots_at_clocks_and_at_the_end() -> None:
     out = _booked(items)
     snaps = [i for i in out if isinstance(i, PnlSnapshot)]
     assert [(s.final, to_us(s.timestamp)) for s in snaps] == [(False, t1), (False, t2), (True, t3)]
-    assert [i for i in out if isinstance(i, Clock)] == [items[2], items[5], items[6]]
+    assert [i for i in out if isinstance(i, Clock)] == [items[3], items[7], items[8]]
     buy_fee, sell_fee = _charges("BUY", 100 * 100.10), _charges("SELL", 60 * 103.85)
     assert (buy_fee, sell_fee) == (4.21, 3.99)
     realized = 60 * (103.85 - 100.10)

@@ -40,6 +40,7 @@ from schemas.ids import content_id
 from schemas.kite import OrderUpdate
 from schemas.ticks import (
     Clock,
+    ExecTick,
     MarkSet,
     OrderLatency,
     StrategyFailed,
@@ -48,14 +49,28 @@ from schemas.ticks import (
     to_us,
 )
 
-AccountIn = TradingSignal | MarkSet | Clock | TickCount | StrategyFailed | OrderUpdate
+AccountIn = TradingSignal | MarkSet | Clock | TickCount | ExecTick | StrategyFailed | OrderUpdate
 AccountOut = Any  # events, snapshots, the summary, and pass-through clocks / counts
 
 
 class Venue(Protocol):
     """Where validated orders go: paper (operators.account.paper) or Kite (.zerodha)."""
 
-    def send(self, v: ValidatedSignal, order_type: str) -> list[OrderEvent]: ...
+    def send(self, v: ValidatedSignal, order_type: str, on_mark: bool = False) -> list[OrderEvent]:
+        """Place ``v``; ``on_mark``: the account's own order (a flatten), no ExecTick follows."""
+        ...
+
+    def on_exec(self, e: ExecTick) -> list[OrderEvent]:
+        """The tick that executes the orders of ``e.signals`` (simulated venues)."""
+        ...
+
+    def on_marks(self, m: MarkSet) -> list[OrderEvent]:
+        """A run of marks: what it executes of the account's own orders (simulated venues)."""
+        ...
+
+    def expire(self, ts: int) -> list[OrderEvent]:
+        """The end of the stream: what still rests and will never execute."""
+        ...
 
     def knows(self, v: ValidatedSignal) -> bool:
         """The venue already has an order for ``v``'s signal (a replay after a resume)."""
@@ -171,11 +186,14 @@ class Account(MarkRuns):
         return list(events)
 
     def _send(self, v: ValidatedSignal, kind: str | None = None) -> list[AccountOut]:
+        """Send ``v``: a strategy's order (``kind`` None: its configured type) or, with
+        ``kind``, the account's own."""
+        own = kind is not None
         kind = kind or self.setup.order_types.get(v.signal.strategy_id, "MARKET")
         if self.venue.knows(v):  # its order exists (and counts in the book): never a second
-            return self._apply(self.venue.send(v, kind))
+            return self._apply(self.venue.send(v, kind, own))
         self.risk.rates.record(to_us(v.timestamp))
-        return [v, *self._apply(self.venue.send(v, kind)), *self.venue.drain_latency()]
+        return [v, *self._apply(self.venue.send(v, kind, own)), *self.venue.drain_latency()]
 
     def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
         return dict(
@@ -269,6 +287,8 @@ class Account(MarkRuns):
             return out + self.decide(item)
         if isinstance(item, MarkSet):
             return out + self._marks(item)
+        if isinstance(item, ExecTick):
+            return out + self._apply(self.venue.on_exec(item))
         if isinstance(item, OrderUpdate):
             return out + self._apply(self.venue.update(item))
         if isinstance(item, StrategyFailed):
@@ -282,6 +302,7 @@ class Account(MarkRuns):
         if st.book.last_ts is None:
             return []
         out = self._commands(st.book.last_ts, final=True)
+        out += self._apply(self.venue.expire(st.book.last_ts))
         out.append(snapshot(self.broker, st.book, st.book.last_ts, final=True))
         out.append(summary(self.broker, st.book, st.rejections, st.changes, st.failed))
         return out

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from operators.accounting import F64, I64, Book
-from schemas.ticks import US, MarkSet
+from schemas.ticks import US, MarkSet, to_us
 
 PRUNE_US = 60 * US
 
@@ -81,10 +81,14 @@ class MarkRuns:
     risk: Any
     inbox: Any
     setup: Any
+    venue: Any
     _pruned: int
 
     def _net(self) -> float:
         raise NotImplementedError  # the Account's
+
+    def _apply(self, events: list[Any]) -> list[Any]:
+        raise NotImplementedError
 
     def _verdict(self, v: Any, ts: int, why: str | None = None) -> list[Any]:
         raise NotImplementedError
@@ -119,8 +123,19 @@ class MarkRuns:
             out += self._by_time(*m.entries.by_time())
         else:
             book.mark_many(m.tokens, m.last, m.slots, m.universe)
+        out += self._executed(m)
         self._after_marks(m)
         return out + self.reflatten(m.until)
+
+    def _executed(self, m: MarkSet) -> list[Any]:
+        """The account's own orders that the run executes; an instrument marked again after
+        its fill keeps that later mark."""
+        done = self._apply(self.venue.on_marks(m))
+        for e in done:
+            times, prices = m.of_token(e.instrument_token)
+            if len(times) and hasattr(e, "fill_price") and int(times[-1]) > to_us(e.timestamp):
+                self.state.book.mark(e.instrument_token, float(prices[-1]))
+        return done
 
     def _after_marks(self, m: MarkSet) -> None:
         last = m.until

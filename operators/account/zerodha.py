@@ -22,7 +22,7 @@ from schemas.enums import OrderStatus
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.kite import TERMINAL, KiteUnavailable, OrderRejected, OrderUpdate, order_tag
 from schemas.redis_keys import OrderIntent
-from schemas.ticks import OrderLatency, to_us
+from schemas.ticks import ExecTick, MarkSet, OrderLatency, to_us
 
 log = logging.getLogger("alpha_panda.zerodha")
 
@@ -75,7 +75,16 @@ class ZerodhaVenue:
     def knows(self, v: ValidatedSignal) -> bool:
         return order_tag(v.signal.signal_id) in self.state.orders
 
-    def send(self, v: ValidatedSignal, order_type: str) -> list[OrderEvent]:
+    def on_exec(self, e: ExecTick) -> list[OrderEvent]:
+        return []  # Kite executes its own orders
+
+    def on_marks(self, m: MarkSet) -> list[OrderEvent]:
+        return []
+
+    def expire(self, ts: int) -> list[OrderEvent]:
+        return []  # orders still open at Kite stay tracked (updates, reconciliation)
+
+    def send(self, v: ValidatedSignal, order_type: str, on_mark: bool = False) -> list[OrderEvent]:
         tag = order_tag(v.signal.signal_id)
         known = self.state.orders.get(tag)
         if known is not None:  # seen before (a replay after a resume): announce at most once,

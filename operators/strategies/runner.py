@@ -25,6 +25,7 @@ from schemas.ids import content_id, tick_id
 from schemas.keys import broker_of, route_key
 from schemas.ticks import (
     I64,
+    ExecTick,
     Marks,
     StrategyFailed,
     StrategyOutput,
@@ -49,6 +50,7 @@ class KeyState:
     failed: dict[str, str] = field(default_factory=dict)  # strategy → error
     last_ts: int | None = None
     last_price: float = 0.0
+    awaiting: list[tuple[int, str]] = field(default_factory=list)  # (due µs, signal id)
 
 
 class StrategyFailure(Exception):
@@ -70,6 +72,7 @@ class StrategyRunner:
         mark_grid_us: int,
         window_us: int,
         state: KeyState | None = None,
+        exec_latency_us: int | None = None,
     ) -> None:
         self.broker = broker
         self.token = token
@@ -77,11 +80,13 @@ class StrategyRunner:
         self.mark_grid_us = mark_grid_us
         self.window_us = window_us
         self.state = state if state is not None else KeyState()
+        self.exec_latency_us = exec_latency_us  # None: the venue fills itself (Kite)
+        self._fired: list[tuple[int, str]] = []  # this batch: (tick index, signal id)
 
     def _signal(self, sid: str, target: int, i: int, b: TickBatch, why: str) -> TradingSignal:
         seq = self.state.seen + i
         ts = int(b.ts[i])
-        return TradingSignal(
+        sig = TradingSignal(
             signal_id=content_id("sig", sid, self.broker.value, self.token, ts, seq, target),
             correlation_id=tick_id(self.token, ts, seq),
             strategy_id=sid,
@@ -91,6 +96,31 @@ class StrategyRunner:
             price=float(b.price[i]),
             timestamp=from_us(ts),
             reason=why,
+        )
+        self._fired.append((i, sig.signal_id))
+        return sig
+
+    def _execs(self, b: TickBatch) -> tuple[ExecTick, ...]:
+        """Execution ticks for this batch's signals and those still waiting: for each, the
+        first later tick at or after its time plus the latency (none yet: it waits)."""
+        if self.exec_latency_us is None:
+            self._fired.clear()
+            return ()
+        st, lat, n = self.state, self.exec_latency_us, len(b)
+        waiting = [(due, sid, 0) for due, sid in st.awaiting]
+        waiting += [(int(b.ts[i]) + lat, sid, i + 1) for i, sid in self._fired]
+        self._fired.clear()
+        st.awaiting = []
+        at: dict[int, list[str]] = {}
+        for due, sid, after in waiting:
+            j = max(after, int(np.searchsorted(b.ts, due, "left"))) if n else 0
+            if j < n:
+                at.setdefault(j, []).append(sid)
+            else:
+                st.awaiting.append((due, sid))
+        return tuple(
+            ExecTick(int(b.ts[j]), self.token, float(b.price[j]), tuple(sids))
+            for j, sids in sorted(at.items())
         )
 
     def _vector(
@@ -197,6 +227,7 @@ class StrategyRunner:
 
     def process(self, b: TickBatch) -> StrategyOutput:
         signals, failures = self._run_all(b) if len(b) else ([], [])
+        execs = self._execs(b)
         st = self.state
         if len(b):
             marks = boundary_marks(b.ts, b.price, st.last_ts, st.last_price, self.mark_grid_us)
@@ -220,6 +251,7 @@ class StrategyRunner:
             b.watermark,
             tuple(f for f, _ in failures),
             tuple(d for _, d in failures),
+            execs,
         )
 
 

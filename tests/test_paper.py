@@ -1,0 +1,221 @@
+"""The paper fill model: never at the tick that signalled, the next tick (or the first at or
+after the latency), slippage on that tick's price; resting orders cancelled when no tick
+executes them; the account's own orders (flattens) filled at the next mark."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+
+from operators.account.account import Account, AccountSetup
+from operators.account.paper import PaperVenue
+from operators.session import MarketSession
+from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
+from schemas.enums import Broker
+from schemas.events import OrderFailed, OrderFilled, TradingSignal, ValidatedSignal
+from schemas.ids import tick_id
+from schemas.ticks import US, ExecTick, MarkSet, to_us
+from tests.support import INSTRUMENTS, make_config, run_graph, small_ticks
+
+OPEN = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)  # Fri 10:30 IST
+
+
+def _tape(ticks: Path) -> dict[int, list[tuple[int, float]]]:
+    """Each instrument's ticks in order (clean data: every row is a valid tick)."""
+    rows = ds.dataset(ticks).to_table().to_pylist()
+    tape: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for r in rows:
+        tape[r["instrument_token"]].append((to_us(r["timestamp"]), r["last_price"]))
+    return tape
+
+
+def _slipped(price: float, side: str, bps: float, tick: float) -> float:
+    """Against the order by ``bps``, outward to the tick grid (worked independently)."""
+    raw = price * (1 + bps / 1e4) if side == "BUY" else price * (1 - bps / 1e4)
+    n = math.ceil(raw / tick - 1e-9) if side == "BUY" else math.floor(raw / tick + 1e-9)
+    return round(n * tick, 2)
+
+
+def _expected_fills(
+    signals: list[Any], tape: dict[int, list[tuple[int, float]]], latency_us: int
+) -> dict[str, tuple[int, float]]:
+    """signal id → (time, price) of the tick that must execute it."""
+    out = {}
+    for s in signals:
+        ticks, ts = tape[s.instrument_token], to_us(s.timestamp)
+        seq = next(
+            i
+            for i, (t, _) in enumerate(ticks)
+            if tick_id(s.instrument_token, t, i) == s.correlation_id
+        )
+        assert ticks[seq] == (ts, s.price)
+        nxt = next((i for i in range(seq + 1, len(ticks)) if ticks[i][0] >= ts + latency_us), None)
+        if nxt is not None:
+            out[s.signal_id] = ticks[nxt]
+    return out
+
+
+@pytest.mark.parametrize("latency_ms", [0, 1500])
+def test_paper_fills_at_the_tick_after_the_signal_never_the_one_that_signalled(
+    tmp_path: Path, latency_ms: int
+) -> None:
+    ticks = small_ticks(tmp_path, bad_rows=False)
+    cfg = make_config(ticks, execution={"latency_ms": latency_ms})
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    signals = {s.signal_id: s for s in rows["signals"]}
+    fills = rows["fills"]
+    assert len(fills) > 50
+    want = _expected_fills(list(signals.values()), _tape(ticks), latency_ms * 1000)
+    sizes = {t: tick for t, _, tick in INSTRUMENTS}
+    for f in fills:
+        s = signals[f.signal_id]
+        at, price = want[f.signal_id]
+        assert to_us(f.timestamp) == at and at >= to_us(s.timestamp) + latency_ms * 1000
+        assert f.fill_price == _slipped(price, f.side, 2.0, sizes[f.instrument_token])
+    placed = {o.order_id: o for o in rows["orders"]}
+    ended = {f.order_id for f in rows["order_failures"]}
+    assert {f.order_id for f in fills} | ended == set(placed)  # every order ends, once
+    for f in rows["order_failures"]:  # only when no tick executes it in its session
+        s, close = signals[f.signal_id], datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+        assert f.status == "CANCELLED" and s.timestamp.date() == close.date()
+        assert f.signal_id not in want or want[f.signal_id][0] >= to_us(close)
+
+
+def test_fills_do_not_depend_on_batch_cuts_with_a_latency(tmp_path: Path) -> None:
+    ticks = small_ticks(tmp_path)
+    got = []
+    for batch, parts in ((700, 3), (37, 1)):
+        cfg = make_config(
+            ticks,
+            execution={"latency_ms": 700},
+            source={"path": str(ticks), "batch_size": batch, "partitions": parts},
+        )
+        rows, _ = run_graph(cfg, tmp_path / f"out{batch}")
+        got.append([f.model_dump() for f in rows["fills"]])
+    assert got[0] == got[1] and got[0]
+
+
+def _account(**risk: Any) -> tuple[Account, PaperVenue]:
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(0.0, CostModel(), {}, session.closes)
+    setup = AccountSetup(CostModel(), session, {}, {}, (1, 2))
+    cfg = BrokerConfig(starting_cash=1e6, slippage_bps=0, risk=RiskConfig(**risk))
+    return Account(Broker.PAPER, cfg, setup, lambda _s: venue, None), venue
+
+
+def _signal(qty: int, at: datetime, tok: int = 1, sid: str = "s1") -> TradingSignal:
+    return TradingSignal(
+        signal_id=sid, correlation_id=f"c-{sid}", strategy_id="t", broker="paper",
+        instrument_token=tok, target_quantity=qty, price=100.0, timestamp=at, reason="",
+    )  # fmt: skip
+
+
+def test_an_order_rests_until_its_tick_and_counts_as_open_meanwhile() -> None:
+    a, _ = _account()
+    out = a.on_item(_signal(10, OPEN))
+    assert not [e for e in out if isinstance(e, OrderFilled)]
+    assert a.state.book.position(1) == 0 and a.state.book.pending(1) == 10
+    again = a.on_item(_signal(10, OPEN + timedelta(milliseconds=1), sid="s2"))
+    assert not [e for e in again if isinstance(e, ValidatedSignal)]  # already ordered
+    assert a.on_item(ExecTick(to_us(OPEN) + 5, 1, 101.5, ("other",))) == []
+    done = a.on_item(ExecTick(to_us(OPEN) + 5, 1, 101.5, ("s1",)))
+    [f] = [e for e in done if isinstance(e, OrderFilled)]
+    assert (f.quantity, f.fill_price, to_us(f.timestamp)) == (10, 101.5, to_us(OPEN) + 5)
+    assert a.state.book.position(1) == 10 and a.state.book.pending(1) == 0
+
+
+def test_an_order_with_no_tick_before_the_close_is_cancelled_not_filled_next_day() -> None:
+    a, _ = _account()
+    late = OPEN.replace(hour=9, minute=59, second=59)  # 15:29:59 IST
+    a.on_item(_signal(10, late))
+    monday = to_us(OPEN + timedelta(days=3))
+    out = a.on_item(ExecTick(monday, 1, 99.0, ("s1",)))
+    assert [(e.status, e.quantity) for e in out if isinstance(e, OrderFailed)] == [
+        ("CANCELLED", 10)
+    ]
+    assert a.state.book.position(1) == 0 and not a.state.book.open
+
+
+def test_orders_still_resting_at_the_end_of_the_data_are_cancelled() -> None:
+    a, _ = _account()
+    a.on_item(_signal(10, OPEN))
+    out = a.on_eof()
+    assert [(e.status, e.signal_id) for e in out if isinstance(e, OrderFailed)] == [
+        ("CANCELLED", "s1")
+    ]
+
+
+def test_a_flatten_fills_at_the_next_mark_not_at_the_mark_that_breached() -> None:
+    a, _ = _account(max_daily_loss=50)
+    a.on_item(_signal(10, OPEN))
+    a.on_item(ExecTick(to_us(OPEN) + 1, 1, 100.0, ("s1",)))
+    out = a.on_item(MarkSet.of(to_us(OPEN) + US, ((1, 94.0),)))  # -60: breach, flatten
+    assert not [e for e in out if isinstance(e, OrderFilled)]
+    assert a.state.book.pending(1) == -10
+    out = a.on_item(MarkSet.of(to_us(OPEN) + 2 * US, ((1, 93.0), (2, 50.0))))
+    assert [(e.side, e.quantity, e.fill_price) for e in out if isinstance(e, OrderFilled)] == [
+        ("SELL", 10, 93.0)
+    ]
+    assert a.state.book.position(1) == 0 and not a.state.book.open
+
+
+def _limit_account(timeout_s: float = 0) -> Account:
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(0.0, CostModel(), {}, session.closes, None, round(timeout_s * US))
+    setup = AccountSetup(CostModel(), session, {}, {"t": "LIMIT"}, (1, 2))
+    cfg = BrokerConfig(starting_cash=1e6, slippage_bps=0)
+    return Account(Broker.PAPER, cfg, setup, lambda _s: venue, None)
+
+
+def _fills(out: list[Any]) -> list[tuple[float, int]]:
+    return [(e.fill_price, to_us(e.timestamp)) for e in out if isinstance(e, OrderFilled)]
+
+
+def test_a_limit_rests_until_the_tape_reaches_it_and_never_fills_beyond_it() -> None:
+    a, t0 = _limit_account(), to_us(OPEN)
+    a.on_item(_signal(10, OPEN))  # BUY 10, limit 100.0
+    assert _fills(a.on_item(ExecTick(t0 + 5, 1, 100.5, ("s1",)))) == []  # above: rests
+    assert _fills(a.on_item(MarkSet.of(t0 + US, ((1, 100.2),)))) == []
+    assert _fills(a.on_item(MarkSet.of(t0 + 2 * US, ((1, 99.9),)))) == [(100.0, t0 + 2 * US)]
+    b = _limit_account()
+    b.on_item(_signal(10, OPEN))
+    assert _fills(b.on_item(ExecTick(t0 + 5, 1, 99.0, ("s1",)))) == [(99.0, t0 + 5)]  # better
+    c = _limit_account()
+    c.on_item(_signal(-10, OPEN))  # SELL 10, limit 100.0
+    assert _fills(c.on_item(MarkSet.of(t0 + US, ((1, 101.0),)))) == []  # before its tick
+    assert _fills(c.on_item(ExecTick(t0 + US + 5, 1, 99.5, ("s1",)))) == []
+    assert _fills(c.on_item(MarkSet.of(t0 + 2 * US, ((1, 100.0),)))) == [(100.0, t0 + 2 * US)]
+
+
+def test_a_limit_is_cancelled_after_its_timeout_at_the_time_it_expired() -> None:
+    a, t0 = _limit_account(timeout_s=5), to_us(OPEN)
+    a.on_item(_signal(10, OPEN))
+    a.on_item(ExecTick(t0 + 5, 1, 101.0, ("s1",)))
+    out = a.on_item(MarkSet.of(t0 + 10 * US, ((1, 99.0),)))
+    assert _fills(out) == []
+    [end] = [e for e in out if isinstance(e, OrderFailed)]
+    assert (end.status, to_us(end.timestamp), end.quantity) == ("CANCELLED", t0 + 5 * US, 10)
+    assert a.state.book.pending(1) == 0
+
+
+def test_limit_orders_in_the_flow_fill_only_at_or_better_than_their_price(tmp_path: Path) -> None:
+    ticks = small_ticks(tmp_path, bad_rows=False)
+    raw = make_config(ticks).model_dump(mode="json", by_alias=True)
+    for s in raw["strategies"]:
+        s["order_type"] = "LIMIT"
+    cfg = make_config(ticks, strategies=raw["strategies"])
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    market, _ = run_graph(make_config(ticks), tmp_path / "market")
+    signals = {s.signal_id: s for s in rows["signals"]}
+    fills = rows["fills"]
+    assert fills and [f.model_dump() for f in fills] != [f.model_dump() for f in market["fills"]]
+    for f in fills:
+        limit = signals[f.signal_id].price
+        assert f.fill_price <= limit if f.side == "BUY" else f.fill_price >= limit
+    assert {o.order_type for o in rows["orders"]} == {"LIMIT"}
