@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from operators.ticks import MISSING_TS, RawTicks, validate
+from operators.ticks import MISSING_TS, RawTicks, TradingDays, validate
 from schemas.arrow import REQUIRED_TICK_COLUMNS, TS_TYPE
 from schemas.events import DeadLetter
 from schemas.ticks import TickBatch
@@ -150,9 +150,10 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
         known: frozenset[int],
         batch_size: int,
         state: ReplayState | None,
+        trading: TradingDays | None = None,
     ) -> None:
         self.name, self.files, self.bucket, self.buckets = name, files, bucket, buckets
-        self.known, self.batch_size = known, batch_size
+        self.known, self.batch_size, self.trading = known, batch_size, trading
         self.mine = sorted(t for t in known if t % buckets == bucket)
         self.state = state or ReplayState()
         self.chunks: list[tuple[int, np.ndarray]] | None = None
@@ -189,7 +190,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
             raw_ts=[d.raw_ts[i] for i in idx.tolist()] if d.raw_ts is not None else None,
         )
         last = self.state.last_ts.get(token, MISSING_TS)
-        batch, dead, new_last = validate(raw, self.known, last)
+        batch, dead, new_last = validate(raw, self.known, last, self.trading)
         if token in self.known:
             self.state.last_ts[token] = new_last
         items: list[SourceItem] = [RowsRead(len(idx)), *dead]
@@ -246,9 +247,16 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
 
 class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
     def __init__(
-        self, path: str | Path, instruments: Sequence[int], batch_size: int, partitions: int
+        self,
+        path: str | Path,
+        instruments: Sequence[int],
+        batch_size: int,
+        partitions: int,
+        trading: TradingDays | None = None,
     ) -> None:
+        """``trading``: ticks dated on other days are dead letters (see operators.ticks)."""
         self.files = list_files(path)
+        self.trading = trading
         self.known = frozenset(instruments)
         self.batch_size = batch_size
         self.partitions = partitions
@@ -264,5 +272,12 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
     ) -> _ReplayPartition:
         k = int(for_part.rsplit("-", 1)[1])
         return _ReplayPartition(
-            for_part, self.files, k, self.partitions, self.known, self.batch_size, resume_state
+            for_part,
+            self.files,
+            k,
+            self.partitions,
+            self.known,
+            self.batch_size,
+            resume_state,
+            self.trading,
         )

@@ -153,10 +153,15 @@ def main() -> None:
 
 
 def trading_days(first: date, n: int) -> list[date]:
+    """``n`` NSE trading days from ``first`` (the session calendar's, holidays skipped)."""
+    from operators.session import MarketSession
+    from schemas.config import SessionConfig
+
+    session = MarketSession(SessionConfig())
     out: list[date] = []
     d = first
     while len(out) < n:
-        if d.weekday() < 5:
+        if session.hours(d) is not None:
             out.append(d)
         d += timedelta(days=1)
     return out

@@ -46,7 +46,6 @@ from schemas.events import (
     Model,
     PnlSnapshot,
     StageHealth,
-    TradingSignal,
     TradingStateChanged,
 )
 from schemas.keys import parse_route_key, parse_stage_key, stage_key
@@ -154,6 +153,7 @@ def accounts(
         lot_sizes={i.instrument_token: i.lot_size for i in cfg.instruments},
         order_types={s.id: s.order_type for s in cfg.strategies},
         universe=tuple(i.instrument_token for i in cfg.instruments),
+        products={s.id: s.product for s in cfg.strategies},
     )
     ticks = {i.instrument_token: i.tick_size for i in cfg.instruments}
 
@@ -220,7 +220,6 @@ def _to_ledger(kinds: Iterable[str]) -> Any:
 def _ledger(
     flow: Dataflow,
     plan: Plan,
-    ordered: Stream[Any],
     booked: Stream[Any],
     judged: Stream[Any],
     dead: Stream[DeadLetter],
@@ -228,11 +227,9 @@ def _ledger(
     def health_row(kv: tuple[str, StageHealth]) -> tuple[str, Model]:
         return (shard_key("health", kv[0].replace(":", "-")), kv[1])
 
-    account_kinds = [k for k in PER_BROKER_KINDS if k != "signals"]
-    rows = op.merge(
+    rows = op.merge(  # signals too come from the account: with its own (flattens, square-offs)
         "ledger_rows",
-        op.flat_map("ledger_signals", ordered, _to_ledger(["signals"])),
-        op.flat_map("ledger_account", booked, _to_ledger(account_kinds)),
+        op.flat_map("ledger_account", booked, _to_ledger(list(PER_BROKER_KINDS))),
         op.map("ledger_health", judged, health_row),
         op.map("ledger_dead", dead, lambda d: (shard_key("dead_letters", d.source_partition), d)),
     )
@@ -246,20 +243,17 @@ def _ledger(
     op.output("ledger", op.merge("ledger_all", opened, rows), sink)
 
 
-def _kafka_out(
-    plan: Plan, ordered: Stream[Any], booked: Stream[Any], judged: Stream[Any], dead: Stream[Any]
-) -> None:
+def _kafka_out(plan: Plan, booked: Stream[Any], judged: Stream[Any], dead: Stream[Any]) -> None:
     """Every event stream to its Kafka topic as envelopes (see connectors.kafka.sink)."""
     from connectors.kafka.sink import event_sink, messages_of  # confluent-kafka: only if used
 
     cfg = plan.cfg
     topic = cfg.source.topic if isinstance(cfg.source, KafkaSourceConfig) else TICKS_TOPIC
     pre = cfg.kafka.topic_prefix
-    account_kinds = tuple(k for k in BROKER_TOPICS if k not in (TradingSignal, StageHealth))
+    account_kinds = tuple(k for k in BROKER_TOPICS if k is not StageHealth)  # signals included
     dead_msgs = messages_of((DeadLetter,), topic, pre)
     msgs = op.merge(
         "kafka_msgs",
-        op.flat_map("kafka_signals", ordered, messages_of((TradingSignal,), topic, pre)),
         op.flat_map("kafka_account", booked, messages_of(account_kinds, topic, pre)),
         op.flat_map("kafka_health", judged, messages_of((StageHealth,), topic, pre)),
         op.flat_map("kafka_dead", dead, lambda d: dead_msgs(("", d))),
@@ -306,7 +300,6 @@ def sinks(
     flow: Dataflow,
     batches: Stream[TickBatch],
     read: Stream[Any],
-    ordered: Stream[tuple[str, list[Any]]],
     booked: Stream[tuple[str, list[Any]]],
     judged: Stream[tuple[str, StageHealth]],
     dead: Stream[DeadLetter],
@@ -315,15 +308,15 @@ def sinks(
     """Parquet ledger, Kafka topics, Redis live state and the run report."""
     cfg = plan.cfg
     if plan.ledger is not None or "ledger" in cfg.sinks:
-        _ledger(flow, plan, ordered, booked, judged, dead)
+        _ledger(flow, plan, booked, judged, dead)
     if "kafka" in cfg.sinks:
-        _kafka_out(plan, ordered, booked, judged, dead)
+        _kafka_out(plan, booked, judged, dead)
     summaries = op.flat_map(
         "summaries", booked, lambda kv: [i for i in kv[1] if isinstance(i, BrokerSummary)]
     )
     report_in = op.map("report_in", op.merge("report_all", batches, read, dead, summaries), _tally)
     if "redis" in cfg.sinks:
-        _redis_out(plan, [ordered, booked], booked, judged, report_in)
+        _redis_out(plan, [booked], booked, judged, report_in)
     out = str(plan.out)
     built = stateful_by_key(
         "report", report_in, lambda _k, resume: ReportBuilder(out, plan.started, resume)
@@ -339,5 +332,5 @@ def build_flow(plan: Plan) -> Dataflow:
     booked = accounts("account", sig.ordered, inputs.updates, plan)
     judged = health("health", inputs.batches, sig.ordered, booked, inputs.stale, plan)
     dead = op.merge("dead_letters", inputs.dead, sig.dead)
-    sinks("sinks", flow, inputs.batches, inputs.other, sig.ordered, booked, judged, dead, plan)
+    sinks("sinks", flow, inputs.batches, inputs.other, booked, judged, dead, plan)
     return flow

@@ -15,6 +15,7 @@ from bytewax.outputs import Sink
 from connectors.replay import ReplaySource
 from flows.config import output_dir
 from operators.report import RunReport
+from operators.session import MarketSession
 from schemas.config import AppConfig, KafkaSourceConfig, KiteSourceConfig
 from schemas.control import ControlCommand, load_control_file
 from schemas.enums import Broker
@@ -45,10 +46,12 @@ def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
     if isinstance(cfg.source, KafkaSourceConfig):
         from connectors.kafka.source import KafkaTickSource
 
-        kafka = KafkaTickSource(cfg.source, cfg.kafka, tokens)
+        days = MarketSession(cfg.session).trading_mask
+        kafka = KafkaTickSource(cfg.source, cfg.kafka, tokens, days)
         return kafka, kafka.list_parts()  # fails fast, naming the address, if unreachable
     src = cfg.source
-    replay = ReplaySource(src.path, tokens, src.batch_size, src.partitions)
+    days = MarketSession(cfg.session).trading_mask  # Kite streams only on trading days
+    replay = ReplaySource(src.path, tokens, src.batch_size, src.partitions, days)
     return replay, replay.part_names()
 
 

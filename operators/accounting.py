@@ -12,21 +12,75 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.config import CostModel
-from schemas.enums import SignalType
+from schemas.enums import Product, SignalType
 from schemas.ticks import universe_id
 
 
-def fees(costs: CostModel, side: SignalType | str, quantity: int, price: float) -> float:
-    """Charges of one fill under the cost model, rounded to the paisa."""
+@dataclass(frozen=True)
+class Charges:
+    """One fill's charges by head (each to 0.0001); ``total`` is their sum to the paisa."""
+
+    brokerage: float = 0.0
+    stt: float = 0.0
+    exchange: float = 0.0
+    sebi: float = 0.0
+    stamp: float = 0.0
+    gst: float = 0.0
+    dp: float = 0.0
+    square_off: float = 0.0
+
+    @property
+    def total(self) -> float:
+        parts = (self.brokerage, self.stt, self.exchange, self.sebi, self.stamp, self.gst)
+        return round(sum(parts) + self.dp + self.square_off, 2)
+
+    def columns(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
+
+    def minus(self, earlier: Charges) -> Charges:
+        """What is charged beyond ``earlier`` (a partial fill: the whole so far less before)."""
+        mine, theirs = self.__dict__, earlier.__dict__
+        return Charges(**{k: max(mine[k] - theirs[k], 0.0) for k in mine})
+
+
+def charges(
+    costs: CostModel,
+    side: SignalType | str,
+    quantity: int,
+    price: float,
+    product: Product | str = Product.MIS,
+    dp: bool = False,
+    square_off: bool = False,
+) -> Charges:
+    """Charges of one fill under Zerodha's schedule for its product; ``dp``: the first CNC
+    sell of the scrip that day (DP charge), ``square_off``: the broker squared it off."""
     turnover = quantity * price
-    brokerage = min(costs.brokerage_cap, costs.brokerage_pct * turnover)
-    transaction = costs.transaction_pct * turnover
-    sebi = costs.sebi_per_crore * turnover / 1e7
     sell = SignalType(side) is SignalType.SELL
-    stt = costs.stt_sell_pct * turnover if sell else 0.0
-    stamp = 0.0 if sell else costs.stamp_buy_pct * turnover
-    gst = costs.gst_pct * (brokerage + transaction + sebi)
-    return round(brokerage + transaction + sebi + stt + stamp + gst, 2)
+    if Product(product) is Product.CNC:
+        brokerage = costs.delivery_brokerage_pct * turnover
+        stt = costs.delivery_stt_pct * turnover
+        stamp = 0.0 if sell else costs.delivery_stamp_buy_pct * turnover
+    else:
+        brokerage = min(costs.brokerage_cap, costs.brokerage_pct * turnover)
+        stt = costs.stt_sell_pct * turnover if sell else 0.0
+        stamp = 0.0 if sell else costs.stamp_buy_pct * turnover
+    exchange = costs.transaction_pct * turnover
+    sebi = costs.sebi_per_crore * turnover / 1e7
+    dp_fee = costs.dp_per_scrip if dp and sell else 0.0
+    sq = costs.square_off_charge if square_off else 0.0
+    gst = costs.gst_pct * (brokerage + exchange + sebi + dp_fee + sq)
+    return Charges(brokerage, stt, exchange, sebi, stamp, gst, dp_fee, sq)
+
+
+def fees(
+    costs: CostModel,
+    side: SignalType | str,
+    quantity: int,
+    price: float,
+    product: Product | str = Product.MIS,
+) -> float:
+    """Charges of one fill under the cost model, rounded to the paisa."""
+    return charges(costs, side, quantity, price, product).total
 
 
 def signed(side: SignalType | str, quantity: int) -> int:

@@ -50,11 +50,11 @@ def sort_key(item: BrokerItem) -> SortKey:
         return (item.ts, 1, 0, item.grid)
     if isinstance(item, TickCount):
         return (item.ts, 2, item.instrument_token, str(item.count))
-    if isinstance(item, ExecTick):  # fills before the signals of the same instant
-        return (item.ts, 3, item.instrument_token, "")
+    if isinstance(item, ExecTick):  # after the signals of the same instant (it may be theirs)
+        return (item.ts, 4, item.instrument_token, "")
     if isinstance(item, StrategyFailed):
         return (item.ts, 5, item.instrument_token, item.strategy_id)
-    return (to_us(item.timestamp), 4, item.instrument_token, f"{item.strategy_id}/{item.signal_id}")
+    return (to_us(item.timestamp), 3, item.instrument_token, f"{item.strategy_id}/{item.signal_id}")
 
 
 @dataclass

@@ -1,12 +1,29 @@
-"""Market session calendar (NSE 09:15–15:30 IST, Mon–Fri by default), judged by event time."""
+"""Market session calendar (NSE 09:15–15:30 IST on the exchange's trading days), judged by
+event time. Trading days come from exchange_calendars (see SessionConfig)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+import numpy as np
+import numpy.typing as npt
+
 from schemas.config import SessionConfig
-from schemas.ticks import US
+from schemas.ticks import I64, US
+
+QUARTER_US = 15 * 60 * US  # local dates change on quarter hours in every time zone
+
+
+@lru_cache(maxsize=4)
+def calendar_days(name: str) -> tuple[frozenset[date], date, date]:
+    """The sessions of exchange calendar ``name`` and the range it knows."""
+    import exchange_calendars
+
+    cal = exchange_calendars.get_calendar(name)
+    days = frozenset(d.date() for d in cal.sessions)
+    return days, cal.first_session.date(), cal.last_session.date()
 
 
 class MarketSession:
@@ -14,8 +31,11 @@ class MarketSession:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.timezone)
         self.holidays = frozenset(cfg.holidays)
+        self.special = {s.date: (s.open, s.close) for s in cfg.special_sessions}
+        self.calendar = calendar_days(cfg.calendar) if cfg.calendar else None
         self._day: tuple[int, int, date] = (0, 0, date.min)
         self._open: tuple[int, int] = (0, 0)  # that day's session, µs (empty if closed)
+        self._cut: int | None = None  # that day's MIS cut-off, µs
 
     def local(self, ts_us: int) -> datetime:
         return datetime.fromtimestamp(ts_us / US, tz=timezone.utc).astimezone(self.tz)
@@ -36,11 +56,39 @@ class MarketSession:
         start = int(midnight.timestamp() * US)
         end = int((midnight + timedelta(days=1)).timestamp() * US)
         self._day = (start, end, d)
-        trades = t.weekday() in self.cfg.weekdays and d not in self.holidays
-        opens = datetime.combine(d, self.cfg.open, self.tz).timestamp()
-        closes = datetime.combine(d, self.cfg.close, self.tz).timestamp()
+        hours = self.hours(d)
+        trades = hours is not None
+        o, c = hours or (self.cfg.open, self.cfg.close)
+        opens = datetime.combine(d, o, self.tz).timestamp()
+        closes = datetime.combine(d, c, self.tz).timestamp()
         self._open = (int(opens * US), int(closes * US)) if trades else (0, 0)
+        cut = datetime.combine(d, self.cfg.mis_cutoff, self.tz).timestamp()
+        self._cut = int(cut * US) if trades else None
         return d
+
+    def hours(self, d: date) -> tuple[time, time] | None:
+        """Open and close of local date ``d``, or None: no session that day."""
+        if d in self.special:
+            return self.special[d]
+        if d in self.holidays:
+            return None
+        if self.calendar is not None:
+            days, first, last = self.calendar
+            if first <= d <= last:
+                return (self.cfg.open, self.cfg.close) if d in days else None
+        return (self.cfg.open, self.cfg.close) if d.weekday() in self.cfg.weekdays else None
+
+    def trading_mask(self, ts: I64) -> npt.NDArray[np.bool_]:
+        """Which of the instants ``ts`` (µs) fall on a trading day (local date)."""
+        quarters, inverse = np.unique(ts // QUARTER_US, return_inverse=True)
+        days = [self.local(int(q) * QUARTER_US).date() for q in quarters.tolist()]
+        trades = np.array([self.hours(d) is not None for d in days], dtype=bool)
+        return trades[inverse.reshape(-1)]
+
+    def cutoff(self, ts_us: int) -> int | None:
+        """The MIS cut-off of ``ts_us``'s trading day, µs (None: no session that day)."""
+        self.trading_day(ts_us)
+        return self._cut
 
     def closes(self, ts_us: int) -> int:
         """When the session of ``ts_us``'s day closes (its day's end if it has none), µs."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import bytewax.operators as op
 import numpy as np
+import numpy.typing as npt
 from bytewax.dataflow import Stream
 
 from schemas.enums import Broker, DeadLetterReason
@@ -93,10 +94,14 @@ def dead_letter(
     )
 
 
+TradingDays = Callable[[I64], npt.NDArray[np.bool_]]  # instants (µs) → on a trading day?
+
+
 def validate(
-    raw: RawTicks, known: frozenset[int], last_ts: int
+    raw: RawTicks, known: frozenset[int], last_ts: int, trading: TradingDays | None = None
 ) -> tuple[TickBatch | None, list[DeadLetter], int]:
     """Split rows into a valid batch and dead letters; ``last_ts`` carries order per instrument.
+    ``trading``: ticks on other days are dead letters (and move no order check).
 
     Returns (batch or None, dead letters in row order, new last_ts).
     """
@@ -110,6 +115,9 @@ def validate(
     reason[(reason == 0) & bad_ts] = 3
     bad_price = ~np.isfinite(raw.price) | (raw.price < MIN_PRICE)
     reason[(reason == 0) & bad_price] = 4
+    if trading is not None and (reason == 0).any():
+        check = np.flatnonzero(reason == 0)
+        reason[check[~trading(raw.ts[check])]] = 6
     ok = reason == 0
     # Out of order: older than the newest earlier valid tick of this instrument.
     ts_ok = np.where(ok, raw.ts, MISSING_TS)
@@ -126,6 +134,7 @@ def validate(
             3: (DeadLetterReason.INVALID_TIMESTAMP, "timestamp is missing or unparseable"),
             4: (DeadLetterReason.INVALID_PRICE, "last_price must be finite and >= 0.01"),
             5: (DeadLetterReason.TIMESTAMP_OUT_OF_ORDER, "older than an earlier tick"),
+            6: (DeadLetterReason.NON_TRADING_DAY, "not a trading day (weekend or holiday)"),
         }
         bad_rows = np.flatnonzero(~ok)
         for code, (r, detail) in names.items():

@@ -7,9 +7,17 @@ from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
-from schemas.enums import Broker
+from schemas.enums import Broker, Product
 from schemas.redis_keys import DEFAULT_PREFIX
 from schemas.topics import TICKS_TOPIC
 
@@ -149,25 +157,60 @@ class Instrument(Section):
 
 
 class CostModel(Section):
-    """Zerodha equity-intraday charges (published schedule)."""
+    """Zerodha equity charges (published schedules): intraday (MIS) and delivery (CNC)."""
 
-    brokerage_pct: float = Field(default=0.0003, ge=0)
-    brokerage_cap: float = Field(default=20.0, ge=0)
-    stt_sell_pct: float = Field(default=0.00025, ge=0)
-    transaction_pct: float = Field(default=0.0000297, ge=0)
+    brokerage_pct: float = Field(default=0.0003, ge=0, description="intraday, per order")
+    brokerage_cap: float = Field(default=20.0, ge=0, description="intraday, ₹ per order")
+    stt_sell_pct: float = Field(default=0.00025, ge=0, description="intraday, on sells")
+    transaction_pct: float = Field(default=0.0000297, ge=0, description="NSE, both products")
     sebi_per_crore: float = Field(default=10.0, ge=0)
-    stamp_buy_pct: float = Field(default=0.00003, ge=0)
-    gst_pct: float = Field(default=0.18, ge=0)
+    stamp_buy_pct: float = Field(default=0.00003, ge=0, description="intraday, on buys")
+    gst_pct: float = Field(default=0.18, ge=0, description="on brokerage, exchange, SEBI, DP")
+    delivery_brokerage_pct: float = Field(default=0.0, ge=0, description="CNC: free")
+    delivery_stt_pct: float = Field(default=0.001, ge=0, description="CNC, buys and sells")
+    delivery_stamp_buy_pct: float = Field(default=0.00015, ge=0, description="CNC, on buys")
+    dp_per_scrip: float = Field(default=13.0, ge=0, description="CNC: ₹ per scrip per sell day")
+    square_off_charge: float = Field(
+        default=50.0, ge=0, description="₹ per order the broker squares off at the MIS cut-off"
+    )
+
+
+class SpecialSession(Section):
+    """A session on a day the calendar does not trade (e.g. Muhurat trading), its hours."""
+
+    date: date
+    open: time
+    close: time
 
 
 class SessionConfig(Section):
-    """Market session; in replay judged by tick time."""
+    """Market session; in replay judged by tick time. Trading days come from ``calendar``
+    (exchange_calendars: XBOM, whose holidays NSE shares), less ``holidays``, plus
+    ``special_sessions``; outside the calendar's years, ``weekdays`` less ``holidays``."""
+
+    calendar: str | None = Field(
+        default="XBOM", description="exchange_calendars name; null: weekdays and holidays only"
+    )
+    special_sessions: list[SpecialSession] = []
 
     open: time = time(9, 15)
     close: time = time(15, 30)
+    mis_cutoff: time = Field(
+        default=time(15, 20), description="MIS: no new entries from here, open ones squared off"
+    )
     timezone: str = "Asia/Kolkata"
     weekdays: list[int] = Field(default=[0, 1, 2, 3, 4], description="0 = Monday")
     holidays: list[date] = []
+
+    @field_validator("calendar")
+    @classmethod
+    def _known_calendar(cls, name: str | None) -> str | None:
+        if name is not None:
+            import exchange_calendars  # pandas: only when a calendar is asked for
+
+            if name not in exchange_calendars.get_calendar_names():
+                raise ValueError(f"unknown exchange calendar {name!r}")
+        return name
 
 
 class RiskConfig(Section):
@@ -229,6 +272,9 @@ class StrategyConfig(Section):
     params: dict[str, Any] = {}
     enabled: bool = True
     order_type: Literal["MARKET", "LIMIT"] = "MARKET"
+    product: Product = Field(
+        default=Product.MIS, description="MIS: intraday, squared off at the cut-off; CNC: delivery"
+    )
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False

@@ -70,6 +70,13 @@ class EventType(str, Enum):
     TRADING_STATE_CHANGED = "trading_state_changed"
 
 
+class Product(str, Enum):
+    """Zerodha equity products: MIS (intraday, squared off at the cut-off), CNC (delivery)."""
+
+    MIS = "MIS"
+    CNC = "CNC"
+
+
 class RejectReason(str, Enum):
     """Machine-readable reasons a risk check refuses a signal."""
 
@@ -86,6 +93,8 @@ class RejectReason(str, Enum):
     PRICE_OUTSIDE_BAND = "PRICE_OUTSIDE_BAND"
     LOT_SIZE_MISMATCH = "LOT_SIZE_MISMATCH"
     TRADING_HALTED = "TRADING_HALTED"
+    MIS_CUTOFF = "MIS_CUTOFF"  # an MIS order that would open or add after the cut-off
+    CNC_SHORT_NOT_ALLOWED = "CNC_SHORT_NOT_ALLOWED"  # a CNC sell beyond what is held
 
 
 class DeadLetterReason(str, Enum):
@@ -100,6 +109,7 @@ class DeadLetterReason(str, Enum):
     INVALID_FIELD = "INVALID_FIELD"
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     STRATEGY_ERROR = "STRATEGY_ERROR"  # a strategy raised or returned an invalid signal
+    NON_TRADING_DAY = "NON_TRADING_DAY"  # a tick dated on a weekend or exchange holiday
 
 
 class HealthReason(str, Enum):

@@ -16,6 +16,7 @@ from schemas.enums import (
     HealthReason,
     HealthStatus,
     OrderStatus,
+    Product,
     RejectReason,
     SignalType,
     Stage,
@@ -97,6 +98,7 @@ class OrderRequest(Model):
     signal: TradingSignal
     side: SignalType
     quantity: int = Field(gt=0)
+    product: Product = Product.MIS
 
 
 class ValidatedSignal(OrderRequest):
@@ -139,7 +141,17 @@ class OrderFilled(OrderEvent):
 
     quantity: int = Field(gt=0)
     fill_price: float
-    fees: float = Field(ge=0)
+    fees: float = Field(ge=0)  # the sum of the charges below, rounded to the paisa
+    product: Product = Product.MIS
+    auto_square_off: bool = False  # the broker closed it at the MIS cut-off (₹50 + GST)
+    brokerage: float = 0.0
+    stt: float = 0.0
+    exchange: float = 0.0
+    sebi: float = 0.0
+    stamp: float = 0.0
+    gst: float = 0.0
+    dp: float = 0.0
+    square_off: float = 0.0
 
     _price = field_validator("fill_price")(_finite_positive)
 

@@ -130,19 +130,6 @@ class MarkSet:
         """Its place in the event-time order: the earliest boundary."""
         return self.first
 
-    def of_token(self, token: int) -> tuple[I64, F64]:
-        """One instrument's marks in the run (times ascending, prices)."""
-        k = int(np.searchsorted(self.tokens, token))
-        if k == len(self.tokens) or int(self.tokens[k]) != token:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        times, tokens, prices = self.entries.src
-        if self.entries.ranges is None:
-            mine = np.flatnonzero(tokens == token)
-            mine = mine[np.argsort(times[mine], kind="stable")]
-            return times[mine], prices[mine]
-        a, b = int(self.entries.ranges[0][k]), int(self.entries.ranges[1][k])
-        return times[a:b], prices[a:b]
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MarkSet) or (self.first, self.until) != (other.first, other.until):
             return False

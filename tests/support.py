@@ -290,8 +290,11 @@ class StubVenue:
         self.reject, self.down, self.rest = reject, down, rest  # rest: placed, never filled
         self.sent: list[Any] = []
 
-    def send(self, v: Any, order_type: str, on_mark: bool = False) -> list[Any]:
+    def send(
+        self, v: Any, order_type: str, on_mark: bool = False, square_off: bool = False
+    ) -> list[Any]:
         from operators.account import orders
+        from operators.accounting import Charges
         from schemas.enums import OrderStatus
 
         self.sent.append(v)
@@ -305,7 +308,7 @@ class StubVenue:
             return [orders.placed(v, "B1", order_type, ts)]
         return [
             orders.placed(v, "B1", order_type, ts),
-            orders.filled(v, "B1", v.quantity, v.signal.price, 0.0, v.quantity, ts),
+            orders.filled(v, "B1", v.quantity, v.signal.price, Charges(), v.quantity, ts),
         ]
 
     def update(self, u: Any) -> list[Any]:
@@ -314,7 +317,13 @@ class StubVenue:
     def on_exec(self, e: Any) -> list[Any]:
         return []
 
-    def on_marks(self, m: Any) -> list[Any]:
+    def waiting(self) -> bool:
+        return False
+
+    def next_fill(self, times: Any, tokens: Any, prices: Any) -> int | None:
+        return None
+
+    def on_marks(self, times: Any, tokens: Any, prices: Any) -> list[Any]:
         return []
 
     def expire(self, ts: int) -> list[Any]:

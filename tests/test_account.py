@@ -9,6 +9,7 @@ from typing import Any
 
 from connectors.control import FileControl
 from operators.account.account import Account, AccountSetup
+from operators.account.paper import PaperVenue
 from operators.session import MarketSession
 from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
 from schemas.control import ControlCommand
@@ -21,7 +22,7 @@ from schemas.events import (
     TradingStateChanged,
     ValidatedSignal,
 )
-from schemas.ticks import US, MarkSet, to_us
+from schemas.ticks import US, ExecTick, MarkSet, to_us
 from tests.support import StubVenue
 
 OPEN = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)  # Fri 10:30 IST
@@ -226,17 +227,22 @@ def test_grouping_marks_into_runs_never_changes_what_the_account_does() -> None:
         for k, (tok, step) in enumerate(moves):
             price[tok] = round(max(1.0, price[tok] + step * 0.05), 2)
             entries.append((to_us(OPEN) + (k + 1) * US, tok, price[tok]))
-        outs = []
-        variants = [([[e] for e in entries], False), (_split(entries, cuts), False)]
-        variants.append((_split(entries, cuts), True))  # the slots fast path
-        for groups, slots in variants:
-            a = make(max_daily_loss=limit, universe=(1, 2, 3) if slots else ())
-            a.on_item(target(10, tok=1, at=OPEN))
-            a.on_item(target(-20, tok=2, price=50.0, at=OPEN, sid="s"))
-            got = [x for g in groups for x in a.on_item(_run(g, slots))]
-            got += a.on_eof()
-            outs.append([x.model_dump() if hasattr(x, "model_dump") else x for x in got])
-        assert outs[0] == outs[1] == outs[2]
+        for paper in (False, True):  # paper: the flatten waits for marks to fill it
+            outs = []
+            variants = [([[e] for e in entries], False), (_split(entries, cuts), False)]
+            variants.append((_split(entries, cuts), True))  # the slots fast path
+            for groups, slots in variants:
+                venue = PaperVenue(0.0, CostModel(), {}) if paper else None
+                a = make(venue, max_daily_loss=limit, universe=(1, 2, 3) if slots else ())
+                for s in (target(10, tok=1), target(-20, tok=2, price=50.0, sid="s")):
+                    a.on_item(s)
+                    a.on_item(
+                        ExecTick(to_us(OPEN) + 1, s.instrument_token, s.price, (s.signal_id,))
+                    )
+                got = [x for g in groups for x in a.on_item(_run(g, slots))]
+                got += a.on_eof()
+                outs.append([x.model_dump() if hasattr(x, "model_dump") else x for x in got])
+            assert outs[0] == outs[1] == outs[2]
 
     check()
 

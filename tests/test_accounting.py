@@ -109,3 +109,27 @@ def test_book_trusts_universe_slots_only_for_its_own_unchanged_universe() -> Non
     assert not book.trusts(mine)
     book.mark_many(np.array([10, 99], dtype=np.int64), np.array([3.0, 4.0]), wrong, mine)
     assert (book.last_price(10), book.last_price(20), book.last_price(99)) == (3.0, 5.0, 4.0)
+
+
+def test_charges_follow_the_published_schedules_per_product() -> None:
+    from operators.accounting import charges
+
+    costs = CostModel()
+    # delivery buy of 10 at 2,500 (turnover 25,000): no brokerage, STT 0.1%, stamp 0.015%
+    buy = charges(costs, "BUY", 10, 2500.0, "CNC")
+    exch, sebi = 25_000 * 0.0000297, 25_000 * 10 / 1e7
+    b = buy.columns()
+    assert (b["brokerage"], b["stt"], b["stamp"], b["dp"]) == (0.0, 25.0, 3.75, 0.0)
+    assert buy.total == round(25.0 + 3.75 + exch + sebi + 0.18 * (exch + sebi), 2) == 29.66
+    # delivery sell, the scrip's first sell of the day: DP ₹13 + 18% GST
+    sell = charges(costs, "SELL", 10, 2500.0, "CNC", dp=True)
+    c = sell.columns()
+    assert (c["stt"], c["stamp"], c["dp"]) == (25.0, 0.0, 13.0)
+    assert sell.total == round(25.0 + 13.0 + exch + sebi + 0.18 * (13.0 + exch + sebi), 2)
+    # the same sell intraday, squared off by the broker: ₹50 + 18% GST on top
+    mis = charges(costs, "SELL", 10, 2500.0, "MIS", square_off=True)
+    brokerage = min(20.0, 0.0003 * 25_000)
+    want = brokerage + 0.00025 * 25_000 + exch + sebi + 50.0
+    want += 0.18 * (brokerage + exch + sebi + 50.0)
+    assert mis.square_off == 50.0 and mis.total == round(want, 2)
+    assert buy.total / charges(costs, "BUY", 10, 2500.0, "MIS").total > 2.5  # delivery costs more

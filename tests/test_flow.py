@@ -65,8 +65,10 @@ def test_chain_ids_run_from_signal_to_fill(result: Any) -> None:
         sig: TradingSignal = signals[f.signal_id]
         assert f.correlation_id == sig.correlation_id == placed[f.order_id].correlation_id
         assert f.causation_id == placed[f.order_id].event_id
-    validated = len(signals) - len(by_kind["rejections"])
-    assert validated == len(by_kind["orders"]) == len(by_kind["fills"])
+    # each signal is refused, ordered, or already met (its target held or on order)
+    assert len(by_kind["orders"]) + len(by_kind["rejections"]) <= len(signals)
+    ended = {f.order_id for f in by_kind["order_failures"]}
+    assert {f.order_id for f in by_kind["fills"]} | ended == set(placed)
 
 
 def test_signals_before_the_open_are_rejected_market_closed(result: Any) -> None:

@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError
 from connectors.kafka import client_config, partitions_of
 from connectors.kafka.parse import parse_batch
 from connectors.replay import RowsRead, SourceItem, group_rows
-from operators.ticks import MISSING_TS, RawTicks, validate
+from operators.ticks import MISSING_TS, RawTicks, TradingDays, validate
 from schemas.config import KafkaConfig, KafkaSourceConfig
 
 
@@ -61,8 +61,9 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         state: KafkaTickState | None,
         idle_stop_s: float | None = None,
         tail: bool = False,
+        trading: TradingDays | None = None,
     ) -> None:
-        self.inner, self.topic, self.name = inner, topic, name
+        self.inner, self.topic, self.name, self.trading = inner, topic, name, trading
         self.known, self.max_bytes = known, max_bytes
         self.last_ts = dict(state.last_ts) if state else {}
         self.idle_stop_s, self.tail = idle_stop_s, tail
@@ -116,7 +117,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
                 recv=np.full(len(rows), received, dtype=np.int64) if live else None,
             )
             last = self.last_ts.get(token, MISSING_TS)
-            batch, bad, new_last = validate(raw, self.known, last)
+            batch, bad, new_last = validate(raw, self.known, last, self.trading)
             if token in self.known:
                 self.last_ts[token] = new_last
             dead.extend(bad)
@@ -136,9 +137,14 @@ class KafkaTickSource(FixedPartitionedSource[SourceItem, KafkaTickState]):
     """Ticks from ``source.topic``: one JSON MarketTick per message, key = instrument token."""
 
     def __init__(
-        self, src: KafkaSourceConfig, kafka: KafkaConfig, instruments: Sequence[int]
+        self,
+        src: KafkaSourceConfig,
+        kafka: KafkaConfig,
+        instruments: Sequence[int],
+        trading: TradingDays | None = None,
     ) -> None:
-        self.src, self.kafka = src, kafka
+        """``trading``: ticks dated on other days are dead letters (see operators.ticks)."""
+        self.src, self.kafka, self.trading = src, kafka, trading
         self.known = frozenset(instruments)
         self.inner = KafkaSource(
             kafka.brokers,
@@ -171,4 +177,5 @@ class KafkaTickSource(FixedPartitionedSource[SourceItem, KafkaTickState]):
             resume_state,
             self.src.idle_stop_s if self.src.tail else None,
             self.src.tail,
+            self.trading,
         )

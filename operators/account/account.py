@@ -25,7 +25,7 @@ from operators.account.risk import Request, RiskChecks
 from operators.account.trading import TradingControl, TradingStatus, Verdict
 from operators.keyed import stateful_by_key
 from schemas.config import BrokerConfig, CostModel
-from schemas.enums import Broker, SignalType, StateReason
+from schemas.enums import Broker, Product, SignalType, StateReason
 from schemas.events import (
     OrderEvent,
     OrderFailed,
@@ -39,6 +39,8 @@ from schemas.events import (
 from schemas.ids import content_id
 from schemas.kite import OrderUpdate
 from schemas.ticks import (
+    F64,
+    I64,
     Clock,
     ExecTick,
     MarkSet,
@@ -64,8 +66,16 @@ class Venue(Protocol):
         """The tick that executes the orders of ``e.signals`` (simulated venues)."""
         ...
 
-    def on_marks(self, m: MarkSet) -> list[OrderEvent]:
-        """A run of marks: what it executes of the account's own orders (simulated venues)."""
+    def waiting(self) -> bool:
+        """Some order waits for marks to fill (simulated venues)."""
+        ...
+
+    def next_fill(self, times: I64, tokens: I64, prices: F64) -> int | None:
+        """The earliest of these time-sorted marks that fills or ends a waiting order."""
+        ...
+
+    def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
+        """What these time-sorted marks fill or end of the waiting orders."""
         ...
 
     def expire(self, ts: int) -> list[OrderEvent]:
@@ -105,6 +115,7 @@ class AccountState:
     flattens: int = 0  # flatten rounds so far: each round's orders get fresh ids
     flattening: str | None = None  # what a flatten in progress answers (its orders' identity)
     flattened_at: int = -1  # event time of the last flatten round
+    squared_off: int = -1  # the last MIS cut-off (µs) whose square-off was done
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,7 @@ class AccountSetup:
     lot_sizes: Mapping[int, int]
     order_types: Mapping[str, str]
     universe: tuple[int, ...] = ()  # the configured instruments: slots in every book
+    products: Mapping[str, Product] = field(default_factory=dict)  # by strategy; MIS if absent
 
 
 class Account(MarkRuns):
@@ -185,15 +197,21 @@ class Account(MarkRuns):
                 book.release(e)
         return list(events)
 
-    def _send(self, v: ValidatedSignal, kind: str | None = None) -> list[AccountOut]:
+    def _send(
+        self, v: ValidatedSignal, kind: str | None = None, square_off: bool = False
+    ) -> list[AccountOut]:
         """Send ``v``: a strategy's order (``kind`` None: its configured type) or, with
-        ``kind``, the account's own."""
+        ``kind``, the account's own (``square_off``: the broker's MIS square-off)."""
         own = kind is not None
         kind = kind or self.setup.order_types.get(v.signal.strategy_id, "MARKET")
         if self.venue.knows(v):  # its order exists (and counts in the book): never a second
-            return self._apply(self.venue.send(v, kind, own))
+            return self._apply(self.venue.send(v, kind, own, square_off))
         self.risk.rates.record(to_us(v.timestamp))
-        return [v, *self._apply(self.venue.send(v, kind, own)), *self.venue.drain_latency()]
+        sent = self.venue.send(v, kind, own, square_off)
+        return [v, *self._apply(sent), *self.venue.drain_latency()]
+
+    def _product(self, strategy_id: str) -> Product:
+        return Product(self.setup.products.get(strategy_id, Product.MIS))
 
     def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
         return dict(
@@ -205,6 +223,7 @@ class Account(MarkRuns):
             signal=s,
             side=side,
             quantity=qty,
+            product=self._product(s.strategy_id),
         )
 
     def decide(self, s: TradingSignal) -> list[AccountOut]:
@@ -220,7 +239,7 @@ class Account(MarkRuns):
             return out
         side = SignalType.BUY if diff > 0 else SignalType.SELL
         kind = self.setup.order_types.get(s.strategy_id, "MARKET")
-        req = Request(s, side, abs(diff), kind, ts)
+        req = Request(s, side, abs(diff), kind, ts, self._product(s.strategy_id))
         found = self.risk.check(req, st.book, self.trading.state)
         fields = self._request(s, side, abs(diff))
         if not found:
@@ -264,7 +283,47 @@ class Account(MarkRuns):
             side = SignalType.BUY if qty > 0 else SignalType.SELL
             fields = self._request(sig, side, abs(qty))
             val = ValidatedSignal(event_id=content_id("val", sig.signal_id), **fields)
-            out += self._send(val, "MARKET")
+            out += [sig, *self._send(val, "MARKET")]
+        return out
+
+    def square_off_due(self, ts: int) -> int | None:
+        """The MIS cut-off at or before ``ts`` whose square-off is still to do, if any."""
+        cut = self.setup.session.cutoff(ts)
+        if cut is None or ts < cut or cut <= self.state.squared_off:
+            return None
+        return cut
+
+    def square_off(self, cut: int) -> list[AccountOut]:
+        """The broker's MIS square-off at the cut-off: every MIS strategy position closed
+        (net of its open orders) by a MARKET order flagged AUTO_SQUARE_OFF (its charge
+        applies). Ids derive from the day, strategy and instrument."""
+        st, out = self.state, list[AccountOut]()
+        st.squared_off = cut
+        for sid in sorted(st.book.strategies):
+            if self._product(sid) is not Product.MIS:
+                continue
+            for token in sorted(st.book.strategies[sid].book.lots):
+                held = st.book.strategy_position(sid, token)
+                closing = st.book.closing(token, sid, held)
+                qty = -(held + closing)
+                price = st.book.price(token, 0.0)
+                if not held or not qty or (qty > 0) == (held > 0) or price <= 0:
+                    continue
+                sig = TradingSignal(
+                    signal_id=content_id("squareoff", self.broker.value, cut, sid, token),
+                    correlation_id=content_id("squareoff", self.broker.value, cut),
+                    strategy_id=sid,
+                    broker=self.broker,
+                    instrument_token=token,
+                    target_quantity=held + qty,
+                    price=price,
+                    timestamp=from_us(cut),
+                    reason="AUTO_SQUARE_OFF: MIS cut-off",
+                )
+                side = SignalType.BUY if qty > 0 else SignalType.SELL
+                fields = self._request(sig, side, abs(qty))
+                val = ValidatedSignal(event_id=content_id("val", sig.signal_id), **fields)
+                out += [sig, *self._send(val, "MARKET", square_off=True)]
         return out
 
     def reflatten(self, ts: int) -> list[AccountOut]:
@@ -283,8 +342,11 @@ class Account(MarkRuns):
         if ts is not None:
             book.last_ts = ts if book.last_ts is None else max(book.last_ts, ts)
         out = self._commands(ts) if ts is not None else []
-        if isinstance(item, TradingSignal):
-            return out + self.decide(item)
+        cut = self.square_off_due(ts) if ts is not None and not isinstance(item, MarkSet) else None
+        if cut is not None:
+            out += self.square_off(cut)
+        if isinstance(item, TradingSignal):  # on to the ledger with the account's own signals
+            return [*out, item, *self.decide(item)]
         if isinstance(item, MarkSet):
             return out + self._marks(item)
         if isinstance(item, ExecTick):

@@ -11,6 +11,10 @@ from schemas.events import OrderFailed, OrderFilled, OrderPlaced
 from schemas.report import PnlStats
 
 
+def _paise(x: float) -> float:
+    return round(x, 2) + 0.0  # never -0.0
+
+
 @dataclass
 class Tracker:
     """One book with its trade statistics and drawdown (the broker's, or one strategy's)."""
@@ -42,11 +46,11 @@ class Tracker:
             fills=self.fills,
             round_trips=self.round_trips,
             wins=self.wins,
-            realized_pnl=round(b.realized, 2),
-            unrealized_pnl=round(b.unrealized(), 2),
-            fees=round(b.fees, 2),
-            net_pnl=round(b.net_pnl(), 2),
-            max_drawdown=round(self.max_drawdown, 2),
+            realized_pnl=_paise(b.realized),
+            unrealized_pnl=_paise(b.unrealized()),
+            fees=_paise(b.fees),
+            net_pnl=_paise(b.net_pnl()),
+            max_drawdown=_paise(self.max_drawdown),
         )
 
 
@@ -88,6 +92,14 @@ class AccountBook:
             o.remaining
             for o in self.open.values()
             if o.token == token and (strategy_id is None or o.strategy_id == strategy_id)
+        )
+
+    def closing(self, token: int, strategy_id: str, held: int) -> int:
+        """Signed quantity of a strategy's open orders on ``token`` that reduce ``held``."""
+        return sum(
+            o.remaining
+            for o in self.open.values()
+            if o.token == token and o.strategy_id == strategy_id and (o.remaining > 0) != (held > 0)
         )
 
     def pending_cash(self) -> float:

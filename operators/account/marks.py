@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from operators.accounting import F64, I64, Book
-from schemas.ticks import US, MarkSet, to_us
+from schemas.ticks import US, MarkSet
 
 PRUNE_US = 60 * US
 
@@ -99,6 +99,12 @@ class MarkRuns:
     def reflatten(self, ts: int) -> list[Any]:
         raise NotImplementedError
 
+    def square_off_due(self, ts: int) -> int | None:
+        raise NotImplementedError
+
+    def square_off(self, cut: int) -> list[Any]:
+        raise NotImplementedError
+
     def _next_command(self) -> int | None:
         """Event time of the next file command, if the inbox can tell (live ones cannot)."""
         peek = getattr(self.inbox, "peek", None)
@@ -110,11 +116,17 @@ class MarkRuns:
         only where the bound could be reached, a command or a new day falls inside."""
         book, status = self.state.book, self.trading.status
         out = self._verdict(self.trading.on_time(m.first, self._net()), m.first)
+        first_cut = self.square_off_due(m.first)
+        if first_cut is not None:
+            out += self.square_off(first_cut)
         nxt = self._next_command()
+        cut = self.setup.session.cutoff(m.first)
         limit = self.trading.risk.max_daily_loss
         if (
             (nxt is not None and nxt <= m.until)
             or self.setup.session.day_end(m.first) <= m.until
+            or (cut is not None and m.first < cut <= m.until)
+            or self.venue.waiting()
             or (
                 not status.loss_breached
                 and may_breach(book.total.book, m, self._net(), status.day_start_pnl, limit)
@@ -123,19 +135,8 @@ class MarkRuns:
             out += self._by_time(*m.entries.by_time())
         else:
             book.mark_many(m.tokens, m.last, m.slots, m.universe)
-        out += self._executed(m)
         self._after_marks(m)
         return out + self.reflatten(m.until)
-
-    def _executed(self, m: MarkSet) -> list[Any]:
-        """The account's own orders that the run executes; an instrument marked again after
-        its fill keeps that later mark."""
-        done = self._apply(self.venue.on_marks(m))
-        for e in done:
-            times, prices = m.of_token(e.instrument_token)
-            if len(times) and hasattr(e, "fill_price") and int(times[-1]) > to_us(e.timestamp):
-                self.state.book.mark(e.instrument_token, float(prices[-1]))
-        return done
 
     def _after_marks(self, m: MarkSet) -> None:
         last = m.until
@@ -145,32 +146,62 @@ class MarkRuns:
             self.risk.rates.prune(last)
 
     def _by_time(self, times: I64, tokens: I64, prices: F64) -> list[Any]:
-        """Every mark in time order, cut at operator commands and trading days, scanned
-        exactly."""
+        """Every mark in time order, scanned exactly, cut wherever something happens at a
+        time: the MIS cut-off (square-off), a waiting order's fill, an operator command, a
+        new trading day. Marks at the cut-off or a fill's time come before it."""
         out: list[Any] = []
         while len(times):
-            nxt = self._next_command()
-            cut = self.setup.session.day_end(int(times[0]))
-            cut = cut if nxt is None else min(cut, nxt)
-            k = int(np.searchsorted(times, cut, "left"))
-            out += self._scan(times[:k], tokens[:k], prices[:k])
-            if k == len(times):
-                break
-            if nxt is not None and cut == nxt:
-                out += self._commands(nxt)
-            at = int(times[k])
-            out += self._verdict(self.trading.on_time(at, self._net()), at)  # a new day rolls
+            at, what = self._next_event(times, tokens, prices)
+            k = int(np.searchsorted(times, at, "right" if what in ("mis", "fill") else "left"))
+            done, took = self._scan(times[:k], tokens[:k], prices[:k])
+            out += done
+            if took < k:  # a breach: what follows is judged again (its flatten may fill)
+                times, tokens, prices = times[took:], tokens[took:], prices[took:]
+                continue
+            if what == "mis":
+                if k == len(times) and int(times[-1]) < at:
+                    break  # the run ends before the cut-off
+                out += self.square_off(at)  # sets squared_off: never again this day
+            elif what == "fill":
+                out += self._apply(self.venue.on_marks(times[:k], tokens[:k], prices[:k]))
+            else:
+                if k == len(times):
+                    break
+                if what == "command":
+                    out += self._commands(at)
+                t = int(times[k])
+                out += self._verdict(self.trading.on_time(t, self._net()), t)  # a new day rolls
             times, tokens, prices = times[k:], tokens[k:], prices[k:]
         return out
 
-    def _scan(self, times: I64, tokens: I64, prices: F64) -> list[Any]:
-        """Time-sorted marks, checked exactly at each boundary the vectorised pass flags."""
+    def _next_event(self, times: I64, tokens: I64, prices: F64) -> tuple[int, str]:
+        """The first of: the MIS cut-off still to square off, a waiting order's fill, the
+        next operator command, the end of the first mark's trading day (ties in that order)."""
+        t0 = int(times[0])
+        day = self.setup.session.day_end(t0)
+        found = [(day, 3, "day")]
+        mis = self.setup.session.cutoff(t0)
+        if mis is not None and self.state.squared_off < mis < day:
+            found.append((mis, 0, "mis"))
+        fill = self.venue.next_fill(times, tokens, prices)
+        if fill is not None:
+            found.append((fill, 1, "fill"))
+        nxt = self._next_command()
+        if nxt is not None and nxt < day:
+            found.append((nxt, 2, "command"))
+        at, _, what = min(found)
+        return at, what
+
+    def _scan(self, times: I64, tokens: I64, prices: F64) -> tuple[list[Any], int]:
+        """Time-sorted marks, checked exactly at each boundary the vectorised pass flags;
+        stops after a breach (its flatten may wait for the marks after it). Returns what it
+        did and how many marks it took."""
         book, status = self.state.book, self.trading.status
         out: list[Any] = []
         limit, k = self.trading.risk.max_daily_loss, 0
         if status.loss_breached:
             book.mark_many(tokens, prices)
-            return out
+            return out, len(times)
         found = loss_candidates(
             book.total.book, times, tokens, prices, self._net(), status.day_start_pnl, limit
         )
@@ -179,6 +210,6 @@ class MarkRuns:
             k, at = end, int(times[end - 1])
             out += self._verdict(self.trading.on_time(at, self._net()), at)
             if status.loss_breached:
-                break
+                return out, k
         book.mark_many(tokens[k:], prices[k:])
-        return out
+        return out, len(times)

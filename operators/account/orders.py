@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from operators.accounting import Charges
 from schemas.enums import OrderStatus
 from schemas.events import OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal
 from schemas.ids import content_id
@@ -47,11 +48,15 @@ def filled(
     broker_order_id: str | None,
     quantity: int,
     price: float,
-    fee: float,
+    charged: Charges,
     cumulative: int,
     ts: datetime,
+    auto_square_off: bool = False,
+    fee: float | None = None,
 ) -> OrderFilled:
-    """``quantity`` more filled at ``price``; ``cumulative`` filled so far (makes the id)."""
+    """``quantity`` more filled at ``price`` with its ``charged`` charges; ``cumulative``
+    filled so far (makes the id); ``auto_square_off``: the broker closed it at the cut-off;
+    ``fee``: the fill's share of its order's rounded charges (default: ``charged.total``)."""
     status = OrderStatus.FILLED if cumulative >= v.quantity else OrderStatus.PARTIALLY_FILLED
     return OrderFilled(
         **_common(v, broker_order_id, status, ts),
@@ -59,7 +64,10 @@ def filled(
         causation_id=content_id("placed", v.order_id),
         quantity=quantity,
         fill_price=price,
-        fees=fee,
+        fees=charged.total if fee is None else fee,
+        product=v.product,
+        auto_square_off=auto_square_off,
+        **charged.columns(),
     )
 
 

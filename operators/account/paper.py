@@ -21,14 +21,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from operators.account import orders
-from operators.accounting import fees
+from operators.accounting import charges
 from schemas.config import CostModel
-from schemas.enums import OrderStatus, SignalType
+from schemas.enums import OrderStatus, Product, SignalType
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.ids import content_id
 from schemas.kite import OrderUpdate
-from schemas.ticks import ExecTick, MarkSet, OrderLatency, from_us, to_us
+from schemas.ticks import F64, I64, US, ExecTick, OrderLatency, from_us, to_us
 
 
 def slipped_price(price: float, side: SignalType | str, bps: float, tick: float) -> float:
@@ -49,12 +51,14 @@ class Resting:
     placed_us: int
     on_mark: bool  # fills at a mark: the account's own order, or a LIMIT left resting
     limit: float | None = None  # LIMIT orders: never filled beyond it
+    square_off: bool = False  # the broker's MIS square-off: its charge applies
     since_us: int = -1  # marks count from here (its placing, or the tick it missed)
 
 
 @dataclass
 class PaperState:
     resting: dict[str, Resting] = field(default_factory=dict)  # by order id
+    dp_charged: set[tuple[int, int]] = field(default_factory=set)  # (session, token): CNC sells
 
 
 class PaperVenue:
@@ -74,19 +78,25 @@ class PaperVenue:
         self.session_end = session_end  # µs → when that instant's session closes
         self.state = state or PaperState()
 
-    def send(self, v: ValidatedSignal, order_type: str, on_mark: bool = False) -> list[OrderEvent]:
+    def send(
+        self, v: ValidatedSignal, order_type: str, on_mark: bool = False, square_off: bool = False
+    ) -> list[OrderEvent]:
         ts = to_us(v.timestamp)
         limit = v.signal.price if order_type == "LIMIT" and not on_mark else None
-        self.state.resting[v.order_id] = Resting(v, order_type, ts, on_mark, limit)
+        self.state.resting[v.order_id] = Resting(v, order_type, ts, on_mark, limit, square_off)
         return [orders.placed(v, None, order_type, v.signal.timestamp)]
 
     def _ends(self, r: Resting, ts: int) -> tuple[str, int] | None:
         """Why ``r`` can no longer fill at ``ts``, and since when, if so."""
-        if self.session_end is not None and ts >= (close := self.session_end(r.placed_us)):
+        close = self._close_after(r)
+        if close is not None and ts >= close:
             return "CANCELLED: the session ended before a tick executed it", close
-        expiry = r.placed_us + self.limit_timeout_us
-        if r.limit is not None and self.limit_timeout_us and ts > expiry:
-            return "CANCELLED: limit_timeout_s passed before the price reached the limit", expiry
+        expiry = self._expiry(r)
+        if expiry is not None and ts >= expiry:
+            return (
+                "CANCELLED: limit_timeout_s passed before the price reached the limit",
+                expiry - 1,
+            )
         return None
 
     def _fill(self, r: Resting, price: float | None, ts: int) -> list[OrderEvent]:
@@ -97,8 +107,21 @@ class PaperVenue:
         if ended is not None or price is None:
             why, at = ended or ("CANCELLED", ts)
             return [orders.failed(v, None, OrderStatus.CANCELLED, v.quantity, why, from_us(at))]
-        fee = fees(self.costs, v.side, v.quantity, price)
-        return [orders.filled(v, None, v.quantity, price, fee, v.quantity, from_us(ts))]
+        charged = charges(
+            self.costs, v.side, v.quantity, price, v.product, self._dp(v, ts), r.square_off
+        )
+        when, qty = from_us(ts), v.quantity
+        return [orders.filled(v, None, qty, price, charged, qty, when, r.square_off)]
+
+    def _dp(self, v: ValidatedSignal, ts: int) -> bool:
+        """The DP charge falls on the first CNC sell of a scrip in a session."""
+        if Product(v.product) is not Product.CNC or SignalType(v.side) is not SignalType.SELL:
+            return False
+        session = self.session_end(ts) if self.session_end is not None else ts // (86_400 * US)
+        key = (session, v.signal.instrument_token)
+        first = key not in self.state.dp_charged
+        self.state.dp_charged.add(key)
+        return first
 
     def _price(self, r: Resting, tick_price: float) -> float | None:
         """What ``r`` fills at against a tick at ``tick_price`` (None: a LIMIT it misses)."""
@@ -126,20 +149,51 @@ class PaperVenue:
                 r.on_mark, r.since_us = True, e.ts
         return out
 
-    def on_marks(self, m: MarkSet) -> list[OrderEvent]:
-        """Orders waiting for marks (the account's own, LIMITs left resting): each fills at
-        its instrument's first mark after it that it reaches, or ends when that is too late."""
+    def waiting(self) -> bool:
+        """Some order waits for marks (the account's own, or a LIMIT left resting)."""
+        return any(r.on_mark for r in self.state.resting.values())
+
+    def _first(self, r: Resting, times: I64, tokens: I64, prices: F64) -> int | None:
+        """Index of the first mark (time-sorted) that fills or ends waiting order ``r``."""
+        mine = (tokens == r.v.signal.instrument_token) & (times > max(r.placed_us, r.since_us))
+        if r.limit is None:
+            hit = mine
+        else:
+            buy = SignalType(r.v.side) is SignalType.BUY
+            hit = mine & ((prices <= r.limit) if buy else (prices >= r.limit))
+        ends = [t for t in (self._close_after(r), self._expiry(r)) if t is not None]
+        if ends:
+            hit = hit | (mine & (times >= min(ends)))
+        found = np.flatnonzero(hit)
+        return int(found[0]) if len(found) else None
+
+    def _close_after(self, r: Resting) -> int | None:
+        close = self.session_end(r.placed_us) if self.session_end is not None else None
+        return close if close is not None and r.placed_us < close else None
+
+    def _expiry(self, r: Resting) -> int | None:
+        if r.limit is None or not self.limit_timeout_us:
+            return None
+        return r.placed_us + self.limit_timeout_us + 1
+
+    def next_fill(self, times: I64, tokens: I64, prices: F64) -> int | None:
+        """The earliest mark time at which a waiting order fills or ends (None: none)."""
+        got = [self._first(r, times, tokens, prices) for r in self._waiting()]
+        found = [int(times[i]) for i in got if i is not None]
+        return min(found) if found else None
+
+    def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
+        """Waiting orders filled (at their first mark that reaches them, a LIMIT at its
+        price) or ended by these marks, time-sorted."""
         out: list[OrderEvent] = []
-        for r in sorted(self.state.resting.values(), key=lambda r: (r.placed_us, r.v.order_id)):
-            if not r.on_mark:
+        for r in self._waiting():
+            i = self._first(r, times, tokens, prices)
+            if i is None:
                 continue
-            times, prices = m.of_token(r.v.signal.instrument_token)
-            k = int(times.searchsorted(max(r.placed_us, r.since_us), "right"))
-            for t, p in zip(times[k:].tolist(), prices[k:].tolist(), strict=True):
-                price = self._price(r, p) if r.limit is None else self._limit_at(r, p)
-                if price is not None or self._ends(r, t) is not None:
-                    out += self._fill(r, price, t)
-                    break
+            p = float(prices[i])
+            out += self._fill(
+                r, self._price(r, p) if r.limit is None else self._limit_at(r, p), int(times[i])
+            )
         return out
 
     def _limit_at(self, r: Resting, mark: float) -> float | None:
@@ -147,6 +201,12 @@ class PaperVenue:
         assert r.limit is not None
         buy = SignalType(r.v.side) is SignalType.BUY
         return r.limit if (mark <= r.limit if buy else mark >= r.limit) else None
+
+    def _waiting(self) -> list[Resting]:
+        return sorted(
+            (r for r in self.state.resting.values() if r.on_mark),
+            key=lambda r: (r.placed_us, r.v.order_id),
+        )
 
     def expire(self, ts: int) -> list[OrderEvent]:
         """End of the stream: whatever still rests is cancelled."""

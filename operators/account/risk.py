@@ -11,7 +11,7 @@ from operators.account.rates import OrderRates, RateState, kite_caps
 from operators.accounting import fees, signed
 from operators.session import MarketSession
 from schemas.config import CostModel, RiskConfig
-from schemas.enums import RejectReason, SignalType, TradingState
+from schemas.enums import Product, RejectReason, SignalType, TradingState
 from schemas.events import TradingSignal
 
 
@@ -24,6 +24,7 @@ class Request:
     quantity: int
     order_type: str
     ts: int
+    product: Product = Product.MIS
 
 
 Findings = list[tuple[RejectReason, str]]
@@ -71,6 +72,7 @@ class RiskChecks:
         after = before + signed(r.side, r.quantity)
         shrinks = reduces(before, after)
         out += self._state(state, shrinks)
+        out += self._product(r, book, shrinks)
         if not shrinks:
             out += self._exposure(r, book, before, after)
         hit = self.rates.breach(r.ts)
@@ -91,6 +93,21 @@ class RiskChecks:
         return [
             (RejectReason.PRICE_OUTSIDE_BAND, f"limit {off:.2f}% from last {last}, band {band}%")
         ]
+
+    def _product(self, r: Request, book: AccountBook, shrinks: bool) -> Findings:
+        if r.product is Product.CNC:
+            s = r.signal
+            held = book.strategy_position(s.strategy_id, s.instrument_token)
+            after = held + book.pending(s.instrument_token, s.strategy_id)
+            after += signed(r.side, r.quantity)
+            if after < 0:
+                return [(RejectReason.CNC_SHORT_NOT_ALLOWED, f"CNC holds {held}, would go {after}")]
+            return []
+        cut = self.session.cutoff(r.ts)
+        if not shrinks and cut is not None and cut <= r.ts < self.session.closes(r.ts):
+            at = f"{self.session.local(cut):%H:%M}"
+            return [(RejectReason.MIS_CUTOFF, f"MIS: no new entries after the {at} cut-off")]
+        return []
 
     def _state(self, state: TradingState, reducing: bool) -> Findings:
         if state is TradingState.HALTED:

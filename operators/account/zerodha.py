@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from operators.account import orders
-from operators.accounting import fees
+from operators.accounting import Charges, charges
 from schemas.config import CostModel
 from schemas.enums import OrderStatus
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.kite import TERMINAL, KiteUnavailable, OrderRejected, OrderUpdate, order_tag
 from schemas.redis_keys import OrderIntent
-from schemas.ticks import ExecTick, MarkSet, OrderLatency, to_us
+from schemas.ticks import F64, I64, ExecTick, OrderLatency, to_us
 
 log = logging.getLogger("alpha_panda.zerodha")
 
@@ -42,7 +42,7 @@ class Tracked:
     announced: bool  # OrderPlaced emitted
     filled: int = 0  # quantity filled so far
     value: float = 0.0  # Σ quantity × price of those fills
-    fees: float = 0.0  # charged so far: the order's charges are those of its whole fill
+    charged: Charges = field(default_factory=Charges)  # so far: those of its whole fill
     done: bool = False  # ended: nothing more to emit
 
 
@@ -78,13 +78,21 @@ class ZerodhaVenue:
     def on_exec(self, e: ExecTick) -> list[OrderEvent]:
         return []  # Kite executes its own orders
 
-    def on_marks(self, m: MarkSet) -> list[OrderEvent]:
+    def waiting(self) -> bool:
+        return False  # Kite fills its own orders
+
+    def next_fill(self, times: I64, tokens: I64, prices: F64) -> int | None:
+        return None
+
+    def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
         return []
 
     def expire(self, ts: int) -> list[OrderEvent]:
         return []  # orders still open at Kite stay tracked (updates, reconciliation)
 
-    def send(self, v: ValidatedSignal, order_type: str, on_mark: bool = False) -> list[OrderEvent]:
+    def send(
+        self, v: ValidatedSignal, order_type: str, on_mark: bool = False, square_off: bool = False
+    ) -> list[OrderEvent]:
         tag = order_tag(v.signal.signal_id)
         known = self.state.orders.get(tag)
         if known is not None:  # seen before (a replay after a resume): announce at most once,
@@ -146,6 +154,8 @@ class ZerodhaVenue:
             price = u.average_price
         t.filled, t.value = u.filled_quantity, total
         v = t.validated
-        whole = fees(self.costs, v.side, t.filled, u.average_price)  # brokerage cap per order
-        fee, t.fees = max(round(whole - t.fees, 2), 0.0), whole
-        return orders.filled(v, u.order_id, qty, price, fee, t.filled, u.timestamp)
+        whole = charges(self.costs, v.side, t.filled, u.average_price, v.product)  # cap per order
+        part = whole.minus(t.charged)
+        fee = max(round(whole.total - t.charged.total, 2), 0.0)  # the paise add up per order
+        t.charged = whole
+        return orders.filled(v, u.order_id, qty, price, part, t.filled, u.timestamp, fee=fee)

@@ -1,0 +1,81 @@
+"""The NSE calendar: trading days from exchange_calendars (holidays kept by its maintainers),
+overridable in config; ticks on other days are dead letters and never mark a position."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from data.generate import generate
+from operators.session import MarketSession
+from schemas.config import ConfigError, SessionConfig
+from schemas.ticks import to_us
+from tests.support import INSTRUMENTS, config_dict, make_config, run_graph
+
+MON, TUE, WED = date(2026, 11, 23), date(2026, 11, 24), date(2026, 11, 25)  # TUE: Guru Nanak
+_IST = ZoneInfo("Asia/Kolkata")
+
+
+def test_trading_days_come_from_the_exchange_calendar_and_config_overrides() -> None:
+    s = MarketSession(SessionConfig())
+    assert [s.hours(d) is not None for d in (MON, TUE, WED)] == [True, False, True]
+    assert s.hours(date(2026, 10, 20)) is None  # a weekday holiday of the exchange
+    closed = MarketSession(SessionConfig(holidays=[WED]))
+    assert closed.hours(WED) is None
+    sunday = date(2026, 11, 8)
+    special = MarketSession(
+        SessionConfig(special_sessions=[{"date": sunday, "open": "18:00", "close": "19:00"}])
+    )
+    assert special.hours(sunday) == (time(18, 0), time(19, 0))
+    assert s.hours(sunday) is None
+    plain = MarketSession(SessionConfig(calendar=None))
+    assert plain.hours(TUE) is not None  # weekdays only
+    beyond = date(2031, 1, 7)  # past the calendar's years: weekdays less holidays
+    assert s.hours(beyond) is not None and s.hours(date(2031, 1, 5)) is None
+
+
+def test_the_mask_judges_each_instant_by_its_local_date() -> None:
+    s = MarketSession(SessionConfig())
+    edges = [
+        datetime(2026, 11, 23, 18, 29, 59, tzinfo=timezone.utc),  # Mon 23:59:59 IST
+        datetime(2026, 11, 23, 18, 30, tzinfo=timezone.utc),  # Tue 00:00 IST: holiday
+        datetime(2026, 11, 24, 18, 29, 59, tzinfo=timezone.utc),  # Tue 23:59:59 IST
+        datetime(2026, 11, 24, 18, 30, tzinfo=timezone.utc),  # Wed 00:00 IST
+    ]
+    got = s.trading_mask(np.array([to_us(t) for t in edges], dtype=np.int64))
+    assert got.tolist() == [True, False, False, True]
+
+
+def test_an_unknown_calendar_is_a_config_error_naming_the_field(tmp_path: Path) -> None:
+    from flows.config import parse_config
+
+    raw = config_dict(tmp_path, session={"calendar": "XNOPE"})
+    with pytest.raises(ConfigError, match=r"^session\.calendar: unknown exchange calendar"):
+        parse_config(raw, tmp_path)
+
+
+def test_holiday_ticks_are_dead_letters_and_never_mark_a_position(tmp_path: Path) -> None:
+    ticks = tmp_path / "ticks"
+    generate(ticks, INSTRUMENTS, [MON, TUE, WED], seed=5, mean_gap_s=6.0)
+    rows, report = run_graph(make_config(ticks), tmp_path / "out")
+    holiday = [d for d in rows["dead_letters"] if d.reason == "NON_TRADING_DAY"]
+    assert holiday and all(
+        d.timestamp is not None and d.timestamp.astimezone(_IST).date() == TUE for d in holiday
+    )
+    tape = ds.dataset(ticks).to_table().to_pylist()
+    tue_rows = sum(1 for r in tape if r["timestamp"].astimezone(_IST).date() == TUE)
+    assert len(holiday) == tue_rows  # every tick of the holiday, none of the other days
+    for kind in ("signals", "fills"):
+        assert all(x.timestamp.astimezone(_IST).date() != TUE for x in rows[kind])
+    snaps = sorted((p for p in rows["pnl"] if p.broker == "paper"), key=lambda p: p.timestamp)
+    for before, snap in itertools.pairwise(snaps):  # the holiday moves nothing
+        if snap.timestamp.astimezone(_IST).date() == TUE:
+            assert (snap.equity, snap.unrealized_pnl) == (before.equity, before.unrealized_pnl)
+    inputs = sum(n for r, n in report.dead_letters_by_reason.items() if r != "STRATEGY_ERROR")
+    assert report.rows_read == report.ticks_processed + inputs
