@@ -140,7 +140,22 @@ class KiteConfig(Section):
     api_root: str = Field(default="https://api.kite.trade", description="HTTP API base URL")
     ws_root: str = Field(default="wss://ws.kite.trade", description="KiteTicker base URL")
     timeout_s: float = Field(default=7.0, gt=0, description="HTTP request timeout")
-    product: Literal["MIS", "CNC", "NRML"] = "MIS"
+    market_protection: float = Field(
+        default=2.0,
+        ge=-1,
+        le=100,
+        description="% band sent with every MARKET and SL-M order (Kite rejects them without "
+        "one since April 2026); -1: Kite's own band",
+    )
+    algo_id: str | None = Field(default=None, description="exchange algo id, when registered")
+
+    @field_validator("market_protection")
+    @classmethod
+    def _protected(cls, pct: float) -> float:
+        if pct != -1 and pct <= 0:
+            raise ValueError("must be -1 (Kite's band) or a percentage in (0, 100]")
+        return pct
+
     max_orders_per_s: float = Field(default=10.0, gt=0, description="client-side order rate")
     attempts: int = Field(default=6, gt=0, description="tries per order (429, 5xx, timeouts)")
     backoff_max_s: float = Field(default=2.0, gt=0, description="longest wait between tries")

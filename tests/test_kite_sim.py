@@ -155,3 +155,39 @@ def test_login_writes_the_access_token_to_an_owner_only_file(
     assert "Invalid `checksum`" in out.err and "AP0001" in out.out
     for secret in (TOKEN, SECRET, "wrong-secret"):
         assert secret not in out.out + out.err
+
+
+def test_market_orders_need_market_protection_and_become_protected_limits(
+    sim: tuple[SimApi, str],
+) -> None:
+    """As Kite since 1 April 2026: API MARKET and SL-M orders without market protection (or
+    with 0) are refused; a protected one may only fill within its band of the last price."""
+    api, root = sim
+    kite = client(root)
+    advance(root, 100)
+    for kind, pct in (("MARKET", None), ("SL-M", None), ("MARKET", 0)):
+        kw: dict[str, Any] = {"order_type": kind}
+        kw["market_protection"] = pct  # None: the client leaves it out
+        with pytest.raises(kex.InputException, match="without market protection"):
+            kite.place_order(
+                variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
+                quantity=1, product="MIS", **kw,
+            )  # fmt: skip
+    assert kite.orders() == []  # refused before the order book
+    token = next(i.token for i in api.ex.instruments.values() if i.tradingsymbol == "INFY")
+    last, tape = api.ex.last[token], api.ex.tape
+    nxt = next(  # the next INFY tick at another price decides the side that cannot fill
+        i
+        for i in range(api.ex.cursor, len(tape))
+        if tape.token[i] == token and tape.price[i] != last
+    )
+    side = "BUY" if tape.price[nxt] > last else "SELL"
+    advance(root, nxt - api.ex.cursor)  # up to just before it: ticks at the last price only
+    tight = place(kite, tag="tight", market_protection=0.0001, transaction_type=side)
+    wide = place(kite, tag="wide", market_protection=5, transaction_type=side)
+    advance(root, 1)
+    status = {o["tag"]: o["status"] for o in kite.orders()}
+    assert status == {"tight": "OPEN", "wide": "COMPLETE"}  # tight rests as its limit
+    assert kite.order_history(tight)[-1]["status"] == "OPEN"
+    (trade,) = kite.order_trades(wide)
+    assert trade["average_price"] == pytest.approx(float(tape.price[nxt]))

@@ -86,6 +86,16 @@ def test_one_order_and_a_recorded_intent(sim, orders, keys) -> None:
     assert (o.inst.tradingsymbol, o.transaction_type, o.quantity, o.product) == (
         "INFY", "BUY", 5, "MIS",
     )  # fmt: skip
+    assert o.protection == 2.0  # kite.market_protection: the simulator refuses it without
+
+
+def test_the_order_carries_the_strategy_product(sim, orders) -> None:
+    api, _ = sim
+    it = intent(31)
+    it = it.model_copy(update={"validated": it.validated.model_copy(update={"product": "CNC"})})
+    got = orders.submit(it, "LIMIT")
+    o = api.ex.orders[got.order_id]
+    assert (o.product, o.order_type, o.protection) == ("CNC", "LIMIT", None)
 
 
 def test_429_storm_backs_off_and_places_once(sim, orders) -> None:

@@ -26,6 +26,7 @@ from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
 from schemas.config import AppConfig, Instrument, KiteConfig, SourceUnavailable
+from schemas.enums import Product
 from schemas.kite import KiteUnavailable, OrderRejected
 from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent, decode
 
@@ -148,12 +149,16 @@ class KiteOrders:
             tradingsymbol=inst.tradingsymbol,
             transaction_type=v.side,
             quantity=v.quantity,
-            product=self.cfg.product,
+            product=Product(v.product).value,
             order_type=order_type,
             tag=intent.tag,
         )
         if order_type == "LIMIT":
             params["price"] = s.price
+        if order_type in ("MARKET", "SL-M"):
+            params["market_protection"] = self.cfg.market_protection
+        if self.cfg.algo_id:
+            params["algo_id"] = self.cfg.algo_id
         return params
 
     def _place(self, intent: OrderIntent, order_type: str) -> Submitted:

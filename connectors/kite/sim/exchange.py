@@ -94,6 +94,8 @@ class Order:
     status_message: str | None = None
     filled: int = 0
     average_price: float = 0.0
+    protection: float | None = None  # MARKET / SL-M: the % band it may fill within
+    limit: float | None = None  # the protected price, set from the last price when known
     updated_at: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -180,10 +182,15 @@ class Exchange:
         if p["order_type"] == "LIMIT" and price <= 0:
             raise KiteError(400, "InputException", "Invalid `price` for a LIMIT order")
         inst = self._instrument(p["exchange"], p["tradingsymbol"])
+        protection = _protection(p) if p["order_type"] in ("MARKET", "SL-M") else None
         with self.lock:
             oid = f"{2511200000000 + len(self.orders) + 1}"
             o = Order(oid, variety, inst, p["transaction_type"], qty, p["product"],
                       p["order_type"], price, p.get("tag") or None, self.now)  # fmt: skip
+            if protection is not None:
+                o.protection = protection
+                last = self.last.get(inst.token)
+                o.limit = _protected(last, p["transaction_type"], protection) if last else None
             self.orders[oid] = o
             for status in ("PUT ORDER REQ RECEIVED", "VALIDATION PENDING", "OPEN PENDING"):
                 o.mark(status, self.now)
@@ -252,11 +259,14 @@ class Exchange:
             return list(range(start, end))
 
     def _try_fill(self, o: Order, price: float, ts: int) -> None:
-        if o.order_type == "LIMIT":
-            crossed = price <= o.price if o.transaction_type == "BUY" else price >= o.price
+        if o.protection is not None and o.limit is None:  # placed before any price: this one
+            o.limit = _protected(price, o.transaction_type, o.protection)
+        limit = o.price if o.order_type == "LIMIT" else o.limit
+        if limit is not None:
+            crossed = price <= limit if o.transaction_type == "BUY" else price >= limit
             if not crossed:
-                return
-            price = o.price
+                return  # a protected market order rests as the limit it became
+            price = limit if o.order_type == "LIMIT" else price
         o.filled, o.average_price = o.quantity, price
         self.trades.append({
             "trade_id": f"{len(self.trades) + 1:08d}", "order_id": o.order_id,
@@ -318,3 +328,32 @@ class Exchange:
                          "liquid_collateral": 0, "stock_collateral": 0, "delivery": 0},
         }  # fmt: skip
         return {"equity": equity, "commodity": {**equity, "enabled": False, "net": 0}}
+
+
+NO_PROTECTION = (
+    "Market orders without market protection are not allowed via API. "
+    "Please set market protection or use a Limit order."
+)
+AUTO_PROTECTION_PCT = 2.0  # what this simulator applies for -1 (Kite picks its own band)
+
+
+def _protection(p: dict[str, str]) -> float:
+    """The market protection of a MARKET / SL-M order, as Kite checks it (since April 2026)."""
+    raw = p.get("market_protection")
+    if raw is None or raw == "":
+        raise KiteError(400, "InputException", NO_PROTECTION)
+    try:
+        pct = float(raw)
+    except ValueError:
+        why = f"Invalid request (failed to decode market_protection, got: {raw} (expected decimal))"
+        raise KiteError(400, "InputException", why) from None
+    if pct == -1:
+        return AUTO_PROTECTION_PCT
+    if not 0 < pct <= 100:
+        raise KiteError(400, "InputException", NO_PROTECTION)
+    return pct
+
+
+def _protected(last: float, side: str, pct: float) -> float:
+    """The limit a protected market order becomes: ``pct`` % through the last price."""
+    return round(last * (1 + pct / 100) if side == "BUY" else last * (1 - pct / 100), 2)
