@@ -158,7 +158,7 @@ def phase_account(data: Path, batch: int, n: int = 20_000) -> dict[str, Any]:
     from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
     from schemas.enums import Broker
     from schemas.events import TradingSignal
-    from schemas.ticks import US, MarkSet, from_us, to_us
+    from schemas.ticks import US, ExecTick, MarkSet, from_us, to_us
 
     t0_us = to_us(datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc))
     risk = RiskConfig(max_orders_per_second=10**6, max_orders_per_minute=10**6,
@@ -180,6 +180,9 @@ def phase_account(data: Path, batch: int, n: int = 20_000) -> dict[str, Any]:
     started = time.perf_counter()
     for item in items:
         acct.on_item(item)
+        if isinstance(item, TradingSignal):  # its next tick, as the strategy runner sends
+            ts = to_us(item.timestamp) + 1
+            acct.on_item(ExecTick(ts, item.instrument_token, item.price, (item.signal_id,)))
     secs = time.perf_counter() - started
     return {"ticks": n, "seconds": secs, "us_per_signal": secs / n * 1e6}
 

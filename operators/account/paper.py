@@ -151,7 +151,7 @@ class PaperVenue:
 
     def waiting(self) -> bool:
         """Some order waits for marks (the account's own, or a LIMIT left resting)."""
-        return any(r.on_mark for r in self.state.resting.values())
+        return bool(self.state.resting) and any(r.on_mark for r in self.state.resting.values())
 
     def _first(self, r: Resting, times: I64, tokens: I64, prices: F64) -> int | None:
         """Index of the first mark (time-sorted) that fills or ends waiting order ``r``."""
