@@ -37,6 +37,14 @@ class Charges:
     def columns(self) -> dict[str, float]:
         return {k: round(v, 4) for k, v in self.__dict__.items()}
 
+    def __add__(self, other: Charges) -> Charges:
+        mine, theirs = self.__dict__, other.__dict__
+        return Charges(**{k: mine[k] + theirs[k] for k in mine})
+
+    def __sub__(self, other: Charges) -> Charges:
+        mine, theirs = self.__dict__, other.__dict__
+        return Charges(**{k: mine[k] - theirs[k] for k in mine})
+
     def minus(self, earlier: Charges) -> Charges:
         """What is charged beyond ``earlier`` (a partial fill: the whole so far less before)."""
         mine, theirs = self.__dict__, earlier.__dict__

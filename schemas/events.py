@@ -141,7 +141,8 @@ class OrderFilled(OrderEvent):
 
     quantity: int = Field(gt=0)
     fill_price: float
-    fees: float = Field(ge=0)  # the sum of the charges below, rounded to the paisa
+    fees: float  # the charges below summed to the paisa; < 0 only when a same-day CNC
+    # round trip re-prices its earlier leg at intraday rates (a refund)
     product: Product = Product.MIS
     auto_square_off: bool = False  # the broker closed it at the MIS cut-off (₹50 + GST)
     brokerage: float = 0.0

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from operators.account.account import Account, AccountSetup
 from operators.account.paper import PaperVenue
 from operators.session import MarketSession
@@ -103,3 +105,42 @@ def test_no_mis_position_survives_the_cutoff_in_a_replay(tmp_path: Path) -> None
     assert all(q == 0 for q in held.values())
     rejected = {str(r) for e in rows["rejections"] for r in e.reasons}
     assert "MIS_CUTOFF" in rejected
+
+
+def _intraday(side: str, qty: int, price: float) -> float:
+    t = qty * price
+    b, e, s = min(20.0, 0.0003 * t), 0.0000297 * t, t / 1e6
+    tax = 0.00025 * t if side == "SELL" else 0.00003 * t
+    return b + e + s + tax + 0.18 * (b + e + s)
+
+
+def _delivery(side: str, qty: int, price: float, dp: bool = False) -> float:
+    t = qty * price
+    e, s, d = 0.0000297 * t, t / 1e6, 13.0 if dp else 0.0
+    tax = 0.001 * t + (0.00015 * t if side == "BUY" else 0.0)
+    return e + s + tax + d + 0.18 * (e + s + d)
+
+
+def test_a_cnc_round_trip_within_the_day_is_charged_as_intraday() -> None:
+    a = _account(Product.CNC)
+    t0 = CUT - timedelta(hours=3)
+    fills = []
+    for qty, dt, price in ((10, 0, 2500.0), (6, 30, 2510.0)):  # buy 10, sell 4 the same day
+        fills += [
+            e
+            for e in _trade(a, qty, t0 + timedelta(minutes=dt), price)
+            if isinstance(e, OrderFilled)
+        ]
+    monday = t0 + timedelta(days=3)
+    fills += [e for e in _trade(a, 0, monday, 2520.0) if isinstance(e, OrderFilled)]  # sell 6
+    buy, same_day, carried = fills
+    assert (buy.quantity, same_day.quantity, carried.quantity) == (10, 4, 6)
+    assert buy.fees == round(_delivery("BUY", 10, 2500.0), 2)  # not known yet: delivery
+    # the 4 sold today: intraday on both legs (the buy leg re-priced on this fill, no DP)
+    want = _intraday("SELL", 4, 2510.0) + _intraday("BUY", 4, 2500.0) - _delivery("BUY", 4, 2500.0)
+    assert same_day.fees == round(want, 2) and same_day.dp == 0.0
+    assert carried.fees == round(_delivery("SELL", 6, 2520.0, dp=True), 2)
+    total = sum(f.fees for f in fills)
+    by_hand = _delivery("BUY", 6, 2500.0) + _intraday("BUY", 4, 2500.0)
+    by_hand += _intraday("SELL", 4, 2510.0) + _delivery("SELL", 6, 2520.0, dp=True)
+    assert total == pytest.approx(by_hand, abs=0.03)  # each fill rounded to the paisa

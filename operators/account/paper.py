@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from operators.account import orders
-from operators.accounting import charges
+from operators.account.costs import CncDays
+from operators.accounting import Charges, charges
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType
 from schemas.events import OrderEvent, ValidatedSignal
@@ -58,7 +59,7 @@ class Resting:
 @dataclass
 class PaperState:
     resting: dict[str, Resting] = field(default_factory=dict)  # by order id
-    dp_charged: set[tuple[int, int]] = field(default_factory=set)  # (session, token): CNC sells
+    cnc: CncDays = field(default_factory=CncDays)  # the day's CNC legs (same-day: intraday)
 
 
 class PaperVenue:
@@ -107,21 +108,17 @@ class PaperVenue:
         if ended is not None or price is None:
             why, at = ended or ("CANCELLED", ts)
             return [orders.failed(v, None, OrderStatus.CANCELLED, v.quantity, why, from_us(at))]
-        charged = charges(
-            self.costs, v.side, v.quantity, price, v.product, self._dp(v, ts), r.square_off
-        )
+        charged = self._charges(v, price, ts, r.square_off)
         when, qty = from_us(ts), v.quantity
         return [orders.filled(v, None, qty, price, charged, qty, when, r.square_off)]
 
-    def _dp(self, v: ValidatedSignal, ts: int) -> bool:
-        """The DP charge falls on the first CNC sell of a scrip in a session."""
-        if Product(v.product) is not Product.CNC or SignalType(v.side) is not SignalType.SELL:
-            return False
+    def _charges(self, v: ValidatedSignal, price: float, ts: int, square_off: bool) -> Charges:
+        """MIS at intraday rates; CNC across its day (operators.account.costs)."""
+        if Product(v.product) is not Product.CNC:
+            return charges(self.costs, v.side, v.quantity, price, Product.MIS, False, square_off)
         session = self.session_end(ts) if self.session_end is not None else ts // (86_400 * US)
         key = (session, v.signal.instrument_token)
-        first = key not in self.state.dp_charged
-        self.state.dp_charged.add(key)
-        return first
+        return self.state.cnc.charge(self.costs, key, v.side, v.quantity, price)
 
     def _price(self, r: Resting, tick_price: float) -> float | None:
         """What ``r`` fills at against a tick at ``tick_price`` (None: a LIMIT it misses)."""
