@@ -167,7 +167,17 @@ class Instrument(Section):
     instrument_token: int = Field(gt=0)
     tradingsymbol: str
     exchange: str = "NSE"
-    tick_size: float = Field(default=0.05, gt=0)
+    tick_size: float | Literal["auto"] = Field(
+        default=0.05, description="₹, or auto: NSE's band for the price (operators.market)"
+    )
+
+    @field_validator("tick_size")
+    @classmethod
+    def _positive_tick(cls, tick: float | str) -> float | str:
+        if tick != "auto" and not (isinstance(tick, float | int) and tick > 0):
+            raise ValueError("must be > 0 or auto")
+        return tick
+
     lot_size: int = Field(default=1, gt=0)
 
 

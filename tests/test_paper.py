@@ -227,3 +227,29 @@ def test_limit_orders_in_the_flow_fill_only_at_or_better_than_their_price(tmp_pa
             f.fill_price <= limit if f.side == "BUY" else f.fill_price >= limit
         )
     assert {o.order_type for o in rows["orders"] if o.order_id not in own} == {"LIMIT"}
+
+
+def test_auto_tick_sizes_follow_nse_price_bands_in_fills() -> None:
+    from operators.market import nse_tick_size
+
+    # NSE cash market from 15 April 2025: <=250 0.01, <=1000 0.05, <=5000 0.10,
+    # <=10000 0.50, <=20000 1.00, above 5.00
+    table = {120.0: 0.01, 250.0: 0.01, 250.5: 0.05, 999.0: 0.05, 1500.0: 0.10,
+             7500.0: 0.50, 15000.0: 1.00, 30000.0: 5.00}  # fmt: skip
+    assert {p: nse_tick_size(p) for p in table} == table
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(2.0, CostModel(), {1: "auto", 2: 0.05}, session.closes)
+    setup = AccountSetup(CostModel(), session, {}, {}, (1, 2))
+    cfg = BrokerConfig(starting_cash=1e7, slippage_bps=2.0)
+    a = Account(Broker.PAPER, cfg, setup, lambda _s: venue, None)
+    got = []
+    for tok, sid in ((1, "a1"), (2, "a2")):
+        s = _signal(10, OPEN, tok=tok, sid=sid)
+        a.on_item(s)
+        out = a.on_item(ExecTick(to_us(OPEN) + 1, tok, 1500.0, (sid,)))
+        got += [e.fill_price for e in out if isinstance(e, OrderFilled)]
+    # 1500 x 1.0002 = 1500.30: on the 0.10 grid (auto) and on the 0.05 grid (fixed)
+    assert got == [1500.3, 1500.3]
+    a2 = [e for e in a.on_item(_signal(0, OPEN + timedelta(seconds=1), tok=1, sid="b1"))]
+    out = a.on_item(ExecTick(to_us(OPEN) + US + 1, 1, 1500.07, ("b1",)))
+    assert a2 and [e.fill_price for e in out if isinstance(e, OrderFilled)] == [1499.7]

@@ -26,6 +26,7 @@ import numpy as np
 from operators.account import orders
 from operators.account.costs import CncDays
 from operators.accounting import Charges, charges
+from operators.market import nse_tick_size
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType
 from schemas.events import OrderEvent, ValidatedSignal
@@ -69,7 +70,7 @@ class PaperVenue:
         self,
         slippage_bps: float,
         costs: CostModel,
-        tick_sizes: Mapping[int, float],
+        tick_sizes: Mapping[int, float | str],
         session_end: Callable[[int], int] | None = None,
         state: PaperState | None = None,
         limit_timeout_us: int = 0,
@@ -122,7 +123,8 @@ class PaperVenue:
 
     def _price(self, r: Resting, tick_price: float) -> float | None:
         """What ``r`` fills at against a tick at ``tick_price`` (None: a LIMIT it misses)."""
-        tick = self.tick_sizes.get(r.v.signal.instrument_token, 0.05)
+        size = self.tick_sizes.get(r.v.signal.instrument_token, 0.05)
+        tick = nse_tick_size(tick_price) if size == "auto" else float(size)
         px = slipped_price(tick_price, r.v.side, self.bps, tick)
         if r.limit is None:
             return px
