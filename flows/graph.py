@@ -23,6 +23,7 @@ from connectors.report import ReportSink
 from flows.config import build_strategies
 from flows.plan import Plan
 from operators.account.account import Account, AccountSetup, Inbox, account
+from operators.account.exits import ExitRule
 from operators.account.paper import PaperVenue
 from operators.account.zerodha import ZerodhaVenue
 from operators.health import (
@@ -154,6 +155,10 @@ def accounts(
         order_types={s.id: s.order_type for s in cfg.strategies},
         universe=tuple(i.instrument_token for i in cfg.instruments),
         products={s.id: s.product for s in cfg.strategies},
+        exits={
+            s.id: ExitRule(s.stop_loss_pct, s.take_profit_pct, s.trailing_stop_pct)
+            for s in cfg.strategies
+        },
     )
     ticks = {i.instrument_token: i.tick_size for i in cfg.instruments}
 

@@ -300,6 +300,15 @@ class StrategyConfig(Section):
     product: Product = Field(
         default=Product.MIS, description="MIS: intraday, squared off at the cut-off; CNC: delivery"
     )
+    stop_loss_pct: float | None = Field(
+        default=None, gt=0, le=100, description="exit when the position loses this % of its price"
+    )
+    take_profit_pct: float | None = Field(
+        default=None, gt=0, description="exit when the position gains this % of its price"
+    )
+    trailing_stop_pct: float | None = Field(
+        default=None, gt=0, le=100, description="exit this % off the best mark since it opened"
+    )
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False

@@ -330,6 +330,9 @@ class StubVenue:
     def on_marks(self, times: Any, tokens: Any, prices: Any) -> list[Any]:
         return []
 
+    def cancel(self, order_id: str, ts: int, why: str) -> list[Any]:
+        return []
+
     def expire(self, ts: int) -> list[Any]:
         return []
 

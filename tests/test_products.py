@@ -144,3 +144,29 @@ def test_a_cnc_round_trip_within_the_day_is_charged_as_intraday() -> None:
     by_hand = _delivery("BUY", 6, 2500.0) + _intraday("BUY", 4, 2500.0)
     by_hand += _intraday("SELL", 4, 2510.0) + _delivery("SELL", 6, 2520.0, dp=True)
     assert total == pytest.approx(by_hand, abs=0.03)  # each fill rounded to the paisa
+
+
+def test_pending_mis_orders_are_cancelled_before_the_square_off_never_over_closing() -> None:
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(0.0, CostModel(), {}, session.closes)
+    setup = AccountSetup(CostModel(), session, {}, {"t": "LIMIT"}, (1, 2), {"t": Product.MIS})
+    a = Account(Broker.PAPER, BrokerConfig(starting_cash=1e6, slippage_bps=0), setup,
+                lambda _s: venue, None)  # fmt: skip
+    _trade(a, 10, CUT - timedelta(minutes=5))  # long 10 (the LIMIT fills at its tick)
+    at = CUT - timedelta(minutes=1)
+    s = TradingSignal(
+        signal_id="more", correlation_id="c-more", strategy_id="t", broker="paper",
+        instrument_token=1, target_quantity=20, price=97.0, timestamp=at, reason="",
+    )  # fmt: skip
+    resting = a.on_item(s) + a.on_item(ExecTick(to_us(at) + 1, 1, 98.0, ("more",)))
+    assert not [e for e in resting if isinstance(e, OrderFilled)]  # BUY 10 more at 97: rests
+    assert a.state.book.pending(1) == 10
+    t = to_us(CUT)
+    out = a.on_item(MarkSet.of(t - US, ((1, 100.0),))) + a.on_item(MarkSet.of(t + US, ((1, 99.0),)))
+    from schemas.events import OrderFailed
+
+    assert [(e.status, e.quantity) for e in out if isinstance(e, OrderFailed)] == [
+        ("CANCELLED", 10)
+    ]
+    assert [(e.side, e.quantity) for e in out if isinstance(e, OrderFilled)] == [("SELL", 10)]
+    assert a.state.book.position(1) == 0 and not a.state.book.open  # flat, no short

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from bytewax.dataflow import Stream
 
 from operators.account.book import AccountBook
+from operators.account.closing import Closing
+from operators.account.exits import ExitRule, Exits, ExitState, Key
 from operators.account.marks import MarkRuns
 from operators.account.portfolio import snapshot, summary
 from operators.account.rates import RateState
@@ -25,7 +27,7 @@ from operators.account.risk import Request, RiskChecks
 from operators.account.trading import TradingControl, TradingStatus, Verdict
 from operators.keyed import stateful_by_key
 from schemas.config import BrokerConfig, CostModel
-from schemas.enums import Broker, Product, SignalType, StateReason
+from schemas.enums import Broker, Product, SignalType
 from schemas.events import (
     OrderEvent,
     OrderFailed,
@@ -47,7 +49,6 @@ from schemas.ticks import (
     OrderLatency,
     StrategyFailed,
     TickCount,
-    from_us,
     to_us,
 )
 
@@ -76,6 +77,10 @@ class Venue(Protocol):
 
     def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
         """What these time-sorted marks fill or end of the waiting orders."""
+        ...
+
+    def cancel(self, order_id: str, ts: int, why: str) -> list[OrderEvent]:
+        """Cancel an open order at event time ``ts`` (what the venue can end at once)."""
         ...
 
     def expire(self, ts: int) -> list[OrderEvent]:
@@ -116,6 +121,8 @@ class AccountState:
     flattening: str | None = None  # what a flatten in progress answers (its orders' identity)
     flattened_at: int = -1  # event time of the last flatten round
     squared_off: int = -1  # the last MIS cut-off (µs) whose square-off was done
+    exits: ExitState = field(default_factory=ExitState)
+    targets: dict[Key, int] = field(default_factory=dict)  # each strategy's last target
 
 
 @dataclass(frozen=True)
@@ -128,9 +135,10 @@ class AccountSetup:
     order_types: Mapping[str, str]
     universe: tuple[int, ...] = ()  # the configured instruments: slots in every book
     products: Mapping[str, Product] = field(default_factory=dict)  # by strategy; MIS if absent
+    exits: Mapping[str, ExitRule] = field(default_factory=dict)  # by strategy
 
 
-class Account(MarkRuns):
+class Account(Closing, MarkRuns):
     """Pure logic of one broker's account (risk, venue, book, trading state composed)."""
 
     def __init__(
@@ -150,6 +158,7 @@ class Account(MarkRuns):
         self.trading = TradingControl(broker, cfg.risk, setup.session, st.trading)
         self.venue = venue(st.venue)
         st.venue = self.venue.venue_state()
+        self.exits = Exits(dict(setup.exits), st.exits)
         self._pruned = 0
 
     # -- time, commands and the trading state -------------------------------------------
@@ -193,6 +202,9 @@ class Account(MarkRuns):
                 book.opened(e)
             elif isinstance(e, OrderFilled):
                 book.fill(e)
+                sid, token = e.strategy_id, e.instrument_token
+                lot = book.strategies[sid].book.lots[token]
+                self.exits.on_fill(sid, token, lot.quantity, lot.average_price, e.fill_price)
             elif isinstance(e, OrderFailed):
                 book.release(e)
         return list(events)
@@ -230,7 +242,10 @@ class Account(MarkRuns):
         """Order the difference between the strategy's target and what it holds."""
         st, ts = self.state, to_us(s.timestamp)
         out = self._verdict(self.trading.on_time(ts, self._net()), ts)
-        token = s.instrument_token
+        token, key = s.instrument_token, (s.strategy_id, s.instrument_token)
+        st.targets[key] = s.target_quantity
+        if self.exits.holds_back(key, s.target_quantity):
+            return out  # exited: not again until the strategy changes its mind
         held = st.book.strategy_position(s.strategy_id, token) + st.book.pending(
             token, s.strategy_id
         )
@@ -253,87 +268,6 @@ class Account(MarkRuns):
             **fields,
         )
         return [*out, rejected]
-
-    def flatten(self, reason: StateReason, ts: int) -> list[AccountOut]:
-        """Close every instrument's net position at once: MARKET orders, past the risk
-        checks (they only reduce). Ids derive from what asked and the round, never from when
-        it was noticed. Called again on every mark while a flatten is in progress, for what
-        open orders filled since (or what a failed close left)."""
-        st, out = self.state, list[AccountOut]()
-        plan = st.book.close_plan()
-        if not plan:
-            return out
-        st.flattens, st.flattened_at = st.flattens + 1, ts
-        tag = st.flattening or reason.value
-        for sid, token, qty in plan:
-            price = st.book.price(token, 0.0)
-            if price <= 0:
-                continue
-            sig = TradingSignal(
-                signal_id=content_id("flatten", self.broker.value, tag, st.flattens, sid, token),
-                correlation_id=content_id("flatten", self.broker.value, tag, st.flattens),
-                strategy_id=sid,
-                broker=self.broker,
-                instrument_token=token,
-                target_quantity=st.book.strategy_position(sid, token) + qty,
-                price=price,
-                timestamp=from_us(ts),
-                reason=f"FLATTEN: {reason.value}",
-            )
-            side = SignalType.BUY if qty > 0 else SignalType.SELL
-            fields = self._request(sig, side, abs(qty))
-            val = ValidatedSignal(event_id=content_id("val", sig.signal_id), **fields)
-            out += [sig, *self._send(val, "MARKET")]
-        return out
-
-    def square_off_due(self, ts: int) -> int | None:
-        """The MIS cut-off at or before ``ts`` whose square-off is still to do, if any."""
-        cut = self.setup.session.cutoff(ts)
-        if cut is None or ts < cut or cut <= self.state.squared_off:
-            return None
-        return cut
-
-    def square_off(self, cut: int) -> list[AccountOut]:
-        """The broker's MIS square-off at the cut-off: every MIS strategy position closed
-        (net of its open orders) by a MARKET order flagged AUTO_SQUARE_OFF (its charge
-        applies). Ids derive from the day, strategy and instrument."""
-        st, out = self.state, list[AccountOut]()
-        st.squared_off = cut
-        for sid in sorted(st.book.strategies):
-            if self._product(sid) is not Product.MIS:
-                continue
-            for token in sorted(st.book.strategies[sid].book.lots):
-                held = st.book.strategy_position(sid, token)
-                closing = st.book.closing(token, sid, held)
-                qty = -(held + closing)
-                price = st.book.price(token, 0.0)
-                if not held or not qty or (qty > 0) == (held > 0) or price <= 0:
-                    continue
-                sig = TradingSignal(
-                    signal_id=content_id("squareoff", self.broker.value, cut, sid, token),
-                    correlation_id=content_id("squareoff", self.broker.value, cut),
-                    strategy_id=sid,
-                    broker=self.broker,
-                    instrument_token=token,
-                    target_quantity=held + qty,
-                    price=price,
-                    timestamp=from_us(cut),
-                    reason="AUTO_SQUARE_OFF: MIS cut-off",
-                )
-                side = SignalType.BUY if qty > 0 else SignalType.SELL
-                fields = self._request(sig, side, abs(qty))
-                val = ValidatedSignal(event_id=content_id("val", sig.signal_id), **fields)
-                out += [sig, *self._send(val, "MARKET", square_off=True)]
-        return out
-
-    def reflatten(self, ts: int) -> list[AccountOut]:
-        """While a flatten is in progress: close whatever is still (or again) held."""
-        if self.state.flattening is None or ts <= self.state.flattened_at:
-            return []  # none in progress, or a round at this very time already
-        reason = StateReason.DAILY_LOSS_BREACHED
-        if self.trading.state == "HALTED":
-            reason = StateReason.OPERATOR_FLATTEN
-        return self.flatten(reason, ts)
 
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:

@@ -82,6 +82,7 @@ class MarkRuns:
     inbox: Any
     setup: Any
     venue: Any
+    exits: Any
     _pruned: int
 
     def _net(self) -> float:
@@ -103,6 +104,9 @@ class MarkRuns:
         raise NotImplementedError
 
     def square_off(self, cut: int) -> list[Any]:
+        raise NotImplementedError
+
+    def exit_positions(self, at: int, found: list[Any]) -> list[Any]:
         raise NotImplementedError
 
     def _next_command(self) -> int | None:
@@ -127,6 +131,7 @@ class MarkRuns:
             or self.setup.session.day_end(m.first) <= m.until
             or (cut is not None and m.first < cut <= m.until)
             or self.venue.waiting()
+            or self.exits.may_trigger(m.tokens, m.high, m.low)
             or (
                 not status.loss_breached
                 and may_breach(book.total.book, m, self._net(), status.day_start_pnl, limit)
@@ -135,6 +140,7 @@ class MarkRuns:
             out += self._by_time(*m.entries.by_time())
         else:
             book.mark_many(m.tokens, m.last, m.slots, m.universe)
+            self.exits.observe(m.tokens, m.high, m.low)
         self._after_marks(m)
         return out + self.reflatten(m.until)
 
@@ -151,8 +157,9 @@ class MarkRuns:
         new trading day. Marks at the cut-off or a fill's time come before it."""
         out: list[Any] = []
         while len(times):
-            at, what = self._next_event(times, tokens, prices)
-            k = int(np.searchsorted(times, at, "right" if what in ("mis", "fill") else "left"))
+            at, what, exiting = self._next_event(times, tokens, prices)
+            right = what in ("mis", "fill", "exit")  # marks at that time come first
+            k = int(np.searchsorted(times, at, "right" if right else "left"))
             done, took = self._scan(times[:k], tokens[:k], prices[:k])
             out += done
             if took < k:  # a breach: what follows is judged again (its flatten may fill)
@@ -164,6 +171,8 @@ class MarkRuns:
                 out += self.square_off(at)  # sets squared_off: never again this day
             elif what == "fill":
                 out += self._apply(self.venue.on_marks(times[:k], tokens[:k], prices[:k]))
+            elif what == "exit":
+                out += self.exit_positions(at, exiting)
             else:
                 if k == len(times):
                     break
@@ -174,23 +183,27 @@ class MarkRuns:
             times, tokens, prices = times[k:], tokens[k:], prices[k:]
         return out
 
-    def _next_event(self, times: I64, tokens: I64, prices: F64) -> tuple[int, str]:
-        """The first of: the MIS cut-off still to square off, a waiting order's fill, the
-        next operator command, the end of the first mark's trading day (ties in that order)."""
+    def _next_event(self, times: I64, tokens: I64, prices: F64) -> tuple[int, str, list[Any]]:
+        """The first of: the MIS cut-off still to square off, a waiting order's fill, a
+        strategy exit (with the exits it triggers), the next operator command, the end of the
+        first mark's trading day (ties in that order)."""
         t0 = int(times[0])
         day = self.setup.session.day_end(t0)
-        found = [(day, 3, "day")]
+        found = [(day, 5, "day")]
         mis = self.setup.session.cutoff(t0)
         if mis is not None and self.state.squared_off < mis < day:
             found.append((mis, 0, "mis"))
         fill = self.venue.next_fill(times, tokens, prices)
         if fill is not None:
             found.append((fill, 1, "fill"))
+        exit_at, exiting = self.exits.triggers(times, tokens, prices)
+        if exit_at >= 0:
+            found.append((exit_at, 2, "exit"))
         nxt = self._next_command()
         if nxt is not None and nxt < day:
-            found.append((nxt, 2, "command"))
+            found.append((nxt, 4, "command"))
         at, _, what = min(found)
-        return at, what
+        return at, what, exiting
 
     def _scan(self, times: I64, tokens: I64, prices: F64) -> tuple[list[Any], int]:
         """Time-sorted marks, checked exactly at each boundary the vectorised pass flags;
@@ -201,6 +214,7 @@ class MarkRuns:
         limit, k = self.trading.risk.max_daily_loss, 0
         if status.loss_breached:
             book.mark_many(tokens, prices)
+            self.exits.observe(tokens, prices, prices)
             return out, len(times)
         found = loss_candidates(
             book.total.book, times, tokens, prices, self._net(), status.day_start_pnl, limit
@@ -210,6 +224,8 @@ class MarkRuns:
             k, at = end, int(times[end - 1])
             out += self._verdict(self.trading.on_time(at, self._net()), at)
             if status.loss_breached:
+                self.exits.observe(tokens[:k], prices[:k], prices[:k])
                 return out, k
         book.mark_many(tokens[k:], prices[k:])
+        self.exits.observe(tokens, prices, prices)
         return out, len(times)

@@ -207,6 +207,14 @@ class PaperVenue:
             key=lambda r: (r.placed_us, r.v.order_id),
         )
 
+    def cancel(self, order_id: str, ts: int, why: str) -> list[OrderEvent]:
+        """Cancel a resting order (nothing if it already ended)."""
+        r = self.state.resting.pop(order_id, None)
+        if r is None:
+            return []
+        v = r.v
+        return [orders.failed(v, None, OrderStatus.CANCELLED, v.quantity, why, from_us(ts))]
+
     def expire(self, ts: int) -> list[OrderEvent]:
         """End of the stream: whatever still rests is cancelled."""
         out: list[OrderEvent] = []

@@ -87,6 +87,9 @@ class ZerodhaVenue:
     def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
         return []
 
+    def cancel(self, order_id: str, ts: int, why: str) -> list[OrderEvent]:
+        return []  # Kite orders are cancelled through Kite (its updates end them)
+
     def expire(self, ts: int) -> list[OrderEvent]:
         return []  # orders still open at Kite stay tracked (updates, reconciliation)
 

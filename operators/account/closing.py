@@ -1,0 +1,132 @@
+"""The account's own orders, each a MARKET close past the risk checks (they only reduce):
+flattens (loss breach, operator), the MIS square-off at the cut-off, and per-strategy exits.
+Ids derive from what asked and when it was due, never from when it was noticed, so a replay
+after a restart never sends a second close."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from operators.account.exits import Key
+from schemas.enums import Broker, Product, SignalType, StateReason
+from schemas.events import TradingSignal, ValidatedSignal
+from schemas.ids import content_id
+from schemas.ticks import from_us
+
+
+class Closing:
+    """A mixin of operators.account.account.Account (its state, setup, sending)."""
+
+    broker: Broker
+    state: Any
+    setup: Any
+    trading: Any
+    exits: Any
+    venue: Any
+
+    def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _send(self, v: ValidatedSignal, kind: str | None = None, square_off: bool = False) -> Any:
+        raise NotImplementedError
+
+    def _product(self, strategy_id: str) -> Product:
+        raise NotImplementedError
+
+    def _apply(self, events: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _close(
+        self,
+        ids: tuple[Any, ...],
+        key: Key,
+        qty: int,
+        ts: int,
+        reason: str,
+        square_off: bool = False,
+    ) -> list[Any]:
+        """A MARKET order of ``qty`` (signed) for strategy/instrument ``key``, with its signal;
+        ``ids``: what asked (the signal id derives from it and the key)."""
+        sid, token = key
+        price = self.state.book.price(token, 0.0)
+        if not qty or price <= 0:
+            return []
+        b = self.broker.value
+        sig = TradingSignal(
+            signal_id=content_id(*ids[:1], b, *ids[1:], sid, token),
+            correlation_id=content_id(*ids[:1], b, *ids[1:]),
+            strategy_id=sid,
+            broker=self.broker,
+            instrument_token=token,
+            target_quantity=self.state.book.strategy_position(sid, token) + qty,
+            price=price,
+            timestamp=from_us(ts),
+            reason=reason,
+        )
+        side = SignalType.BUY if qty > 0 else SignalType.SELL
+        val = ValidatedSignal(
+            event_id=content_id("val", sig.signal_id), **self._request(sig, side, abs(qty))
+        )
+        return [sig, *self._send(val, "MARKET", square_off=square_off)]
+
+    def flatten(self, reason: StateReason, ts: int) -> list[Any]:
+        """Close every instrument's net position at once. Called again on every mark while
+        a flatten is in progress, for what open orders filled since (or a failed close left)."""
+        st, out = self.state, list[Any]()
+        plan = st.book.close_plan()
+        if not plan:
+            return out
+        st.flattens, st.flattened_at = st.flattens + 1, ts
+        tag = st.flattening or reason.value
+        for sid, token, qty in plan:
+            ids = ("flatten", tag, st.flattens)
+            out += self._close(ids, (sid, token), qty, ts, f"FLATTEN: {reason.value}")
+        return out
+
+    def reflatten(self, ts: int) -> list[Any]:
+        """While a flatten is in progress: close whatever is still (or again) held."""
+        if self.state.flattening is None or ts <= self.state.flattened_at:
+            return []  # none in progress, or a round at this very time already
+        reason = StateReason.DAILY_LOSS_BREACHED
+        if self.trading.state == "HALTED":
+            reason = StateReason.OPERATOR_FLATTEN
+        return self.flatten(reason, ts)
+
+    def square_off_due(self, ts: int) -> int | None:
+        """The MIS cut-off at or before ``ts`` whose square-off is still to do, if any."""
+        cut = self.setup.session.cutoff(ts)
+        if cut is None or ts < cut or cut <= self.state.squared_off:
+            return None
+        return cut
+
+    def square_off(self, cut: int) -> list[Any]:
+        """The broker's MIS square-off at the cut-off: pending MIS orders cancelled, then
+        every MIS strategy position closed (net of closing orders the venue could not
+        cancel), flagged AUTO_SQUARE_OFF (its charge applies)."""
+        st, out = self.state, list[Any]()
+        st.squared_off = cut
+        why = "CANCELLED: MIS cut-off, pending MIS orders end before the square-off"
+        for oid in sorted(st.book.open):  # as the broker does: pending MIS orders go first
+            if self._product(st.book.open[oid].strategy_id) is Product.MIS:
+                out += self._apply(self.venue.cancel(oid, cut, why))
+        for sid in sorted(st.book.strategies):
+            if self._product(sid) is not Product.MIS:
+                continue
+            for token in sorted(st.book.strategies[sid].book.lots):
+                held = st.book.strategy_position(sid, token)
+                qty = -(held + st.book.closing(token, sid, held))
+                if held and qty and (qty > 0) != (held > 0):
+                    why = "AUTO_SQUARE_OFF: MIS cut-off"
+                    out += self._close(("squareoff", cut), (sid, token), qty, cut, why, True)
+        return out
+
+    def exit_positions(self, at: int, found: list[tuple[Key, str]]) -> list[Any]:
+        """Strategy exits triggered at ``at``: close each position; its target latches."""
+        st, out = self.state, list[Any]()
+        for key, why in found:
+            held = st.book.strategy_position(*key)
+            qty = -(held + st.book.closing(key[1], key[0], held))
+            self.exits.exited(key, st.targets.get(key, held))
+            if held and qty and (qty > 0) != (held > 0):
+                out += self._close(("exit", why, at), key, qty, at, f"{why}: strategy exit")
+        return out

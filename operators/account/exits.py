@@ -1,0 +1,134 @@
+"""Per-strategy exits the account runs on every mark: stop loss, take profit and a trailing
+stop, in % of the position's average price (the trailing stop: of its best mark since it
+opened). A triggered exit closes the strategy's position at the next mark and latches: the
+strategy's target is not ordered again until it changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from schemas.ticks import F64, I64
+
+Key = tuple[str, int]  # (strategy, instrument)
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    stop_loss_pct: float | None = None
+    take_profit_pct: float | None = None
+    trailing_stop_pct: float | None = None
+
+    def any(self) -> bool:
+        return any(x is not None for x in (self.stop_loss_pct, self.take_profit_pct,
+                                            self.trailing_stop_pct))  # fmt: skip
+
+
+@dataclass
+class Held:
+    qty: int
+    avg: float
+    best: float  # the best mark since it opened: highest (long) or lowest (short)
+
+
+@dataclass
+class ExitState:
+    held: dict[Key, Held] = field(default_factory=dict)
+    latched: dict[Key, int] = field(default_factory=dict)  # exited: the target then
+
+
+class Exits:
+    """Pure logic over ``ExitState``; the account feeds it fills and marks."""
+
+    def __init__(self, rules: dict[str, ExitRule], state: ExitState | None = None) -> None:
+        self.rules = {sid: r for sid, r in rules.items() if r.any()}
+        self.state = state or ExitState()
+
+    def on_fill(self, sid: str, token: int, qty: int, avg: float, price: float) -> None:
+        """The strategy's position after a fill (``qty`` signed, ``avg`` its average)."""
+        if sid not in self.rules:
+            return
+        key, held = (sid, token), self.state.held
+        before = held.get(key)
+        if qty == 0:
+            held.pop(key, None)
+        elif before is None or (before.qty > 0) != (qty > 0):
+            held[key] = Held(qty, avg, price)  # opened (or flipped): tracked from here
+        else:
+            before.qty, before.avg = qty, avg
+
+    def triggers(self, times: I64, tokens: I64, prices: F64) -> tuple[int, list[tuple[Key, str]]]:
+        """The first mark time (time-sorted marks) at which some exit triggers, and the exits
+        that trigger then; (-1, []) if none does."""
+        first, found = -1, list[tuple[Key, str]]()
+        for key, h in sorted(self.state.held.items()):
+            mine = np.flatnonzero(tokens == key[1])
+            if not len(mine):
+                continue
+            hit = self._hit(self.rules[key[0]], h, prices[mine])
+            if hit is None:
+                continue
+            at, why = int(times[mine[hit[0]]]), hit[1]
+            if first < 0 or at < first:
+                first, found = at, [(key, why)]
+            elif at == first:
+                found.append((key, why))
+        return first, found
+
+    @staticmethod
+    def _hit(rule: ExitRule, h: Held, px: F64) -> tuple[int, str] | None:
+        """Index of the first mark that triggers ``rule`` on ``h``, and which exit."""
+        long = h.qty > 0
+        move = (px - h.avg) / h.avg * (1 if long else -1)  # the position's gain, in %/100
+        best = (
+            np.maximum.accumulate(np.maximum(px, h.best))
+            if long
+            else np.minimum.accumulate(np.minimum(px, h.best))
+        )
+        checks: list[tuple[np.ndarray, str]] = []
+        if rule.stop_loss_pct is not None:
+            checks.append((move <= -rule.stop_loss_pct / 100, "STOP_LOSS"))
+        if rule.take_profit_pct is not None:
+            checks.append((move >= rule.take_profit_pct / 100, "TAKE_PROFIT"))
+        if rule.trailing_stop_pct is not None:
+            off = (best - px) / best if long else (px - best) / best
+            checks.append((off >= rule.trailing_stop_pct / 100, "TRAILING_STOP"))
+        hits = [(int(np.argmax(c)), why) for c, why in checks if c.any()]
+        return min(hits) if hits else None
+
+    def observe(self, tokens: I64, high: F64, low: F64) -> None:
+        """Marks applied (each instrument's highest and lowest): the best marks move on."""
+        for (_, token), h in self.state.held.items():
+            k = np.flatnonzero(tokens == token)
+            if len(k):
+                h.best = (
+                    max(h.best, float(high[k].max()))
+                    if h.qty > 0
+                    else min(h.best, float(low[k].min()))
+                )
+
+    def may_trigger(self, tokens: I64, high: F64, low: F64) -> bool:
+        """Could a run with these per-instrument highs and lows trigger an exit?"""
+        for (sid, token), h in self.state.held.items():
+            k = np.flatnonzero(tokens == token)
+            if not len(k):
+                continue
+            px = np.array([high[k[0]], low[k[0]]])
+            if self._hit(self.rules[sid], h, px) is not None:
+                return True
+        return False
+
+    def exited(self, key: Key, target: int) -> None:
+        self.state.latched[key] = target
+        self.state.held.pop(key, None)
+
+    def holds_back(self, key: Key, target: int) -> bool:
+        """A target the strategy already stated before its exit: not ordered again."""
+        latched = self.state.latched.get(key)
+        if latched is None:
+            return False
+        if latched == target:
+            return True
+        del self.state.latched[key]  # a new target: the strategy trades again
+        return False

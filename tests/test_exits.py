@@ -1,0 +1,99 @@
+"""Per-strategy exits on every mark: stop loss, take profit, trailing stop; the exit fills at
+the next mark and the strategy's target is not ordered again until it changes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from operators.account.account import Account, AccountSetup
+from operators.account.exits import ExitRule
+from operators.account.paper import PaperVenue
+from operators.session import MarketSession
+from schemas.config import BrokerConfig, CostModel, SessionConfig
+from schemas.enums import Broker
+from schemas.events import OrderFilled, TradingSignal, ValidatedSignal
+from schemas.ticks import US, ExecTick, MarkEntries, MarkSet, to_us
+
+OPEN = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)  # Fri 10:30 IST
+T0 = to_us(OPEN)
+
+
+def _account(rule: ExitRule) -> Account:
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(0.0, CostModel(), {}, session.closes)
+    setup = AccountSetup(CostModel(), session, {}, {}, (1, 2), exits={"t": rule})
+    cfg = BrokerConfig(starting_cash=1e6, slippage_bps=0)
+    return Account(Broker.PAPER, cfg, setup, lambda _s: venue, None)
+
+
+def _target(a: Account, qty: int, sec: int, sid: str, price: float = 100.0) -> list[Any]:
+    s = TradingSignal(
+        signal_id=sid, correlation_id=f"c{sid}", strategy_id="t", broker="paper",
+        instrument_token=1, target_quantity=qty, price=price,
+        timestamp=OPEN + timedelta(seconds=sec), reason="",
+    )  # fmt: skip
+    out = a.on_item(s)
+    return out + a.on_item(ExecTick(to_us(s.timestamp) + 1, 1, price, (sid,)))
+
+
+def _run(marks: list[tuple[int, float]]) -> MarkSet:
+    """One run of instrument 1's marks at seconds ``marks`` (as the ordering stage sends)."""
+    import numpy as np
+
+    times = np.array([T0 + s * US for s, _ in marks], dtype=np.int64)
+    px = np.array([p for _, p in marks])
+    toks = np.ones(len(marks), dtype=np.int64)
+    one = np.array([1], dtype=np.int64)
+    last, high, low = px[-1:], px.max(keepdims=True), px.min(keepdims=True)
+    return MarkSet(
+        int(times[0]), int(times[-1]), one, last, high, low, MarkEntries(times, toks, px)
+    )
+
+
+def _fills(out: list[Any]) -> list[tuple[str, int, float, int]]:
+    return [
+        (f.side, f.quantity, f.fill_price, (to_us(f.timestamp) - T0) // US)
+        for f in out
+        if isinstance(f, OrderFilled)
+    ]
+
+
+def _exit_reasons(out: list[Any]) -> list[str]:
+    return [x.reason.split(":")[0] for x in out if isinstance(x, TradingSignal)]
+
+
+def test_a_stop_loss_exits_at_the_next_mark_and_latches_the_target() -> None:
+    a = _account(ExitRule(stop_loss_pct=2))
+    _target(a, 10, 0, "s1")  # long 10 at 100
+    out = a.on_item(_run([(1, 99.5), (2, 97.9), (3, 97.5), (4, 97.0)]))  # -2.1% at 2 s
+    assert _exit_reasons(out) == ["STOP_LOSS"] and _fills(out) == [("SELL", 10, 97.5, 3)]
+    assert a.state.book.position(1) == 0
+    again = _target(a, 10, 10, "s2", 97.0)  # the same target: held back
+    assert not [x for x in again if isinstance(x, ValidatedSignal)]
+    flip = _target(a, -10, 20, "s3", 97.0)  # a new one trades
+    assert [(v.side, v.quantity) for v in flip if isinstance(v, ValidatedSignal)] == [("SELL", 10)]
+
+
+def test_take_profit_and_trailing_stop() -> None:
+    a = _account(ExitRule(take_profit_pct=3))
+    _target(a, -10, 0, "s1")  # short 10 at 100: profit when the price falls
+    out = a.on_item(_run([(1, 98.0), (2, 96.9), (3, 97.2)]))
+    assert _exit_reasons(out) == ["TAKE_PROFIT"] and _fills(out) == [("BUY", 10, 97.2, 3)]
+    b = _account(ExitRule(trailing_stop_pct=2))
+    _target(b, 10, 0, "s1")
+    out = b.on_item(_run([(1, 103.0), (2, 105.0), (3, 103.5), (4, 102.8), (5, 102.0)]))
+    assert _exit_reasons(out) == ["TRAILING_STOP"] and _fills(out) == [("SELL", 10, 102.0, 5)]
+
+
+def test_exits_do_not_depend_on_how_marks_are_grouped_into_runs() -> None:
+    marks = [(1, 101.0), (2, 104.0), (3, 103.0), (4, 101.9), (5, 101.0), (6, 100.0), (7, 99.0)]
+    outs = []
+    for groups in ([marks], [[m] for m in marks], [marks[:3], marks[3:5], marks[5:]]):
+        a = _account(ExitRule(stop_loss_pct=5, trailing_stop_pct=2))
+        _target(a, 10, 0, "s1")
+        got = [x for g in groups for x in a.on_item(_run(g))] + a.on_eof()
+        outs.append([x.model_dump() if hasattr(x, "model_dump") else x for x in got])
+    assert outs[0] == outs[1] == outs[2]
+    sells = [(d["side"], d["quantity"], d["fill_price"]) for d in outs[0] if "fill_price" in d]
+    assert sells == [("SELL", 10, 101.0)]  # 2% off 104 at 101.9 (4 s), filled at 5 s
