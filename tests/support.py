@@ -274,7 +274,8 @@ def place(kite: KiteConnect, qty: int = 5, tag: str = "t1", **kw: Any) -> str:
         kw.setdefault("market_protection", 5)
     order_id: str = kite.place_order(
         variety="regular", exchange="NSE", tradingsymbol="INFY",
-        transaction_type=kw.pop("transaction_type", "BUY"), quantity=qty, product="MIS",
+        transaction_type=kw.pop("transaction_type", "BUY"), quantity=qty,
+        product=kw.pop("product", "MIS"),
         order_type=kw.pop("order_type", "MARKET"), tag=tag, **kw,
     )  # fmt: skip
     return order_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,38 @@ def test_market_orders_need_market_protection_and_become_protected_limits(
     assert kite.order_history(tight)[-1]["status"] == "OPEN"
     (trade,) = kite.order_trades(wide)
     assert trade["average_price"] == pytest.approx(float(tape.price[nxt]))
+
+
+def test_the_access_token_expires_at_a_set_time(sim: tuple[SimApi, str]) -> None:
+    api, root = sim
+    kite = client(root)
+    advance(root, 10)
+    assert kite.profile()["user_id"] == "AP0001"
+    at = api.ex.tape.ts[20] / 1e6
+    iso = datetime.fromtimestamp(at, tz=timezone.utc).isoformat()
+    assert requests.post(f"{root}/_sim/token", json={"expires_at": iso}, timeout=5).ok
+    assert kite.positions() is not None  # not yet
+    advance(root, 20)
+    with pytest.raises(kex.TokenException):
+        kite.profile()
+    with pytest.raises(kex.TokenException):
+        place(kite, tag="late")
+    assert all(o.tag != "late" for o in api.ex.orders.values())
+
+
+def test_mis_orders_cannot_add_exposure_after_the_cutoff(sim: tuple[SimApi, str]) -> None:
+    import numpy as np
+
+    api, root = sim
+    kite = client(root)
+    tape = api.ex.tape
+    cut = datetime(2026, 11, 20, 9, 50, tzinfo=timezone.utc).timestamp() * 1e6  # 15:20 IST
+    before = int(np.searchsorted(tape.ts, cut - 600e6))  # ten minutes earlier
+    advance(root, before)
+    oid = place(kite, qty=5, tag="early")
+    advance(root, int(np.searchsorted(tape.ts, cut)) - api.ex.cursor + 1)
+    assert api.ex.get(oid).status == "COMPLETE"
+    with pytest.raises(kex.InputException, match="blocked after the 15:20"):
+        place(kite, qty=5, tag="more")  # adds to the MIS long
+    assert place(kite, qty=5, tag="exit", transaction_type="SELL")  # closing is allowed
+    assert place(kite, qty=5, tag="cnc", product="CNC")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,8 @@ class Exchange:
             raise KiteError(400, "InputException", "Invalid `price` for a LIMIT order")
         inst = self._instrument(p["exchange"], p["tradingsymbol"])
         protection = _protection(p) if p["order_type"] in ("MARKET", "SL-M") else None
+        if p["product"] == "MIS" and self._after_cutoff() and self._adds(inst, p, qty):
+            raise KiteError(400, "InputException", MIS_BLOCKED)
         with self.lock:
             oid = f"{2511200000000 + len(self.orders) + 1}"
             o = Order(oid, variety, inst, p["transaction_type"], qty, p["product"],
@@ -197,6 +199,21 @@ class Exchange:
             o.mark("OPEN", self.now)
             self._notify(o)
             return o
+
+    def _after_cutoff(self) -> bool:
+        """The tape's time is past the MIS cut-off of its day (IST)."""
+        local = datetime.fromtimestamp(self.now / 1e6, tz=timezone.utc).astimezone(IST)
+        return local.time() >= MIS_CUTOFF
+
+    def _adds(self, inst: Instrument, p: dict[str, str], qty: int) -> bool:
+        """The order would open or add to the instrument's MIS position."""
+        held = sum(
+            (t["quantity"] if t["transaction_type"] == "BUY" else -t["quantity"])
+            for t in self.trades
+            if t["instrument_token"] == inst.token and t["product"] == "MIS"
+        )
+        after = held + (qty if p["transaction_type"] == "BUY" else -qty)
+        return abs(after) > abs(held) or (after != 0 and held != 0 and (after > 0) != (held > 0))
 
     def reject(self, o: Order, message: str) -> None:
         with self.lock:
@@ -330,6 +347,10 @@ class Exchange:
         return {"equity": equity, "commodity": {**equity, "enabled": False, "net": 0}}
 
 
+MIS_CUTOFF = time(15, 20)  # IST: no new MIS exposure from here
+MIS_BLOCKED = (
+    "MIS orders that open or add to a position are blocked after the 15:20 square-off time."
+)
 NO_PROTECTION = (
     "Market orders without market protection are not allowed via API. "
     "Please set market protection or use a Limit order."

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -52,6 +53,7 @@ class Account:
     api_secret: str
     access_token: str
     user_id: str = "AP0001"
+    expires_at: int | None = None  # tape time (µs) from which the access token is refused
 
     def profile(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class SimApi:
             ("POST", "/_sim/advance", self.advance),
             ("POST", "/_sim/faults", self.set_faults),
             ("GET", "/_sim/state", self.state),
+            ("POST", "/_sim/token", self.set_token),
         ]
         self.routes: list[Route] = [(m, re.compile(path), h) for m, path, h in r]
 
@@ -149,9 +152,28 @@ class SimApi:
                 "ws_clients": len(self.ticker.clients),
                 "ws_connections": self.ticker.connections}  # fmt: skip
 
+    def set_token(self, p: dict[str, Any]) -> dict[str, Any]:
+        """``{"expires_at": ISO-8601}`` (tape time) or ``{"expire": true}`` (now)."""
+        if p.get("expire"):
+            self.account.expires_at = self.ex.now
+        elif p.get("expires_at"):
+            at = datetime.fromisoformat(str(p["expires_at"]))
+            if at.tzinfo is None:
+                raise KiteError(400, "InputException", "expires_at needs a time zone")
+            self.account.expires_at = int(at.timestamp() * 1_000_000)
+        return {"expires_at": self.account.expires_at}
+
+    def token_valid(self, token: str | None) -> bool:
+        a = self.account
+        live = a.expires_at is None or self.ex.now < a.expires_at
+        return token == a.access_token and live
+
     def authorised(self, header: str | None) -> bool:
         a = self.account
-        return header == f"token {a.api_key}:{a.access_token}"
+        prefix = f"token {a.api_key}:"
+        return bool(header and header.startswith(prefix)) and self.token_valid(
+            header[len(prefix) :] if header else None
+        )
 
     def dispatch(self, method: str, path: str, params: dict[str, Any], auth: str | None) -> Any:
         self.requests.append((method, path))
@@ -204,7 +226,11 @@ def handler_for(api: SimApi) -> type[BaseHTTPRequestHandler]:
             q = dict(parse_qsl(urlsplit(self.path).query))
             a = api.account
             key = self.headers.get("Sec-WebSocket-Key")
-            if not key or (q.get("api_key"), q.get("access_token")) != (a.api_key, a.access_token):
+            if (
+                not key
+                or q.get("api_key") != a.api_key
+                or not api.token_valid(q.get("access_token"))
+            ):
                 self._reply(403, {"status": "error", "message": "Invalid api_key or access_token",
                                   "data": None, "error_type": "TokenException"})  # fmt: skip
                 return
