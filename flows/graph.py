@@ -120,7 +120,11 @@ def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
         ]
         mark_us = round(cfg.brokers[broker].risk.mark_interval_s * US)
         latency_us = cfg.execution.latency_ms * 1000
-        return StrategyRunner(broker, tok, mine, mark_us, window_us, resume, latency_us)
+        limits = frozenset(s.id for s in cfg.strategies if s.order_type == "LIMIT")
+        wait_us = round(cfg.execution.limit_timeout_s * US) or 86_400 * US
+        return StrategyRunner(
+            broker, tok, mine, mark_us, window_us, resume, latency_us, limits, wait_us
+        )
 
     to_run, progress = route_ticks("route", batches, cfg.routes(), _brokers(plan), window_us)
     outputs = run_strategies("strategies", to_run, make_runner)

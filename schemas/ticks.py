@@ -205,6 +205,7 @@ class ExecTick:
     instrument_token: int
     price: float
     signals: tuple[str, ...]
+    cross: str | None = None  # "BUY" / "SELL": the first tick at or through their LIMIT price
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ tick that triggered them.
 - Fill price: that tick's price moved against the order by ``slippage_bps``, rounded
   outward to the tick size.
 - LIMIT (at the signal price): fills at that tick only if it is at or better than the limit
-  (never beyond it); else it rests and fills at its limit at the first mark that reaches it,
-  or is cancelled after ``execution.limit_timeout_s``.
+  (never beyond it); else it rests and fills at its limit at the first later tick that
+  reaches it from its side (an ExecTick with ``cross``), or is cancelled after
+  ``execution.limit_timeout_s`` (judged at marks).
 - An order whose tick falls outside the session it was placed in is cancelled, and so is
   every order still resting at the end of the stream.
 """
@@ -51,7 +52,8 @@ class Resting:
     v: ValidatedSignal
     order_type: str
     placed_us: int
-    on_mark: bool  # fills at a mark: the account's own order, or a LIMIT left resting
+    on_mark: bool  # waits for marks: the account's own (fills there), a LIMIT left resting
+    # (ends there: it fills at the ExecTick that crosses its price)
     limit: float | None = None  # LIMIT orders: never filled beyond it
     square_off: bool = False  # the broker's MIS square-off: its charge applies
     since_us: int = -1  # marks count from here (its placing, or the tick it missed)
@@ -134,13 +136,20 @@ class PaperVenue:
         return min(px, r.limit) if buy else max(px, r.limit)
 
     def on_exec(self, e: ExecTick) -> list[OrderEvent]:
-        """The tick that executes the orders of ``e.signals`` (those the account placed); a
-        LIMIT it does not reach goes on resting (filled by later marks)."""
+        """A tick that executes the orders of ``e.signals`` (those the account placed): the
+        next tick (a LIMIT it does not reach goes on resting), or one that crosses a
+        resting LIMIT from its side (it fills at its limit)."""
         out: list[OrderEvent] = []
         for sid in e.signals:
             r = self.state.resting.get(content_id("ord", sid))
-            if r is None or r.on_mark:
+            if r is None or (r.limit is None and r.on_mark):
+                continue  # ended, or the account's own (filled at marks)
+            if e.cross is not None:
+                if r.on_mark and e.cross == SignalType(r.v.side).value and e.ts > r.since_us:
+                    out += self._fill(r, r.limit, e.ts)
                 continue
+            if r.on_mark:
+                continue  # already missed its next tick
             price = self._price(r, e.price)
             if price is not None or self._ends(r, e.ts) is not None:
                 out += self._fill(r, price, e.ts)
@@ -155,11 +164,7 @@ class PaperVenue:
     def _first(self, r: Resting, times: I64, tokens: I64, prices: F64) -> int | None:
         """Index of the first mark (time-sorted) that fills or ends waiting order ``r``."""
         mine = (tokens == r.v.signal.instrument_token) & (times > max(r.placed_us, r.since_us))
-        if r.limit is None:
-            hit = mine
-        else:
-            buy = SignalType(r.v.side) is SignalType.BUY
-            hit = mine & ((prices <= r.limit) if buy else (prices >= r.limit))
+        hit = mine if r.limit is None else np.zeros(len(times), dtype=bool)  # LIMIT: ends only
         ends = [t for t in (self._close_after(r), self._expiry(r)) if t is not None]
         if ends:
             hit = hit | (mine & (times >= min(ends)))
@@ -182,24 +187,16 @@ class PaperVenue:
         return min(found) if found else None
 
     def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
-        """Waiting orders filled (at their first mark that reaches them, a LIMIT at its
-        price) or ended by these marks, time-sorted."""
+        """Waiting orders the marks (time-sorted) fill (the account's own, at their first
+        mark) or end (session close, LIMIT timeout)."""
         out: list[OrderEvent] = []
         for r in self._waiting():
             i = self._first(r, times, tokens, prices)
             if i is None:
                 continue
             p = float(prices[i])
-            out += self._fill(
-                r, self._price(r, p) if r.limit is None else self._limit_at(r, p), int(times[i])
-            )
+            out += self._fill(r, self._price(r, p) if r.limit is None else None, int(times[i]))
         return out
-
-    def _limit_at(self, r: Resting, mark: float) -> float | None:
-        """A resting LIMIT fills at its own price once the tape trades at or through it."""
-        assert r.limit is not None
-        buy = SignalType(r.v.side) is SignalType.BUY
-        return r.limit if (mark <= r.limit if buy else mark >= r.limit) else None
 
     def _waiting(self) -> list[Resting]:
         return sorted(

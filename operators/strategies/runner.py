@@ -18,6 +18,7 @@ from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
 from operators.strategies.api import Signal, Tick, TickStrategy, VectorStrategy
+from operators.strategies.execution import ExecFinder, ExecState
 from operators.ticks import boundary_marks, dead_letter, window_counts
 from schemas.enums import Broker, DeadLetterReason
 from schemas.events import DeadLetter, TradingSignal
@@ -25,6 +26,7 @@ from schemas.ids import content_id, tick_id
 from schemas.keys import broker_of, route_key
 from schemas.ticks import (
     I64,
+    US,
     ExecTick,
     Marks,
     StrategyFailed,
@@ -50,7 +52,7 @@ class KeyState:
     failed: dict[str, str] = field(default_factory=dict)  # strategy → error
     last_ts: int | None = None
     last_price: float = 0.0
-    awaiting: list[tuple[int, str]] = field(default_factory=list)  # (due µs, signal id)
+    execs: ExecState = field(default_factory=ExecState)  # ticks that execute its signals
 
 
 class StrategyFailure(Exception):
@@ -73,15 +75,25 @@ class StrategyRunner:
         window_us: int,
         state: KeyState | None = None,
         exec_latency_us: int | None = None,
+        limit_strategies: frozenset[str] = frozenset(),
+        limit_wait_us: int = 86_400 * US,
     ) -> None:
+        """``exec_latency_us``: find the ticks that execute the signals in a simulated venue
+        (None: the venue fills itself); ``limit_strategies`` trade LIMIT orders, searched
+        for ``limit_wait_us`` at most."""
         self.broker = broker
         self.token = token
         self.strategies = strategies
         self.mark_grid_us = mark_grid_us
         self.window_us = window_us
         self.state = state if state is not None else KeyState()
-        self.exec_latency_us = exec_latency_us  # None: the venue fills itself (Kite)
-        self._fired: list[tuple[int, str]] = []  # this batch: (tick index, signal id)
+        self.limit_strategies = limit_strategies
+        self.finder = (
+            ExecFinder(token, exec_latency_us, limit_wait_us, self.state.execs)
+            if exec_latency_us is not None
+            else None
+        )
+        self._fired: list[tuple[int, str, str]] = []  # this batch: (index, signal, strategy)
 
     def _signal(self, sid: str, target: int, i: int, b: TickBatch, why: str) -> TradingSignal:
         seq = self.state.seen + i
@@ -97,31 +109,18 @@ class StrategyRunner:
             timestamp=from_us(ts),
             reason=why,
         )
-        self._fired.append((i, sig.signal_id))
+        self._fired.append((i, sig.signal_id, sid))
         return sig
 
     def _execs(self, b: TickBatch) -> tuple[ExecTick, ...]:
-        """Execution ticks for this batch's signals and those still waiting: for each, the
-        first later tick at or after its time plus the latency (none yet: it waits)."""
-        if self.exec_latency_us is None:
-            self._fired.clear()
+        """Execution ticks for this batch's signals and those still waiting (see
+        operators.strategies.execution)."""
+        fired, self._fired = self._fired, []
+        if self.finder is None:
             return ()
-        st, lat, n = self.state, self.exec_latency_us, len(b)
-        waiting = [(due, sid, 0) for due, sid in st.awaiting]
-        waiting += [(int(b.ts[i]) + lat, sid, i + 1) for i, sid in self._fired]
-        self._fired.clear()
-        st.awaiting = []
-        at: dict[int, list[str]] = {}
-        for due, sid, after in waiting:
-            j = max(after, int(np.searchsorted(b.ts, due, "left"))) if n else 0
-            if j < n:
-                at.setdefault(j, []).append(sid)
-            else:
-                st.awaiting.append((due, sid))
-        return tuple(
-            ExecTick(int(b.ts[j]), self.token, float(b.price[j]), tuple(sids))
-            for j, sids in sorted(at.items())
-        )
+        for i, sig_id, sid in fired:
+            self.finder.add(b, i, sig_id, sid in self.limit_strategies)
+        return self.finder.found(b)
 
     def _vector(
         self, sid: str, strat: VectorStrategy, b: TickBatch, paise: I64

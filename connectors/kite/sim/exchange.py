@@ -95,6 +95,8 @@ class Order:
     filled: int = 0
     average_price: float = 0.0
     protection: float | None = None  # MARKET / SL-M: the % band it may fill within
+    rested: bool = False  # its first tick did not reach its limit: it fills at the limit
+    filled_at: int = 0  # tape time (µs) of the tick that filled it
     limit: float | None = None  # the protected price, set from the last price when known
     updated_at: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -271,7 +273,7 @@ class Exchange:
                 self.last[tok] = price
                 self.cursor = i + 1
                 for o in list(self.orders.values()):
-                    if o.status == "OPEN" and o.inst.token == tok and ts > o.placed_at:
+                    if o.status == "OPEN" and o.inst.token == tok:  # a tick after its placing
                         self._try_fill(o, price, ts)
             return list(range(start, end))
 
@@ -282,9 +284,10 @@ class Exchange:
         if limit is not None:
             crossed = price <= limit if o.transaction_type == "BUY" else price >= limit
             if not crossed:
-                return  # a protected market order rests as the limit it became
-            price = limit if o.order_type == "LIMIT" else price
-        o.filled, o.average_price = o.quantity, price
+                o.rested = True  # a protected market order rests as the limit it became
+                return
+            price = limit if o.rested else price  # a resting limit fills at its price
+        o.filled, o.average_price, o.filled_at = o.quantity, price, ts
         self.trades.append({
             "trade_id": f"{len(self.trades) + 1:08d}", "order_id": o.order_id,
             "exchange_order_id": f"1{o.order_id}", "tradingsymbol": o.inst.tradingsymbol,
