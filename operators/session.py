@@ -3,6 +3,7 @@ event time. Trading days come from exchange_calendars (see SessionConfig)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -13,15 +14,24 @@ import numpy.typing as npt
 from schemas.config import SessionConfig
 from schemas.ticks import I64, US
 
+log = logging.getLogger("alpha_panda.session")
 QUARTER_US = 15 * 60 * US  # local dates change on quarter hours in every time zone
 
 
 @lru_cache(maxsize=4)
 def calendar_days(name: str) -> tuple[frozenset[date], date, date]:
-    """The sessions of exchange calendar ``name`` and the range it knows."""
+    """The sessions of exchange calendar ``name`` over all the years it records holidays for
+    (a fixed range: never one that moves with today's date)."""
     import exchange_calendars
+    from exchange_calendars import calendar_utils
 
-    cal = exchange_calendars.get_calendar(name)
+    kinds = getattr(calendar_utils, "_default_calendar_factories", {})  # the library's table
+    kind = kinds.get(name)
+    start, end = (kind.bound_min(), kind.bound_max()) if kind is not None else (None, None)
+    if start is None or end is None:  # no recorded bounds: the library's default range
+        cal = exchange_calendars.get_calendar(name)
+    else:
+        cal = exchange_calendars.get_calendar(name, start=start, end=end)
     days = frozenset(d.date() for d in cal.sessions)
     return days, cal.first_session.date(), cal.last_session.date()
 
@@ -33,6 +43,7 @@ class MarketSession:
         self.holidays = frozenset(cfg.holidays)
         self.special = {s.date: (s.open, s.close) for s in cfg.special_sessions}
         self.calendar = calendar_days(cfg.calendar) if cfg.calendar else None
+        self._warned = False  # a day outside the calendar's years was asked about
         self._day: tuple[int, int, date] = (0, 0, date.min)
         self._open: tuple[int, int] = (0, 0)  # that day's session, µs (empty if closed)
         self._cut: int | None = None  # that day's MIS cut-off, µs
@@ -76,6 +87,14 @@ class MarketSession:
             days, first, last = self.calendar
             if first <= d <= last:
                 return (self.cfg.open, self.cfg.close) if d in days else None
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "session.calendar %s records holidays from %s to %s only: on %s and other "
+                    "days outside, weekdays less session.holidays apply (update "
+                    "exchange-calendars, or list the holidays)",
+                    self.cfg.calendar, first, last, d,
+                )  # fmt: skip
         return (self.cfg.open, self.cfg.close) if d.weekday() in self.cfg.weekdays else None
 
     def trading_mask(self, ts: I64) -> npt.NDArray[np.bool_]:

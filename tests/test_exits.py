@@ -11,7 +11,7 @@ from operators.account.exits import ExitRule
 from operators.account.paper import PaperVenue
 from operators.session import MarketSession
 from schemas.config import BrokerConfig, CostModel, SessionConfig
-from schemas.enums import Broker
+from schemas.enums import Broker, Product
 from schemas.events import OrderFilled, TradingSignal, ValidatedSignal
 from schemas.ticks import US, ExecTick, MarkEntries, MarkSet, to_us
 
@@ -97,3 +97,88 @@ def test_exits_do_not_depend_on_how_marks_are_grouped_into_runs() -> None:
     assert outs[0] == outs[1] == outs[2]
     sells = [(d["side"], d["quantity"], d["fill_price"]) for d in outs[0] if "fill_price" in d]
     assert sells == [("SELL", 10, 101.0)]  # 2% off 104 at 101.9 (4 s), filled at 5 s
+
+
+def test_a_short_trailing_stop_fires_whatever_the_grouping() -> None:
+    marks = [(1, 95.0), (2, 97.5), (3, 97.6)]  # best 95, then 2.7% off it
+    for groups in ([marks], [[m] for m in marks]):
+        a = _account(ExitRule(trailing_stop_pct=2))
+        _target(a, -10, 0, "s1")
+        out = [x for g in groups for x in a.on_item(_run(g))]
+        assert _exit_reasons(out) == ["TRAILING_STOP"] and _fills(out) == [("BUY", 10, 97.6, 3)]
+
+
+def test_an_exit_that_does_not_fill_is_judged_again() -> None:
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(0.0, CostModel(), {}, session.closes)
+    setup = AccountSetup(CostModel(), session, {}, {}, (1, 2), products={"t": Product.CNC},
+                         exits={"t": ExitRule(stop_loss_pct=2)})  # fmt: skip
+    a = Account(Broker.PAPER, BrokerConfig(starting_cash=1e6, slippage_bps=0), setup,
+                lambda _s: venue, None)  # fmt: skip
+    _target(a, 10, 0, "s1")  # CNC long 10 at 100, carried overnight
+    close = 5 * 3600  # 15:30 IST, seconds after OPEN
+    out = a.on_item(_run([(close - 1, 97.0)]))  # the stop, at the day's last mark
+    monday = 3 * 86_400 - 5 * 3600
+    out += a.on_item(_run([(monday + 60, 90.0)]))  # its close never filled: cancelled
+    assert _exit_reasons(out) == ["STOP_LOSS"] and a.state.book.position(1) == 10
+    out = a.on_item(_run([(monday + 120, 89.0), (monday + 121, 88.0)]))
+    assert _exit_reasons(out) == ["STOP_LOSS"] and _fills(out)[-1][:2] == ("SELL", 10)
+    assert a.state.book.position(1) == 0
+
+
+def test_an_exit_cancels_the_strategys_pending_entry_first() -> None:
+    a = _account(ExitRule(stop_loss_pct=2))
+    _target(a, 10, 0, "s1")
+    more = TradingSignal(
+        signal_id="s2", correlation_id="c-s2", strategy_id="t", broker="paper",
+        instrument_token=1, target_quantity=20, price=100.0,
+        timestamp=OPEN + timedelta(seconds=10), reason="",
+    )  # fmt: skip
+    a.on_item(more)  # BUY 10 more, waiting for its tick
+    out = a.on_item(_run([(11, 97.0), (12, 96.9)]))  # -3%: the stop
+    assert _exit_reasons(out) == ["STOP_LOSS"] and _fills(out) == [("SELL", 10, 96.9, 12)]
+    late = a.on_item(ExecTick(T0 + 13 * US, 1, 96.8, ("s2",)))  # the entry's tick: too late
+    assert _fills(late) == [] and a.state.book.position(1) == 0 and not a.state.book.open
+
+
+def test_exits_on_two_strategies_at_one_mark_both_fire() -> None:
+    import numpy as np
+
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(0.0, CostModel(), {}, session.closes)
+    rule = ExitRule(stop_loss_pct=2, take_profit_pct=3)
+    setup = AccountSetup(CostModel(), session, {}, {}, (1, 2), exits={"t": rule, "u": rule})
+    a = Account(Broker.PAPER, BrokerConfig(starting_cash=1e6, slippage_bps=0), setup,
+                lambda _s: venue, None)  # fmt: skip
+    for sid, tok, sig in (("t", 1, "a"), ("u", 2, "b")):
+        s = TradingSignal(signal_id=sig, correlation_id=f"c{sig}", strategy_id=sid,
+                          broker="paper", instrument_token=tok, target_quantity=10, price=100.0,
+                          timestamp=OPEN, reason="")  # fmt: skip
+        a.on_item(s)
+        a.on_item(ExecTick(T0 + 1, tok, 100.0, (sig,)))
+    marks = [(2, 1, 97.0), (3, 1, 97.0), (3, 2, 104.0), (4, 1, 97.0), (4, 2, 100.0)]
+    times = np.array([T0 + s * US for s, _, _ in marks], dtype=np.int64)
+    toks = np.array([t for _, t, _ in marks], dtype=np.int64)
+    px = np.array([p for _, _, p in marks])
+    u = np.array([1, 2], dtype=np.int64)
+    last = np.array([97.0, 100.0])
+    high, low = np.array([97.0, 104.0]), np.array([97.0, 100.0])
+    out = a.on_item(MarkSet(int(times[0]), int(times[-1]), u, last, high, low,
+                            MarkEntries(times, toks, px)))  # fmt: skip
+    # t's stop fills at 3 s, the very mark at which u's take-profit triggers
+    assert sorted(_exit_reasons(out)) == ["STOP_LOSS", "TAKE_PROFIT"]
+    assert a.state.book.position(1) == 0 and a.state.book.position(2) == 0
+
+
+def test_a_resume_without_an_exit_rule_forgets_its_positions() -> None:
+    import pickle
+
+    a = _account(ExitRule(stop_loss_pct=2))
+    _target(a, 10, 0, "s1")
+    st = pickle.loads(pickle.dumps(a.state))
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(0.0, CostModel(), {}, session.closes, st.venue)
+    setup = AccountSetup(CostModel(), session, {}, {}, (1, 2), exits={"t": ExitRule()})
+    b = Account(Broker.PAPER, BrokerConfig(starting_cash=1e6, slippage_bps=0), setup,
+                lambda _s: venue, None, st)  # fmt: skip
+    assert _exit_reasons(b.on_item(_run([(1, 90.0)]))) == []  # no rule, no exit, no crash

@@ -209,6 +209,11 @@ def test_the_access_token_expires_at_a_set_time(sim: tuple[SimApi, str]) -> None
     with pytest.raises(kex.TokenException):
         place(kite, tag="late")
     assert all(o.tag != "late" for o in api.ex.orders.values())
+    fresh = client(root, token=None).generate_session("req-2", api_secret=SECRET)
+    assert fresh["access_token"] != TOKEN  # a new login gives a new token, which works
+    assert client(root, token=fresh["access_token"]).profile()["user_id"] == "AP0001"
+    with pytest.raises(kex.TokenException):
+        kite.profile()  # the old one stays dead
 
 
 def test_mis_orders_cannot_add_exposure_after_the_cutoff(sim: tuple[SimApi, str]) -> None:

@@ -170,3 +170,23 @@ def test_pending_mis_orders_are_cancelled_before_the_square_off_never_over_closi
     ]
     assert [(e.side, e.quantity) for e in out if isinstance(e, OrderFilled)] == [("SELL", 10)]
     assert a.state.book.position(1) == 0 and not a.state.book.open  # flat, no short
+
+
+def test_same_day_cnc_orders_cost_what_the_same_orders_cost_intraday() -> None:
+    """Whatever the split into orders: the day's matched CNC orders cost exactly their
+    intraday charges (brokerage capped per order, no DP when nothing is delivered)."""
+    from operators.account.costs import CncDays
+    from operators.accounting import charges
+
+    costs = CostModel()
+    days = [
+        [("BUY", 1000, 1000.0), ("SELL", 1000, 1000.0)],
+        [("BUY", 1000, 1000.0), ("SELL", 500, 1000.0), ("SELL", 500, 1010.0)],
+        [("BUY", 500, 990.0), ("BUY", 500, 1000.0), ("SELL", 1000, 1005.0)],
+        [("SELL", 1000, 1000.0), ("BUY", 1000, 995.0)],  # holdings sold and bought back
+    ]
+    for orders in days:
+        d = CncDays()
+        cnc = sum(d.charge(costs, (1, 7), s, q, p).total for s, q, p in orders)
+        intraday = sum(charges(costs, s, q, p, "MIS").total for s, q, p in orders)
+        assert cnc == pytest.approx(intraday, abs=0.011 * len(orders))  # paise per fill

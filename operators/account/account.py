@@ -207,6 +207,9 @@ class Account(Closing, MarkRuns):
                 self.exits.on_fill(sid, token, lot.quantity, lot.average_price, e.fill_price)
             elif isinstance(e, OrderFailed):
                 book.release(e)
+                key = (e.strategy_id, e.instrument_token)
+                if not book.closing(key[1], key[0], book.strategy_position(*key)):
+                    self.exits.rearm(key)  # no close left out for it: judge it again
         return list(events)
 
     def _send(

@@ -34,7 +34,7 @@ class Closing:
         raise NotImplementedError
 
     def _apply(self, events: list[Any]) -> list[Any]:
-        raise NotImplementedError
+        raise NotImplementedError  # the Account's
 
     def _close(
         self,
@@ -125,6 +125,10 @@ class Closing:
         st, out = self.state, list[Any]()
         for key, why in found:
             held = st.book.strategy_position(*key)
+            for oid in sorted(st.book.open):  # its pending orders that would add go first
+                o = st.book.open[oid]
+                if (o.strategy_id, o.token) == key and held and (o.remaining > 0) == (held > 0):
+                    out += self._apply(self.venue.cancel(oid, at, f"CANCELLED: {why} exit"))
             qty = -(held + st.book.closing(key[1], key[0], held))
             self.exits.exited(key, st.targets.get(key, held))
             if held and qty and (qty > 0) != (held > 0):

@@ -30,6 +30,7 @@ class Held:
     qty: int
     avg: float
     best: float  # the best mark since it opened: highest (long) or lowest (short)
+    exiting: bool = False  # its exit order is out: not judged again unless that fails
 
 
 @dataclass
@@ -44,6 +45,9 @@ class Exits:
     def __init__(self, rules: dict[str, ExitRule], state: ExitState | None = None) -> None:
         self.rules = {sid: r for sid, r in rules.items() if r.any()}
         self.state = state or ExitState()
+        st = self.state  # a resume under a config without some rule: forget its positions
+        st.held = {k: h for k, h in st.held.items() if k[0] in self.rules}
+        st.latched = {k: t for k, t in st.latched.items() if k[0] in self.rules}
 
     def on_fill(self, sid: str, token: int, qty: int, avg: float, price: float) -> None:
         """The strategy's position after a fill (``qty`` signed, ``avg`` its average)."""
@@ -58,11 +62,19 @@ class Exits:
         else:
             before.qty, before.avg = qty, avg
 
+    def rearm(self, key: Key) -> None:
+        """Its exit order ended unfilled: the position is judged again from the next mark."""
+        h = self.state.held.get(key)
+        if h is not None:
+            h.exiting = False
+
     def triggers(self, times: I64, tokens: I64, prices: F64) -> tuple[int, list[tuple[Key, str]]]:
         """The first mark time (time-sorted marks) at which some exit triggers, and the exits
         that trigger then; (-1, []) if none does."""
         first, found = -1, list[tuple[Key, str]]()
         for key, h in sorted(self.state.held.items()):
+            if h.exiting:
+                continue
             mine = np.flatnonzero(tokens == key[1])
             if not len(mine):
                 continue
@@ -112,16 +124,20 @@ class Exits:
         """Could a run with these per-instrument highs and lows trigger an exit?"""
         for (sid, token), h in self.state.held.items():
             k = np.flatnonzero(tokens == token)
-            if not len(k):
+            if h.exiting or not len(k):
                 continue
-            px = np.array([high[k[0]], low[k[0]]])
+            # the worst order for the position: its best first, then its worst
+            px = np.array([high[k[0]], low[k[0]]] if h.qty > 0 else [low[k[0]], high[k[0]]])
             if self._hit(self.rules[sid], h, px) is not None:
                 return True
         return False
 
     def exited(self, key: Key, target: int) -> None:
+        """Its exit order is out: the target latches, the position waits for the fill."""
         self.state.latched[key] = target
-        self.state.held.pop(key, None)
+        h = self.state.held.get(key)
+        if h is not None:
+            h.exiting = True
 
     def holds_back(self, key: Key, target: int) -> bool:
         """A target the strategy already stated before its exit: not ordered again."""

@@ -169,8 +169,10 @@ class MarkRuns:
                 if k == len(times) and int(times[-1]) < at:
                     break  # the run ends before the cut-off
                 out += self.square_off(at)  # sets squared_off: never again this day
+                out += self.exit_positions(at, exiting)  # exits due at the same mark
             elif what == "fill":
                 out += self._apply(self.venue.on_marks(times[:k], tokens[:k], prices[:k]))
+                out += self.exit_positions(at, exiting)  # exits due at the same mark
             elif what == "exit":
                 out += self.exit_positions(at, exiting)
             else:
@@ -203,7 +205,7 @@ class MarkRuns:
         if nxt is not None and nxt < day:
             found.append((nxt, 4, "command"))
         at, _, what = min(found)
-        return at, what, exiting
+        return at, what, exiting if exit_at == at else []
 
     def _scan(self, times: I64, tokens: I64, prices: F64) -> tuple[list[Any], int]:
         """Time-sorted marks, checked exactly at each boundary the vectorised pass flags;

@@ -126,7 +126,8 @@ class PaperVenue:
     def _price(self, r: Resting, tick_price: float) -> float | None:
         """What ``r`` fills at against a tick at ``tick_price`` (None: a LIMIT it misses)."""
         size = self.tick_sizes.get(r.v.signal.instrument_token, 0.05)
-        tick = nse_tick_size(tick_price) if size == "auto" else float(size)
+        bps = self.bps / 1e4 if SignalType(r.v.side) is SignalType.BUY else -self.bps / 1e4
+        tick = nse_tick_size(tick_price * (1 + bps)) if size == "auto" else float(size)
         px = slipped_price(tick_price, r.v.side, self.bps, tick)
         if r.limit is None:
             return px

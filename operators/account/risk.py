@@ -134,7 +134,9 @@ class RiskChecks:
                 (RejectReason.MAX_OPEN_POSITIONS_EXCEEDED, f"{risk.max_open_positions} open")
             )
         opening = abs(after) if (after > 0) != (before > 0) else abs(after) - abs(before)
-        need = opening * r.signal.price + fees(self.costs, r.side, r.quantity, r.signal.price)
+        need = opening * r.signal.price + fees(
+            self.costs, r.side, r.quantity, r.signal.price, r.product
+        )
         b = book.total.book
         free = b.cash - b.short_value() - book.pending_cash()
         if need > free:

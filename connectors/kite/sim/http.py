@@ -95,12 +95,24 @@ class SimApi:
             ("POST", "/_sim/token", self.set_token),
         ]
         self.routes: list[Route] = [(m, re.compile(path), h) for m, path, h in r]
+        self.logins = 0
+        self.ex.tick_listeners.append(self._on_ticks)
+
+    def _on_ticks(self, moved: list[int]) -> None:
+        """Once the access token expires, open ticker connections are cut (and refused)."""
+        a = self.account
+        if a.expires_at is not None and self.ex.now >= a.expires_at and self.ticker.clients:
+            self.ticker.drop()
 
     def session(self, p: dict[str, str]) -> dict[str, Any]:
         a = self.account
         expect = hashlib.sha256(f"{a.api_key}{p.get('request_token', '')}{a.api_secret}".encode())
         if p.get("api_key") != a.api_key or p.get("checksum") != expect.hexdigest():
             raise KiteError(403, "TokenException", "Invalid `checksum`.")
+        if a.expires_at is not None and self.ex.now >= a.expires_at:  # a new day's login
+            self.logins += 1
+            a.access_token = hashlib.sha256(f"{a.access_token}:{self.logins}".encode()).hexdigest()
+            a.expires_at = None
         return {
             **a.profile(), "api_key": a.api_key, "access_token": a.access_token,
             "public_token": "sim-public", "refresh_token": "", "enctoken": "",
