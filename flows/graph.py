@@ -159,6 +159,7 @@ def accounts(
         order_types={s.id: s.order_type for s in cfg.strategies},
         universe=tuple(i.instrument_token for i in cfg.instruments),
         products={s.id: s.product for s in cfg.strategies},
+        circuits={i.instrument_token: i.circuit_pct for i in cfg.instruments if i.circuit_pct},
         exits={
             s.id: ExitRule(s.stop_loss_pct, s.take_profit_pct, s.trailing_stop_pct)
             for s in cfg.strategies

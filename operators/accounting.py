@@ -303,6 +303,10 @@ class Book:
         """Instruments with a non-zero position."""
         return int(np.count_nonzero(self._q()))
 
+    def last_prices(self) -> dict[int, float]:
+        """Every instrument's latest fill or mark price (those marked at least once)."""
+        return {t: float(self._mark[s]) for t, s in self._slot.items() if self._seen[s]}
+
     def last_price(self, token: int) -> float | None:
         """The latest fill or mark price of ``token``, if any."""
         slot = self._slot.get(token)

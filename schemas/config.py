@@ -179,6 +179,9 @@ class Instrument(Section):
         return tick
 
     lot_size: int = Field(default=1, gt=0)
+    circuit_pct: float | None = Field(
+        default=None, gt=0, le=100, description="price band around the previous close, %"
+    )
 
 
 class CostModel(Section):
@@ -265,6 +268,9 @@ class RiskConfig(Section):
     max_orders_per_day: int = Field(default=5000, gt=0)
     allowed_instruments: list[int] | None = None
     enforce_session: bool = True
+    circuit_pct: float | None = Field(
+        default=None, gt=0, le=100, description="band for instruments without their own, %"
+    )
 
 
 class ExecutionConfig(Section):

@@ -95,6 +95,7 @@ class RejectReason(str, Enum):
     TRADING_HALTED = "TRADING_HALTED"
     MIS_CUTOFF = "MIS_CUTOFF"  # an MIS order that would open or add after the cut-off
     CNC_SHORT_NOT_ALLOWED = "CNC_SHORT_NOT_ALLOWED"  # a CNC sell beyond what is held
+    CIRCUIT_LIMIT = "CIRCUIT_LIMIT"  # the price is outside the instrument's circuit band
 
 
 class DeadLetterReason(str, Enum):

@@ -256,3 +256,20 @@ def test_auto_tick_sizes_follow_nse_price_bands_in_fills() -> None:
     a2 = [e for e in a.on_item(_signal(0, OPEN + timedelta(seconds=1), tok=1, sid="b1"))]
     out = a.on_item(ExecTick(to_us(OPEN) + US + 1, 1, 1500.07, ("b1",)))
     assert a2 and [e.fill_price for e in out if isinstance(e, OrderFilled)] == [1499.7]
+
+
+def test_circuit_bands_refuse_orders_outside_and_no_fill_lands_outside() -> None:
+    session = MarketSession(SessionConfig())
+    venue = PaperVenue(0.0, CostModel(), {}, session.closes)
+    setup = AccountSetup(CostModel(), session, {}, {}, (1, 2), circuits={1: 5.0})
+    cfg = BrokerConfig(starting_cash=1e6, slippage_bps=0)
+    a = Account(Broker.PAPER, cfg, setup, lambda _s: venue, None)
+    a.on_item(_signal(10, OPEN))  # Friday: no previous close known, no band
+    a.on_item(ExecTick(to_us(OPEN) + 1, 1, 100.0, ("s1",)))
+    a.on_item(MarkSet.of(to_us(OPEN) + 60 * US, ((1, 100.0),)))  # Friday's last price: 100
+    monday = OPEN + timedelta(days=3)
+    out = a.on_item(_signal(20, monday, sid="s2").model_copy(update={"price": 106.0}))
+    assert [str(r) for e in out if hasattr(e, "reasons") for r in e.reasons] == ["CIRCUIT_LIMIT"]
+    a.on_item(_signal(20, monday, sid="s3").model_copy(update={"price": 104.0}))
+    got = a.on_item(ExecTick(to_us(monday) + 1, 1, 106.5, ("s3",)))  # a print beyond the band
+    assert [e.fill_price for e in got if isinstance(e, OrderFilled)] == [105.0]  # its edge

@@ -123,6 +123,8 @@ class AccountState:
     squared_off: int = -1  # the last MIS cut-off (µs) whose square-off was done
     exits: ExitState = field(default_factory=ExitState)
     targets: dict[Key, int] = field(default_factory=dict)  # each strategy's last target
+    closes: dict[int, float] = field(default_factory=dict)  # previous session's last prices
+    closes_day: Any = None  # the trading day they were taken at the start of
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class AccountSetup:
     universe: tuple[int, ...] = ()  # the configured instruments: slots in every book
     products: Mapping[str, Product] = field(default_factory=dict)  # by strategy; MIS if absent
     exits: Mapping[str, ExitRule] = field(default_factory=dict)  # by strategy
+    circuits: Mapping[int, float] = field(default_factory=dict)  # % band by instrument
 
 
 class Account(Closing, MarkRuns):
@@ -159,6 +162,28 @@ class Account(Closing, MarkRuns):
         self.venue = venue(st.venue)
         st.venue = self.venue.venue_state()
         self.exits = Exits(dict(setup.exits), st.exits)
+        self.circuit_pct = cfg.risk.circuit_pct
+        use_bands = getattr(self.venue, "use_bands", None)  # a simulated venue clamps fills
+        if use_bands is not None:
+            use_bands(self.band)
+
+    def band(self, token: int) -> tuple[float, float] | None:
+        """The instrument's circuit band today: its % around the previous session's last
+        price (none before a previous session is known)."""
+        pct = self.setup.circuits.get(token, self.circuit_pct)
+        ref = self.state.closes.get(token)
+        if pct is None or ref is None:
+            return None
+        return ref * (1 - pct / 100), ref * (1 + pct / 100)
+
+    def _new_day(self, ts: int) -> None:
+        """At the first item of a trading day: yesterday's last prices become the closes."""
+        day = self.setup.session.trading_day(ts)
+        st = self.state
+        if st.closes_day is None or day > st.closes_day:
+            if st.closes_day is not None:
+                st.closes = st.book.total.book.last_prices()
+            st.closes_day = day
         self._pruned = 0
 
     # -- time, commands and the trading state -------------------------------------------
@@ -257,7 +282,7 @@ class Account(Closing, MarkRuns):
             return out
         side = SignalType.BUY if diff > 0 else SignalType.SELL
         kind = self.setup.order_types.get(s.strategy_id, "MARKET")
-        req = Request(s, side, abs(diff), kind, ts, self._product(s.strategy_id))
+        req = Request(s, side, abs(diff), kind, ts, self._product(s.strategy_id), self.band(token))
         found = self.risk.check(req, st.book, self.trading.state)
         fields = self._request(s, side, abs(diff))
         if not found:
@@ -278,6 +303,8 @@ class Account(Closing, MarkRuns):
         ts = book.last_ts if isinstance(item, OrderUpdate) else _ts(item)
         if ts is not None:
             book.last_ts = ts if book.last_ts is None else max(book.last_ts, ts)
+        if ts is not None and (self.setup.circuits or self.circuit_pct is not None):
+            self._new_day(ts)
         out = self._commands(ts) if ts is not None else []
         cut = self.square_off_due(ts) if ts is not None and not isinstance(item, MarkSet) else None
         if cut is not None:

@@ -81,6 +81,11 @@ class PaperVenue:
         self.limit_timeout_us = limit_timeout_us  # 0: a LIMIT rests until the session ends
         self.session_end = session_end  # µs → when that instant's session closes
         self.state = state or PaperState()
+        self.bands: Callable[[int], tuple[float, float] | None] = lambda _token: None
+
+    def use_bands(self, bands: Callable[[int], tuple[float, float] | None]) -> None:
+        """Circuit bands by instrument: no fill is ever outside them."""
+        self.bands = bands
 
     def send(
         self, v: ValidatedSignal, order_type: str, on_mark: bool = False, square_off: bool = False
@@ -129,6 +134,13 @@ class PaperVenue:
         bps = self.bps / 1e4 if SignalType(r.v.side) is SignalType.BUY else -self.bps / 1e4
         tick = nse_tick_size(tick_price * (1 + bps)) if size == "auto" else float(size)
         px = slipped_price(tick_price, r.v.side, self.bps, tick)
+        band = self.bands(r.v.signal.instrument_token)
+        if band is not None:  # inside the band, on the tick grid
+            lo, hi = (
+                math.ceil(band[0] / tick - 1e-9) * tick,
+                math.floor(band[1] / tick + 1e-9) * tick,
+            )
+            px = round(min(max(px, lo), hi), 2)
         if r.limit is None:
             return px
         buy = SignalType(r.v.side) is SignalType.BUY

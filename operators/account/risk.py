@@ -25,6 +25,7 @@ class Request:
     order_type: str
     ts: int
     product: Product = Product.MIS
+    band: tuple[float, float] | None = None  # the instrument's circuit band today
 
 
 Findings = list[tuple[RejectReason, str]]
@@ -68,6 +69,9 @@ class RiskChecks:
             limit = self.risk.max_order_value
             out.append((RejectReason.MAX_ORDER_VALUE_EXCEEDED, f"value {value:.2f} > {limit:.2f}"))
         out += self._band(r, book)
+        if r.band is not None and not r.band[0] <= s.price <= r.band[1]:
+            lo, hi = r.band
+            out.append((RejectReason.CIRCUIT_LIMIT, f"price {s.price} outside {lo:.2f}-{hi:.2f}"))
         before = book.exposure(token)
         after = before + signed(r.side, r.quantity)
         shrinks = reduces(before, after)
