@@ -163,6 +163,7 @@ class Account(Closing, MarkRuns):
         st.venue = self.venue.venue_state()
         self.exits = Exits(dict(setup.exits), st.exits)
         self.circuit_pct = cfg.risk.circuit_pct
+        self._pruned = 0
         use_bands = getattr(self.venue, "use_bands", None)  # a simulated venue clamps fills
         if use_bands is not None:
             use_bands(self.band)
@@ -184,7 +185,6 @@ class Account(Closing, MarkRuns):
             if st.closes_day is not None:
                 st.closes = st.book.total.book.last_prices()
             st.closes_day = day
-        self._pruned = 0
 
     # -- time, commands and the trading state -------------------------------------------
     def _net(self) -> float:
