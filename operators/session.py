@@ -99,10 +99,22 @@ class MarketSession:
 
     def trading_mask(self, ts: I64) -> npt.NDArray[np.bool_]:
         """Which of the instants ``ts`` (µs) fall on a trading day (local date)."""
+        if not len(ts):
+            return np.zeros(0, dtype=bool)
+        day, last = self._date(int(ts.min())), self._date(int(ts.max()))
+        if day is not None and day == last:  # the usual batch: one day, one answer
+            return np.full(len(ts), self.hours(day) is not None)
         quarters, inverse = np.unique(ts // QUARTER_US, return_inverse=True)
-        days = [self.local(int(q) * QUARTER_US).date() for q in quarters.tolist()]
-        trades = np.array([self.hours(d) is not None for d in days], dtype=bool)
+        days = [self._date(int(q) * QUARTER_US) for q in quarters.tolist()]
+        trades = np.array([d is not None and self.hours(d) is not None for d in days], dtype=bool)
         return trades[inverse.reshape(-1)]
+
+    def _date(self, ts_us: int) -> date | None:
+        """The local date of ``ts_us``; None where no calendar date exists (out of range)."""
+        try:
+            return self.local(ts_us).date()
+        except (OverflowError, ValueError, OSError):
+            return None
 
     def cutoff(self, ts_us: int) -> int | None:
         """The MIS cut-off of ``ts_us``'s trading day, µs (None: no session that day)."""

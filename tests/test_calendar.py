@@ -50,6 +50,10 @@ def test_the_mask_judges_each_instant_by_its_local_date() -> None:
     ]
     got = s.trading_mask(np.array([to_us(t) for t in edges], dtype=np.int64))
     assert got.tolist() == [True, False, False, True]
+    far = np.array([to_us(edges[0]), 2**62, -(2**62)], dtype=np.int64)  # no calendar date
+    assert s.trading_mask(far).tolist() == [True, False, False]
+    one_day = np.array([to_us(edges[0]) - k * 10**6 for k in range(5)], dtype=np.int64)
+    assert s.trading_mask(one_day).all() and not s.trading_mask(far[1:]).any()
 
 
 def test_an_unknown_calendar_is_a_config_error_naming_the_field(tmp_path: Path) -> None:
