@@ -38,7 +38,12 @@ from operators.live import live_counters
 from operators.ordering import order_by_event_time
 from operators.report import REPORT_KEY, ReportBuilder, Tally
 from operators.session import MarketSession
-from operators.strategies.runner import STRATEGY_PARTITION, StrategyRunner, run_strategies
+from operators.strategies.runner import (
+    STRATEGY_PARTITION,
+    RunnerOptions,
+    StrategyRunner,
+    run_strategies,
+)
 from operators.ticks import route_ticks
 from schemas.config import KafkaSourceConfig
 from schemas.enums import Broker, Stage
@@ -109,6 +114,7 @@ def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
     window_us = cfg.health.window_s * US
     grids = {"health": window_us, "snapshot": cfg.portfolio.snapshot_interval_s * US}
     strategies = build_strategies(cfg)
+    session = MarketSession(cfg.session)
     max_delay_s = getattr(cfg.source, "max_delay_s", None)
 
     def make_runner(key: str, resume: Any) -> StrategyRunner:
@@ -122,9 +128,9 @@ def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
         latency_us = cfg.execution.latency_ms * 1000
         limits = frozenset(s.id for s in cfg.strategies if s.order_type == "LIMIT")
         wait_us = round(cfg.execution.limit_timeout_s * US) or 86_400 * US
-        return StrategyRunner(
-            broker, tok, mine, mark_us, window_us, resume, latency_us, limits, wait_us
-        )
+        resets = frozenset(s.id for s in cfg.strategies if s.session_reset)
+        options = RunnerOptions(latency_us, limits, wait_us, resets, session.day_end)
+        return StrategyRunner(broker, tok, mine, mark_us, window_us, resume, options)
 
     to_run, progress = route_ticks("route", batches, cfg.routes(), _brokers(plan), window_us)
     outputs = run_strategies("strategies", to_run, make_runner)

@@ -315,6 +315,9 @@ class StrategyConfig(Section):
     trailing_stop_pct: float | None = Field(
         default=None, gt=0, le=100, description="exit this % off the best mark since it opened"
     )
+    session_reset: bool = Field(
+        default=False, description="forget the strategy's state at each new trading day"
+    )
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False

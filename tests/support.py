@@ -375,3 +375,17 @@ class ZeroQuantityStrategy:
 
         state["n"] = state.get("n", 0) + 1
         return Signal("BUY", 0) if state["n"] == self.at else None
+
+
+class CountingStrategy:
+    """A per-tick user strategy that targets +``quantity`` on its ``at``-th tick (its
+    state counts ticks: a session reset starts the count again)."""
+
+    def __init__(self, at: int = 3, quantity: int = 5) -> None:
+        self.at, self.quantity = at, quantity
+
+    def on_tick(self, tick: Any, state: dict[str, Any]) -> Any:
+        from operators.strategies.api import Signal
+
+        state["n"] = state.get("n", 0) + 1
+        return Signal("BUY", self.quantity) if state["n"] == self.at else None

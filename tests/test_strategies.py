@@ -150,3 +150,30 @@ def test_signal_ids_are_deterministic_and_unique() -> None:
 def test_numpy_integer_quantities_are_targets_like_ints() -> None:
     sig = Signal("SELL", np.int64(7))  # type: ignore[arg-type]
     assert sig.target() == -7 and type(sig.target()) is int
+
+
+def test_session_reset_strategies_start_afresh_each_trading_day() -> None:
+    from datetime import datetime, timezone
+
+    from operators.session import MarketSession
+    from operators.strategies.runner import RunnerOptions
+    from schemas.config import SessionConfig
+    from schemas.ticks import TickBatch, to_us
+    from tests.support import CountingStrategy
+
+    fri = to_us(datetime(2026, 11, 20, 9, 55, tzinfo=timezone.utc))  # 15:25 IST
+    mon = to_us(datetime(2026, 11, 23, 3, 50, tzinfo=timezone.utc))  # 09:20 IST
+    ts = np.array([fri + k * US for k in range(4)] + [mon + k * US for k in range(4)])
+    batch = TickBatch(1, ts.astype(np.int64), np.full(8, 100.0), np.zeros(8, dtype=np.int64),
+                      int(ts[-1]))  # fmt: skip
+    day_end = MarketSession(SessionConfig()).day_end
+    fired = {}
+    for resets in (frozenset(), frozenset({"c"})):
+        opts = RunnerOptions(session_reset=resets, day_end=day_end)
+        r = StrategyRunner(Broker.PAPER, 1, [("c", CountingStrategy(at=3))], 60 * US, 30 * US,
+                           None, opts)  # fmt: skip
+        outs = r.on_item(batch)  # one batch across the weekend: cut at midnight
+        fired[bool(resets)] = [to_us(s.timestamp) for o in outs for s in o.signals]
+        assert outs[-1].watermark == batch.watermark
+    assert fired[False] == [fri + 2 * US]  # counts on from Friday
+    assert fired[True] == [fri + 2 * US, mon + 2 * US]  # warms up again on Monday

@@ -63,6 +63,22 @@ class StrategyFailure(Exception):
         self.index, self.error, self.done = index, error, done
 
 
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How a key's signals are executed and its strategies' sessions kept.
+
+    ``exec_latency_us``: find the ticks that execute the signals in a simulated venue (None:
+    the venue fills itself); ``limit_strategies`` trade LIMIT orders, searched for
+    ``limit_wait_us`` at most; ``session_reset`` strategies forget their state at each new
+    trading day (``day_end``: µs → the end of that instant's local day)."""
+
+    exec_latency_us: int | None = None
+    limit_strategies: frozenset[str] = frozenset()
+    limit_wait_us: int = 86_400 * US
+    session_reset: frozenset[str] = frozenset()
+    day_end: Callable[[int], int] | None = None
+
+
 class StrategyRunner:
     """Pure logic: turns tick batches of one key into targets, marks and tick counts."""
 
@@ -74,23 +90,19 @@ class StrategyRunner:
         mark_grid_us: int,
         window_us: int,
         state: KeyState | None = None,
-        exec_latency_us: int | None = None,
-        limit_strategies: frozenset[str] = frozenset(),
-        limit_wait_us: int = 86_400 * US,
+        options: RunnerOptions = RunnerOptions(),
     ) -> None:
-        """``exec_latency_us``: find the ticks that execute the signals in a simulated venue
-        (None: the venue fills itself); ``limit_strategies`` trade LIMIT orders, searched
-        for ``limit_wait_us`` at most."""
         self.broker = broker
         self.token = token
         self.strategies = strategies
         self.mark_grid_us = mark_grid_us
         self.window_us = window_us
         self.state = state if state is not None else KeyState()
-        self.limit_strategies = limit_strategies
+        self.options = options
+        self.limit_strategies = options.limit_strategies
         self.finder = (
-            ExecFinder(token, exec_latency_us, limit_wait_us, self.state.execs)
-            if exec_latency_us is not None
+            ExecFinder(token, options.exec_latency_us, options.limit_wait_us, self.state.execs)
+            if options.exec_latency_us is not None
             else None
         )
         self._fired: list[tuple[int, str, str]] = []  # this batch: (index, signal, strategy)
@@ -195,7 +207,24 @@ class StrategyRunner:
         return flat, StrategyFailed(ts, self.token, sid, f.error), dead
 
     def on_item(self, b: TickBatch) -> list[StrategyOutput]:
-        return [self.process(b)]
+        opts = self.options
+        if not opts.session_reset or opts.day_end is None or not len(b):
+            return [self.process(b)]
+        out = []
+        for piece in _by_day(b, opts.day_end):
+            last = self.state.last_ts
+            if last is not None and int(piece.ts[0]) >= opts.day_end(last):
+                self._new_session()
+            out.append(self.process(piece))
+        return out
+
+    def _new_session(self) -> None:
+        """A new trading day: the session-reset strategies start afresh (and warm up)."""
+        st = self.state
+        for sid in self.options.session_reset:
+            st.history.pop(sid, None)
+            st.regime.pop(sid, None)
+            st.user_state.pop(sid, None)
 
     def on_eof(self) -> list[StrategyOutput]:
         """Each instrument's last tick marks it at the end of the stream."""
@@ -252,6 +281,20 @@ class StrategyRunner:
             tuple(d for _, d in failures),
             execs,
         )
+
+
+def _by_day(b: TickBatch, day_end: Callable[[int], int]) -> list[TickBatch]:
+    """``b`` cut at local midnights; every piece but the last progresses to the next one."""
+    pieces, start, n = [], 0, len(b)
+    while start < n:
+        end = int(np.searchsorted(b.ts, day_end(int(b.ts[start])), "left"))
+        end = max(end, start + 1)
+        wm = b.watermark if end >= n else int(b.ts[end])
+        recv = b.recv[start:end] if b.recv is not None else None
+        pieces.append(TickBatch(b.instrument_token, b.ts[start:end], b.price[start:end],
+                                b.volume[start:end], wm, recv))  # fmt: skip
+        start = end
+    return pieces
 
 
 def run_strategies(
