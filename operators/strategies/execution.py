@@ -5,8 +5,8 @@
   plus the execution latency (a MARKET order fills there; a LIMIT if it is marketable);
 - for a LIMIT strategy, also the first such tick at or below the signal price (``BUY``) and
   at or above it (``SELL``): where a resting buy or sell limit at that price fills. The
-  runner does not know the account's side, so it looks for both; searches end when found or
-  ``max_wait_us`` after the signal.
+  runner does not know the account's side, so it looks for both; searches end when found,
+  ``max_wait_us`` after the signal, or (the oldest first) beyond ``MAX_CROSSING`` per key.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas.ticks import ExecTick, TickBatch
+
+MAX_CROSSING = 128  # LIMIT searches a key keeps at most (two per LIMIT signal)
 
 
 @dataclass
@@ -57,6 +59,10 @@ class ExecFinder:
                 at.setdefault((j, s.kind), []).append(s.signal_id)
             elif s.kind == "next" or s.due + self.max_wait_us >= b.watermark:
                 left.append(Search(s.due, s.signal_id, 0, s.kind, s.limit))
+        crossing = [x for x in left if x.kind != "next"]
+        if len(crossing) > MAX_CROSSING:  # the oldest lapse first (their orders end at the close)
+            lapsed = {id(x) for x in crossing[: len(crossing) - MAX_CROSSING]}
+            left = [x for x in left if id(x) not in lapsed]
         self.state.searching = left
         return tuple(
             ExecTick(
