@@ -5,6 +5,7 @@ after a restart never sends a second close."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from operators.account.exits import Key
@@ -103,21 +104,17 @@ class Closing:
         """The broker's MIS square-off at the cut-off: pending MIS orders cancelled, then
         every MIS strategy position closed (net of closing orders the venue could not
         cancel), flagged AUTO_SQUARE_OFF (its charge applies)."""
-        st, out = self.state, list[Any]()
+        st = self.state
         st.squared_off = cut
         why = "CANCELLED: MIS cut-off, pending MIS orders end before the square-off"
-        for oid in sorted(st.book.open):  # as the broker does: pending MIS orders go first
-            if self._product(st.book.open[oid].strategy_id) is Product.MIS:
-                out += self._apply(self.venue.cancel(oid, cut, why))
+        out = self._cancel_open(cut, why, lambda o: self._product(o.strategy_id) is Product.MIS)
         for sid in sorted(st.book.strategies):
             if self._product(sid) is not Product.MIS:
                 continue
             for token in sorted(st.book.strategies[sid].book.lots):
-                held = st.book.strategy_position(sid, token)
-                qty = -(held + st.book.closing(token, sid, held))
-                if held and qty and (qty > 0) != (held > 0):
-                    why = "AUTO_SQUARE_OFF: MIS cut-off"
-                    out += self._close(("squareoff", cut), (sid, token), qty, cut, why, True)
+                qty = self._left_to_close((sid, token))
+                why = "AUTO_SQUARE_OFF: MIS cut-off"
+                out += self._close(("squareoff", cut), (sid, token), qty, cut, why, True)
         return out
 
     def exit_positions(self, at: int, found: list[tuple[Key, str]]) -> list[Any]:
@@ -125,12 +122,35 @@ class Closing:
         st, out = self.state, list[Any]()
         for key, why in found:
             held = st.book.strategy_position(*key)
-            for oid in sorted(st.book.open):  # its pending orders that would add go first
-                o = st.book.open[oid]
-                if (o.strategy_id, o.token) == key and held and (o.remaining > 0) == (held > 0):
-                    out += self._apply(self.venue.cancel(oid, at, f"CANCELLED: {why} exit"))
-            qty = -(held + st.book.closing(key[1], key[0], held))
+            out += self._cancel_open(  # its pending orders that would add go first
+                at, f"CANCELLED: {why} exit", _adding_to(key, held)
+            )
+            qty = self._left_to_close(key)
             self.exits.exited(key, st.targets.get(key, held))
-            if held and qty and (qty > 0) != (held > 0):
-                out += self._close(("exit", why, at), key, qty, at, f"{why}: strategy exit")
+            out += self._close(("exit", why, at), key, qty, at, f"{why}: strategy exit")
         return out
+
+    def _cancel_open(self, at: int, why: str, wanted: Callable[[Any], bool]) -> list[Any]:
+        """Cancel the open orders ``wanted`` picks (book.OpenOrder), in id order."""
+        book, out = self.state.book, list[Any]()
+        for oid in sorted(book.open):
+            if wanted(book.open[oid]):
+                out += self._apply(self.venue.cancel(oid, at, why))
+        return out
+
+    def _left_to_close(self, key: Key) -> int:
+        """The signed order that closes the strategy's position net of its closing orders
+        already out (0: nothing left, or those already cover it)."""
+        sid, token = key
+        held = self.state.book.strategy_position(sid, token)
+        qty = -(held + self.state.book.closing(token, sid, held))
+        return qty if held and qty and (qty > 0) != (held > 0) else 0
+
+
+def _adding_to(key: Key, held: int) -> Callable[[Any], bool]:
+    """Picks the open orders of ``key`` that would add to a position of ``held``."""
+
+    def adds(o: Any) -> bool:
+        return (o.strategy_id, o.token) == key and held != 0 and (o.remaining > 0) == (held > 0)
+
+    return adds

@@ -50,7 +50,6 @@ class Resting:
     """A paper order waiting for the tape."""
 
     v: ValidatedSignal
-    order_type: str
     placed_us: int
     on_mark: bool  # waits for marks: the account's own (fills there), a LIMIT left resting
     # (ends there: it fills at the ExecTick that crosses its price)
@@ -92,7 +91,7 @@ class PaperVenue:
     ) -> list[OrderEvent]:
         ts = to_us(v.timestamp)
         limit = v.signal.price if order_type == "LIMIT" and not on_mark else None
-        self.state.resting[v.order_id] = Resting(v, order_type, ts, on_mark, limit, square_off)
+        self.state.resting[v.order_id] = Resting(v, ts, on_mark, limit, square_off)
         return [orders.placed(v, None, order_type, v.signal.timestamp)]
 
     def _ends(self, r: Resting, ts: int) -> tuple[str, int] | None:
@@ -114,8 +113,7 @@ class PaperVenue:
         v = r.v
         ended = self._ends(r, ts)
         if ended is not None or price is None:
-            why, at = ended or ("CANCELLED", ts)
-            return [orders.failed(v, None, OrderStatus.CANCELLED, v.quantity, why, from_us(at))]
+            return [_cancelled(v, *(ended or ("CANCELLED", ts)))]
         charged = self._charges(v, price, ts, r.square_off)
         when, qty = from_us(ts), v.quantity
         return [orders.filled(v, None, qty, price, charged, qty, when, r.square_off)]
@@ -220,19 +218,14 @@ class PaperVenue:
     def cancel(self, order_id: str, ts: int, why: str) -> list[OrderEvent]:
         """Cancel a resting order (nothing if it already ended)."""
         r = self.state.resting.pop(order_id, None)
-        if r is None:
-            return []
-        v = r.v
-        return [orders.failed(v, None, OrderStatus.CANCELLED, v.quantity, why, from_us(ts))]
+        return [] if r is None else [_cancelled(r.v, why, ts)]
 
     def expire(self, ts: int) -> list[OrderEvent]:
         """End of the stream: whatever still rests is cancelled."""
-        out: list[OrderEvent] = []
-        for oid in sorted(self.state.resting):
-            v = self.state.resting.pop(oid).v
-            why = "CANCELLED: no tick executed it before the end of the data"
-            out.append(orders.failed(v, None, OrderStatus.CANCELLED, v.quantity, why, from_us(ts)))
-        return out
+        why = "CANCELLED: no tick executed it before the end of the data"
+        return [
+            _cancelled(self.state.resting.pop(oid).v, why, ts) for oid in sorted(self.state.resting)
+        ]
 
     def knows(self, v: ValidatedSignal) -> bool:
         return False  # the paper book is recovered with the account: a signal is never seen twice
@@ -245,3 +238,8 @@ class PaperVenue:
 
     def drain_latency(self) -> list[OrderLatency]:
         return []  # simulated: no wall-clock latency
+
+
+def _cancelled(v: ValidatedSignal, why: str, ts: int) -> OrderEvent:
+    """The order ended unfilled at ``ts`` (its whole quantity released)."""
+    return orders.failed(v, None, OrderStatus.CANCELLED, v.quantity, why, from_us(ts))
