@@ -45,7 +45,7 @@ from operators.strategies.runner import (
     run_strategies,
 )
 from operators.ticks import route_ticks
-from schemas.config import KafkaSourceConfig
+from schemas.config import AppConfig, KafkaSourceConfig
 from schemas.enums import Broker, Stage
 from schemas.events import (
     DeadLetter,
@@ -107,6 +107,20 @@ def ingest(step_id: str, flow: Dataflow, plan: Plan) -> Inputs:
     return Inputs(valid.trues, other.trues, updates, feed.trues, feed.falses)
 
 
+def _runner_options(cfg: AppConfig, session: MarketSession) -> RunnerOptions:
+    """How the paper fill model finds the ticks that execute signals (config.execution)."""
+    ex = cfg.execution
+    return RunnerOptions(
+        exec_latency_us=ex.latency_ms * 1000,
+        limit_strategies=frozenset(s.id for s in cfg.strategies if s.order_type == "LIMIT"),
+        limit_wait_us=round(ex.limit_timeout_s * US) or 86_400 * US,
+        protection=ex.market_protection / 100,
+        participation=ex.max_participation,
+        session_reset=frozenset(s.id for s in cfg.strategies if s.session_reset),
+        day_end=session.day_end,
+    )
+
+
 @operator
 def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
     """Fan out to (broker, instrument) keys, run strategies, order per broker by event time."""
@@ -116,6 +130,7 @@ def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
     strategies = build_strategies(cfg)
     session = MarketSession(cfg.session)
     max_delay_s = getattr(cfg.source, "max_delay_s", None)
+    options = _runner_options(cfg, session)
 
     def make_runner(key: str, resume: Any) -> StrategyRunner:
         broker, tok = parse_route_key(key)
@@ -125,11 +140,6 @@ def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
             if s.enabled and broker in s.brokers and tok in cfg.strategy_instruments(s)
         ]
         mark_us = round(cfg.brokers[broker].risk.mark_interval_s * US)
-        latency_us = cfg.execution.latency_ms * 1000
-        limits = frozenset(s.id for s in cfg.strategies if s.order_type == "LIMIT")
-        wait_us = round(cfg.execution.limit_timeout_s * US) or 86_400 * US
-        resets = frozenset(s.id for s in cfg.strategies if s.session_reset)
-        options = RunnerOptions(latency_us, limits, wait_us, resets, session.day_end)
         return StrategyRunner(broker, tok, mine, mark_us, window_us, resume, options)
 
     to_run, progress = route_ticks("route", batches, cfg.routes(), _brokers(plan), window_us)
@@ -182,7 +192,10 @@ def accounts(
                 return ZerodhaVenue(cfg.costs, plan.placer, setup.order_types, state)
             closes = setup.session.closes if bc.risk.enforce_session else None
             timeout_us = round(cfg.execution.limit_timeout_s * US)
-            return PaperVenue(bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us)
+            protection = cfg.execution.market_protection / 100
+            return PaperVenue(
+                bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us, protection
+            )
 
         return Account(b, bc, setup, venue, _inbox(plan, b), resume)
 

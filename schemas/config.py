@@ -286,6 +286,20 @@ class ExecutionConfig(Section):
     limit_timeout_s: float = Field(
         default=0, ge=0, description="a resting LIMIT is cancelled after this (0: at the close)"
     )
+    market_protection: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description="% beyond the signal price a MARKET order may fill (as Kite's market "
+        "protection; the rest rests at that price); 0: none",
+    )
+    max_participation: float | None = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="an order fills at most this share of the volume traded at each tick "
+        "(null: no cap)",
+    )
 
 
 class BrokerConfig(Section):

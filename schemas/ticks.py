@@ -205,7 +205,8 @@ class ExecTick:
     instrument_token: int
     price: float
     signals: tuple[str, ...]
-    cross: str | None = None  # "BUY" / "SELL": the first tick at or through their LIMIT price
+    cross: str | None = None  # "BUY" / "SELL": a tick at or through their resting price
+    volume: int = -1  # shares an order may take here (participation × traded); -1: no cap
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ def test_paper_fills_at_the_tick_after_the_signal_never_the_one_that_signalled(
     tmp_path: Path, latency_ms: int
 ) -> None:
     ticks = small_ticks(tmp_path, bad_rows=False)
-    cfg = make_config(ticks, execution={"latency_ms": latency_ms})
+    ex = {"latency_ms": latency_ms, "max_participation": None}  # fills in full
+    cfg = make_config(ticks, execution=ex)
     rows, _ = run_graph(cfg, tmp_path / "out")
     signals = {s.signal_id: s for s in rows["signals"]}
     fills = rows["fills"]

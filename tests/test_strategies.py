@@ -180,15 +180,15 @@ def test_session_reset_strategies_start_afresh_each_trading_day() -> None:
 
 
 def test_limit_searches_per_key_stay_bounded() -> None:
-    from operators.strategies.execution import MAX_CROSSING, ExecFinder, ExecState
+    from operators.strategies.execution import MAX_CROSSING, ExecFinder, ExecRules, ExecState
     from schemas.ticks import TickBatch
 
-    finder = ExecFinder(1, 0, 10**15, ExecState())
+    finder = ExecFinder(1, ExecRules(0, 10**15), ExecState())
     ts = np.arange(1, 501, dtype=np.int64) * US
     px = np.linspace(100.0, 104.99, 500, dtype=np.float64)
     rising = TickBatch(1, ts, px, np.zeros(500, dtype=np.int64), int(ts[-1]))
     for i in range(400):  # LIMIT signals on a rising tape: their buy-side searches never fill
-        finder.add(rising, i, f"s{i}", limit=True)
+        finder.add(rising, i, f"s{i}", True, "s", 10)
     finder.found(rising)
     kept = [x for x in finder.state.searching if x.kind != "next"]
     assert len(kept) == MAX_CROSSING and kept[-1].signal_id == "s399"  # the newest kept

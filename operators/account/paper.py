@@ -3,16 +3,20 @@ tick that triggered them.
 
 - A strategy's order fills at its ``ExecTick``: the instrument's first tick after the
   signal's own tick, at or after the signal time plus ``execution.latency_ms``.
-- An order the account starts itself (a flatten) fills at the instrument's first mark after
-  it (its last tick before the next mark boundary).
+- An order the account starts itself (a flatten, a square-off, an exit) fills in full at
+  the instrument's first mark after it (its last tick before the next mark boundary).
 - Fill price: that tick's price moved against the order by ``slippage_bps``, rounded
-  outward to the tick size.
-- LIMIT (at the signal price): fills at that tick only if it is at or better than the limit
-  (never beyond it); else it rests and fills at its limit at the first later tick that
-  reaches it from its side (an ExecTick with ``cross``), or is cancelled after
-  ``execution.limit_timeout_s`` (judged at marks).
-- An order whose tick falls outside the session it was placed in is cancelled, and so is
-  every order still resting at the end of the stream.
+  outward to the tick size, never beyond the order's limit.
+- Limits: a LIMIT order's price; a MARKET order's market protection (the signal price
+  moved ``execution.market_protection`` % against it, as Kite turns it into a limit).
+  A tick beyond the limit leaves the order resting: it fills at its limit at a later
+  tick that reaches it from its side (an ExecTick with ``cross``). A LIMIT is cancelled
+  after ``execution.limit_timeout_s`` (judged at marks).
+- Volume: each fill takes at most ``execution.max_participation`` of the volume traded at
+  its tick (the ExecTick's ``volume``); the rest fills at later ticks (partial fills).
+  Brokerage is capped per order across its fills.
+- An order whose tick falls outside the session it was placed in is cancelled (what is
+  left of it), and so is every order still resting at the end of the stream.
 """
 
 from __future__ import annotations
@@ -51,11 +55,16 @@ class Resting:
 
     v: ValidatedSignal
     placed_us: int
-    on_mark: bool  # waits for marks: the account's own (fills there), a LIMIT left resting
-    # (ends there: it fills at the ExecTick that crosses its price)
-    limit: float | None = None  # LIMIT orders: never filled beyond it
+    on_mark: bool  # the account's own order: fills in full at its first mark
+    limit: float | None = None  # never filled beyond it (LIMIT: its price; MARKET: protection)
     square_off: bool = False  # the broker's MIS square-off: its charge applies
-    since_us: int = -1  # marks count from here (its placing, or the tick it missed)
+    since_us: int = -1  # it rests from here (the tick it missed)
+    is_limit: bool = False  # a LIMIT order: ``limit_timeout_s`` applies
+    seen: bool = False  # its first tick came: the marks end it (close, timeout)
+    rested: bool = False  # it missed a tick: it fills only where the tape reaches its limit
+    filled: int = 0
+    turnover: float = 0.0
+    charged: Charges = field(default_factory=Charges)  # the whole order's so far (MIS)
 
 
 @dataclass
@@ -75,8 +84,10 @@ class PaperVenue:
         session_end: Callable[[int], int] | None = None,
         state: PaperState | None = None,
         limit_timeout_us: int = 0,
+        protection: float = 0.0,
     ) -> None:
         self.bps, self.costs, self.tick_sizes = slippage_bps, costs, tick_sizes
+        self.protection = protection  # MARKET orders: a fraction of the signal price
         self.limit_timeout_us = limit_timeout_us  # 0: a LIMIT rests until the session ends
         self.session_end = session_end  # µs → when that instant's session closes
         self.state = state or PaperState()
@@ -89,10 +100,26 @@ class PaperVenue:
     def send(
         self, v: ValidatedSignal, order_type: str, on_mark: bool = False, square_off: bool = False
     ) -> list[OrderEvent]:
-        ts = to_us(v.timestamp)
-        limit = v.signal.price if order_type == "LIMIT" and not on_mark else None
-        self.state.resting[v.order_id] = Resting(v, ts, on_mark, limit, square_off)
+        ts, is_limit = to_us(v.timestamp), order_type == "LIMIT" and not on_mark
+        limit = None if on_mark else v.signal.price if is_limit else self._protected(v)
+        r = Resting(v, ts, on_mark, limit, square_off, is_limit=is_limit)
+        self.state.resting[v.order_id] = r
         return [orders.placed(v, None, order_type, v.signal.timestamp)]
+
+    def _protected(self, v: ValidatedSignal) -> float | None:
+        """The price a MARKET order may not fill beyond: the signal price moved by the
+        market protection, rounded inward to the tick (None: no protection)."""
+        if self.protection <= 0:
+            return None
+        buy = SignalType(v.side) is SignalType.BUY
+        bound = v.signal.price * (1 + self.protection if buy else 1 - self.protection)
+        tick = self._tick(v.signal.instrument_token, bound)
+        steps = math.floor(bound / tick + 1e-9) if buy else math.ceil(bound / tick - 1e-9)
+        return round(steps * tick, 2) if steps > 0 else None
+
+    def _tick(self, token: int, price: float) -> float:
+        size = self.tick_sizes.get(token, 0.05)
+        return nse_tick_size(price) if size == "auto" else float(size)
 
     def _ends(self, r: Resting, ts: int) -> tuple[str, int] | None:
         """Why ``r`` can no longer fill at ``ts``, and since when, if so."""
@@ -107,30 +134,52 @@ class PaperVenue:
             )
         return None
 
-    def _fill(self, r: Resting, price: float | None, ts: int) -> list[OrderEvent]:
-        """Fill ``r`` in full at ``price`` seen at ``ts``, or cancel it (too late, or None)."""
-        del self.state.resting[r.v.order_id]
+    def _fill(self, r: Resting, price: float, ts: int, qty: int) -> list[OrderEvent]:
+        """``qty`` more of ``r`` filled at ``price`` seen at ``ts``."""
         v = r.v
-        ended = self._ends(r, ts)
-        if ended is not None or price is None:
-            return [_cancelled(v, *(ended or ("CANCELLED", ts)))]
-        charged = self._charges(v, price, ts, r.square_off)
-        when, qty = from_us(ts), v.quantity
-        return [orders.filled(v, None, qty, price, charged, qty, when, r.square_off)]
+        r.filled, r.turnover = r.filled + qty, r.turnover + qty * price
+        if r.filled >= v.quantity:
+            del self.state.resting[v.order_id]
+        charged, fee = self._charges(r, qty, price, ts)
+        when, sq = from_us(ts), r.square_off
+        return [orders.filled(v, None, qty, price, charged, r.filled, when, sq, fee)]
 
-    def _charges(self, v: ValidatedSignal, price: float, ts: int, square_off: bool) -> Charges:
-        """MIS at intraday rates; CNC across its day (operators.account.costs)."""
+    def _end(self, r: Resting, why: str, ts: int) -> list[OrderEvent]:
+        """``r`` ends unfilled (what is left of it)."""
+        del self.state.resting[r.v.order_id]
+        return [_cancelled(r.v, why, ts, r.v.quantity - r.filled)]
+
+    def _take(self, r: Resting, price: float | None, e: ExecTick) -> list[OrderEvent]:
+        """At ``e``: fill what the tick's volume allows at ``price``, or end ``r`` if its
+        time is up (or rest it: a price it misses)."""
+        ended = self._ends(r, e.ts)
+        if ended is not None:
+            return self._end(r, *ended)
+        if price is None:
+            r.rested, r.since_us = True, e.ts
+            return []
+        left = r.v.quantity - r.filled
+        qty = left if e.volume < 0 else min(left, e.volume)
+        return self._fill(r, price, e.ts, qty) if qty > 0 else []
+
+    def _charges(self, r: Resting, qty: int, price: float, ts: int) -> tuple[Charges, float]:
+        """This fill's charges and fee. MIS: the whole order's so far less what its earlier
+        fills paid (brokerage is capped per order); CNC: across its day (costs.CncDays)."""
+        v = r.v
         if Product(v.product) is not Product.CNC:
-            return charges(self.costs, v.side, v.quantity, price, Product.MIS, False, square_off)
+            whole = charges(self.costs, v.side, 1, r.turnover, Product.MIS, False, r.square_off)
+            part, fee = whole.minus(r.charged), round(whole.total - r.charged.total, 2)
+            r.charged = whole
+            return part, fee
         session = self.session_end(ts) if self.session_end is not None else ts // (86_400 * US)
         key = (session, v.signal.instrument_token)
-        return self.state.cnc.charge(self.costs, key, v.side, v.quantity, price)
+        part = self.state.cnc.charge(self.costs, key, v.side, qty, price)
+        return part, part.total
 
     def _price(self, r: Resting, tick_price: float) -> float | None:
         """What ``r`` fills at against a tick at ``tick_price`` (None: a LIMIT it misses)."""
-        size = self.tick_sizes.get(r.v.signal.instrument_token, 0.05)
         bps = self.bps / 1e4 if SignalType(r.v.side) is SignalType.BUY else -self.bps / 1e4
-        tick = nse_tick_size(tick_price * (1 + bps)) if size == "auto" else float(size)
+        tick = self._tick(r.v.signal.instrument_token, tick_price * (1 + bps))
         px = slipped_price(tick_price, r.v.side, self.bps, tick)
         band = self.bands(r.v.signal.instrument_token)
         if band is not None:  # inside the band, on the tick grid
@@ -148,34 +197,31 @@ class PaperVenue:
 
     def on_exec(self, e: ExecTick) -> list[OrderEvent]:
         """A tick that executes the orders of ``e.signals`` (those the account placed): the
-        next tick (a LIMIT it does not reach goes on resting), or one that crosses a
-        resting LIMIT from its side (it fills at its limit)."""
+        next tick (and, under a volume cap, the ticks after it) fills what is inside the
+        order's limit, else the order rests; a tick that reaches a resting order's limit
+        from its side (``cross``) fills it there."""
         out: list[OrderEvent] = []
         for sid in e.signals:
             r = self.state.resting.get(content_id("ord", sid))
-            if r is None or (r.limit is None and r.on_mark):
+            if r is None or r.on_mark:
                 continue  # ended, or the account's own (filled at marks)
             if e.cross is not None:
-                if r.on_mark and e.cross == SignalType(r.v.side).value and e.ts > r.since_us:
-                    out += self._fill(r, r.limit, e.ts)
-                continue
-            if r.on_mark:
-                continue  # already missed its next tick
-            price = self._price(r, e.price)
-            if price is not None or self._ends(r, e.ts) is not None:
-                out += self._fill(r, price, e.ts)
-            else:
-                r.on_mark, r.since_us = True, e.ts
+                side = SignalType(r.v.side).value
+                if r.rested and e.cross == side and e.ts > r.since_us:
+                    out += self._take(r, r.limit, e)
+            elif not r.rested:
+                r.seen = True
+                out += self._take(r, self._price(r, e.price), e)
         return out
 
     def waiting(self) -> bool:
-        """Some order waits for marks (the account's own, or a LIMIT left resting)."""
-        return bool(self.state.resting) and any(r.on_mark for r in self.state.resting.values())
+        """Some order waits for marks (the account's own to fill; others to end)."""
+        return any(r.on_mark or r.seen for r in self.state.resting.values())
 
     def _first(self, r: Resting, times: I64, tokens: I64, prices: F64) -> int | None:
         """Index of the first mark (time-sorted) that fills or ends waiting order ``r``."""
         mine = (tokens == r.v.signal.instrument_token) & (times > max(r.placed_us, r.since_us))
-        hit = mine if r.limit is None else np.zeros(len(times), dtype=bool)  # LIMIT: ends only
+        hit = mine if r.on_mark else np.zeros(len(times), dtype=bool)  # others: end only
         ends = [t for t in (self._close_after(r), self._expiry(r)) if t is not None]
         if ends:
             hit = hit | (mine & (times >= min(ends)))
@@ -187,7 +233,7 @@ class PaperVenue:
         return close if close is not None and r.placed_us < close else None
 
     def _expiry(self, r: Resting) -> int | None:
-        if r.limit is None or not self.limit_timeout_us:
+        if not r.is_limit or not self.limit_timeout_us:
             return None
         return r.placed_us + self.limit_timeout_us + 1
 
@@ -198,33 +244,39 @@ class PaperVenue:
         return min(found) if found else None
 
     def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
-        """Waiting orders the marks (time-sorted) fill (the account's own, at their first
-        mark) or end (session close, LIMIT timeout)."""
+        """Waiting orders the marks (time-sorted) fill (the account's own, in full at their
+        first mark) or end (session close, LIMIT timeout)."""
         out: list[OrderEvent] = []
         for r in self._waiting():
             i = self._first(r, times, tokens, prices)
             if i is None:
                 continue
-            p = float(prices[i])
-            out += self._fill(r, self._price(r, p) if r.limit is None else None, int(times[i]))
+            ts, ended = int(times[i]), self._ends(r, int(times[i]))
+            price = self._price(r, float(prices[i])) if r.on_mark else None
+            if ended is not None or price is None:
+                out += self._end(r, *(ended or ("CANCELLED", ts)))
+            else:
+                out += self._fill(r, price, ts, r.v.quantity)
         return out
 
     def _waiting(self) -> list[Resting]:
         return sorted(
-            (r for r in self.state.resting.values() if r.on_mark),
+            (r for r in self.state.resting.values() if r.on_mark or r.seen),
             key=lambda r: (r.placed_us, r.v.order_id),
         )
 
     def cancel(self, order_id: str, ts: int, why: str) -> list[OrderEvent]:
         """Cancel a resting order (nothing if it already ended)."""
-        r = self.state.resting.pop(order_id, None)
-        return [] if r is None else [_cancelled(r.v, why, ts)]
+        r = self.state.resting.get(order_id)
+        return [] if r is None else self._end(r, why, ts)
 
     def expire(self, ts: int) -> list[OrderEvent]:
         """End of the stream: whatever still rests is cancelled."""
         why = "CANCELLED: no tick executed it before the end of the data"
         return [
-            _cancelled(self.state.resting.pop(oid).v, why, ts) for oid in sorted(self.state.resting)
+            e
+            for oid in sorted(self.state.resting)
+            for e in self._end(self.state.resting[oid], why, ts)
         ]
 
     def knows(self, v: ValidatedSignal) -> bool:
@@ -240,6 +292,6 @@ class PaperVenue:
         return []  # simulated: no wall-clock latency
 
 
-def _cancelled(v: ValidatedSignal, why: str, ts: int) -> OrderEvent:
-    """The order ended unfilled at ``ts`` (its whole quantity released)."""
-    return orders.failed(v, None, OrderStatus.CANCELLED, v.quantity, why, from_us(ts))
+def _cancelled(v: ValidatedSignal, why: str, ts: int, unfilled: int) -> OrderEvent:
+    """The order ended at ``ts`` with ``unfilled`` left (released)."""
+    return orders.failed(v, None, OrderStatus.CANCELLED, unfilled, why, from_us(ts))

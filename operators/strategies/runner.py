@@ -18,7 +18,7 @@ from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
 from operators.strategies.api import Signal, Tick, TickStrategy, VectorStrategy
-from operators.strategies.execution import ExecFinder, ExecState
+from operators.strategies.execution import ExecFinder, ExecRules, ExecState
 from operators.ticks import boundary_marks, dead_letter, window_counts
 from schemas.enums import Broker, DeadLetterReason
 from schemas.events import DeadLetter, TradingSignal
@@ -69,12 +69,16 @@ class RunnerOptions:
 
     ``exec_latency_us``: find the ticks that execute the signals in a simulated venue (None:
     the venue fills itself); ``limit_strategies`` trade LIMIT orders, searched for
-    ``limit_wait_us`` at most; ``session_reset`` strategies forget their state at each new
+    ``limit_wait_us`` at most; MARKET orders within ``protection`` (a fraction of the
+    signal price); each fill at most ``participation`` of the volume traded at a tick (None:
+    no cap); ``session_reset`` strategies forget their state at each new
     trading day (``day_end``: µs → the end of that instant's local day)."""
 
     exec_latency_us: int | None = None
     limit_strategies: frozenset[str] = frozenset()
     limit_wait_us: int = 86_400 * US
+    protection: float = 0.0
+    participation: float | None = None
     session_reset: frozenset[str] = frozenset()
     day_end: Callable[[int], int] | None = None
 
@@ -101,11 +105,11 @@ class StrategyRunner:
         self.options = options
         self.limit_strategies = options.limit_strategies
         self.finder = (
-            ExecFinder(token, options.exec_latency_us, options.limit_wait_us, self.state.execs)
+            ExecFinder(token, _rules(options), self.state.execs)
             if options.exec_latency_us is not None
             else None
         )
-        self._fired: list[tuple[int, str, str]] = []  # this batch: (index, signal, strategy)
+        self._fired: list[tuple[int, str, str, int]] = []  # (index, signal, strategy, target)
 
     def _signal(self, sid: str, target: int, i: int, b: TickBatch, why: str) -> TradingSignal:
         seq = self.state.seen + i
@@ -121,7 +125,7 @@ class StrategyRunner:
             timestamp=from_us(ts),
             reason=why,
         )
-        self._fired.append((i, sig.signal_id, sid))
+        self._fired.append((i, sig.signal_id, sid, target))
         return sig
 
     def _execs(self, b: TickBatch) -> tuple[ExecTick, ...]:
@@ -130,8 +134,8 @@ class StrategyRunner:
         fired, self._fired = self._fired, []
         if self.finder is None:
             return ()
-        for i, sig_id, sid in fired:
-            self.finder.add(b, i, sig_id, sid in self.limit_strategies)
+        for i, sig_id, sid, target in fired:
+            self.finder.add(b, i, sig_id, sid in self.limit_strategies, sid, target)
         return self.finder.found(b)
 
     def _vector(
@@ -281,6 +285,10 @@ class StrategyRunner:
             tuple(d for _, d in failures),
             execs,
         )
+
+
+def _rules(o: RunnerOptions) -> ExecRules:
+    return ExecRules(o.exec_latency_us or 0, o.limit_wait_us, o.protection, o.participation)
 
 
 def _by_day(b: TickBatch, day_end: Callable[[int], int]) -> list[TickBatch]:
