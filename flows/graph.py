@@ -112,7 +112,9 @@ def _runner_options(cfg: AppConfig, session: MarketSession) -> RunnerOptions:
     ex = cfg.execution
     return RunnerOptions(
         exec_latency_us=ex.latency_ms * 1000,
-        limit_strategies=frozenset(s.id for s in cfg.strategies if s.order_type == "LIMIT"),
+        order_types={s.id: s.order_type for s in cfg.strategies},
+        stop_offsets=cfg.stop_offsets(),
+        tick_size={i.instrument_token: i.tick_size for i in cfg.instruments},
         limit_wait_us=round(ex.limit_timeout_s * US) or 86_400 * US,
         protection=ex.market_protection / 100,
         participation=ex.max_participation,
@@ -176,12 +178,14 @@ def accounts(
         universe=tuple(i.instrument_token for i in cfg.instruments),
         products={s.id: s.product for s in cfg.strategies},
         circuits={i.instrument_token: i.circuit_pct for i in cfg.instruments if i.circuit_pct},
+        stops=cfg.stop_offsets(),
+        tick_sizes={i.instrument_token: i.tick_size for i in cfg.instruments},
         exits={
             s.id: ExitRule(s.stop_loss_pct, s.take_profit_pct, s.trailing_stop_pct)
             for s in cfg.strategies
         },
     )
-    ticks = {i.instrument_token: i.tick_size for i in cfg.instruments}
+    ticks = setup.tick_sizes
 
     def make(key: str, resume: Any) -> Account:
         b = Broker(key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 # NSE cash market, from 15 April 2025: (price up to, tick size); above the last: 5.00
 NSE_TICK_BANDS: tuple[tuple[float, float], ...] = (
     (250.0, 0.01),
@@ -20,3 +22,12 @@ def nse_tick_size(price: float) -> float:
         if price <= upto:
             return tick
     return NSE_TOP_TICK
+
+
+def stop_trigger(price: float, buy: bool, offset_bps: float, tick: float | str) -> float:
+    """The trigger of a stop order (SL / SL-M) for a signal at ``price``: ``offset_bps``
+    beyond it in the order's direction (a buy above, a sell below), outward to the tick."""
+    raw = price * (1 + offset_bps / 1e4) if buy else price * (1 - offset_bps / 1e4)
+    size = nse_tick_size(raw) if tick == "auto" else float(tick)
+    steps = math.ceil(raw / size - 1e-9) if buy else max(1, math.floor(raw / size + 1e-9))
+    return round(steps * size, 2)

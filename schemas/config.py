@@ -316,7 +316,14 @@ class StrategyConfig(Section):
     brokers: list[Broker] = Field(min_length=1)
     params: dict[str, Any] = {}
     enabled: bool = True
-    order_type: Literal["MARKET", "LIMIT"] = "MARKET"
+    order_type: Literal["MARKET", "LIMIT", "SL", "SL-M"] = "MARKET"
+    stop_offset_bps: float | None = Field(
+        default=None,
+        gt=0,
+        le=5_000,
+        description="SL / SL-M: the trigger this far beyond the signal price (a buy above, a "
+        "sell below); SL's limit is its trigger",
+    )
     product: Product = Field(
         default=Product.MIS, description="MIS: intraday, squared off at the cut-off; CNC: delivery"
     )
@@ -341,6 +348,8 @@ class StrategyConfig(Section):
     def _one_kind(self) -> StrategyConfig:
         if (self.type is None) == (self.class_path is None):
             raise ValueError("set exactly one of 'type' or 'class'")
+        if self.order_type in ("SL", "SL-M") and self.stop_offset_bps is None:
+            raise ValueError(f"stop_offset_bps: required for order_type {self.order_type}")
         return self
 
 
@@ -446,6 +455,14 @@ class AppConfig(Section):
 
     def control_by_redis(self) -> bool:
         return self.control.redis if self.control.redis is not None else self.is_live()
+
+    def stop_offsets(self) -> dict[str, float]:
+        """SL / SL-M strategies: the trigger's offset (bps) from the signal price."""
+        return {
+            s.id: s.stop_offset_bps
+            for s in self.strategies
+            if s.order_type in ("SL", "SL-M") and s.stop_offset_bps is not None
+        }
 
     def strategy_instruments(self, s: StrategyConfig) -> list[int]:
         if s.instruments == "all":

@@ -99,6 +99,7 @@ class OrderRequest(Model):
     side: SignalType
     quantity: int = Field(gt=0)
     product: Product = Product.MIS
+    trigger_price: float | None = None  # SL / SL-M: the price that activates the order
 
 
 class ValidatedSignal(OrderRequest):

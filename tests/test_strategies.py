@@ -188,7 +188,7 @@ def test_limit_searches_per_key_stay_bounded() -> None:
     px = np.linspace(100.0, 104.99, 500, dtype=np.float64)
     rising = TickBatch(1, ts, px, np.zeros(500, dtype=np.int64), int(ts[-1]))
     for i in range(400):  # LIMIT signals on a rising tape: their buy-side searches never fill
-        finder.add(rising, i, f"s{i}", True, "s", 10)
+        finder.add(rising, i, f"s{i}", "s", 10, "LIMIT")
     finder.found(rising)
     kept = [x for x in finder.state.searching if x.kind != "next"]
     assert len(kept) == MAX_CROSSING and kept[-1].signal_id == "s399"  # the newest kept

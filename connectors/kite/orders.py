@@ -155,6 +155,10 @@ class KiteOrders:
         )
         if order_type == "LIMIT":
             params["price"] = s.price
+        if order_type in ("SL", "SL-M"):
+            params["trigger_price"] = v.trigger_price
+        if order_type == "SL":
+            params["price"] = v.trigger_price  # its limit is its trigger
         if order_type in ("MARKET", "SL-M"):
             params["market_protection"] = self.cfg.market_protection
         if self.cfg.algo_id:

@@ -26,6 +26,7 @@ from operators.account.rates import RateState
 from operators.account.risk import Request, RiskChecks
 from operators.account.trading import TradingControl, TradingStatus, Verdict
 from operators.keyed import stateful_by_key
+from operators.market import stop_trigger
 from schemas.config import BrokerConfig, CostModel
 from schemas.enums import Broker, Product, SignalType
 from schemas.events import (
@@ -139,6 +140,8 @@ class AccountSetup:
     products: Mapping[str, Product] = field(default_factory=dict)  # by strategy; MIS if absent
     exits: Mapping[str, ExitRule] = field(default_factory=dict)  # by strategy
     circuits: Mapping[int, float] = field(default_factory=dict)  # % band by instrument
+    stops: Mapping[str, float] = field(default_factory=dict)  # SL / SL-M: offset bps by strategy
+    tick_sizes: Mapping[int, float | str] = field(default_factory=dict)  # by instrument
 
 
 class Account(Closing, MarkRuns):
@@ -285,6 +288,10 @@ class Account(Closing, MarkRuns):
         req = Request(s, side, abs(diff), kind, ts, self._product(s.strategy_id), self.band(token))
         found = self.risk.check(req, st.book, self.trading.state)
         fields = self._request(s, side, abs(diff))
+        offset = self.setup.stops.get(s.strategy_id)
+        if offset is not None:
+            tick = self.setup.tick_sizes.get(token, 0.05)
+            fields["trigger_price"] = stop_trigger(s.price, side is SignalType.BUY, offset, tick)
         if not found:
             v = ValidatedSignal(event_id=content_id("val", s.signal_id), **fields)
             return out + self._send(v)

@@ -59,7 +59,10 @@ class Resting:
     limit: float | None = None  # never filled beyond it (LIMIT: its price; MARKET: protection)
     square_off: bool = False  # the broker's MIS square-off: its charge applies
     since_us: int = -1  # it rests from here (the tick it missed)
-    is_limit: bool = False  # a LIMIT order: ``limit_timeout_s`` applies
+    is_limit: bool = False  # a LIMIT or stop order: ``limit_timeout_s`` applies
+    trigger: float | None = None  # SL / SL-M: inactive until the tape reaches it
+    stop_market: bool = False  # SL-M: a protected market order once triggered
+    triggered: bool = False
     seen: bool = False  # its first tick came: the marks end it (close, timeout)
     rested: bool = False  # it missed a tick: it fills only where the tape reaches its limit
     filled: int = 0
@@ -101,18 +104,25 @@ class PaperVenue:
         self, v: ValidatedSignal, order_type: str, on_mark: bool = False, square_off: bool = False
     ) -> list[OrderEvent]:
         ts, is_limit = to_us(v.timestamp), order_type == "LIMIT" and not on_mark
-        limit = None if on_mark else v.signal.price if is_limit else self._protected(v)
-        r = Resting(v, ts, on_mark, limit, square_off, is_limit=is_limit)
+        stop = order_type in ("SL", "SL-M") and not on_mark and v.trigger_price is not None
+        if stop:  # SL: a limit at its trigger; SL-M: protected from the triggering price
+            limit = v.trigger_price if order_type == "SL" else None
+        else:
+            limit = None if on_mark else v.signal.price if is_limit else self._protected(v)
+        r = Resting(v, ts, on_mark, limit, square_off, is_limit=is_limit or stop)
+        if stop:
+            r.trigger, r.stop_market, r.seen = v.trigger_price, order_type == "SL-M", True
         self.state.resting[v.order_id] = r
         return [orders.placed(v, None, order_type, v.signal.timestamp)]
 
-    def _protected(self, v: ValidatedSignal) -> float | None:
-        """The price a MARKET order may not fill beyond: the signal price moved by the
-        market protection, rounded inward to the tick (None: no protection)."""
+    def _protected(self, v: ValidatedSignal, price: float | None = None) -> float | None:
+        """The price a MARKET order may not fill beyond: ``price`` (default: the signal
+        price) moved by the market protection, rounded inward to the tick (None: none)."""
         if self.protection <= 0:
             return None
         buy = SignalType(v.side) is SignalType.BUY
-        bound = v.signal.price * (1 + self.protection if buy else 1 - self.protection)
+        price = v.signal.price if price is None else price
+        bound = price * (1 + self.protection if buy else 1 - self.protection)
         tick = self._tick(v.signal.instrument_token, bound)
         steps = math.floor(bound / tick + 1e-9) if buy else math.ceil(bound / tick - 1e-9)
         return round(steps * tick, 2) if steps > 0 else None
@@ -205,6 +215,9 @@ class PaperVenue:
             r = self.state.resting.get(content_id("ord", sid))
             if r is None or r.on_mark:
                 continue  # ended, or the account's own (filled at marks)
+            if r.trigger is not None and not r.triggered:
+                self._trigger(r, e)
+                continue
             if e.cross is not None:
                 side = SignalType(r.v.side).value
                 if r.rested and e.cross == side and e.ts > r.since_us:
@@ -213,6 +226,14 @@ class PaperVenue:
                 r.seen = True
                 out += self._take(r, self._price(r, e.price), e)
         return out
+
+    def _trigger(self, r: Resting, e: ExecTick) -> None:
+        """A stop order's trigger tick: it becomes active from the next tick (an SL-M a
+        market order protected from this price)."""
+        if e.cross == f"STOP_{SignalType(r.v.side).value}" and e.ts > r.placed_us:
+            r.triggered = True
+            if r.stop_market:
+                r.limit = self._protected(r.v, e.price)
 
     def waiting(self) -> bool:
         """Some order waits for marks (the account's own to fill; others to end)."""

@@ -33,10 +33,11 @@ class Search:
     due: int  # µs: not before
     signal_id: str
     after: int  # in the batch it was made in: the first index allowed (carried: 0)
-    kind: str  # "next", "BUY", "SELL"
+    kind: str  # "next", "BUY", "SELL", "STOP_BUY", "STOP_SELL"
     limit: float = 0.0
     need: float = 0.0  # shares of volume still to find (participation); 0: one tick
-    cap: float = 0.0  # "next" of a MARKET order: its protection as a fraction (0: none)
+    cap: float = 0.0  # "next" of a MARKET order: its protection as a fraction (0: none);
+    # a stop: that of the market order it becomes (SL-M), -1 for a limit (SL)
     started: bool = False  # "next": its first tick was found (later ones continue it)
 
 
@@ -66,21 +67,34 @@ class ExecFinder:
         self._found: dict[tuple[int, str], list[str]] = {}
 
     def add(
-        self, b: TickBatch, i: int, signal_id: str, limit: bool, strategy: str, target: int
+        self,
+        b: TickBatch,
+        i: int,
+        signal_id: str,
+        strategy: str,
+        target: int,
+        order_type: str = "MARKET",
+        triggers: tuple[float, float] | None = None,
     ) -> None:
-        """Signal ``signal_id`` of ``strategy`` (to ``target``) fired at tick ``i`` of ``b``
-        (``limit``: a LIMIT strategy)."""
+        """Signal ``signal_id`` of ``strategy`` (to ``target``) fired at tick ``i`` of
+        ``b``; an SL / SL-M order waits for its trigger (``triggers``: a buy's, a sell's)."""
         r = self.rules
         due, price = int(b.ts[i]) + r.latency_us, float(b.price[i])
         need = 0.0
         if r.participation is not None:
             need = float(abs(target) + abs(self.state.targets.get(strategy, 0)))
         self.state.targets[strategy] = target
-        cap = 0.0 if limit else r.protection
-        self.state.searching.append(Search(due, signal_id, i + 1, "next", price, need, cap))
+        add = self.state.searching.append
+        if triggers is not None:  # "STOP_BUY" / "STOP_SELL": then a market or a limit order
+            cap = r.protection if order_type == "SL-M" else -1.0
+            add(Search(due, signal_id, i + 1, "STOP_BUY", triggers[0], need, cap))
+            add(Search(due, signal_id, i + 1, "STOP_SELL", triggers[1], need, cap))
+            return
+        limit = order_type == "LIMIT"
+        add(Search(due, signal_id, i + 1, "next", price, need, 0.0 if limit else r.protection))
         if limit:
             for side in ("BUY", "SELL"):
-                self.state.searching.append(Search(due, signal_id, i + 1, side, price, need))
+                add(Search(due, signal_id, i + 1, side, price, need))
 
     def found(self, b: TickBatch) -> tuple[ExecTick, ...]:
         """ExecTicks in ``b`` for every search it satisfies; the others wait (or lapse)."""
@@ -121,6 +135,10 @@ class ExecFinder:
         hits = self._hits(b, s)
         if not len(hits):
             return False, []
+        if s.kind.startswith("STOP_"):
+            j = int(hits[0])
+            self._found.setdefault((j, s.kind), []).append(s.signal_id)
+            return True, _triggered(b, s, j)
         first = s.kind == "next" and not s.started
         s.started = True
         if allowed is None or s.need <= 0:
@@ -160,7 +178,8 @@ class ExecFinder:
             first = idx == start if not s.started else np.zeros(len(idx), dtype=bool)
             return idx[first | (b.ts[idx] <= until)]
         px = b.price[start:]
-        idx = start + np.flatnonzero(px <= s.limit if s.kind == "BUY" else px >= s.limit)
+        up = s.kind in ("SELL", "STOP_BUY")  # a resting sell, a buy stop: reached from below
+        idx = start + np.flatnonzero(px >= s.limit if up else px <= s.limit)
         return idx[b.ts[idx] <= until]
 
     def _allowed(self, b: TickBatch) -> F64 | None:
@@ -173,6 +192,18 @@ class ExecFinder:
         traded = np.where(vol < before, vol, vol - before)  # a drop: a new day's count
         traded = np.where(before < 0, vol, traded)
         return np.where(vol < 0, math.inf, np.floor(part * traded + 1e-9))
+
+
+def _triggered(b: TickBatch, s: Search, j: int) -> list[Search]:
+    """A stop triggered at tick ``j``: from the next tick it is a market order protected
+    from the triggering price (SL-M) or a limit at its trigger (SL)."""
+    at, side = int(b.ts[j]), s.kind.removeprefix("STOP_")
+    if s.cap >= 0:
+        return [Search(at, s.signal_id, j + 1, "next", float(b.price[j]), s.need, s.cap)]
+    return [
+        Search(at, s.signal_id, j + 1, "next", s.limit, s.need),
+        Search(at, s.signal_id, j + 1, side, s.limit, s.need),
+    ]
 
 
 def _next_first(item: tuple[tuple[int, str], list[str]]) -> tuple[int, int, str]:

@@ -8,7 +8,7 @@ becomes a dead letter (``STRATEGY_ERROR``); the other strategies go on.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
+from operators.market import stop_trigger
 from operators.strategies.api import Signal, Tick, TickStrategy, VectorStrategy
 from operators.strategies.execution import ExecFinder, ExecRules, ExecState
 from operators.ticks import boundary_marks, dead_letter, window_counts
@@ -68,14 +69,17 @@ class RunnerOptions:
     """How a key's signals are executed and its strategies' sessions kept.
 
     ``exec_latency_us``: find the ticks that execute the signals in a simulated venue (None:
-    the venue fills itself); ``limit_strategies`` trade LIMIT orders, searched for
+    the venue fills itself); ``order_types`` by strategy (MARKET if absent; SL / SL-M
+    trigger ``stop_offsets`` bps beyond the signal price on ``tick_size``), searched for
     ``limit_wait_us`` at most; MARKET orders within ``protection`` (a fraction of the
     signal price); each fill at most ``participation`` of the volume traded at a tick (None:
     no cap); ``session_reset`` strategies forget their state at each new
     trading day (``day_end``: µs → the end of that instant's local day)."""
 
     exec_latency_us: int | None = None
-    limit_strategies: frozenset[str] = frozenset()
+    order_types: Mapping[str, str] = field(default_factory=dict)
+    stop_offsets: Mapping[str, float] = field(default_factory=dict)
+    tick_size: Mapping[int, float | str] = field(default_factory=dict)
     limit_wait_us: int = 86_400 * US
     protection: float = 0.0
     participation: float | None = None
@@ -103,7 +107,6 @@ class StrategyRunner:
         self.window_us = window_us
         self.state = state if state is not None else KeyState()
         self.options = options
-        self.limit_strategies = options.limit_strategies
         self.finder = (
             ExecFinder(token, _rules(options), self.state.execs)
             if options.exec_latency_us is not None
@@ -134,8 +137,15 @@ class StrategyRunner:
         fired, self._fired = self._fired, []
         if self.finder is None:
             return ()
+        opts = self.options
         for i, sig_id, sid, target in fired:
-            self.finder.add(b, i, sig_id, sid in self.limit_strategies, sid, target)
+            kind = opts.order_types.get(sid, "MARKET")
+            triggers = None
+            if kind in ("SL", "SL-M"):
+                off, tick = opts.stop_offsets[sid], opts.tick_size.get(self.token, 0.05)
+                px = float(b.price[i])
+                triggers = (stop_trigger(px, True, off, tick), stop_trigger(px, False, off, tick))
+            self.finder.add(b, i, sig_id, sid, target, kind, triggers)
         return self.finder.found(b)
 
     def _vector(

@@ -1,0 +1,77 @@
+"""SL and SL-M orders in paper: inactive until the tape reaches the trigger
+(``stop_offset_bps`` beyond the signal price), then a protected market order (SL-M) or a
+limit at the trigger (SL), filled from the tick after the one that triggered them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.config import ConfigError, parse_config
+from tests.support import INSTRUMENTS, T, config_dict, make_config, run_graph
+
+START = T + timedelta(minutes=90)  # 11:00 IST
+
+
+def _tape(path: Path, prices: list[float]) -> Path:
+    """One instrument, a tick every 10 s, ample volume."""
+    n, tok = len(prices), INSTRUMENTS[0][0]
+    table = pa.table({
+        "instrument_token": pa.array([tok] * n, pa.int64()),
+        "timestamp": pa.array([START + timedelta(seconds=10 * i) for i in range(n)],
+                              pa.timestamp("us", "UTC")),
+        "last_price": pa.array(prices, pa.float64()),
+        "volume": pa.array([1000 * (i + 1) for i in range(n)], pa.int64()),
+    })  # fmt: skip
+    path.mkdir()
+    pq.write_table(table, path / "ticks.parquet")
+    return path
+
+
+def _buyer(order_type: str, **extra: Any) -> dict[str, Any]:
+    return {"id": "c", "class": "tests.support:CountingStrategy",
+            "instruments": [INSTRUMENTS[0][0]], "brokers": ["paper"],
+            "params": {"at": 3, "quantity": 5}, "order_type": order_type, **extra}  # fmt: skip
+
+
+def _run(tmp_path: Path, prices: list[float], order_type: str) -> dict[str, list[Any]]:
+    ticks = _tape(tmp_path / "t", prices)
+    cfg = make_config(ticks, strategies=[_buyer(order_type, stop_offset_bps=100)])
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    return rows
+
+
+def test_an_sl_m_buy_waits_for_its_trigger_then_fills_at_the_next_tick(tmp_path: Path) -> None:
+    # signal at 100.00; trigger 1% above: 101.00; 100.5 does not reach it, 101.2 does
+    rows = _run(tmp_path, [100.0, 100.0, 100.0, 100.5, 101.2, 101.4, 101.3], "SL-M")
+    (placed,) = rows["orders"]
+    assert placed.order_type == "SL-M"
+    (fill,) = rows["fills"]
+    assert fill.timestamp == START + timedelta(seconds=50)  # the tick after the trigger
+    assert fill.fill_price == 101.45  # 101.4 + 2 bps, up to the 0.05 tick
+
+
+def test_an_sl_buy_becomes_a_limit_at_its_trigger(tmp_path: Path) -> None:
+    # triggered at 101.2; 101.4 is above its 101.00 limit: it rests; 100.9 fills it at 101
+    rows = _run(tmp_path, [100.0, 100.0, 100.0, 100.5, 101.2, 101.4, 101.1, 100.9], "SL")
+    (fill,) = rows["fills"]
+    assert fill.timestamp == START + timedelta(seconds=70)
+    assert fill.fill_price == 101.0
+
+
+def test_a_stop_the_tape_never_reaches_is_cancelled_not_filled(tmp_path: Path) -> None:
+    rows = _run(tmp_path, [100.0, 100.0, 100.0, 100.5, 100.9, 99.0], "SL-M")
+    assert rows["fills"] == []
+    (ended,) = rows["order_failures"]
+    assert ended.status == "CANCELLED" and ended.quantity == 5
+
+
+def test_a_stop_order_without_its_offset_is_refused_naming_the_field(tmp_path: Path) -> None:
+    raw = config_dict(tmp_path, strategies=[_buyer("SL-M")])
+    with pytest.raises(ConfigError, match="stop_offset_bps"):
+        parse_config(raw, Path("."))
