@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators.ticks import MISSING_TS, RawTicks, TradingDays, validate
-from schemas.arrow import REQUIRED_TICK_COLUMNS, TS_TYPE
+from schemas.arrow import DEPTH_FIELDS, REQUIRED_TICK_COLUMNS, TS_TYPE, read_depth
 from schemas.events import DeadLetter
-from schemas.ticks import TickBatch
+from schemas.ticks import Depth, TickBatch
 
 log = logging.getLogger("alpha_panda.replay")
 
@@ -56,6 +56,10 @@ def list_files(path: str | Path) -> list[Path]:
         missing = [c for c in REQUIRED_TICK_COLUMNS if c not in names]
         if missing:
             raise ValueError(f"source.path: {f} lacks column(s) {missing}")
+        depth = [c for c in DEPTH_FIELDS.names if c in names]
+        if depth and len(depth) < len(DEPTH_FIELDS):
+            lacks = [c for c in DEPTH_FIELDS.names if c not in names]
+            raise ValueError(f"source.path: {f} has depth column(s) {depth} but not {lacks}")
     return files
 
 
@@ -89,6 +93,7 @@ class _FileData:
     raw_ts: list[Any] | None
     max_ts: int
     groups: dict[int, np.ndarray]  # token → its row indices, in file order
+    depth: Depth | None = None
 
 
 def _column(col: pa.ChunkedArray, typ: pa.DataType, fill: Any) -> np.ndarray:
@@ -127,7 +132,11 @@ def _read(path: Path) -> _FileData:
         vol = np.full(len(tok), -1, dtype=np.int64)
     groups = group_rows(tok)
     max_ts = int(ts.max()) if len(ts) else MISSING_TS  # MISSING_TS is the int64 minimum
-    data = _FileData(tok, ts, price, vol, raw_ts, max_ts, groups)
+    try:
+        depth = read_depth(t)
+    except ValueError as e:
+        raise ValueError(f"source.path: {path}: {e}") from None
+    data = _FileData(tok, ts, price, vol, raw_ts, max_ts, groups, depth)
     _CACHE.clear()
     _CACHE[path] = data
     return data
@@ -188,6 +197,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
             price=d.price[idx],
             volume=d.volume[idx],
             raw_ts=[d.raw_ts[i] for i in idx.tolist()] if d.raw_ts is not None else None,
+            depth=d.depth.take(idx) if d.depth is not None else None,
         )
         last = self.state.last_ts.get(token, MISSING_TS)
         batch, dead, new_last = validate(raw, self.known, last, self.trading)

@@ -16,7 +16,16 @@ from schemas.enums import Broker, DeadLetterReason
 from schemas.events import DeadLetter
 from schemas.ids import content_id
 from schemas.keys import route_key
-from schemas.ticks import F64, I64, Marks, StrategyOutput, TickBatch, WindowCounts, from_us
+from schemas.ticks import (
+    F64,
+    I64,
+    Depth,
+    Marks,
+    StrategyOutput,
+    TickBatch,
+    WindowCounts,
+    from_us,
+)
 
 MISSING_TS = np.iinfo(np.int64).min
 MIN_PRICE = 0.01  # one paisa: prices are handled in integer paise
@@ -36,6 +45,7 @@ class RawTicks:
     raw_ts: Sequence[Any] | None = None  # original timestamp values, for dead letters
     raw_records: Sequence[bytes] | None = None  # records as received (UTF-8 Kafka messages)
     recv: I64 | None = None  # live sources: wall-clock receipt time (µs) per row
+    depth: Depth | None = None  # the book at each row, when the source carries it
 
 
 def _dead(
@@ -154,6 +164,7 @@ def validate(
         volume=raw.volume[ok],
         watermark=new_last,
         recv=raw.recv[ok] if raw.recv is not None else None,
+        depth=raw.depth.take(ok) if raw.depth is not None else None,
     )
     return batch, dead, new_last
 

@@ -36,6 +36,39 @@ def universe_id(sorted_tokens: I64) -> int:
     return int.from_bytes(digest.digest()[:8], "big") or 1
 
 
+DEPTH_LEVELS = 5  # Kite ``full`` mode: five levels a side
+
+
+@dataclass(frozen=True)
+class Depth:
+    """The order book's best levels at each tick, best first, shape (ticks, DEPTH_LEVELS):
+    prices (NaN where absent) and quantities (0 where absent)."""
+
+    bid_price: F64
+    bid_qty: I64
+    ask_price: F64
+    ask_qty: I64
+
+    def take(self, rows: npt.NDArray[np.bool_] | npt.NDArray[np.int64] | slice) -> Depth:
+        """The rows ``rows`` (a mask, indexes or a slice)."""
+        return Depth(self.bid_price[rows], self.bid_qty[rows], self.ask_price[rows],
+                     self.ask_qty[rows])  # fmt: skip
+
+    def levels(self, row: int, asks: bool) -> tuple[tuple[float, int], ...]:
+        """One side of one tick: (price, quantity) of each level with both, best first."""
+        price, qty = (self.ask_price, self.ask_qty) if asks else (self.bid_price, self.bid_qty)
+        return tuple(
+            (float(p), int(q))
+            for p, q in zip(price[row].tolist(), qty[row].tolist(), strict=True)
+            if q > 0 and p == p and p > 0
+        )
+
+    @classmethod
+    def empty(cls, n: int) -> Depth:
+        price, qty = np.full((n, DEPTH_LEVELS), np.nan), np.zeros((n, DEPTH_LEVELS), np.int64)
+        return cls(price, qty, price.copy(), qty.copy())
+
+
 @dataclass(frozen=True)
 class TickBatch:
     """Valid ticks of one instrument, in time order.
@@ -49,6 +82,7 @@ class TickBatch:
     volume: I64
     watermark: int
     recv: I64 | None = None  # live sources: wall-clock receipt time (µs) of each tick
+    depth: Depth | None = None  # the book at each tick, when the source carries it
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -207,6 +241,8 @@ class ExecTick:
     signals: tuple[str, ...]
     cross: str | None = None  # "BUY" / "SELL": a tick at or through their resting price
     volume: int = -1  # shares an order may take here (participation × traded); -1: no cap
+    asks: tuple[tuple[float, int], ...] = ()  # the book at this tick (price, quantity), best
+    bids: tuple[tuple[float, int], ...] = ()  # first; empty: the source carries no depth
 
 
 @dataclass(frozen=True)

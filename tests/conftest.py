@@ -3,7 +3,7 @@ simulator, a Kafka-protocol broker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
 from connectors.kite.sim.http import SimApi, serve
 from schemas.config import AppConfig
+from tests.live_sim import Recorder
 from tests.support import ROOT, make_config, small_ticks
 
 
@@ -23,6 +24,20 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SimApi, str]]:
     yield api, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def ticker(sim: tuple[SimApi, str]) -> Iterator[Callable[[dict[str, list[int]]], Recorder]]:
+    """KiteTickers on the simulator, subscribed as asked (closed after the test)."""
+    made: list[Recorder] = []
+
+    def make(modes: dict[str, list[int]]) -> Recorder:
+        made.append(Recorder(sim[1], modes))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ distinctive credentials so that the tests can look for them in every output."""
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
 import time
@@ -16,10 +17,12 @@ import pyarrow.parquet as pq
 import redis
 import requests
 import yaml
+from kiteconnect import KiteTicker
 
+from connectors.kite.client import call_in_reactor, start_ticker
 from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, API_SECRET_ENV
 from schemas.redis_keys import KeyKind, LiveKeys, decode
-from tests.support import ROOT, flow_env, free_ports
+from tests.support import KEY, ROOT, TOKEN, flow_env, free_ports
 
 SECRETS = {
     API_KEY_ENV: "apikey7Qw2LxZ9",
@@ -157,3 +160,39 @@ def grep(secret_values: list[str], blobs: dict[str, bytes]) -> list[str]:
 
 def dump(obj: Any) -> bytes:
     return json.dumps(obj, default=str).encode()
+
+
+class Recorder:
+    """A KiteTicker on the shared reactor, recording what its callbacks receive."""
+
+    def __init__(self, root: str, modes: dict[str, list[int]]) -> None:
+        self.ticks: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.orders: list[dict[str, Any]] = []
+        self.connects = 0
+        self.kws = KiteTicker(KEY, TOKEN, root=root.replace("http", "ws"), reconnect_max_delay=5)
+
+        def on_connect(ws: KiteTicker, response: Any) -> None:
+            self.connects += 1
+            for mode, tokens in modes.items():
+                ws.subscribe(tokens)
+                ws.set_mode(mode, tokens)
+
+        self.kws.on_connect = on_connect
+        self.kws.on_ticks = lambda ws, ticks: self._put(ticks)
+        self.kws.on_order_update = lambda ws, data: self.orders.append(data)
+        start_ticker(self.kws)
+        wait(lambda: self.connects, 10, "the ticker to connect")
+
+    def _put(self, ticks: list[dict[str, Any]]) -> None:
+        for t in ticks:
+            self.ticks.put(t)
+
+    def drain(self, settle: float = 0.3) -> list[dict[str, Any]]:
+        time.sleep(settle)
+        out = []
+        while not self.ticks.empty():
+            out.append(self.ticks.get())
+        return out
+
+    def close(self) -> None:
+        call_in_reactor(self.kws.close)

@@ -4,69 +4,13 @@ websocket faults (a drop: the client reconnects; silence: connection open, nothi
 
 from __future__ import annotations
 
-import queue
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
-import pytest
-from kiteconnect import KiteTicker
-
-from connectors.kite.client import call_in_reactor, start_ticker
-from connectors.kite.sim.http import SimApi
+from connectors.kite.client import call_in_reactor
 from tests.live_sim import wait
-from tests.support import KEY, TOKEN, advance, client, faults, place
+from tests.support import advance, client, faults, place
 
 INFY, RELIANCE, TCS = 408065, 738561, 2953217
-
-
-class Recorder:
-    """A KiteTicker on the shared reactor, recording what its callbacks receive."""
-
-    def __init__(self, root: str, modes: dict[str, list[int]]) -> None:
-        self.ticks: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self.orders: list[dict[str, Any]] = []
-        self.connects = 0
-        self.kws = KiteTicker(KEY, TOKEN, root=root.replace("http", "ws"), reconnect_max_delay=5)
-
-        def on_connect(ws: KiteTicker, response: Any) -> None:
-            self.connects += 1
-            for mode, tokens in modes.items():
-                ws.subscribe(tokens)
-                ws.set_mode(mode, tokens)
-
-        self.kws.on_connect = on_connect
-        self.kws.on_ticks = lambda ws, ticks: self._put(ticks)
-        self.kws.on_order_update = lambda ws, data: self.orders.append(data)
-        start_ticker(self.kws)
-        wait(lambda: self.connects, 10, "the ticker to connect")
-
-    def _put(self, ticks: list[dict[str, Any]]) -> None:
-        for t in ticks:
-            self.ticks.put(t)
-
-    def drain(self, settle: float = 0.3) -> list[dict[str, Any]]:
-        time.sleep(settle)
-        out = []
-        while not self.ticks.empty():
-            out.append(self.ticks.get())
-        return out
-
-    def close(self) -> None:
-        call_in_reactor(self.kws.close)
-
-
-@pytest.fixture
-def ticker(sim: tuple[SimApi, str]) -> Iterator[Callable[[dict[str, list[int]]], Recorder]]:
-    made: list[Recorder] = []
-
-    def make(modes: dict[str, list[int]]) -> Recorder:
-        made.append(Recorder(sim[1], modes))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
 
 
 def test_modes_carry_the_tape_prices_and_times(sim, ticker) -> None:

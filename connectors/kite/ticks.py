@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import time
 from collections.abc import Sequence
@@ -33,9 +34,9 @@ from connectors.kite.client import OrderFeed, call_in_reactor, start_ticker, tic
 from connectors.replay import RowsRead, group_rows
 from operators.session import MarketSession
 from operators.ticks import MISSING_TS, RawTicks, validate
-from schemas.arrow import TICK_SCHEMA
+from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, depth_columns
 from schemas.config import KiteConfig, KiteSourceConfig, SessionConfig
-from schemas.ticks import US, FeedStale, TickBatch
+from schemas.ticks import DEPTH_LEVELS, US, Depth, FeedStale, TickBatch
 
 log = logging.getLogger("alpha_panda.kite.ticks")
 PART = "kite"
@@ -54,6 +55,37 @@ def tick_time(t: dict[str, Any], received_us: int) -> int:
     if isinstance(ts, datetime):  # KiteTicker makes naive local datetimes from epoch seconds
         return int(ts.timestamp()) * US
     return received_us
+
+
+def book_depth(ticks: Sequence[dict[str, Any]]) -> Depth | None:
+    """The ``depth`` of full-mode ticks as columns (None: no tick has one); levels that are
+    not a positive price with a positive quantity are left empty."""
+    if not any(isinstance(t.get("depth"), dict) for t in ticks):
+        return None
+    d = Depth.empty(len(ticks))
+    for i, t in enumerate(ticks):
+        book = t.get("depth")
+        if not isinstance(book, dict):
+            continue
+        for side, price, qty in (("buy", d.bid_price, d.bid_qty), ("sell", d.ask_price, d.ask_qty)):
+            levels = book.get(side)
+            for k, level in enumerate(levels[:DEPTH_LEVELS] if isinstance(levels, list) else []):
+                got = _level(level)
+                if got is not None:
+                    price[i, k], qty[i, k] = got
+    return d
+
+
+def _level(level: Any) -> tuple[float, int] | None:
+    """A depth level's (price, quantity), if both are usable."""
+    if not isinstance(level, dict):
+        return None
+    p, q = level.get("price"), level.get("quantity")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+        return None
+    if isinstance(q, bool) or not isinstance(q, int) or not 0 < q < 2**62:
+        return None
+    return float(p), q
 
 
 class _Json(Sequence[bytes]):
@@ -96,7 +128,14 @@ class Capture:
             "volume": np.concatenate([b.volume for b in self.buf]),
         }
         arrays = [pa.array(columns[f.name][order]).cast(f.type) for f in TICK_SCHEMA]
-        table = pa.Table.from_arrays(arrays, schema=TICK_SCHEMA)
+        schema = TICK_SCHEMA
+        if any(b.depth is not None for b in self.buf):  # full mode: the book too
+            parts = [b.depth or Depth.empty(len(b)) for b in self.buf]
+            depth = Depth(*(np.concatenate([getattr(p, f) for p in parts])[order]
+                            for f in ("bid_price", "bid_qty", "ask_price", "ask_qty")))  # fmt: skip
+            arrays += depth_columns(depth)
+            schema = pa.schema([*TICK_SCHEMA, *DEPTH_FIELDS])
+        table = pa.Table.from_arrays(arrays, schema=schema)
         pq.write_table(table, self.dir / f"ticks-{self.files:06d}.parquet")
         self.files += 1
         self.buf, self.n = [], 0
@@ -193,10 +232,12 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         got = np.array(recv, dtype=np.int64)
         out: list[Any] = [RowsRead(len(token))]
         batches: list[TickBatch] = []
+        depth = book_depth(raw)
         for t, rows in group_rows(tok).items():
             records = _Json([raw[i] for i in rows.tolist()])
             rawt = RawTicks(PART, PART, t if t > 0 else None, offsets[rows], tsa[rows],
-                            pa_[rows], vol[rows], raw_records=records, recv=got[rows])  # fmt: skip
+                            pa_[rows], vol[rows], raw_records=records, recv=got[rows],
+                            depth=depth.take(rows) if depth is not None else None)  # fmt: skip
             last = self.state.last_ts.get(t, MISSING_TS)
             batch, dead, new_last = validate(rawt, self.known, last)
             if t in self.known:

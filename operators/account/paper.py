@@ -172,6 +172,33 @@ class PaperVenue:
         qty = left if e.volume < 0 else min(left, e.volume)
         return self._fill(r, price, e.ts, qty) if qty > 0 else []
 
+    def _walk(
+        self, r: Resting, e: ExecTick, book: tuple[tuple[float, int], ...]
+    ) -> list[OrderEvent]:
+        """Take the book's levels within the order's limit, best first, a fill per level;
+        beyond what they show, the worst of them moved by slippage (never past the limit).
+        No level within the limit: the order rests."""
+        ended = self._ends(r, e.ts)
+        if ended is not None:
+            return self._end(r, *ended)
+        buy, lim = SignalType(r.v.side) is SignalType.BUY, r.limit
+        inside = [(p, q) for p, q in book if lim is None or (p <= lim if buy else p >= lim)]
+        if not inside:
+            r.rested, r.since_us = True, e.ts
+            return []
+        left = r.v.quantity - r.filled
+        want, out = (left if e.volume < 0 else min(left, e.volume)), list[OrderEvent]()
+        for price, qty in inside:
+            take = min(want, qty)
+            if take <= 0:
+                break
+            out += self._fill(r, price, e.ts, take)
+            want -= take
+        worse = self._price(r, inside[-1][0])
+        if want > 0 and worse is not None:
+            out += self._fill(r, worse, e.ts, want)
+        return out
+
     def _charges(self, r: Resting, qty: int, price: float, ts: int) -> tuple[Charges, float]:
         """This fill's charges and fee. MIS: the whole order's so far less what its earlier
         fills paid (brokerage is capped per order); CNC: across its day (costs.CncDays)."""
@@ -224,7 +251,8 @@ class PaperVenue:
                     out += self._take(r, r.limit, e)
             elif not r.rested:
                 r.seen = True
-                out += self._take(r, self._price(r, e.price), e)
+                book = e.asks if SignalType(r.v.side) is SignalType.BUY else e.bids
+                out += self._walk(r, e, book) if book else self._take(r, self._price(r, e.price), e)
         return out
 
     def _trigger(self, r: Resting, e: ExecTick) -> None:

@@ -18,7 +18,7 @@ possible order (the strategy's new target plus its previous one). Searches end w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -118,16 +118,19 @@ class ExecFinder:
         if len(b):
             self.state.volume = int(b.volume[-1])
         return tuple(
-            ExecTick(
-                int(b.ts[j]),
-                self.token,
-                float(b.price[j]),
-                tuple(ids),
-                None if kind == "next" else kind,
-                -1 if allowed is None or not np.isfinite(allowed[j]) else int(allowed[j]),
-            )
+            self._exec(b, j, kind, ids, allowed)
             for (j, kind), ids in sorted(self._found.items(), key=_next_first)
         )
+
+    def _exec(
+        self, b: TickBatch, j: int, kind: str, ids: list[str], allowed: F64 | None
+    ) -> ExecTick:
+        vol = -1 if allowed is None or not np.isfinite(allowed[j]) else int(allowed[j])
+        cross = None if kind == "next" else kind
+        tick = ExecTick(int(b.ts[j]), self.token, float(b.price[j]), tuple(ids), cross, vol)
+        if b.depth is None or kind != "next":
+            return tick  # a resting order fills at its own price: the book does not matter
+        return replace(tick, asks=b.depth.levels(j, True), bids=b.depth.levels(j, False))
 
     def _search(self, b: TickBatch, s: Search, allowed: F64 | None) -> tuple[bool, list[Search]]:
         """Record the ticks of ``b`` that ``s`` finds: whether it is done, and the searches

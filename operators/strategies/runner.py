@@ -309,8 +309,9 @@ def _by_day(b: TickBatch, day_end: Callable[[int], int]) -> list[TickBatch]:
         end = max(end, start + 1)
         wm = b.watermark if end >= n else int(b.ts[end])
         recv = b.recv[start:end] if b.recv is not None else None
+        depth = b.depth.take(slice(start, end)) if b.depth is not None else None
         pieces.append(TickBatch(b.instrument_token, b.ts[start:end], b.price[start:end],
-                                b.volume[start:end], wm, recv))  # fmt: skip
+                                b.volume[start:end], wm, recv, depth))  # fmt: skip
         start = end
     return pieces
 
