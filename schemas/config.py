@@ -161,6 +161,13 @@ class KiteConfig(Section):
     backoff_max_s: float = Field(default=2.0, gt=0, description="longest wait between tries")
     intent_ttl_s: int = Field(default=3 * 86_400, gt=0, description="order intents kept in Redis")
     poll_s: float = Field(default=5.0, gt=0, description="orders() poll, beside order messages")
+    ambiguous_window_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="after an ambiguous reply, how long Kite's orders are polled for the order "
+        "before it is placed again",
+    )
 
 
 class Instrument(Section):

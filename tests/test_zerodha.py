@@ -61,7 +61,11 @@ def keys() -> Iterator[tuple[redis.Redis, LiveKeys]]:
 def orders(sim, keys) -> KiteOrders:
     _, root = sim
     r, k = keys
-    cfg = KiteConfig(api_root=root, timeout_s=1, attempts=4, backoff_max_s=0.05)
+    return _orders(root, r, k, ambiguous_window_s=0.6)
+
+
+def _orders(root: str, r: redis.Redis, k: LiveKeys, **kite: float) -> KiteOrders:
+    cfg = KiteConfig(api_root=root, timeout_s=1, attempts=4, backoff_max_s=0.05, **kite)
     inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
     return KiteOrders(client(root, timeout=1), IntentStore(r, k, 60), cfg, inst)
 
@@ -121,6 +125,17 @@ def test_lost_response_adopts_the_accepted_order(sim, orders) -> None:
     it = intent(4)
     got = orders.submit(it, "MARKET")  # the client times out after 1 s; the order exists
     assert got.adopted and orders.ambiguous == 1
+    assert at_sim(api, it.tag) == [got.order_id]
+
+
+def test_an_order_listed_late_after_a_lost_response_is_adopted_not_placed_again(sim, keys) -> None:
+    api, root = sim
+    placer = _orders(root, *keys, ambiguous_window_s=4.0)
+    # accepted, the reply lost, and the order missing from Kite's order book for 2 s
+    faults(root, lost_response=1, lost_delay_s=2, lost_visible_s=2.0)
+    it = intent(9)
+    got = placer.submit(it, "MARKET")
+    assert got.adopted and placer.ambiguous == 1 and placer.placed == 0
     assert at_sim(api, it.tag) == [got.order_id]
 
 

@@ -3,8 +3,9 @@
 1. The intent is recorded first: Redis ``SET intent:{tag} NX EX ttl`` (schemas.redis_keys).
    If it was already there (a resume, a replayed signal), Kite's orders are listed and an
    order with our tag is adopted instead of placing a new one.
-2. A timeout, a lost connection or a 5xx is ambiguous: the order may exist. The day's
-   orders are listed and matched by tag; only if none matches is the order placed again.
+2. A timeout, a lost connection or a 5xx is ambiguous: the order may exist, and Kite may
+   list it only after a while. The day's orders are polled and matched by tag for
+   ``kite.ambiguous_window_s``; only if none matches in that window is it placed again.
 3. 429: wait (exponential backoff) and try again; every try passes the client-side rate
    limiter (``kite.max_orders_per_s``).
 4. Any other Kite error (4xx: input, margins, order rules) → ``OrderRejected`` with Kite's
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -136,6 +138,25 @@ class KiteOrders:
                 self.sleep(self._backoff(attempt))
         raise KiteUnavailable(f"order {tag}: Kite's order list unavailable")
 
+    def _settle(self, tag: str) -> str | None:
+        """After an ambiguous reply: poll Kite's orders for ``tag`` over the ambiguous window
+        (a bounded number of polls), since an accepted order may be listed late."""
+        gap = min(0.5, self.cfg.ambiguous_window_s)
+        polls = max(1, math.ceil(self.cfg.ambiguous_window_s / gap)) + 1
+        for n in range(polls):
+            if n:
+                self.sleep(gap)
+            try:
+                row = self.find(tag)
+            except AMBIGUOUS as e:
+                log.warning("listing Kite orders failed (%s); polling on", type(e).__name__)
+                continue
+            if row is not None:
+                return str(row["order_id"])
+        log.warning("order %s: not in Kite's orders after %.1f s; placing it again", tag,
+                    self.cfg.ambiguous_window_s)  # fmt: skip
+        return None
+
     def _backoff(self, attempt: int) -> float:
         return float(min(self.cfg.backoff_max_s, 0.1 * 2**attempt))
 
@@ -185,10 +206,11 @@ class KiteOrders:
                     intent.tag,
                     type(e).__name__,
                 )
-                found = self._find_settled(intent.tag)
+                found = self._settle(intent.tag)
                 if found is not None:
                     self.adopted += 1
                     return Submitted(found, adopted=True)
+                continue
             except kex.KiteException as e:
                 raise OrderRejected(str(e)) from None
             self.sleep(self._backoff(attempt))
