@@ -55,7 +55,7 @@ from schemas.events import (
     TradingStateChanged,
 )
 from schemas.keys import parse_route_key, parse_stage_key, stage_key
-from schemas.kite import OrderUpdate
+from schemas.kite import KiteAlert, OrderUpdate
 from schemas.ledger import KIND_OF, LEDGER_KINDS
 from schemas.redis_keys import RunMeta
 from schemas.report import BrokerSummary
@@ -101,7 +101,9 @@ def ingest(step_id: str, flow: Dataflow, plan: Plan) -> Inputs:
         items = op.merge("inputs", items, op.input("order_updates", flow, plan.order_updates))
     valid = op.branch("valid", items, lambda x: isinstance(x, TickBatch))
     other = op.branch("dead", valid.falses, lambda x: isinstance(x, DeadLetter))
-    notes = op.branch("split_updates", other.falses, lambda x: isinstance(x, OrderUpdate))
+    notes = op.branch(
+        "split_updates", other.falses, lambda x: isinstance(x, (OrderUpdate, KiteAlert))
+    )
     updates = op.map("updates_keyed", notes.trues, lambda u: (Broker.ZERODHA.value, [u]))
     feed = op.branch("feed_stale", notes.falses, lambda x: isinstance(x, FeedStale))
     return Inputs(valid.trues, other.trues, updates, feed.trues, feed.falses)

@@ -81,7 +81,11 @@ def prepare(
     plan.ledger, plan.report, plan.started = ledger, report, started
     if cfg.control.path:
         plan.commands = load_control_file(cfg.control.path, cfg.brokers)
-    if Broker.ZERODHA in cfg.routes_brokers():  # credentials, Redis: fail fast, named
+    if Broker.ZERODHA in cfg.routes_brokers() or isinstance(cfg.source, KiteSourceConfig):
+        from connectors.kite.client import check_session
+
+        check_session(cfg.kite)  # credentials and token: fail fast, before any output
+    if Broker.ZERODHA in cfg.routes_brokers():  # Redis: fail fast, named
         from connectors.kite.orders import kite_orders
 
         plan.placer = kite_orders(cfg)
@@ -90,8 +94,4 @@ def prepare(
 
             plan.order_updates = KiteOrderSource(cfg.kite)
             plan.parts = [*plan.parts, PART]
-    elif isinstance(cfg.source, KiteSourceConfig):
-        from connectors.kite.client import credentials
-
-        credentials()
     return plan

@@ -38,6 +38,7 @@ class StateReason(str, Enum):
     OPERATOR_HALT = "OPERATOR_HALT"
     OPERATOR_FLATTEN = "OPERATOR_FLATTEN"
     OPERATOR_RESUME = "OPERATOR_RESUME"
+    TOKEN_INVALID = "TOKEN_INVALID"  # Kite refused our access token (expired) or permission
 
 
 class Stage(str, Enum):

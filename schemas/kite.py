@@ -6,6 +6,7 @@ Secrets live only in the environment: ``KITE_API_KEY`` and ``KITE_ACCESS_TOKEN``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from hashlib import blake2b
 from typing import Any
@@ -35,6 +36,23 @@ class OrderRejected(Exception):
 
 class KiteUnavailable(Exception):
     """An order's fate could not be settled within ``kite.attempts`` tries."""
+
+
+class BrokerLocked(Exception):
+    """Kite refused our session (TokenException: the access token expired or is wrong;
+    PermissionException); ``message`` is Kite's. Nothing more can be sent until a new login."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class KiteAlert:
+    """Kite refused our session outside an order (the orders() poll): the zerodha account
+    halts with ``detail``."""
+
+    detail: str
 
 
 def order_tag(signal_id: str) -> str:

@@ -346,6 +346,9 @@ class StubVenue:
     def drain_latency(self) -> list[Any]:
         return []
 
+    def drain_alerts(self) -> list[str]:
+        return []
+
 
 class FailingStrategy:
     """A per-tick user strategy that raises on its ``fail_at``-th tick (1-based)."""

@@ -12,14 +12,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import requests
 from kiteconnect import KiteConnect, KiteTicker
+from kiteconnect import exceptions as kex
 from pydantic import ValidationError
 
 from operators.ticks import dead_letter
 from schemas.config import KiteConfig, SourceUnavailable
 from schemas.enums import DeadLetterReason
 from schemas.events import DeadLetter
-from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, OrderUpdate, is_our_tag
+from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, KiteAlert, OrderUpdate, is_our_tag
 
 log = logging.getLogger("alpha_panda.kite")
 _reactor_lock = threading.Lock()
@@ -43,6 +45,23 @@ def credentials() -> tuple[str, str]:
 def http_client(cfg: KiteConfig) -> KiteConnect:
     api_key, token = credentials()
     return KiteConnect(api_key, access_token=token, root=cfg.api_root, timeout=cfg.timeout_s)
+
+
+def check_session(cfg: KiteConfig) -> None:
+    """Ask Kite who we are (``profile``) before anything runs: a refused access token or an
+    unreachable API raises SourceUnavailable naming the problem (never a credential)."""
+    client = http_client(cfg)
+    try:
+        client.profile()
+    except (kex.TokenException, kex.PermissionException) as e:
+        raise SourceUnavailable(
+            f"Kite refused the access token ({type(e).__name__}: {e}); log in again "
+            f"(python -m connectors.kite.login) and set {ACCESS_TOKEN_ENV}"
+        ) from None
+    except (requests.RequestException, kex.KiteException) as e:
+        raise SourceUnavailable(
+            f"kite.api_root: {cfg.api_root} did not answer a profile request ({type(e).__name__})"
+        ) from None
 
 
 def start_ticker(kws: KiteTicker) -> None:
@@ -89,9 +108,10 @@ class OrderFeed:
     def __init__(self, cfg: KiteConfig, client: KiteConnect | None = None) -> None:
         self.cfg = cfg
         self.client = client or http_client(cfg)
-        self.out: queue.SimpleQueue[OrderUpdate | tuple[str, str]] = queue.SimpleQueue()
+        self.out: queue.SimpleQueue[OrderUpdate | KiteAlert | tuple[str, str]] = queue.SimpleQueue()
         self.stop = threading.Event()
         self.polls = 0
+        self.locked = False  # Kite refuses our session (reported once)
         self.thread = threading.Thread(target=self._poll_loop, name="kite-orders", daemon=True)
 
     def start(self) -> None:
@@ -109,7 +129,15 @@ class OrderFeed:
             self.out.put((repr(data), f"order update: {type(e).__name__}: {e}"[:500]))
 
     def poll_once(self) -> None:
-        for row in self.client.orders():
+        try:
+            rows = self.client.orders()
+        except (kex.TokenException, kex.PermissionException) as e:
+            if not self.locked:  # once per refusal; a new login (a restart) clears it
+                self.out.put(KiteAlert(f"orders() poll: {type(e).__name__}: {e}"[:300]))
+            self.locked = True
+            raise
+        self.locked = False
+        for row in rows:
             self._put(row)
         self.polls += 1
 
@@ -126,10 +154,10 @@ class OrderFeed:
                     log.warning("Kite orders() poll failed: %s", type(e).__name__)
                 failing = True
 
-    def drain(self, part: str, seq: int) -> tuple[list[OrderUpdate | DeadLetter], int]:
+    def drain(self, part: str, seq: int) -> tuple[list[OrderUpdate | KiteAlert | DeadLetter], int]:
         """Updates so far, malformed ones as dead letters of ``part`` numbered after ``seq``;
         returns them and the last number used."""
-        items: list[OrderUpdate | DeadLetter] = []
+        items: list[OrderUpdate | KiteAlert | DeadLetter] = []
         while True:
             try:
                 u = self.out.get_nowait()

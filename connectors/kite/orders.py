@@ -29,7 +29,7 @@ from kiteconnect import exceptions as kex
 
 from schemas.config import AppConfig, Instrument, KiteConfig, SourceUnavailable
 from schemas.enums import Product
-from schemas.kite import KiteUnavailable, OrderRejected
+from schemas.kite import BrokerLocked, KiteUnavailable, OrderRejected
 from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent, decode
 
 log = logging.getLogger("alpha_panda.kite.orders")
@@ -103,7 +103,11 @@ class KiteOrders:
 
     def find(self, tag: str) -> dict[str, Any] | None:
         """Kite's order carrying ``tag`` today, if any (one list call)."""
-        for row in self.client.orders():
+        try:
+            rows = self.client.orders()
+        except (kex.TokenException, kex.PermissionException) as e:
+            raise BrokerLocked(f"{type(e).__name__}: {e}") from None
+        for row in rows:
             if row.get("tag") == tag:
                 return dict(row)
         return None
@@ -211,6 +215,8 @@ class KiteOrders:
                     self.adopted += 1
                     return Submitted(found, adopted=True)
                 continue
+            except (kex.TokenException, kex.PermissionException) as e:
+                raise BrokerLocked(f"{type(e).__name__}: {e}") from None
             except kex.KiteException as e:
                 raise OrderRejected(str(e)) from None
             self.sleep(self._backoff(attempt))

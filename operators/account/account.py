@@ -28,7 +28,7 @@ from operators.account.trading import TradingControl, TradingStatus, Verdict
 from operators.keyed import stateful_by_key
 from operators.market import stop_trigger
 from schemas.config import BrokerConfig, CostModel
-from schemas.enums import Broker, Product, SignalType
+from schemas.enums import Broker, Product, SignalType, StateReason
 from schemas.events import (
     OrderEvent,
     OrderFailed,
@@ -40,7 +40,7 @@ from schemas.events import (
     ValidatedSignal,
 )
 from schemas.ids import content_id
-from schemas.kite import OrderUpdate
+from schemas.kite import KiteAlert, OrderUpdate
 from schemas.ticks import (
     F64,
     I64,
@@ -53,7 +53,16 @@ from schemas.ticks import (
     to_us,
 )
 
-AccountIn = TradingSignal | MarkSet | Clock | TickCount | ExecTick | StrategyFailed | OrderUpdate
+AccountIn = (
+    TradingSignal
+    | MarkSet
+    | Clock
+    | TickCount
+    | ExecTick
+    | StrategyFailed
+    | OrderUpdate
+    | KiteAlert
+)
 AccountOut = Any  # events, snapshots, the summary, and pass-through clocks / counts
 
 
@@ -97,6 +106,10 @@ class Venue(Protocol):
     def venue_state(self) -> Any: ...
 
     def drain_latency(self) -> list[OrderLatency]: ...
+
+    def drain_alerts(self) -> list[str]:
+        """Why the venue can send nothing more (Kite refused our session), since last asked."""
+        ...
 
 
 class Inbox(Protocol):
@@ -306,8 +319,18 @@ class Account(Closing, MarkRuns):
 
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:
+        out = self._route(item)
+        alerts = self.venue.drain_alerts()
+        if isinstance(item, KiteAlert):
+            alerts.append(item.detail)
+        ts = self.state.book.last_ts
+        for detail in alerts if ts is not None else []:
+            out += self._verdict(self.trading.lock(StateReason.TOKEN_INVALID, detail, ts), ts)
+        return out
+
+    def _route(self, item: AccountIn) -> list[AccountOut]:
         book = self.state.book
-        ts = book.last_ts if isinstance(item, OrderUpdate) else _ts(item)
+        ts = book.last_ts if isinstance(item, (OrderUpdate, KiteAlert)) else _ts(item)
         if ts is not None:
             book.last_ts = ts if book.last_ts is None else max(book.last_ts, ts)
         if ts is not None and (self.setup.circuits or self.circuit_pct is not None):
@@ -324,6 +347,8 @@ class Account(Closing, MarkRuns):
             return out + self._apply(self.venue.on_exec(item))
         if isinstance(item, OrderUpdate):
             return out + self._apply(self.venue.update(item))
+        if isinstance(item, KiteAlert):
+            return out
         if isinstance(item, StrategyFailed):
             self.state.failed.append(f"{item.strategy_id} on {item.instrument_token}")
         if isinstance(item, Clock) and item.grid == "snapshot":

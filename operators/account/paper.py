@@ -340,6 +340,9 @@ class PaperVenue:
     def drain_latency(self) -> list[OrderLatency]:
         return []  # simulated: no wall-clock latency
 
+    def drain_alerts(self) -> list[str]:
+        return []  # the paper venue never refuses a session
+
 
 def _cancelled(v: ValidatedSignal, why: str, ts: int, unfilled: int) -> OrderEvent:
     """The order ended at ``ts`` with ``unfilled`` left (released)."""

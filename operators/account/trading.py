@@ -90,6 +90,10 @@ class TradingControl:
         flat = StateReason.DAILY_LOSS_BREACHED if self.risk.flatten_on_breach else None
         return Verdict(changes, flat)
 
+    def lock(self, reason: StateReason, detail: str, ts: int) -> Verdict:
+        """The venue can send nothing (Kite refused our session): HALTED until resumed."""
+        return Verdict(self._move(TradingState.HALTED, reason, detail, ts))
+
     def command(self, command: str, ts: int, origin: str) -> Verdict:
         """An operator's ``halt``, ``flatten`` or ``resume``."""
         if command == "halt":

@@ -20,7 +20,14 @@ from operators.accounting import Charges, charges
 from schemas.config import CostModel
 from schemas.enums import OrderStatus
 from schemas.events import OrderEvent, ValidatedSignal
-from schemas.kite import TERMINAL, KiteUnavailable, OrderRejected, OrderUpdate, order_tag
+from schemas.kite import (
+    TERMINAL,
+    BrokerLocked,
+    KiteUnavailable,
+    OrderRejected,
+    OrderUpdate,
+    order_tag,
+)
 from schemas.redis_keys import OrderIntent
 from schemas.ticks import F64, I64, ExecTick, OrderLatency, to_us
 
@@ -64,6 +71,11 @@ class ZerodhaVenue:
         self.costs, self.placer, self.order_types = costs, placer, order_types
         self.state = state or ZerodhaState()
         self.latencies: list[OrderLatency] = []  # monitoring only: never in the state
+        self.alerts: list[str] = []  # Kite refused our session: the account halts
+
+    def drain_alerts(self) -> list[str]:
+        out, self.alerts = self.alerts, []
+        return out
 
     def drain_latency(self) -> list[OrderLatency]:
         out, self.latencies = self.latencies, []
@@ -110,6 +122,11 @@ class ZerodhaVenue:
             return [
                 orders.failed(v, None, OrderStatus.REJECTED, v.quantity, e.message, v.timestamp)
             ]
+        except BrokerLocked as e:  # nothing was placed; the account halts (TOKEN_INVALID)
+            t.done = True
+            self.alerts.append(e.message)
+            why = f"TOKEN_INVALID: {e.message}"
+            return [orders.failed(v, None, OrderStatus.FAILED, v.quantity, why, v.timestamp)]
         except KiteUnavailable as e:
             # Released now; an update may still report the order, and its fills are applied.
             why = f"KITE_UNAVAILABLE: {e}"

@@ -1,0 +1,113 @@
+"""Kite refusing our session: a bad access token at start stops the flow before it writes
+anything (exit 2, one line); a token that expires mid-session halts the zerodha account
+(TOKEN_INVALID), with no order sent after it, through the real kiteconnect client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import redis
+import requests
+
+from connectors.kite.client import OrderFeed
+from connectors.kite.orders import IntentStore, KiteOrders
+from operators.account.account import Account, AccountSetup
+from operators.account.zerodha import ZerodhaVenue
+from operators.session import MarketSession
+from schemas.config import BrokerConfig, CostModel, Instrument, KiteConfig, SessionConfig
+from schemas.enums import Broker, TradingState
+from schemas.events import OrderFailed, RejectedSignal, TradingSignal, TradingStateChanged
+from schemas.kite import KiteAlert
+from schemas.redis_keys import LiveKeys
+from tests.live_sim import SECRETS, Sim, live_config, tape
+from tests.redis_server import shared_url
+from tests.support import client, flow_env
+
+INFY = 408065
+T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
+
+
+def test_a_refused_token_at_start_exits_2_and_leaves_the_last_run_alone(tmp_path: Path) -> None:
+    sim = Sim(tape(tmp_path), tmp_path / "sim.log")
+    try:
+        cfg = live_config(tmp_path, sim, shared_url(), f"tok-{uuid.uuid4().hex[:6]}:")
+        earlier = tmp_path / "run"
+        earlier.mkdir()
+        (earlier / "report.json").write_text('{"from": "the run before"}')
+        env = {**flow_env(cfg), **SECRETS, "KITE_ACCESS_TOKEN": "expired-token-8Hq2"}
+        cmd = [sys.executable, "-m", "bytewax.run", "flows.main"]
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+    finally:
+        sim.stop()
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Kite refused the access token" in lines[0]
+    assert "Traceback" not in done.stderr and "expired-token-8Hq2" not in done.stderr
+    assert sorted(p.name for p in earlier.iterdir()) == ["report.json"]
+    assert (earlier / "report.json").read_text() == '{"from": "the run before"}'
+
+
+def _signal(n: int, target: int) -> TradingSignal:
+    return TradingSignal(
+        signal_id=f"tok-{uuid.uuid4().hex[:6]}-{n}", correlation_id=f"c{n}", strategy_id="mom",
+        broker="zerodha", instrument_token=INFY, target_quantity=target, price=1500.0,
+        timestamp=T + timedelta(seconds=n), reason="test",
+    )  # fmt: skip
+
+
+def _zerodha_account(root: str) -> tuple[Account, KiteOrders]:
+    r = redis.Redis.from_url(shared_url())
+    keys = LiveKeys(f"tok-{uuid.uuid4().hex[:8]}:")
+    cfg = KiteConfig(api_root=root, timeout_s=2, attempts=2, backoff_max_s=0.05)
+    inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
+    placer = KiteOrders(client(root), IntentStore(r, keys, 60), cfg, inst)
+    session = MarketSession(SessionConfig())
+    setup = AccountSetup(CostModel(), session, {}, {}, (INFY,))
+    venue = ZerodhaVenue(CostModel(), placer, {})
+    acct = Account(Broker.ZERODHA, BrokerConfig(), setup, lambda _s: venue, None)
+    return acct, placer
+
+
+def test_a_token_expiring_mid_session_halts_the_account_and_sends_nothing_more(sim) -> None:
+    api, root = sim
+    acct, placer = _zerodha_account(root)
+    acct.on_item(_signal(1, 5))
+    assert placer.placed == 1
+    requests.post(f"{root}/_sim/token", json={"expire": True}, timeout=5)
+    out = acct.on_item(_signal(2, -5))
+    [failed] = [e for e in out if isinstance(e, OrderFailed)]
+    assert failed.reason.startswith("TOKEN_INVALID") and failed.quantity == 10
+    [halt] = [e for e in out if isinstance(e, TradingStateChanged)]
+    assert halt.state == "HALTED" and halt.reason == "TOKEN_INVALID"
+    assert acct.trading.state is TradingState.HALTED
+    orders_before = len(api.ex.orders)
+    later = acct.on_item(_signal(3, 0))
+    [refused] = [e for e in later if isinstance(e, RejectedSignal)]
+    assert refused.reasons == ["TRADING_HALTED"]
+    assert len(api.ex.orders) == orders_before  # nothing reached Kite after the refusal
+
+
+def test_the_order_poll_reports_a_refused_token_once(sim) -> None:
+    _, root = sim
+    feed = OrderFeed(KiteConfig(api_root=root, timeout_s=2), client(root))
+    feed.poll_once()
+    requests.post(f"{root}/_sim/token", json={"expire": True}, timeout=5)
+    for _ in range(3):
+        try:
+            feed.poll_once()
+        except Exception as e:  # the poll loop logs and goes on
+            assert type(e).__name__ == "TokenException"
+    items, _ = feed.drain("kite", 0)
+    alerts = [i for i in items if isinstance(i, KiteAlert)]
+    assert len(alerts) == 1 and "TokenException" in alerts[0].detail
+    acct, _ = _zerodha_account(root)
+    acct.on_item(_signal(1, 0))  # the account has an event time
+    out = acct.on_item(alerts[0])
+    assert [(c.state, c.reason) for c in out if isinstance(c, TradingStateChanged)] == [
+        ("HALTED", "TOKEN_INVALID")
+    ]
