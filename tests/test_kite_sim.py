@@ -17,6 +17,14 @@ from kiteconnect import exceptions as kex
 from connectors.kite.sim.http import SimApi
 from tests.support import KEY, ROOT, SECRET, TOKEN, advance, client, faults, place
 
+INFY = 408065
+
+
+def next_tick(api: SimApi, token: int) -> int:
+    """The tape index of the instrument's next tick (after the cursor)."""
+    tape = api.ex.tape
+    return next(i for i in range(api.ex.cursor, len(tape)) if tape.token[i] == token)
+
 
 def test_session_exchange_checks_the_checksum(sim: tuple[SimApi, str]) -> None:
     _, root = sim
@@ -59,17 +67,23 @@ def test_market_order_fills_at_the_next_tick_of_its_instrument(sim: tuple[SimApi
 
 
 def test_limit_order_fills_only_when_the_price_crosses(sim: tuple[SimApi, str]) -> None:
-    _, root = sim
+    api, root = sim
     kite = client(root)
+    tape = api.ex.tape
+    infy = tape.price[tape.token == INFY]
+    low, high = round(infy[0] * 0.8 + 1, 2), round(infy[0] * 1.2 - 1, 2)  # inside the band
+    assert infy.min() > low
     advance(root, 50)
-    oid = place(kite, order_type="LIMIT", price=1.0)  # far below the market
+    oid = place(kite, order_type="LIMIT", price=low)  # far below the market
     advance(root, 20_000)
     assert kite.order_history(oid)[-1]["status"] == "OPEN"
-    kite.modify_order("regular", oid, price=1_000_000.0)  # now above: crosses at once
-    advance(root, 5_000)
+    kite.modify_order("regular", oid, price=high)  # now above: crosses at the next tick
+    nxt = next_tick(api, INFY)
+    assert tape.price[nxt] <= high
+    advance(root, nxt - api.ex.cursor + 1)
     o = kite.order_history(oid)[-1]
-    assert o["status"] == "COMPLETE" and o["average_price"] == 1_000_000.0
-    second = place(kite, order_type="LIMIT", price=1.0, tag="t2")
+    assert o["status"] == "COMPLETE" and o["average_price"] == high  # it rested: its limit
+    second = place(kite, order_type="LIMIT", price=low, tag="t2")
     kite.cancel_order("regular", second)
     assert kite.order_history(second)[-1]["status"] == "CANCELLED"
     with pytest.raises(kex.InputException, match="cannot be cancelled"):
@@ -169,6 +183,8 @@ def test_market_orders_need_market_protection_and_become_protected_limits(
     for kind, pct in (("MARKET", None), ("SL-M", None), ("MARKET", 0)):
         kw: dict[str, Any] = {"order_type": kind}
         kw["market_protection"] = pct  # None: the client leaves it out
+        if kind == "SL-M":
+            kw["trigger_price"] = round(api.ex.last[INFY] + 1, 2)
         with pytest.raises(kex.InputException, match="without market protection"):
             kite.place_order(
                 variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",

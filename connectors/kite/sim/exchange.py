@@ -1,13 +1,13 @@
 """The simulated exchange behind the Kite simulator: a tick tape from Parquet, an order book
-per account, fills (MARKET at the next tick, LIMIT when the price crosses), trades,
-positions and margins, in the shapes of the Kite Connect v3 API."""
+per account, fills against the tape (MARKET at the next tick, LIMIT when the price crosses,
+stop-losses once triggered, each tick's share of the traded volume at most), Kite's own MIS
+square-off, trades, positions and margins, in the shapes of the Kite Connect v3 API."""
 
 from __future__ import annotations
 
 import csv
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime, time, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,117 +15,81 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.kite import IST
+from connectors.kite.sim.fills import (
+    LIVE,
+    Instrument,
+    Order,
+    activate,
+    fill,
+    fill_price,
+    kite_time,
+    trade_row,
+)
+from connectors.kite.sim.rules import (
+    AUTO_PROTECTION_PCT,
+    MIS_BLOCKED,
+    MIS_CUTOFF,
+    NOT_FOUND,
+    Bands,
+    KiteError,
+    Request,
+    Settings,
+    clock_us,
+    ist,
+    ist_clock_us,
+    ist_day,
+    parse,
+    protected,
+    protection_pct,
+    refuse,
+    share,
+)
 
-VARIETIES = ("regular", "amo", "co", "iceberg", "auction")
-PRODUCTS = ("CNC", "NRML", "MIS", "MTF")
-ORDER_TYPES = ("MARKET", "LIMIT", "SL", "SL-M")
-
-
-class KiteError(Exception):
-    """An error the API returns: HTTP status, Kite ``error_type`` and message."""
-
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
-
-
-def kite_time(ts_us: int) -> str:
-    """Kite's timestamp format: IST wall time, no zone."""
-    dt = datetime.fromtimestamp(ts_us / 1e6, tz=timezone.utc).astimezone(IST)
-    return dt.strftime("%Y-%m-%d %H:%M:%S")
+__all__ = ["Exchange", "Instrument", "KiteError", "Order", "Tape", "kite_time"]
+SQUARE_OFF_TAG = "AUTO-SQ"
+SQUARE_OFF_CANCEL = "Cancelled at the intraday (MIS) square-off"
 
 
 @dataclass
 class Tape:
     """Valid ticks of a Parquet file in time order (rows the flow would dead-letter are
-    skipped: the exchange never sends them)."""
+    skipped: the exchange never sends them). ``volume``: cumulative day volume, or None
+    when the file has no volume column."""
 
     ts: np.ndarray
     token: np.ndarray
     price: np.ndarray
-    volume: np.ndarray
+    volume: np.ndarray | None
 
     @classmethod
     def load(cls, path: Path, tokens: set[int]) -> Tape:
-        t = pq.read_table(path, columns=["instrument_token", "timestamp", "last_price", "volume"])
+        names = set(pq.read_schema(path).names)
+        cols = ["instrument_token", "timestamp", "last_price"]
+        t = pq.read_table(path, columns=cols + (["volume"] if "volume" in names else []))
         tok = pc.fill_null(t["instrument_token"], -1).to_numpy(zero_copy_only=False)
         ts = pc.fill_null(pc.cast(t["timestamp"], "int64"), -1).to_numpy(zero_copy_only=False)
         price = pc.fill_null(t["last_price"], np.nan).to_numpy(zero_copy_only=False)
-        vol = pc.fill_null(t["volume"], 0).to_numpy(zero_copy_only=False)
         ok = np.isin(tok, list(tokens)) & np.isfinite(price) & (price > 0) & (ts > 0)
         order = np.argsort(ts[ok], kind="stable")
-        return cls(ts[ok][order], tok[ok][order].astype(np.int64), price[ok][order], vol[ok][order])
+        vol = None
+        if "volume" in names:
+            vol = pc.fill_null(t["volume"], 0).to_numpy(zero_copy_only=False)[ok][order]
+        return cls(ts[ok][order], tok[ok][order].astype(np.int64), price[ok][order], vol)
 
     def __len__(self) -> int:
         return len(self.ts)
 
 
-@dataclass
-class Instrument:
-    token: int
-    tradingsymbol: str
-    exchange: str
-
-
 def load_instruments(path: Path) -> dict[int, Instrument]:
+    """The instrument file: token, symbol, exchange and an optional ``circuit_pct``."""
     with path.open(newline="") as fh:
         return {
             int(r["instrument_token"]): Instrument(
-                int(r["instrument_token"]), r["tradingsymbol"], r.get("exchange") or "NSE"
+                int(r["instrument_token"]), r["tradingsymbol"], r.get("exchange") or "NSE",
+                float(r["circuit_pct"]) if r.get("circuit_pct") else None,
             )
             for r in csv.DictReader(fh)
-        }
-
-
-@dataclass
-class Order:
-    order_id: str
-    variety: str
-    inst: Instrument
-    transaction_type: str
-    quantity: int
-    product: str
-    order_type: str
-    price: float
-    tag: str | None
-    placed_at: int
-    status: str = "OPEN"
-    status_message: str | None = None
-    filled: int = 0
-    average_price: float = 0.0
-    protection: float | None = None  # MARKET / SL-M: the % band it may fill within
-    rested: bool = False  # its first tick did not reach its limit: it fills at the limit
-    filled_at: int = 0  # tape time (µs) of the tick that filled it
-    limit: float | None = None  # the protected price, set from the last price when known
-    updated_at: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def view(self) -> dict[str, Any]:
-        pending = self.quantity - self.filled if self.status == "OPEN" else 0
-        return {
-            "placed_by": "AP0001", "order_id": self.order_id,
-            "exchange_order_id": None if self.status == "REJECTED" else f"1{self.order_id}",
-            "parent_order_id": None, "status": self.status,
-            "status_message": self.status_message, "status_message_raw": self.status_message,
-            "order_timestamp": kite_time(self.updated_at or self.placed_at),
-            "exchange_update_timestamp": kite_time(self.updated_at or self.placed_at),
-            "exchange_timestamp": kite_time(self.placed_at), "variety": self.variety,
-            "modified": False, "exchange": self.inst.exchange,
-            "tradingsymbol": self.inst.tradingsymbol, "instrument_token": self.inst.token,
-            "order_type": self.order_type, "transaction_type": self.transaction_type,
-            "validity": "DAY", "validity_ttl": 0, "product": self.product,
-            "quantity": self.quantity, "disclosed_quantity": 0, "price": self.price,
-            "trigger_price": 0, "average_price": self.average_price,
-            "filled_quantity": self.filled, "pending_quantity": pending,
-            "cancelled_quantity": self.quantity - self.filled if self.status == "CANCELLED" else 0,
-            "market_protection": 0, "meta": {}, "tag": self.tag,
-            "tags": [self.tag] if self.tag else [], "guid": f"sim-{self.order_id}",
         }  # fmt: skip
-
-    def mark(self, status: str, at: int) -> None:
-        self.status, self.updated_at = status, at
-        self.history.append(self.view())
 
 
 def _avg(r: dict[str, Any], qty: int) -> float:
@@ -137,12 +101,21 @@ def _avg(r: dict[str, Any], qty: int) -> float:
 class Exchange:
     """Orders, trades and positions of one simulated account, advanced tick by tick."""
 
-    def __init__(self, tape: Tape, instruments: dict[int, Instrument], cash: float = 1e6) -> None:
+    def __init__(
+        self,
+        tape: Tape,
+        instruments: dict[int, Instrument],
+        cash: float = 1e6,
+        settings: Settings | None = None,
+    ) -> None:
         self.tape, self.instruments, self.cash = tape, instruments, cash
+        self.settings = settings or Settings()
+        self.bands = Bands(self.settings, {t: i.circuit_pct for t, i in instruments.items()})
         self.cursor = 0
         self.last: dict[int, float] = {}
         self.orders: dict[str, Order] = {}
         self.trades: list[dict[str, Any]] = []
+        self.squared: set[int] = set()  # the days (ist_day) whose MIS square-off has run
         self.lock = threading.RLock()
         self.listeners: list[Any] = []  # called with each order view on every change
         self.tick_listeners: list[Any] = []  # called with the tape indexes of each advance
@@ -155,66 +128,56 @@ class Exchange:
         for inst in self.instruments.values():
             if inst.tradingsymbol == symbol and inst.exchange == exchange:
                 return inst
-        raise KiteError(400, "InputException", f"Invalid `tradingsymbol`: {exchange}:{symbol}")
+        raise refuse(f"Invalid `tradingsymbol`: {exchange}:{symbol}")
 
     def place(self, variety: str, p: dict[str, str]) -> Order:
-        if variety not in VARIETIES:
-            raise KiteError(400, "InputException", f"Invalid `variety`: {variety}")
-        for name in (
-            "exchange",
-            "tradingsymbol",
-            "transaction_type",
-            "quantity",
-            "product",
-            "order_type",
-        ):
-            if not p.get(name):
-                raise KiteError(400, "InputException", f"Missing `{name}`")  # fmt: skip
-        if p["transaction_type"] not in ("BUY", "SELL"):
-            raise KiteError(400, "InputException", "Invalid `transaction_type`")
-        if p["order_type"] not in ORDER_TYPES or p["product"] not in PRODUCTS:
-            raise KiteError(400, "InputException", "Invalid `order_type` or `product`")
-        try:
-            qty = int(p["quantity"])
-            price = float(p.get("price") or 0)
-        except ValueError:
-            raise KiteError(400, "InputException", "Invalid `quantity` or `price`") from None
-        if qty <= 0:
-            raise KiteError(400, "InputException", "Quantity should be greater than 0")
-        if p["order_type"] == "LIMIT" and price <= 0:
-            raise KiteError(400, "InputException", "Invalid `price` for a LIMIT order")
+        """Check a placement as Kite does (``KiteError`` if refused) and book it."""
+        r = parse(variety, p)
         inst = self._instrument(p["exchange"], p["tradingsymbol"])
-        protection = _protection(p) if p["order_type"] in ("MARKET", "SL-M") else None
-        if p["product"] == "MIS" and self._after_cutoff() and self._adds(inst, p, qty):
-            raise KiteError(400, "InputException", MIS_BLOCKED)
+        if r.order_type in ("MARKET", "SL-M"):
+            r = replace(r, protection=protection_pct(p))
         with self.lock:
-            oid = f"{2511200000000 + len(self.orders) + 1}"
-            o = Order(oid, variety, inst, p["transaction_type"], qty, p["product"],
-                      p["order_type"], price, p.get("tag") or None, self.now)  # fmt: skip
-            if protection is not None:
-                o.protection = protection
-                last = self.last.get(inst.token)
-                o.limit = _protected(last, p["transaction_type"], protection) if last else None
-            self.orders[oid] = o
-            for status in ("PUT ORDER REQ RECEIVED", "VALIDATION PENDING", "OPEN PENDING"):
-                o.mark(status, self.now)
-            o.mark("OPEN", self.now)
-            self._notify(o)
-            return o
+            self._check(inst.token, r)
+            if r.product == "MIS" and self._after_cutoff() and self._adds(inst, r.side, r.quantity):
+                raise refuse(MIS_BLOCKED)
+            return self._book(inst, r, p.get("tag") or None)
+
+    def _check(self, tok: int, r: Request) -> None:
+        """Circuit band, LPP (LIMIT) and stop-loss trigger rules against the tape now."""
+        if r.order_type in ("SL", "SL-M"):
+            self.bands.check_trigger(tok, r.side, r.trigger, self.last.get(tok))
+        if r.order_type in ("LIMIT", "SL"):
+            self.bands.check_price(tok, r.price, lpp=r.order_type == "LIMIT")
+
+    def _book(self, inst: Instrument, r: Request, tag: str | None) -> Order:
+        oid = f"{2511200000000 + len(self.orders) + 1}"
+        o = Order(oid, r.variety, inst, r.side, r.quantity, r.product, r.order_type, r.price,
+                  tag, self.now, trigger=r.trigger, protection=r.protection)  # fmt: skip
+        last = self.last.get(inst.token)
+        if r.protection is not None and r.order_type == "MARKET" and last:
+            o.limit = self.bands.clamp(inst.token, protected(last, r.side, r.protection))
+        self.orders[oid] = o
+        for status in ("PUT ORDER REQ RECEIVED", "VALIDATION PENDING", "OPEN PENDING"):
+            o.mark(status, self.now)
+        o.mark("TRIGGER PENDING" if r.order_type in ("SL", "SL-M") else "OPEN", self.now)
+        self._notify(o)
+        return o
 
     def _after_cutoff(self) -> bool:
         """The tape's time is past the MIS cut-off of its day (IST)."""
-        local = datetime.fromtimestamp(self.now / 1e6, tz=timezone.utc).astimezone(IST)
-        return local.time() >= MIS_CUTOFF
+        return ist(self.now).time() >= MIS_CUTOFF
 
-    def _adds(self, inst: Instrument, p: dict[str, str], qty: int) -> bool:
-        """The order would open or add to the instrument's MIS position."""
-        held = sum(
+    def _held(self, tok: int, product: str = "MIS") -> int:
+        return sum(
             (t["quantity"] if t["transaction_type"] == "BUY" else -t["quantity"])
             for t in self.trades
-            if t["instrument_token"] == inst.token and t["product"] == "MIS"
+            if t["instrument_token"] == tok and t["product"] == product
         )
-        after = held + (qty if p["transaction_type"] == "BUY" else -qty)
+
+    def _adds(self, inst: Instrument, side: str, qty: int) -> bool:
+        """The order would open or add to the instrument's MIS position."""
+        held = self._held(inst.token)
+        after = held + (qty if side == "BUY" else -qty)
         return abs(after) > abs(held) or (after != 0 and held != 0 and (after > 0) != (held > 0))
 
     def reject(self, o: Order, message: str) -> None:
@@ -226,29 +189,38 @@ class Exchange:
     def get(self, order_id: str) -> Order:
         o = self.orders.get(order_id)
         if o is None:
-            raise KiteError(400, "InputException", f"Couldn't find that `order_id`: {order_id}")
+            raise refuse(NOT_FOUND.format(order_id))
         return o
 
     def modify(self, order_id: str, p: dict[str, str]) -> Order:
+        """Quantity, price, trigger price or order type of an order still open or pending."""
         with self.lock:
             o = self.get(order_id)
-            if o.status != "OPEN":
-                raise KiteError(400, "InputException", f"Order cannot be modified: {o.status}")
-            if p.get("quantity"):
-                o.quantity = int(p["quantity"])
-            if p.get("price"):
-                o.price = float(p["price"])
-            if p.get("order_type"):
-                o.order_type = p["order_type"]
-            o.mark("OPEN", self.now)
+            if o.status not in LIVE:
+                raise refuse(f"Order cannot be modified: {o.status}")
+            qty = int(p["quantity"]) if p.get("quantity") else o.quantity
+            price = float(p["price"]) if p.get("price") else o.price
+            trigger = float(p["trigger_price"]) if p.get("trigger_price") else o.trigger
+            if qty < max(o.filled, 1):
+                raise refuse("Quantity should be greater than the filled quantity")
+            kind = p.get("order_type") or o.order_type
+            if kind in ("LIMIT", "SL") and price != o.price:
+                self.bands.check_price(o.inst.token, price, lpp=kind == "LIMIT")
+            if o.status == "TRIGGER PENDING" and trigger != o.trigger:
+                self.bands.check_trigger(o.inst.token, o.transaction_type, trigger,
+                                         self.last.get(o.inst.token))  # fmt: skip
+            o.quantity, o.price, o.trigger, o.order_type = qty, price, trigger, kind
+            o.mark(o.status, self.now)
             self._notify(o)
             return o
 
-    def cancel(self, order_id: str) -> Order:
+    def cancel(self, order_id: str, why: str | None = None) -> Order:
+        """Cancel what is left of an order (a partly filled one keeps its fills)."""
         with self.lock:
             o = self.get(order_id)
-            if o.status != "OPEN":
-                raise KiteError(400, "InputException", f"Order cannot be cancelled: {o.status}")
+            if o.status not in LIVE:
+                raise refuse(f"Order cannot be cancelled: {o.status}")
+            o.status_message = why
             o.mark("CANCELLED", self.now)
             self._notify(o)
             return o
@@ -264,40 +236,51 @@ class Exchange:
     def _advance(self, n: int) -> list[int]:
         with self.lock:
             start, end = self.cursor, min(self.cursor + n, len(self.tape))
+            tape = self.tape
             for i in range(start, end):
-                tok, price, ts = (
-                    int(self.tape.token[i]),
-                    float(self.tape.price[i]),
-                    int(self.tape.ts[i]),
-                )
+                tok, price, ts = int(tape.token[i]), float(tape.price[i]), int(tape.ts[i])
+                vol = None if tape.volume is None else int(tape.volume[i])
+                traded = self.bands.tick(tok, price, ts, self.last.get(tok), vol)
                 self.last[tok] = price
                 self.cursor = i + 1
-                for o in list(self.orders.values()):
-                    if o.status == "OPEN" and o.inst.token == tok:  # a tick after its placing
-                        self._try_fill(o, price, ts)
+                self._match(tok, price, ts, share(self.settings.participation, traded))
+                self._square_off(ts)
             return list(range(start, end))
 
-    def _try_fill(self, o: Order, price: float, ts: int) -> None:
-        if o.protection is not None and o.limit is None:  # placed before any price: this one
-            o.limit = _protected(price, o.transaction_type, o.protection)
-        limit = o.price if o.order_type == "LIMIT" else o.limit
-        if limit is not None:
-            crossed = price <= limit if o.transaction_type == "BUY" else price >= limit
-            if not crossed:
-                o.rested = True  # a protected market order rests as the limit it became
-                return
-            price = limit if o.rested else price  # a resting limit fills at its price
-        o.filled, o.average_price, o.filled_at = o.quantity, price, ts
-        self.trades.append({
-            "trade_id": f"{len(self.trades) + 1:08d}", "order_id": o.order_id,
-            "exchange_order_id": f"1{o.order_id}", "tradingsymbol": o.inst.tradingsymbol,
-            "exchange": o.inst.exchange, "instrument_token": o.inst.token, "product": o.product,
-            "average_price": price, "quantity": o.quantity, "transaction_type": o.transaction_type,
-            "exchange_timestamp": kite_time(ts), "fill_timestamp": kite_time(ts),
-            "order_timestamp": kite_time(ts),
-        })  # fmt: skip
-        o.mark("COMPLETE", ts)
-        self._notify(o)
+    def _match(self, tok: int, price: float, ts: int, budget: int) -> None:
+        """One tick of ``tok``: pending stop-losses it triggers become active (they may fill
+        from the next tick), open orders fill in placing order within ``budget``."""
+        for o in [o for o in self.orders.values() if o.inst.token == tok and o.status in LIVE]:
+            if o.status == "TRIGGER PENDING":
+                if o.triggered_by(price):
+                    activate(o, price, ts, self.bands)
+                    self._notify(o)
+                continue
+            at = fill_price(o, price, self.bands)
+            qty = min(o.quantity - o.filled, budget)
+            if at is None or qty <= 0:
+                continue
+            budget -= qty
+            self.trades.append(trade_row(o, len(self.trades) + 1, qty, at, ts))
+            fill(o, qty, at, ts)
+            self._notify(o)
+
+    def _square_off(self, ts: int) -> None:
+        """Kite's own MIS square-off, once a day from ``settings.square_off``: open MIS orders
+        are cancelled, then each MIS position is closed by a MARKET order (tag AUTO-SQ)."""
+        day = ist_day(ts)
+        if day in self.squared or ist_clock_us(ts) < clock_us(self.settings.square_off):
+            return
+        self.squared.add(day)
+        for o in list(self.orders.values()):
+            if o.product == "MIS" and o.status in LIVE:
+                self.cancel(o.order_id, SQUARE_OFF_CANCEL)
+        for tok in sorted({t["instrument_token"] for t in self.trades if t["product"] == "MIS"}):
+            held = self._held(tok)
+            if held:
+                r = Request("regular", "SELL" if held > 0 else "BUY", abs(held), "MIS",
+                            "MARKET", 0.0, 0.0, AUTO_PROTECTION_PCT)  # fmt: skip
+                self._book(self.instruments[tok], r, SQUARE_OFF_TAG)
 
     def _notify(self, o: Order) -> None:
         view = o.view()
@@ -348,36 +331,3 @@ class Exchange:
                          "liquid_collateral": 0, "stock_collateral": 0, "delivery": 0},
         }  # fmt: skip
         return {"equity": equity, "commodity": {**equity, "enabled": False, "net": 0}}
-
-
-MIS_CUTOFF = time(15, 20)  # IST: no new MIS exposure from here
-MIS_BLOCKED = (
-    "MIS orders that open or add to a position are blocked after the 15:20 square-off time."
-)
-NO_PROTECTION = (
-    "Market orders without market protection are not allowed via API. "
-    "Please set market protection or use a Limit order."
-)
-AUTO_PROTECTION_PCT = 2.0  # what this simulator applies for -1 (Kite picks its own band)
-
-
-def _protection(p: dict[str, str]) -> float:
-    """The market protection of a MARKET / SL-M order, as Kite checks it (since April 2026)."""
-    raw = p.get("market_protection")
-    if raw is None or raw == "":
-        raise KiteError(400, "InputException", NO_PROTECTION)
-    try:
-        pct = float(raw)
-    except ValueError:
-        why = f"Invalid request (failed to decode market_protection, got: {raw} (expected decimal))"
-        raise KiteError(400, "InputException", why) from None
-    if pct == -1:
-        return AUTO_PROTECTION_PCT
-    if not 0 < pct <= 100:
-        raise KiteError(400, "InputException", NO_PROTECTION)
-    return pct
-
-
-def _protected(last: float, side: str, pct: float) -> float:
-    """The limit a protected market order becomes: ``pct`` % through the last price."""
-    return round(last * (1 + pct / 100) if side == "BUY" else last * (1 - pct / 100), 2)

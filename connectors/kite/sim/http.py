@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from connectors.kite.sim.exchange import Exchange, KiteError, kite_time
+from connectors.kite.sim.rules import NOT_FOUND, refuse
 from connectors.kite.sim.ticker import TickerHub, accept_key
 
 
@@ -30,6 +31,7 @@ class Faults:
     reject: int = 0
     reject_message: str = "RMS:Margin Exceeds, Required:0, Available:0"
     lost_delay_s: float = 5.0
+    lost_visible_s: float = 0.0  # a lost order stays out of the order book this long (wall s)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, name: str) -> bool:
@@ -84,19 +86,44 @@ class SimApi:
             ("POST", f"/orders/{var}", self.place),
             ("PUT", f"/orders/{var}/{oid}", self.modify),
             ("DELETE", f"/orders/{var}/{oid}", self.cancel),
-            ("GET", "/orders", lambda p: [o.view() for o in self.ex.orders.values()]),
-            ("GET", f"/orders/{oid}", lambda p, order_id: self.ex.get(order_id).history),
+            ("GET", "/orders", self.orders),
+            ("GET", f"/orders/{oid}", self.history),
             ("GET", f"/orders/{oid}/trades", self.order_trades),
-            ("GET", "/trades", lambda p: list(self.ex.trades)),
+            ("GET", "/trades", lambda p: [t for t in self.ex.trades if self.seen(t["order_id"])]),
             ("GET", "/portfolio/positions", lambda p: self.ex.positions()),
             ("POST", "/_sim/advance", self.advance),
             ("POST", "/_sim/faults", self.set_faults),
             ("GET", "/_sim/state", self.state),
             ("POST", "/_sim/token", self.set_token),
+            ("POST", "/_sim/config", self.config),
+            ("GET", "/_sim/config", lambda p: self.ex.settings.view()),
         ]
         self.routes: list[Route] = [(m, re.compile(path), h) for m, path, h in r]
         self.logins = 0
+        self.hidden: dict[str, float] = {}  # order id → monotonic time it becomes visible
+        self.placing_lost = False  # a placement whose reply will be lost is under way
+        self.ticker.hold = lambda view: self.placing_lost or not self.seen(str(view["order_id"]))
         self.ex.tick_listeners.append(self._on_ticks)
+
+    def seen(self, order_id: str) -> bool:
+        """The order is in the order book's answers (a lost response may delay it)."""
+        until = self.hidden.get(order_id)
+        return until is None or time.monotonic() >= until
+
+    def orders(self, p: dict[str, str]) -> list[dict[str, Any]]:
+        return [o.view() for o in list(self.ex.orders.values()) if self.seen(o.order_id)]
+
+    def history(self, p: dict[str, str], order_id: str) -> list[dict[str, Any]]:
+        if not self.seen(order_id):
+            raise refuse(NOT_FOUND.format(order_id))
+        return self.ex.get(order_id).history
+
+    def config(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Exchange settings (rules.Settings): participation, circuit_pct, lpp_pct,
+        square_off ("HH:MM" IST)."""
+        with self.ex.lock:
+            self.ex.settings.update(p)
+            return self.ex.settings.view()
 
     def _on_ticks(self, moved: list[int]) -> None:
         """Once the access token expires, open ticker connections are cut (and refused)."""
@@ -129,7 +156,7 @@ class SimApi:
         return {"order_id": self.ex.cancel(order_id).order_id}
 
     def order_trades(self, p: dict[str, str], order_id: str) -> list[dict[str, Any]]:
-        return [t for t in self.ex.trades if t["order_id"] == order_id]
+        return [t for t in self.ex.trades if t["order_id"] == order_id and self.seen(order_id)]
 
     def set_faults(self, p: dict[str, Any]) -> dict[str, Any]:
         """Order faults (counters, see Faults), or ``ws_drop`` / ``ws_silent``: act on the
@@ -147,10 +174,19 @@ class SimApi:
             raise KiteError(429, "NetworkException", "Too many requests")
         if self.faults.take("http_500"):
             raise KiteError(500, "GeneralException", "Something went wrong")
-        order = self.ex.place(variety, p)
-        if self.faults.take("reject"):
-            self.ex.reject(order, self.faults.reject_message)
-        if self.faults.take("lost_response"):
+        with self.ex.lock:  # its ticker messages wait too when the order is to stay hidden
+            delay = self.faults.lost_visible_s if self.faults.lost_response > 0 else 0.0
+            self.placing_lost = delay > 0
+            try:
+                order = self.ex.place(variety, p)
+            finally:
+                self.placing_lost = False
+            lost = self.faults.take("lost_response")
+            if lost and delay > 0:
+                self.hidden[order.order_id] = time.monotonic() + delay
+            if self.faults.take("reject"):
+                self.ex.reject(order, self.faults.reject_message)
+        if lost:
             raise LostResponse(self.faults.lost_delay_s)
         return {"order_id": order.order_id}
 

@@ -17,7 +17,7 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,8 @@ class TickerHub:
         self.lock = threading.Lock()
         self.quotes: dict[int, Quote] = {}
         self.connections = 0  # accepted so far, for tests and the admin state
+        self.hold: Callable[[dict[str, Any]], bool] = lambda view: False  # not to send yet
+        self.held: list[dict[str, Any]] = []  # order messages held back, in order
         ex.listeners.append(self.on_order)
         ex.tick_listeners.append(self.on_ticks)
         self.stop = threading.Event()
@@ -153,6 +155,18 @@ class TickerHub:
         while not self.stop.wait(every):
             for c in self._live():
                 c.send(BINARY, b"\x00")
+            self._release()
+
+    def _release(self) -> None:
+        """Send the held order messages that may go now (each order's in their order)."""
+        with self.ex.lock:
+            waiting, self.held = self.held, []
+            for view in waiting:
+                late = any(h["order_id"] == view["order_id"] for h in self.held)
+                if late or self.hold(view):
+                    self.held.append(view)
+                else:
+                    self._send_order(view)
 
     def on_ticks(self, idx: list[int]) -> None:
         """Every tape tick, in tape order, to each client subscribed to its instrument."""
@@ -160,7 +174,8 @@ class TickerHub:
         ticks: list[tuple[int, Quote]] = []
         for i in idx:
             tok, price = int(tape.token[i]), float(tape.price[i])
-            vol, ts_s = int(tape.volume[i]), int(tape.ts[i]) // 1_000_000
+            vol = 0 if tape.volume is None else int(tape.volume[i])
+            ts_s = int(tape.ts[i]) // 1_000_000
             q = self.quotes.get(tok)
             if q is None:
                 q = self.quotes[tok] = Quote(price, price, price, price)
@@ -172,6 +187,13 @@ class TickerHub:
                 c.send(BINARY, message(mine[k : k + MAX_PACKETS]))
 
     def on_order(self, view: dict[str, Any]) -> None:
+        """An order change (called under the exchange's lock): sent, or held back."""
+        if self.hold(view) or any(h["order_id"] == view["order_id"] for h in self.held):
+            self.held.append(view)
+            return
+        self._send_order(view)
+
+    def _send_order(self, view: dict[str, Any]) -> None:
         text = json.dumps({"type": "order", "id": "", "data": {**view, "user_id": "AP0001"}})
         for c in self._live():
             c.send(TEXT, text.encode())
