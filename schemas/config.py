@@ -161,12 +161,23 @@ class KiteConfig(Section):
     backoff_max_s: float = Field(default=2.0, gt=0, description="longest wait between tries")
     intent_ttl_s: int = Field(default=3 * 86_400, gt=0, description="order intents kept in Redis")
     poll_s: float = Field(default=5.0, gt=0, description="orders() poll, beside order messages")
+    max_signal_age_s: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="an order whose signal's tick was received longer ago than this (wall "
+        "clock) is never placed; null: no limit",
+    )
+    require_persistent_redis: bool = Field(
+        default=True,
+        description="refuse live orders when Redis keeps no data on disk (AOF or RDB): a "
+        "restart would forget the order intents",
+    )
     ambiguous_window_s: float = Field(
         default=5.0,
         gt=0,
         le=120,
         description="after an ambiguous reply, how long Kite's orders are polled for the order "
-        "before it is placed again",
+        "(not found: never placed again, its fate left to Kite's updates)",
     )
 
 

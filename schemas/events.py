@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from schemas.enums import (
     Broker,
@@ -81,8 +81,20 @@ class TradingSignal(Model):
     price: float
     timestamp: AwareDatetime
     reason: str
+    # live: wall-clock receipt of its tick (µs), for the placer's age check only; private,
+    # so no ledger or topic ever carries it (they stay the same in replay and tail)
+    _received_us: int | None = PrivateAttr(default=None)
 
     _price = field_validator("price")(_finite_positive)
+
+    def received(self, us: int | None) -> TradingSignal:
+        """This signal, noting when its tick was received (live sources)."""
+        self._received_us = us
+        return self
+
+    @property
+    def received_us(self) -> int | None:
+        return self._received_us
 
 
 class OrderRequest(Model):

@@ -88,6 +88,7 @@ class OrderIntent(Model):
 
     tag: str
     validated: ValidatedSignal
+    claimed_us: int | None = None  # wall clock when it was recorded (µs since the epoch)
 
 
 class KeyKind(str, Enum):

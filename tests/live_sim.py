@@ -127,6 +127,7 @@ def live_config(tmp: Path, sim: Sim, redis_url: str, prefix: str, **source: Any)
         "ws_root": sim.root.replace("http", "ws"),
         "poll_s": 0.5,
         "timeout_s": 2,
+        "require_persistent_redis": False,  # the shared test Redis keeps nothing on disk
     }
     path = tmp / "live.yaml"
     path.write_text(yaml.safe_dump(raw))

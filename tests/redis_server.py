@@ -34,9 +34,10 @@ def shared_url() -> str:
 
 
 class RedisServer:
-    """A private ``redis-server`` (no persistence) on a fixed free port."""
+    """A private ``redis-server`` on a fixed free port; no persistence unless ``aof_dir``
+    (append-only file there)."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, aof_dir: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             missing("redis-server not found on PATH")
@@ -44,6 +45,7 @@ class RedisServer:
         self.port = free_ports(1)[0]
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = log
+        self.aof_dir = aof_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     def client(self) -> redis.Redis:
@@ -51,7 +53,10 @@ class RedisServer:
 
     def start(self) -> None:
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        cmd += ["--save", "", "--appendonly", "no"]
+        if self.aof_dir is None:
+            cmd += ["--save", "", "--appendonly", "no"]
+        else:
+            cmd += ["--save", "", "--appendonly", "yes", "--dir", str(self.aof_dir)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10

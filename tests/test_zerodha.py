@@ -110,13 +110,14 @@ def test_429_storm_backs_off_and_places_once(sim, orders) -> None:
     assert orders.throttled == 3 and at_sim(api, it.tag) == [got.order_id]
 
 
-def test_500_lists_orders_then_places_once(sim, orders) -> None:
+def test_an_ambiguous_500_is_never_placed_a_second_time(sim, orders) -> None:
     api, root = sim
-    faults(root, http_500=2)
+    faults(root, http_500=1)  # the simulator fails before creating the order
     it = intent(3)
-    got = orders.submit(it, "MARKET")
-    assert orders.ambiguous == 2 and not got.adopted
-    assert at_sim(api, it.tag) == [got.order_id]
+    with pytest.raises(KiteUnavailable, match="not placed again"):
+        orders.submit(it, "MARKET")
+    assert orders.ambiguous == 1 and orders.placed == 0
+    assert at_sim(api, it.tag) == []  # unknown, released: never a guess at a second order
 
 
 def test_lost_response_adopts_the_accepted_order(sim, orders) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_NOT_AVAILABLE, KafkaError
 
 from connectors.kafka import client_config, partitions_of
 from connectors.kafka.parse import parse_batch
@@ -69,14 +69,16 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         self.idle_stop_s, self.tail = idle_stop_s, tail
         self.heard = time.monotonic()
 
-    def _poll(self) -> tuple[list[bytes | None], list[int]]:
+    def _poll(self) -> tuple[list[bytes | None], list[int], list[int]]:
         """Bytewax's ``next_batch`` without building a message object per message (half the
-        cost of the source): same consumer, EOF handling and offset bookkeeping."""
+        cost of the source): same consumer, EOF handling and offset bookkeeping. Tail runs
+        also get each message's Kafka timestamp (µs; -1 where it has none)."""
         inner = self.inner
         if inner._eof:
             raise StopIteration()
         values: list[bytes | None] = []
         offsets: list[int] = []
+        stamps: list[int] = []
         for msg in inner._consumer.consume(inner._batch_size, 0.001):
             err = msg.error()
             if err is not None:
@@ -86,12 +88,15 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
                 raise RuntimeError(f"error consuming from Kafka topic {self.topic!r}: {err}")
             values.append(msg.value())
             offsets.append(msg.offset() or 0)
+            if self.tail:
+                kind, ms = msg.timestamp()
+                stamps.append(ms * 1000 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else -1)
         if offsets:
             inner._offset = offsets[-1] + 1
-        return values, offsets
+        return values, offsets, stamps
 
     def next_batch(self) -> list[SourceItem]:
-        values, offsets = self._poll()
+        values, offsets, stamps = self._poll()
         if not values:
             idle = self.idle_stop_s
             if idle is not None and time.monotonic() - self.heard >= idle:
@@ -99,7 +104,12 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
             return []
         self.heard = time.monotonic()
         live = self.tail  # a bounded read is a recording: no receipt latency
-        received = time.time_ns() // 1000  # receipt time: monitoring only (feed latency)
+        # when each tick entered Kafka (else its receipt): the feed latency, and how old a
+        # signal is when a resume reads old messages again (kite.max_signal_age_s)
+        received = time.time_ns() // 1000
+        entered = np.array(stamps, dtype=np.int64) if live else None
+        if entered is not None:
+            entered[entered < 0] = received
         cols, dead = parse_batch(values, offsets, self.max_bytes, self.topic, self.name)
         offs = np.array(offsets, dtype=np.int64)
         batches = []
@@ -114,7 +124,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
                 price=cols.price[rows],
                 volume=cols.volume[rows],
                 raw_records=_Pick(values, pos),
-                recv=np.full(len(rows), received, dtype=np.int64) if live else None,
+                recv=entered[pos] if entered is not None else None,
             )
             last = self.last_ts.get(token, MISSING_TS)
             batch, bad, new_last = validate(raw, self.known, last, self.trading)

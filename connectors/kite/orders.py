@@ -5,7 +5,9 @@
    order with our tag is adopted instead of placing a new one.
 2. A timeout, a lost connection or a 5xx is ambiguous: the order may exist, and Kite may
    list it only after a while. The day's orders are polled and matched by tag for
-   ``kite.ambiguous_window_s``; only if none matches in that window is it placed again.
+   ``kite.ambiguous_window_s``; a match is adopted. No match: the order's fate is unknown
+   and it is never placed again (``KiteUnavailable``: its exposure is released, and should
+   Kite report it after all, its fills are booked).
 3. 429: wait (exponential backoff) and try again; every try passes the client-side rate
    limiter (``kite.max_orders_per_s``).
 4. Any other Kite error (4xx: input, margins, order rules) → ``OrderRejected`` with Kite's
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -29,7 +32,7 @@ from kiteconnect import exceptions as kex
 
 from schemas.config import AppConfig, Instrument, KiteConfig, SourceUnavailable
 from schemas.enums import Product
-from schemas.kite import BrokerLocked, KiteUnavailable, OrderRejected
+from schemas.kite import IST, BrokerLocked, KiteUnavailable, OrderRejected, is_our_tag
 from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent, decode
 
 log = logging.getLogger("alpha_panda.kite.orders")
@@ -66,9 +69,11 @@ class IntentStore:
         self.client, self.keys, self.ttl_s = client, keys, ttl_s
 
     def claim(self, intent: OrderIntent) -> bool:
-        """Record the intent; False if it was already recorded (by us, earlier)."""
+        """Record the intent (stamped with the wall clock); False if it was already
+        recorded (by us, earlier)."""
         key = self.keys.intent(intent.tag)
-        return bool(self.client.set(key, intent.model_dump_json(), nx=True, ex=self.ttl_s))
+        stamped = intent.model_copy(update={"claimed_us": time.time_ns() // 1000})
+        return bool(self.client.set(key, stamped.model_dump_json(), nx=True, ex=self.ttl_s))
 
     def get(self, tag: str) -> OrderIntent | None:
         raw = self.client.get(self.keys.intent(tag))
@@ -100,6 +105,7 @@ class KiteOrders:
         self.limiter = RateLimiter(cfg.max_orders_per_s, sleep)
         self.sleep = sleep
         self.placed = self.adopted = self.throttled = self.ambiguous = 0  # for the log and tests
+        self.at_kite: dict[str, str] = {}  # our orders Kite listed at start, by tag
 
     def find(self, tag: str) -> dict[str, Any] | None:
         """Kite's order carrying ``tag`` today, if any (one list call)."""
@@ -116,7 +122,34 @@ class KiteOrders:
         """The intent recorded under ``tag`` (by this run or one before a restart)."""
         return self.intents.get(tag)
 
+    def load_today(self) -> None:
+        """Our orders Kite lists today, by tag: a signal replayed after a restart (even
+        with Redis emptied in between) finds its order here instead of placing another."""
+        for row in self.client.orders():
+            if is_our_tag(row.get("tag")):
+                self.at_kite[str(row["tag"])] = str(row["order_id"])
+
+    def _too_old(self, intent: OrderIntent) -> str | None:
+        got, limit = intent.validated.signal.received_us, self.cfg.max_signal_age_s
+        if got is None or limit is None:
+            return None
+        age = time.time() - got / 1e6
+        if age <= limit:
+            return None
+        return (
+            f"SIGNAL_TOO_OLD: its tick was received {age:,.0f} s ago, beyond "
+            f"kite.max_signal_age_s ({limit:g} s); not placed"
+        )
+
     def submit(self, intent: OrderIntent, order_type: str) -> Submitted:
+        old = self._too_old(intent)
+        if old is not None:
+            raise OrderRejected(old)
+        listed = self.at_kite.get(intent.tag)
+        if listed is not None:
+            self.adopted += 1
+            log.info("order %s is at Kite (%s): not placing again", intent.tag, listed)
+            return Submitted(listed, adopted=True)
         try:
             fresh = self.intents.claim(intent)
         except redis.RedisError as e:  # never place an order whose intent is not recorded
@@ -130,7 +163,25 @@ class KiteOrders:
                 self.adopted += 1
                 log.info("order %s already at Kite (%s): not placing again", intent.tag, found)
                 return Submitted(found, adopted=True)
+            late = self._recorded_today(intent.tag)
+            if late is not None:
+                self.adopted += 1
+                return Submitted(late, adopted=True)
         return self._place(intent, order_type)
+
+    def _recorded_today(self, tag: str) -> str | None:
+        """An intent recorded before but not at Kite: one recorded today that Kite still
+        does not list after the ambiguous window was never sent (a crash in between), so
+        it may be placed; one from an earlier day (or of unknown age) never is."""
+        earlier = self.intents.get(tag)
+        claimed = earlier.claimed_us if earlier is not None else None
+        today = datetime.now(IST).date()
+        if claimed is None or datetime.fromtimestamp(claimed / 1e6, IST).date() != today:
+            raise OrderRejected(
+                f"INTENT_WITHOUT_ORDER: order {tag} was recorded on an earlier day and Kite "
+                "lists no such order today; not placed again"
+            )
+        return self._settle(tag)  # listed late after all: adopted
 
     def _find_settled(self, tag: str) -> str | None:
         for attempt in range(self.cfg.attempts):
@@ -157,8 +208,7 @@ class KiteOrders:
                 continue
             if row is not None:
                 return str(row["order_id"])
-        log.warning("order %s: not in Kite's orders after %.1f s; placing it again", tag,
-                    self.cfg.ambiguous_window_s)  # fmt: skip
+        log.warning("order %s: not in Kite's orders after %.1f s", tag, self.cfg.ambiguous_window_s)
         return None
 
     def _backoff(self, attempt: int) -> float:
@@ -214,7 +264,11 @@ class KiteOrders:
                 if found is not None:
                     self.adopted += 1
                     return Submitted(found, adopted=True)
-                continue
+                raise KiteUnavailable(  # held as unknown: never a second order on a guess
+                    f"order {intent.tag}: {type(e).__name__} and not in Kite's orders after "
+                    f"{self.cfg.ambiguous_window_s:g} s; not placed again (Kite's updates or "
+                    "reconciliation settle it)"
+                ) from None
             except (kex.TokenException, kex.PermissionException) as e:
                 raise BrokerLocked(f"{type(e).__name__}: {e}") from None
             except kex.KiteException as e:
@@ -237,6 +291,37 @@ def kite_orders(cfg: AppConfig) -> KiteOrders:
             f"redis.url: {redact(cfg.redis.resolved_url())} unreachable ({type(e).__name__}); "
             "the zerodha broker records order intents there before placing"
         ) from None
+    if cfg.kite.require_persistent_redis:
+        _check_persistent(client, cfg)
     store = IntentStore(client, LiveKeys(cfg.redis.key_prefix), cfg.kite.intent_ttl_s)
     instruments = {i.instrument_token: i for i in cfg.instruments}
-    return KiteOrders(http_client(cfg.kite), store, cfg.kite, instruments)
+    placer = KiteOrders(http_client(cfg.kite), store, cfg.kite, instruments)
+    try:
+        placer.load_today()
+    except (kex.KiteException, requests.RequestException) as e:
+        raise SourceUnavailable(
+            f"kite.api_root: listing today's orders failed ({type(e).__name__}); live orders "
+            "are not placed without knowing which exist"
+        ) from None
+    return placer
+
+
+def _check_persistent(client: redis.Redis, cfg: AppConfig) -> None:
+    """Redis must keep the intents across its own restart (AOF or RDB snapshots)."""
+    from connectors.redis_state import redact
+
+    where = redact(cfg.redis.resolved_url())
+    try:
+        aof = client.config_get("appendonly").get("appendonly")
+        save = client.config_get("save").get("save")
+    except redis.RedisError as e:
+        raise SourceUnavailable(
+            f"redis.url: {where} does not say whether it persists ({type(e).__name__}); "
+            "set kite.require_persistent_redis: false if you know it does"
+        ) from None
+    if aof != "yes" and not save:
+        raise SourceUnavailable(
+            f"redis.url: {where} keeps no data on disk (appendonly no, no save points): a "
+            "restart would forget the order intents. Enable AOF (appendonly yes) or set "
+            "kite.require_persistent_redis: false"
+        )

@@ -127,7 +127,7 @@ class StrategyRunner:
             price=float(b.price[i]),
             timestamp=from_us(ts),
             reason=why,
-        )
+        ).received(int(b.recv[i]) if b.recv is not None else None)
         self._fired.append((i, sig.signal_id, sid, target))
         return sig
 
