@@ -17,6 +17,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
 
 from connectors.control import FileControl, RedisControl
+from connectors.kite.placement import PlacementWorker
 from connectors.ledger import LedgerOpenSource, ParquetLedger, shard_key
 from connectors.replay import RowsRead
 from connectors.report import ReportSink
@@ -195,7 +196,8 @@ def accounts(
 
         def venue(state: Any) -> Any:
             if b is Broker.ZERODHA and plan.placer is not None:
-                return ZerodhaVenue(cfg.costs, plan.placer, setup.order_types, state)
+                worker = PlacementWorker(plan.placer, cfg.kite.placement_queue)
+                return ZerodhaVenue(cfg.costs, plan.placer, setup.order_types, state, worker)
             closes = setup.session.closes if bc.risk.enforce_session else None
             timeout_us = round(cfg.execution.limit_timeout_s * US)
             protection = cfg.execution.market_protection / 100

@@ -172,6 +172,12 @@ class KiteConfig(Section):
         description="refuse live orders when Redis keeps no data on disk (AOF or RDB): a "
         "restart would forget the order intents",
     )
+    placement_queue: int = Field(
+        default=64,
+        gt=0,
+        le=10_000,
+        description="orders waiting for the placement thread at most; full: the account halts",
+    )
     ambiguous_window_s: float = Field(
         default=5.0,
         gt=0,

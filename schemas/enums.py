@@ -39,6 +39,7 @@ class StateReason(str, Enum):
     OPERATOR_FLATTEN = "OPERATOR_FLATTEN"
     OPERATOR_RESUME = "OPERATOR_RESUME"
     TOKEN_INVALID = "TOKEN_INVALID"  # Kite refused our access token (expired) or permission
+    PLACEMENT_BACKLOG = "PLACEMENT_BACKLOG"  # the Kite placement queue is full
 
 
 class Stage(str, Enum):

@@ -48,6 +48,19 @@ class BrokerLocked(Exception):
 
 
 @dataclass(frozen=True)
+class PlacementOutcome:
+    """How placing the order tagged ``tag`` ended, off the dataflow thread: ``kind`` PLACED
+    (``order_id``, at wall time ``sent_us``), REJECTED (Kite's ``message``), LOCKED (Kite
+    refused our session) or UNAVAILABLE (its fate unknown: never placed again)."""
+
+    tag: str
+    kind: str
+    order_id: str | None = None
+    message: str = ""
+    sent_us: int = 0
+
+
+@dataclass(frozen=True)
 class KiteAlert:
     """Kite refused our session outside an order (the orders() poll): the zerodha account
     halts with ``detail``."""

@@ -346,7 +346,10 @@ class StubVenue:
     def drain_latency(self) -> list[Any]:
         return []
 
-    def drain_alerts(self) -> list[str]:
+    def drain_alerts(self) -> list[Any]:
+        return []
+
+    def collect(self, final: bool = False) -> list[Any]:
         return []
 
 

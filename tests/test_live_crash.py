@@ -34,11 +34,13 @@ ENDED = {"COMPLETE", "CANCELLED", "REJECTED"}
 RESTING = {"OPEN", "TRIGGER PENDING"}
 
 
-def replay_targets(raw: dict[str, Any], ticks: Path, out: Path) -> tuple[dict[int, int], int, Any]:
+def replay_targets(
+    raw: dict[str, Any], ticks: Path, out: Path
+) -> tuple[dict[int, int], int, Any, Any]:
     """A plain replay of ``ticks`` through the same strategy, on paper only (in-process): the
-    final position per instrument (0 where flat), its number of signals, and the time of its
+    last target per instrument (0 where flat), its number of signals, and the time of its
     first snapshot after its last signal (once the live zerodha account snapshots that time,
-    it has decided on every signal of the tape)."""
+    it has decided on every signal of the tape) and that last signal's time."""
     replay = {k: v for k, v in raw.items() if k not in ("kite", "kafka", "redis")}
     replay["source"] = {"kind": "replay", "path": str(ticks)}
     replay["brokers"] = {"paper": {"slippage_bps": 0}}
@@ -46,15 +48,15 @@ def replay_targets(raw: dict[str, Any], ticks: Path, out: Path) -> tuple[dict[in
     replay["sinks"] = ["ledger"]
     replay["output"] = {"dir": str(out)}
     rows, _ = run_graph(parse_config(replay, out.parent), out)
-    (final,) = [p for p in rows["pnl"] if p.final]
-    targets = dict.fromkeys(TOKENS, 0)
-    targets.update({p.instrument_token: p.quantity for p in final.positions})
+    targets = dict.fromkeys(TOKENS, 0)  # each instrument's last target (paper may not
+    for s in sorted(rows["signals"], key=lambda s: s.timestamp):  # fill its last order
+        targets[s.instrument_token] = s.target_quantity  # before the tape ends)
     last_signal = max(s.timestamp for s in rows["signals"])
     after = [p.timestamp for p in rows["pnl"] if not p.final and p.timestamp > last_signal]
     # A live flow snapshots a time once a later item passes it (no end of stream to flush
     # it): the tape must run past a second snapshot after its last signal.
     assert len(after) >= 2, "the tape must run well past its last signal"
-    return targets, len(rows["signals"]), min(after)
+    return targets, len(rows["signals"]), min(after), last_signal
 
 
 def held_at_kite(orders: list[dict[str, Any]]) -> tuple[dict[int, int], dict[int, int]]:
@@ -88,7 +90,9 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
     raw["kite"]["max_orders_per_s"] = 5  # slow enough to kill it mid-session
     raw["portfolio"] = {"snapshot_interval_s": 60}  # a snapshot soon after the last signal
     cfg.write_text(yaml.safe_dump(raw))
-    targets, signals, last_snapshot = replay_targets(raw, ticks, tmp_path / "replay" / "run")
+    targets, signals, last_snapshot, last_signal = replay_targets(
+        raw, ticks, tmp_path / "replay" / "run"
+    )
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     init_db_dir(recovery, 1)
@@ -118,7 +122,10 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
         if rc is None or rc.rows_read < total or pnl is None or raw_counters is None:
             return False
         c = decode(KeyKind.COUNTERS, raw_counters)
-        return c.signals >= signals and decode(KeyKind.PNL, pnl).timestamp >= last_snapshot
+        # Kite answered each order, the last signal's included (placing is asynchronous)
+        placed = c.orders_placed + c.orders_failed >= c.validated and c.as_of >= last_signal
+        seen = c.signals >= signals and decode(KeyKind.PNL, pnl).timestamp >= last_snapshot
+        return seen and placed
 
     try:
         first = start("first.log")
@@ -146,7 +153,10 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
     # Convergence: what the broker holds (or will, once its resting orders fill) is what the
     # strategy's targets come to, per instrument, as an independent plain replay says.
     held, peak = held_at_kite(orders)
-    assert held == targets, f"zerodha holds {held}, the targets are {targets}; {counters}"
+    seq = {t: [(o["transaction_type"][0], o["quantity"], o["tag"][-4:]) for o in
+               sorted(orders, key=lambda o: int(o["order_id"])) if o["instrument_token"] == t]
+           for t in TOKENS}  # fmt: skip
+    assert held == targets, f"zerodha holds {held}, the targets are {targets}; {counters}; {seq}"
     size = raw["strategies"][0]["params"]["quantity"]  # the strategy's |target|
     assert all(abs(q) <= size for q in held.values()), held
     assert all(q <= size for q in peak.values()), f"largest |position| per instrument {peak}"

@@ -106,6 +106,7 @@ class KiteOrders:
         self.sleep = sleep
         self.placed = self.adopted = self.throttled = self.ambiguous = 0  # for the log and tests
         self.at_kite: dict[str, str] = {}  # our orders Kite listed at start, by tag
+        self.today_rows: list[dict[str, Any]] = []  # and those orders as Kite shows them
 
     def find(self, tag: str) -> dict[str, Any] | None:
         """Kite's order carrying ``tag`` today, if any (one list call)."""
@@ -124,10 +125,17 @@ class KiteOrders:
 
     def load_today(self) -> None:
         """Our orders Kite lists today, by tag: a signal replayed after a restart (even
-        with Redis emptied in between) finds its order here instead of placing another."""
+        with Redis emptied in between) finds its order here instead of placing another,
+        and the account adopts them all before its first decision (``today``)."""
         for row in self.client.orders():
             if is_our_tag(row.get("tag")):
                 self.at_kite[str(row["tag"])] = str(row["order_id"])
+                self.today_rows.append(dict(row))
+
+    def today(self) -> list[dict[str, Any]]:
+        """Our orders Kite listed at start (handed over once)."""
+        rows, self.today_rows = self.today_rows, []
+        return rows
 
     def _too_old(self, intent: OrderIntent) -> str | None:
         got, limit = intent.validated.signal.received_us, self.cfg.max_signal_age_s

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from bytewax.dataflow import Stream
 
+from operators.account import orders
 from operators.account.book import AccountBook
 from operators.account.closing import Closing
 from operators.account.exits import ExitRule, Exits, ExitState, Key
@@ -107,8 +108,14 @@ class Venue(Protocol):
 
     def drain_latency(self) -> list[OrderLatency]: ...
 
-    def drain_alerts(self) -> list[str]:
-        """Why the venue can send nothing more (Kite refused our session), since last asked."""
+    def drain_alerts(self) -> list[tuple[StateReason, str]]:
+        """Why the account must halt (Kite refused our session, a placement backlog), since
+        last asked."""
+        ...
+
+    def collect(self, final: bool = False) -> list[OrderEvent]:
+        """Outcomes of orders placed asynchronously, since last asked (``final``: the end of
+        the stream, wait a while for those under way)."""
         ...
 
 
@@ -264,6 +271,8 @@ class Account(Closing, MarkRuns):
             return self._apply(self.venue.send(v, kind, own, square_off))
         self.risk.rates.record(to_us(v.timestamp))
         sent = self.venue.send(v, kind, own, square_off)
+        if not sent and self.venue.knows(v):  # placing in the background: open meanwhile
+            self.state.book.opened(orders.placed(v, None, kind, v.timestamp))
         return [v, *self._apply(sent), *self.venue.drain_latency()]
 
     def _product(self, strategy_id: str) -> Product:
@@ -319,13 +328,13 @@ class Account(Closing, MarkRuns):
 
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:
-        out = self._route(item)
+        out = self._apply(self.venue.collect()) + self._route(item)
         alerts = self.venue.drain_alerts()
         if isinstance(item, KiteAlert):
-            alerts.append(item.detail)
+            alerts.append((StateReason.TOKEN_INVALID, item.detail))
         ts = self.state.book.last_ts
-        for detail in alerts if ts is not None else []:
-            out += self._verdict(self.trading.lock(StateReason.TOKEN_INVALID, detail, ts), ts)
+        for reason, detail in alerts if ts is not None else []:
+            out += self._verdict(self.trading.lock(reason, detail, ts), ts)
         return out
 
     def _route(self, item: AccountIn) -> list[AccountOut]:
@@ -359,7 +368,8 @@ class Account(Closing, MarkRuns):
         st = self.state
         if st.book.last_ts is None:
             return []
-        out = self._commands(st.book.last_ts, final=True)
+        out = self._apply(self.venue.collect(final=True))
+        out += self._commands(st.book.last_ts, final=True)
         out += self._apply(self.venue.expire(st.book.last_ts))
         out.append(snapshot(self.broker, st.book, st.book.last_ts, final=True))
         out.append(summary(self.broker, st.book, st.rejections, st.changes, st.failed))

@@ -33,7 +33,7 @@ from operators.account.costs import CncDays
 from operators.accounting import Charges, charges
 from operators.market import nse_tick_size
 from schemas.config import CostModel
-from schemas.enums import OrderStatus, Product, SignalType
+from schemas.enums import OrderStatus, Product, SignalType, StateReason
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.ids import content_id
 from schemas.kite import OrderUpdate
@@ -340,8 +340,11 @@ class PaperVenue:
     def drain_latency(self) -> list[OrderLatency]:
         return []  # simulated: no wall-clock latency
 
-    def drain_alerts(self) -> list[str]:
+    def drain_alerts(self) -> list[tuple[StateReason, str]]:
         return []  # the paper venue never refuses a session
+
+    def collect(self, final: bool = False) -> list[OrderEvent]:
+        return []  # placed at once
 
 
 def _cancelled(v: ValidatedSignal, why: str, ts: int, unfilled: int) -> OrderEvent:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from operators.account import orders
 from operators.accounting import Charges, charges
 from schemas.config import CostModel
-from schemas.enums import OrderStatus
+from schemas.enums import OrderStatus, StateReason
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.kite import (
     TERMINAL,
@@ -26,12 +26,14 @@ from schemas.kite import (
     KiteUnavailable,
     OrderRejected,
     OrderUpdate,
+    PlacementOutcome,
     order_tag,
 )
 from schemas.redis_keys import OrderIntent
 from schemas.ticks import F64, I64, ExecTick, OrderLatency, to_us
 
 log = logging.getLogger("alpha_panda.zerodha")
+FINISH_S = 30.0  # at the end of the stream: how long placements under way are waited for
 
 
 class Placer(Protocol):
@@ -40,6 +42,18 @@ class Placer(Protocol):
     def submit(self, intent: OrderIntent, order_type: str) -> Any: ...
 
     def recall(self, tag: str) -> OrderIntent | None: ...
+
+    def today(self) -> list[dict[str, Any]]: ...
+
+
+class Worker(Protocol):
+    """connectors.kite.placement.PlacementWorker: placing off the dataflow thread."""
+
+    def offer(self, intent: OrderIntent, order_type: str) -> bool: ...
+
+    def outcomes(self) -> list[PlacementOutcome]: ...
+
+    def finish(self, timeout_s: float) -> None: ...
 
 
 @dataclass
@@ -67,13 +81,15 @@ class ZerodhaVenue:
         placer: Placer,
         order_types: Mapping[str, str],
         state: ZerodhaState | None = None,
+        worker: Worker | None = None,
     ) -> None:
         self.costs, self.placer, self.order_types = costs, placer, order_types
         self.state = state or ZerodhaState()
+        self.worker = worker  # None: place in the calling thread (tests)
         self.latencies: list[OrderLatency] = []  # monitoring only: never in the state
-        self.alerts: list[str] = []  # Kite refused our session: the account halts
+        self.alerts: list[tuple[StateReason, str]] = []  # the account halts for these
 
-    def drain_alerts(self) -> list[str]:
+    def drain_alerts(self) -> list[tuple[StateReason, str]]:
         out, self.alerts = self.alerts, []
         return out
 
@@ -115,26 +131,88 @@ class ZerodhaVenue:
                 return []
             return [self._placed(known, order_type)]
         t = self.state.orders[tag] = Tracked(v, None, announced=False)
+        if self.worker is not None:
+            return self._queue(t, OrderIntent(tag=tag, validated=v), order_type)
         try:
             submitted = self.placer.submit(OrderIntent(tag=tag, validated=v), order_type)
         except OrderRejected as e:
-            t.done = True
-            return [
-                orders.failed(v, None, OrderStatus.REJECTED, v.quantity, e.message, v.timestamp)
-            ]
-        except BrokerLocked as e:  # nothing was placed; the account halts (TOKEN_INVALID)
-            t.done = True
-            self.alerts.append(e.message)
-            why = f"TOKEN_INVALID: {e.message}"
-            return [orders.failed(v, None, OrderStatus.FAILED, v.quantity, why, v.timestamp)]
+            return self._ended(t, PlacementOutcome(tag, "REJECTED", message=e.message))
+        except BrokerLocked as e:
+            return self._ended(t, PlacementOutcome(tag, "LOCKED", message=e.message))
         except KiteUnavailable as e:
-            # Released now; an update may still report the order, and its fills are applied.
-            why = f"KITE_UNAVAILABLE: {e}"
-            return [orders.failed(v, None, OrderStatus.FAILED, v.quantity, why, v.timestamp)]
-        t.kite_order_id = submitted.order_id
-        sig_us = to_us(v.signal.timestamp)
-        self.latencies.append(OrderLatency(sig_us, (time.time_ns() // 1000 - sig_us) / 1000.0))
-        return [self._placed(t, order_type)]
+            return self._ended(t, PlacementOutcome(tag, "UNAVAILABLE", message=str(e)))
+        sent = PlacementOutcome(tag, "PLACED", submitted.order_id, sent_us=time.time_ns() // 1000)
+        return self._ended(t, sent)
+
+    def _queue(self, t: Tracked, intent: OrderIntent, order_type: str) -> list[OrderEvent]:
+        """Hand the order to the placement thread; its outcome comes back by ``collect``
+        (meanwhile the account counts it as open). A full queue: not sent, and the
+        account halts."""
+        assert self.worker is not None
+        if self.worker.offer(intent, order_type):
+            return []
+        t.done = True
+        why = "PLACEMENT_QUEUE_FULL: the Kite placement queue is full (Kite slow or down)"
+        self.alerts.append((StateReason.PLACEMENT_BACKLOG, why))
+        v = t.validated
+        return [orders.failed(v, None, OrderStatus.FAILED, v.quantity, why, v.timestamp)]
+
+    def collect(self, final: bool = False) -> list[OrderEvent]:
+        """Outcomes of the placements the thread finished since last asked (``final``: the
+        stream ends; wait a while for those still under way)."""
+        out = self._adopt_today()
+        if self.worker is None:
+            return out
+        if final:
+            self.worker.finish(FINISH_S)
+        for o in self.worker.outcomes():
+            t = self.state.orders.get(o.tag)
+            if t is None:
+                log.warning("placement outcome for unknown order %s (%s)", o.tag, o.kind)
+                continue
+            out += self._ended(t, o)
+        return out
+
+    def _adopt_today(self) -> list[OrderEvent]:
+        """Once, before the account's first decision: our orders Kite already lists today
+        (placed before a restart), booked as Kite shows them, so that replayed signals
+        are decided against what is really at Kite."""
+        out: list[OrderEvent] = []
+        for row in self.placer.today():
+            try:
+                u = OrderUpdate.from_kite(row)
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("Kite order %s: unreadable (%s)", row.get("order_id"), e)
+                continue
+            out += self.update(u)
+        return out
+
+    def _ended(self, t: Tracked, o: PlacementOutcome) -> list[OrderEvent]:
+        """What a placement's outcome means for the order (Kite's updates may have told
+        some of it already)."""
+        v = t.validated
+        left = max(v.quantity - t.filled, 0)
+        if o.kind == "PLACED":
+            t.kite_order_id = t.kite_order_id or o.order_id
+            sig_us = to_us(v.signal.timestamp)
+            self.latencies.append(OrderLatency(sig_us, (o.sent_us - sig_us) / 1000.0))
+            if t.announced or t.done:
+                return []
+            kind = self.order_types.get(v.signal.strategy_id, "MARKET")
+            return [self._placed(t, kind)]
+        if t.done:
+            return []
+        if o.kind == "REJECTED":
+            t.done = True
+            return [orders.failed(v, None, OrderStatus.REJECTED, left, o.message, v.timestamp)]
+        if o.kind == "LOCKED":  # nothing was placed; the account halts (TOKEN_INVALID)
+            t.done = True
+            self.alerts.append((StateReason.TOKEN_INVALID, o.message))
+            why = f"TOKEN_INVALID: {o.message}"
+            return [orders.failed(v, None, OrderStatus.FAILED, left, why, v.timestamp)]
+        # Unknown: released now; should Kite report the order after all, its fills apply.
+        why = f"KITE_UNAVAILABLE: {o.message}"
+        return [orders.failed(v, None, OrderStatus.FAILED, left, why, v.timestamp)]
 
     def _placed(self, t: Tracked, order_type: str) -> OrderEvent:
         t.announced = True

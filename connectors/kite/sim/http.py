@@ -32,6 +32,9 @@ class Faults:
     reject_message: str = "RMS:Margin Exceeds, Required:0, Available:0"
     lost_delay_s: float = 5.0
     lost_visible_s: float = 0.0  # a lost order stays out of the order book this long (wall s)
+    outage_s: float = 0.0  # from when it is set: Kite is down this long (wall s)
+    outage_hang_s: float = 1.0  # during an outage each API call hangs this long, then a 503
+    down_until: float = 0.0  # monotonic time the outage ends
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, name: str) -> bool:
@@ -44,9 +47,18 @@ class Faults:
     def update(self, body: dict[str, Any]) -> None:
         with self.lock:
             for k, v in body.items():
-                if k == "lock" or not hasattr(self, k):
+                if k in ("lock", "down_until") or not hasattr(self, k):
                     raise KiteError(400, "InputException", f"unknown fault: {k}")
                 setattr(self, k, type(getattr(self, k))(v))
+            if body.get("outage_s"):
+                self.down_until = time.monotonic() + float(body["outage_s"])
+
+    def outage(self) -> None:
+        """During an outage: hang, then answer as an overloaded gateway does."""
+        left = self.down_until - time.monotonic()
+        if left > 0:
+            time.sleep(min(self.outage_hang_s, left))
+            raise KiteError(503, "NetworkException", "Kite is temporarily unavailable")
 
 
 @dataclass
@@ -229,6 +241,8 @@ class SimApi:
             match = pattern.fullmatch(path)
             if match and m == method:
                 public = path == "/session/token" or path.startswith("/_sim/")
+                if not path.startswith("/_sim/"):
+                    self.faults.outage()
                 if not public and not self.authorised(auth):
                     raise KiteError(403, "TokenException", "Incorrect `api_key` or `access_token`.")
                 return handler(params, **match.groupdict())

@@ -1,0 +1,82 @@
+"""Kite orders placed off the dataflow thread: one worker thread per zerodha account, a
+bounded queue of intents in, outcomes out. Retries, backoff and a Kite outage stall only
+this thread; ticks, paper and health go on. The account collects the outcomes on its next
+item (operators.account.zerodha)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from schemas.kite import BrokerLocked, KiteUnavailable, OrderRejected, PlacementOutcome
+from schemas.redis_keys import OrderIntent
+
+log = logging.getLogger("alpha_panda.kite.placement")
+
+
+class PlacementWorker:
+    """Feeds ``placer`` (connectors.kite.orders.KiteOrders) from a queue of at most
+    ``capacity`` intents; every intent gets exactly one outcome."""
+
+    def __init__(self, placer: Any, capacity: int) -> None:
+        self.placer = placer
+        self.inbox: queue.Queue[tuple[OrderIntent, str]] = queue.Queue(maxsize=capacity)
+        self.outbox: queue.SimpleQueue[PlacementOutcome] = queue.SimpleQueue()
+        self.busy = 0  # an order being placed
+        self.thread = threading.Thread(target=self._run, name="kite-placer", daemon=True)
+        self.thread.start()
+
+    def offer(self, intent: OrderIntent, order_type: str) -> bool:
+        """Queue ``intent``; False when the queue is full (nothing queued)."""
+        try:
+            self.inbox.put_nowait((intent, order_type))
+        except queue.Full:
+            return False
+        return True
+
+    def backlog(self) -> int:
+        return self.inbox.qsize() + self.busy
+
+    def finish(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until every queued order has its outcome."""
+        deadline = time.monotonic() + timeout_s
+        while self.backlog() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def outcomes(self) -> list[PlacementOutcome]:
+        out = []
+        while True:
+            try:
+                out.append(self.outbox.get_nowait())
+            except queue.Empty:
+                return out
+
+    def recall(self, tag: str) -> OrderIntent | None:
+        return self.placer.recall(tag)
+
+    def _run(self) -> None:
+        while True:
+            intent, order_type = self.inbox.get()
+            self.busy = 1
+            try:
+                self.outbox.put(self._place(intent, order_type))
+            finally:
+                self.busy = 0
+
+    def _place(self, intent: OrderIntent, order_type: str) -> PlacementOutcome:
+        tag = intent.tag
+        try:
+            got = self.placer.submit(intent, order_type)
+        except OrderRejected as e:
+            return PlacementOutcome(tag, "REJECTED", message=e.message)
+        except BrokerLocked as e:
+            return PlacementOutcome(tag, "LOCKED", message=e.message)
+        except KiteUnavailable as e:
+            return PlacementOutcome(tag, "UNAVAILABLE", message=str(e))
+        except Exception as e:  # never let the worker die: the order's fate is unknown
+            log.exception("placing order %s failed unexpectedly", tag)
+            return PlacementOutcome(tag, "UNAVAILABLE", message=f"{type(e).__name__}")
+        return PlacementOutcome(tag, "PLACED", got.order_id, sent_us=time.time_ns() // 1000)
