@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators.ticks import MISSING_TS, RawTicks, TradingDays, validate
-from schemas.arrow import DEPTH_FIELDS, REQUIRED_TICK_COLUMNS, TS_TYPE, read_depth
+from schemas.arrow import REQUIRED_TICK_COLUMNS, TS_TYPE, depth_type_error, read_depth
+from schemas.config import ConfigError
 from schemas.events import DeadLetter
 from schemas.ticks import Depth, TickBatch
 
@@ -52,14 +53,13 @@ def list_files(path: str | Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"source.path: no .parquet files under {p}")
     for f in files:
-        names = set(pq.read_schema(f).names)
-        missing = [c for c in REQUIRED_TICK_COLUMNS if c not in names]
+        schema = pq.read_schema(f)
+        missing = [c for c in REQUIRED_TICK_COLUMNS if c not in schema.names]
         if missing:
-            raise ValueError(f"source.path: {f} lacks column(s) {missing}")
-        depth = [c for c in DEPTH_FIELDS.names if c in names]
-        if depth and len(depth) < len(DEPTH_FIELDS):
-            lacks = [c for c in DEPTH_FIELDS.names if c not in names]
-            raise ValueError(f"source.path: {f} has depth column(s) {depth} but not {lacks}")
+            raise ConfigError(f"source.path: {f} lacks column(s) {missing}")
+        depth = depth_type_error(schema)
+        if depth is not None:
+            raise ConfigError(f"source.path: {f} {depth}")
     return files
 
 
@@ -132,10 +132,7 @@ def _read(path: Path) -> _FileData:
         vol = np.full(len(tok), -1, dtype=np.int64)
     groups = group_rows(tok)
     max_ts = int(ts.max()) if len(ts) else MISSING_TS  # MISSING_TS is the int64 minimum
-    try:
-        depth = read_depth(t)
-    except ValueError as e:
-        raise ValueError(f"source.path: {path}: {e}") from None
+    depth = read_depth(t)
     data = _FileData(tok, ts, price, vol, raw_ts, max_ts, groups, depth)
     _CACHE.clear()
     _CACHE[path] = data

@@ -119,7 +119,7 @@ def _runner_options(cfg: AppConfig, session: MarketSession) -> RunnerOptions:
         stop_offsets=cfg.stop_offsets(),
         tick_size={i.instrument_token: i.tick_size for i in cfg.instruments},
         limit_wait_us=round(ex.limit_timeout_s * US) or 86_400 * US,
-        protection=ex.market_protection / 100,
+        protection=cfg.paper_protection(),
         participation=ex.max_participation,
         session_reset=frozenset(s.id for s in cfg.strategies if s.session_reset),
         day_end=session.day_end,
@@ -200,7 +200,7 @@ def accounts(
                 return ZerodhaVenue(cfg.costs, plan.placer, setup.order_types, state, worker)
             closes = setup.session.closes if bc.risk.enforce_session else None
             timeout_us = round(cfg.execution.limit_timeout_s * US)
-            protection = cfg.execution.market_protection / 100
+            protection = cfg.paper_protection()
             return PaperVenue(
                 bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us, protection
             )

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import AwareDatetime, BaseModel
 
 from schemas.ticks import DEPTH_LEVELS, Depth
@@ -51,27 +52,54 @@ def depth_columns(depth: Depth) -> list[pa.Array]:
     return out
 
 
-def read_depth(table: pa.Table) -> Depth | None:
-    """The depth columns of a replay table (None: it has none). Raises ValueError naming a
-    column of the wrong shape or type."""
-    names = [f.name for f in DEPTH_FIELDS if f.name in table.column_names]
+def depth_type_error(schema: pa.Schema) -> str | None:
+    """Why a replay file's depth columns cannot be read (None: they can, or there are none):
+    all four or none, each a list of numbers."""
+    names = [f.name for f in DEPTH_FIELDS if f.name in schema.names]
     if not names:
         return None
     if len(names) < len(DEPTH_FIELDS):
-        raise ValueError(f"depth columns: {sorted(set(DEPTH_FIELDS.names) - set(names))} missing")
-    parts = []
+        lacks = [n for n in DEPTH_FIELDS.names if n not in names]
+        return f"has depth column(s) {names} but not {lacks}"
+    for name in names:
+        typ = schema.field(name).type
+        listy = pa.types.is_list(typ) or pa.types.is_large_list(typ)
+        if not (listy or pa.types.is_fixed_size_list(typ)) or not (
+            pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type)
+        ):
+            return f"column {name} is {typ}, not a list of numbers"
+    return None
+
+
+def read_depth(table: pa.Table) -> Depth | None:
+    """The depth columns of a replay table (None: it has none). A row whose lists are not
+    five finite numbers a side (whole quantities, positive prices) has no depth; the file's
+    column types are checked before (``depth_type_error``)."""
+    if DEPTH_FIELDS.names[0] not in table.column_names:
+        return None
+    n, parts, ok = table.num_rows, [], np.ones(table.num_rows, dtype=bool)
     for f in DEPTH_FIELDS:
-        try:
-            col = table[f.name].combine_chunks().cast(f.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-            raise ValueError(f"column {f.name}: not {DEPTH_LEVELS} numbers a row ({e})") from None
-        empty = np.nan if pa.types.is_floating(f.type.value_type) else 0
-        flat = col.flatten().fill_null(empty).to_numpy(zero_copy_only=False)
-        full = np.full((len(col), DEPTH_LEVELS), empty, dtype=flat.dtype)
-        valid = ~col.is_null().to_numpy(zero_copy_only=False)
-        full[valid] = flat.reshape(-1, DEPTH_LEVELS)[: int(valid.sum())]
-        parts.append(full)
-    return Depth(parts[0], parts[1].astype(np.int64), parts[2], parts[3].astype(np.int64))
+        col = table[f.name].combine_chunks()
+        lens = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
+        good = lens == DEPTH_LEVELS
+        flat = pc.list_flatten(col.filter(pa.array(good))).cast(pa.float64())
+        values = np.full((n, DEPTH_LEVELS), np.nan)
+        values[good] = (
+            flat.fill_null(np.nan).to_numpy(zero_copy_only=False).reshape(-1, DEPTH_LEVELS)
+        )
+        ok &= good
+        parts.append(values)
+    bid_p, bid_q, ask_p, ask_q = parts
+    for q in (bid_q, ask_q):  # whole, non-negative quantities (NaN: an empty level)
+        bad = ~np.isnan(q) & ((q < 0) | (q != np.floor(q)) | (q > 2**62))
+        ok &= ~bad.any(axis=1)
+    for p in (bid_p, ask_p):
+        ok &= ~(np.isinf(p) | (p <= 0)).any(axis=1)
+    d = Depth.empty(n)
+    d.bid_price[ok], d.ask_price[ok] = bid_p[ok], ask_p[ok]
+    d.bid_qty[ok] = np.nan_to_num(bid_q[ok]).astype(np.int64)
+    d.ask_qty[ok] = np.nan_to_num(ask_q[ok]).astype(np.int64)
+    return d
 
 
 def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:

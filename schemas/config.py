@@ -310,12 +310,12 @@ class ExecutionConfig(Section):
     limit_timeout_s: float = Field(
         default=0, ge=0, description="a resting LIMIT is cancelled after this (0: at the close)"
     )
-    market_protection: float = Field(
-        default=2.0,
+    market_protection: float | None = Field(
+        default=None,
         ge=0,
         le=100,
         description="% beyond the signal price a MARKET order may fill (as Kite's market "
-        "protection; the rest rests at that price); 0: none",
+        "protection; the rest rests at that price); 0: none; null: kite.market_protection",
     )
     max_participation: float | None = Field(
         default=1.0,
@@ -479,6 +479,14 @@ class AppConfig(Section):
 
     def control_by_redis(self) -> bool:
         return self.control.redis if self.control.redis is not None else self.is_live()
+
+    def paper_protection(self) -> float:
+        """The paper venue's market protection as a fraction: ``execution.market_protection``,
+        else the one the Kite orders carry (Kite's own band, -1, modelled as 2%)."""
+        pct = self.execution.market_protection
+        if pct is None:
+            pct = self.kite.market_protection if self.kite.market_protection > 0 else 2.0
+        return pct / 100
 
     def stop_offsets(self) -> dict[str, float]:
         """SL / SL-M strategies: the trigger's offset (bps) from the signal price."""

@@ -146,7 +146,8 @@ class OrderEvent(Model):
 class OrderPlaced(OrderEvent):
     quantity: int = Field(gt=0)
     order_type: str
-    price: float
+    price: float  # the signal's price (a LIMIT's limit)
+    trigger_price: float | None = None  # SL / SL-M
 
 
 class OrderFilled(OrderEvent):

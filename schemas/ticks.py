@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -60,7 +61,7 @@ class Depth:
         return tuple(
             (float(p), int(q))
             for p, q in zip(price[row].tolist(), qty[row].tolist(), strict=True)
-            if q > 0 and p == p and p > 0
+            if q > 0 and math.isfinite(p) and p > 0
         )
 
     @classmethod
@@ -239,10 +240,12 @@ class ExecTick:
     instrument_token: int
     price: float
     signals: tuple[str, ...]
-    cross: str | None = None  # "BUY" / "SELL": a tick at or through their resting price
-    volume: int = -1  # shares an order may take here (participation × traded); -1: no cap
+    cross: str | None = None  # "BUY" / "SELL": at or through their resting price;
+    # "STOP_BUY" / "STOP_SELL": at or through their trigger
+    volume: int = -1  # shares the orders here may take together (participation); -1: no cap
     asks: tuple[tuple[float, int], ...] = ()  # the book at this tick (price, quantity), best
     bids: tuple[tuple[float, int], ...] = ()  # first; empty: the source carries no depth
+    seq: int = -1  # the tick's place in its instrument's stream (orders the key's ticks)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import pytest
 from connectors.kite.ticks import Capture, book_depth
 from connectors.replay import list_files
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, depth_columns, read_depth
+from schemas.config import ConfigError
 from schemas.ticks import Depth, TickBatch
 from tests.support import INSTRUMENTS, T, advance, make_config, run_graph
 
@@ -135,3 +136,42 @@ def test_a_file_with_part_of_the_depth_columns_is_refused_by_name(tmp_path: Path
     pq.write_table(table, tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=r"bad\.parquet.*bid_price"):
         list_files(tmp_path / "bad.parquet")
+
+
+def test_depth_levels_far_from_the_tape_are_never_prices(tmp_path: Path) -> None:
+    # a buy at a 0.05 ask and a sell at a 1e6 bid are bad records: the tick's price rules
+    bogus = [(0.05, 10), (1e6, 10)]
+    ticks = _tape(tmp_path / "t", [100.0, 100.0, 100.0, 100.05, 100.1], [[]] * 3 + [bogus] * 2)
+    cfg = make_config(ticks, strategies=[_buyer("MARKET")], execution={"max_participation": None})
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    (fill,) = rows["fills"]
+    assert (fill.quantity, fill.fill_price) == (30, 100.1)  # 100.05 + 2 bps, up to the tick
+
+
+def test_a_bad_depth_row_loses_its_depth_not_the_run(tmp_path: Path) -> None:
+    path = _tape(tmp_path / "t", [100.0, 100.0, 100.0, 100.05, 100.1], [[]] * 3 + [BOOK, BOOK])
+    table = pq.read_table(path / "ticks.parquet")
+    asks = table["ask_price"].to_pylist()
+    asks[3] = [100.1, 100.2, 100.3, 100.4, 100.5, 100.6]  # six levels: not the format
+    table = table.set_column(
+        table.schema.get_field_index("ask_price"),
+        "ask_price",
+        pa.array(asks, pa.list_(pa.float64())),
+    )
+    pq.write_table(table, path / "ticks.parquet")
+    cfg = make_config(path, strategies=[_buyer("MARKET")], execution={"max_participation": None})
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    (fill,) = rows["fills"]
+    assert (fill.quantity, fill.fill_price) == (30, 100.1)  # that tick's price, no book
+
+
+def test_depth_columns_of_the_wrong_type_are_refused_by_file_and_column(tmp_path: Path) -> None:
+    table = pa.table({
+        "instrument_token": [1],
+        "timestamp": pa.array([START], TICK_SCHEMA.field("timestamp").type),
+        "last_price": [1.0],
+        **{name: pa.array(["x"]) for name in DEPTH_FIELDS.names},
+    })  # fmt: skip
+    pq.write_table(table, tmp_path / "strings.parquet")
+    with pytest.raises(ConfigError, match=r"strings\.parquet column bid_price is string"):
+        list_files(tmp_path / "strings.parquet")

@@ -17,31 +17,33 @@ import pytest
 
 from schemas.ids import tick_id
 from schemas.ticks import to_us
-from tests.support import INSTRUMENTS, T, make_config, run_graph, small_ticks
+from tests.support import INSTRUMENTS, TOKENS, T, make_config, run_graph, small_ticks
 
 PART = 0.05
 
 
 def _tape(ticks: Path) -> dict[int, list[tuple[int, float, int]]]:
-    """Each instrument's ticks in order: (time, price, volume traded at that tick)."""
+    """Each instrument's ticks in order: (time, price, shares traded at that tick), worked
+    out here from the cumulative day volume: the rise above the highest count before it
+    (the very first count traded nothing)."""
     rows = sorted(
         ds.dataset(ticks).to_table().to_pylist(),
         key=lambda r: (r["instrument_token"], r["timestamp"]),
     )
     tape: dict[int, list[tuple[int, float, int]]] = defaultdict(list)
-    last: dict[int, int] = {}
+    high: dict[int, int] = {}
     for r in rows:
         tok, vol = r["instrument_token"], r["volume"]
-        before = last.get(tok)
-        traded = vol if before is None or vol < before else vol - before
-        last[tok] = vol
+        traded = max(vol - high[tok], 0) if tok in high else 0
+        high[tok] = max(vol, high.get(tok, vol))
         tape[tok].append((to_us(r["timestamp"]), r["last_price"], traded))
     return tape
 
 
-def _expected(qty: int, signal: Any, ticks: list[tuple[int, float, int]]) -> list[tuple[int, int]]:
-    """(time, quantity) of each fill of a MARKET order of ``qty`` for ``signal``: from the
-    tick after the signal's, min(left, floor(PART × traded)) at each tick, until done."""
+def _greedy(qty: int, signal: Any, ticks: list[tuple[int, float, int]]) -> list[tuple[int, int]]:
+    """(time, quantity) of each fill of an order of ``qty`` for ``signal`` that has its
+    instrument's volume to itself: from the tick after the signal's, min(left,
+    floor(PART × traded)) at each tick, until done."""
     seq = next(
         i
         for i, (t, _, _) in enumerate(ticks)
@@ -70,51 +72,82 @@ def test_each_fill_takes_at_most_its_share_of_the_volume_traded_at_its_tick(
     rows, _ = run_graph(cfg, tmp_path / "out")
     tape = _tape(ticks)
     signals = {s.signal_id: s for s in rows["signals"]}
-    placed = {o.order_id: o for o in rows["orders"]}
     fills: dict[str, list[Any]] = defaultdict(list)
+    at_tick: dict[tuple[int, int], int] = defaultdict(int)
+    own = {s.signal_id for s in rows["signals"] if s.reason.startswith(("AUTO", "FLATTEN"))}
     for f in rows["fills"]:
         fills[f.order_id].append(f)
+        if f.signal_id not in own:  # the account's own fill at marks, not at ticks
+            at_tick[(f.instrument_token, to_us(f.timestamp))] += f.quantity
+    # every tick: all orders together take at most PART of what it traded
+    for tok, ticks_ in tape.items():
+        for t, _, traded in ticks_:
+            assert at_tick.pop((tok, t), 0) <= math.floor(PART * traded + 1e-9)
+    assert not {k for k, q in at_tick.items() if q}  # no fill off the tape
+    shared = {i for i in TOKENS if sum(i in s["instruments"] for s in strategies) > 1}
     ended = {f.order_id: f for f in rows["order_failures"]}
-    parts = 0
-    for oid, o in placed.items():
+    parts = alone = 0
+    for o in rows["orders"]:
         s = signals[o.signal_id]
         if s.reason.startswith(("AUTO_SQUARE_OFF", "FLATTEN")):
             continue  # the account's own: filled in full at a mark
-        got = [(to_us(f.timestamp), f.quantity) for f in fills[oid]]
-        want = _expected(o.quantity, s, tape[s.instrument_token])
+        got = [(to_us(f.timestamp), f.quantity) for f in fills[o.order_id]]
         done = sum(q for _, q in got)
-        assert got == want[: len(got)], oid
+        if s.instrument_token not in shared:  # its instrument's volume to itself
+            want = _greedy(o.quantity, s, tape[s.instrument_token])
+            assert got == want if done == o.quantity else got == want[: len(got)]
+            alone += 1
         if done < o.quantity:  # the session ended first: the rest is cancelled, released
-            assert ended[oid].quantity == o.quantity - done
+            assert ended[o.order_id].quantity == o.quantity - done
         parts += len(got) > 1
-        brokerage = sum(f.brokerage for f in fills[oid])
-        turnover = sum(f.quantity * f.fill_price for f in fills[oid])
+        brokerage = sum(f.brokerage for f in fills[o.order_id])
+        turnover = sum(f.quantity * f.fill_price for f in fills[o.order_id])
         # brokerage is per order (0.03% capped at ₹20), however many fills it takes
         assert brokerage == pytest.approx(min(20.0, 0.0003 * turnover), abs=0.001 * len(got))
-    assert parts > 10
+    assert parts > 10 and alone > 10 and shared
 
 
-def _jump_tape(path: Path, prices: list[float]) -> Path:
-    """One instrument, a tick every 10 s from 10:30 IST, large volumes."""
+def test_a_volume_glitch_never_lifts_the_cap(tmp_path: Path) -> None:
+    # 5% of 100 shares a tick: 5 a tick, whatever the count does in between
+    vols: list[int | None] = [100 * (i + 1) for i in range(12)]
+    vols[5], vols[7], vols[9] = 499, None, -5  # falls by one, missing, negative
+    ticks = _jump_tape(tmp_path / "t", [100.0] * 12, volumes=vols)
+    cfg = _one_buyer(ticks, execution={"max_participation": PART}, quantity=200)
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    got = [f.quantity for f in rows["fills"]]
+    want, high = [], vols[0]  # from the tick after the signal (the 3rd), by hand:
+    for v in vols[1:]:  # a count below the highest, or none, trades nothing
+        traded = max(v - high, 0) if v is not None and v >= 0 and high is not None else 0
+        high = max(high or 0, v if v is not None else 0)
+        want.append(math.floor(PART * traded))
+    assert got == [q for q in want[2:] if q]  # 5, 5, 10, 10, 10, 5: never uncapped
+
+
+def _jump_tape(
+    path: Path, prices: list[float], volumes: list[int | None] | None = None, step: int = 1000
+) -> Path:
+    """One instrument, a tick every 10 s from 10:30 IST, ``step`` shares a tick (or the
+    given cumulative ``volumes``)."""
     tok = INSTRUMENTS[0][0]
     n = len(prices)
+    volumes = volumes or [step * (i + 1) for i in range(n)]
     table = pa.table({
         "instrument_token": pa.array([tok] * n, pa.int64()),
         "timestamp": pa.array(
             [T + timedelta(minutes=90, seconds=10 * i) for i in range(n)], pa.timestamp("us", "UTC")
         ),
         "last_price": pa.array(prices, pa.float64()),
-        "volume": pa.array([1000 * (i + 1) for i in range(n)], pa.int64()),
+        "volume": pa.array(volumes, pa.int64()),
     })  # fmt: skip
     path.mkdir()
     pq.write_table(table, path / "ticks.parquet")
     return path
 
 
-def _one_buyer(ticks: Path, **over: Any) -> Any:
+def _one_buyer(ticks: Path, quantity: int = 5, **over: Any) -> Any:
     tok = INSTRUMENTS[0][0]
     strategy = {"id": "c", "class": "tests.support:CountingStrategy", "instruments": [tok],
-                "brokers": ["paper"], "params": {"at": 3, "quantity": 5}}  # fmt: skip
+                "brokers": ["paper"], "params": {"at": 3, "quantity": quantity}}  # fmt: skip
     return make_config(ticks, strategies=[strategy], **over)
 
 
@@ -145,3 +178,25 @@ def test_without_protection_a_market_order_fills_wherever_the_next_tick_is(
     rows, _ = run_graph(cfg, tmp_path / "out")
     (fill,) = rows["fills"]
     assert fill.fill_price == 103.55
+
+
+def test_a_market_order_part_filled_then_passed_by_the_tape_rests_at_its_protection(
+    tmp_path: Path,
+) -> None:
+    # 5 a tick (5% of 100); 2% protection from the 100.00 signal: up to 102.00
+    prices = [100.0, 100.0, 100.0, 100.5, 100.6, 103.0, 102.5, 101.5, 101.0, 101.2]
+    ticks = _jump_tape(tmp_path / "t", prices, step=100)
+    cfg = _one_buyer(ticks, execution={"max_participation": PART}, quantity=20)
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    got = [(f.quantity, f.fill_price) for f in rows["fills"]]
+    # two parts at the tape (+2 bps, up to the tick), none at 103 or 102.5, then at 102.00
+    assert got == [(5, 100.55), (5, 100.65), (5, 102.0), (5, 102.0)]
+
+
+def test_paper_protection_follows_the_kite_orders_unless_set(tmp_path: Path) -> None:
+    ticks = _jump_tape(tmp_path / "t", [100.0, 100.0, 100.0, 103.5, 102.6])
+    rows, _ = run_graph(_one_buyer(ticks, kite={"market_protection": 5}), tmp_path / "a")
+    assert [f.fill_price for f in rows["fills"]] == [103.55]  # within 5%: the next tick
+    cfg = _one_buyer(ticks, kite={"market_protection": 5}, execution={"market_protection": 2})
+    rows, _ = run_graph(cfg, tmp_path / "b")
+    assert [f.fill_price for f in rows["fills"]] == []  # 2%: rests at 102.00, never reached

@@ -186,19 +186,25 @@ def _fills(out: list[Any]) -> list[tuple[float, int]]:
 def test_a_limit_rests_until_the_tape_reaches_it_and_never_fills_beyond_it() -> None:
     a, t0 = _limit_account(), to_us(OPEN)
     a.on_item(_signal(10, OPEN))  # BUY 10, limit 100.0
-    assert _fills(a.on_item(ExecTick(t0 + 5, 1, 100.5, ("s1",)))) == []  # above: rests
+    assert _fills(a.on_item(ExecTick(t0 + 5, 1, 100.5, ("s1",), seq=1))) == []  # above: rests
     assert _fills(a.on_item(MarkSet.of(t0 + US, ((1, 99.0),)))) == []  # marks never fill it
-    assert _fills(a.on_item(ExecTick(t0 + US + 7, 1, 100.1, ("s1",), "SELL"))) == []  # not its side
-    got = a.on_item(ExecTick(t0 + 2 * US, 1, 99.9, ("s1",), "BUY"))  # the tick that reaches it
+    assert (
+        _fills(a.on_item(ExecTick(t0 + US + 7, 1, 100.1, ("s1",), "SELL", seq=2))) == []
+    )  # not its side
+    got = a.on_item(
+        ExecTick(t0 + 2 * US, 1, 99.9, ("s1",), "BUY", seq=3)
+    )  # the tick that reaches it
     assert _fills(got) == [(100.0, t0 + 2 * US)]
     b = _limit_account()
     b.on_item(_signal(10, OPEN))
     assert _fills(b.on_item(ExecTick(t0 + 5, 1, 99.0, ("s1",)))) == [(99.0, t0 + 5)]  # better
     c = _limit_account()
     c.on_item(_signal(-10, OPEN))  # SELL 10, limit 100.0
-    assert _fills(c.on_item(ExecTick(t0 + 3, 1, 100.4, ("s1",), "SELL"))) == []  # before its
-    assert _fills(c.on_item(ExecTick(t0 + US + 5, 1, 99.5, ("s1",)))) == []  # next tick: rests
-    got = c.on_item(ExecTick(t0 + 2 * US, 1, 100.0, ("s1",), "SELL"))
+    assert _fills(c.on_item(ExecTick(t0 + 3, 1, 100.4, ("s1",), "SELL", seq=1))) == []  # before its
+    assert (
+        _fills(c.on_item(ExecTick(t0 + US + 5, 1, 99.5, ("s1",), seq=2))) == []
+    )  # next tick: rests
+    got = c.on_item(ExecTick(t0 + 2 * US, 1, 100.0, ("s1",), "SELL", seq=3))
     assert _fills(got) == [(100.0, t0 + 2 * US)]
 
 

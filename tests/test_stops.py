@@ -18,12 +18,13 @@ from tests.support import INSTRUMENTS, T, config_dict, make_config, run_graph
 START = T + timedelta(minutes=90)  # 11:00 IST
 
 
-def _tape(path: Path, prices: list[float]) -> Path:
-    """One instrument, a tick every 10 s, ample volume."""
+def _tape(path: Path, prices: list[float], seconds: list[int] | None = None) -> Path:
+    """One instrument, a tick every 10 s (or at these ``seconds``), ample volume."""
     n, tok = len(prices), INSTRUMENTS[0][0]
+    at = seconds or [10 * i for i in range(n)]
     table = pa.table({
         "instrument_token": pa.array([tok] * n, pa.int64()),
-        "timestamp": pa.array([START + timedelta(seconds=10 * i) for i in range(n)],
+        "timestamp": pa.array([START + timedelta(seconds=s) for s in at],
                               pa.timestamp("us", "UTC")),
         "last_price": pa.array(prices, pa.float64()),
         "volume": pa.array([1000 * (i + 1) for i in range(n)], pa.int64()),
@@ -39,8 +40,10 @@ def _buyer(order_type: str, **extra: Any) -> dict[str, Any]:
             "params": {"at": 3, "quantity": 5}, "order_type": order_type, **extra}  # fmt: skip
 
 
-def _run(tmp_path: Path, prices: list[float], order_type: str) -> dict[str, list[Any]]:
-    ticks = _tape(tmp_path / "t", prices)
+def _run(
+    tmp_path: Path, prices: list[float], order_type: str, seconds: list[int] | None = None
+) -> dict[str, list[Any]]:
+    ticks = _tape(tmp_path / "t", prices, seconds)
     cfg = make_config(ticks, strategies=[_buyer(order_type, stop_offset_bps=100)])
     rows, _ = run_graph(cfg, tmp_path / "out")
     return rows
@@ -75,3 +78,19 @@ def test_a_stop_order_without_its_offset_is_refused_naming_the_field(tmp_path: P
     raw = config_dict(tmp_path, strategies=[_buyer("SL-M")])
     with pytest.raises(ConfigError, match="stop_offset_bps"):
         parse_config(raw, Path("."))
+
+
+def test_ticks_sharing_a_second_trigger_and_fill_in_tape_order(tmp_path: Path) -> None:
+    # Kite's times are whole seconds: the trigger tick and the next one share a second
+    prices = [100.0, 100.0, 100.0, 100.5, 101.2, 101.4, 101.3]
+    rows = _run(tmp_path, prices, "SL-M", seconds=[0, 10, 20, 30, 40, 40, 50])
+    (fill,) = rows["fills"]
+    assert fill.timestamp == START + timedelta(seconds=40) and fill.fill_price == 101.45
+
+
+def test_a_resting_sl_fills_at_a_tick_in_the_second_it_missed_one(tmp_path: Path) -> None:
+    # triggered at 101.2 (40 s); 101.4 misses its 101.00 limit and 100.9 reaches it, both at 50 s
+    prices = [100.0, 100.0, 100.0, 100.5, 101.2, 101.4, 100.9]
+    rows = _run(tmp_path, prices, "SL", seconds=[0, 10, 20, 30, 40, 50, 50])
+    (fill,) = rows["fills"]
+    assert (fill.fill_price, fill.timestamp) == (101.0, START + timedelta(seconds=50))

@@ -40,6 +40,7 @@ def placed(
         quantity=v.quantity,
         order_type=order_type,
         price=v.signal.price,
+        trigger_price=v.trigger_price,
     )
 
 

@@ -39,6 +39,8 @@ from schemas.ids import content_id
 from schemas.kite import OrderUpdate
 from schemas.ticks import F64, I64, US, ExecTick, OrderLatency, from_us, to_us
 
+DEPTH_SANITY = 0.10  # a depth level further than this from the tick's price is not used
+
 
 def slipped_price(price: float, side: SignalType | str, bps: float, tick: float) -> float:
     """Move ``price`` against the order by ``bps`` and round outward to a multiple of ``tick``."""
@@ -58,7 +60,8 @@ class Resting:
     on_mark: bool  # the account's own order: fills in full at its first mark
     limit: float | None = None  # never filled beyond it (LIMIT: its price; MARKET: protection)
     square_off: bool = False  # the broker's MIS square-off: its charge applies
-    since_us: int = -1  # it rests from here (the tick it missed)
+    since_us: int = -1  # it rests from here (the tick it missed), for the marks
+    since_seq: int = -1  # that tick's place in the instrument's stream, for the ExecTicks
     is_limit: bool = False  # a LIMIT or stop order: ``limit_timeout_s`` applies
     trigger: float | None = None  # SL / SL-M: inactive until the tape reaches it
     stop_market: bool = False  # SL-M: a protected market order once triggered
@@ -74,6 +77,7 @@ class Resting:
 class PaperState:
     resting: dict[str, Resting] = field(default_factory=dict)  # by order id
     cnc: CncDays = field(default_factory=CncDays)  # the day's CNC legs (same-day: intraday)
+    room: tuple[int, int, int] | None = None  # (token, tick seq, shares its volume has left)
 
 
 class PaperVenue:
@@ -166,11 +170,23 @@ class PaperVenue:
         if ended is not None:
             return self._end(r, *ended)
         if price is None:
-            r.rested, r.since_us = True, e.ts
+            r.rested, r.since_us, r.since_seq = True, e.ts, e.seq
             return []
-        left = r.v.quantity - r.filled
-        qty = left if e.volume < 0 else min(left, e.volume)
+        qty = self._share(r, e)
         return self._fill(r, price, e.ts, qty) if qty > 0 else []
+
+    def _share(self, r: Resting, e: ExecTick, qty: int | None = None) -> int:
+        """What ``r`` may take of ``e`` (at most ``qty``): its orders share the tick's
+        volume in the order they were placed; taken from it at once."""
+        want = r.v.quantity - r.filled if qty is None else qty
+        if e.volume < 0:
+            return want
+        key = (e.instrument_token, e.seq)
+        room = self.state.room
+        left = room[2] if room is not None and room[:2] == key else e.volume
+        take = min(want, left)
+        self.state.room = (*key, left - take)
+        return take
 
     def _walk(
         self, r: Resting, e: ExecTick, book: tuple[tuple[float, int], ...]
@@ -181,13 +197,13 @@ class PaperVenue:
         ended = self._ends(r, e.ts)
         if ended is not None:
             return self._end(r, *ended)
-        buy, lim = SignalType(r.v.side) is SignalType.BUY, r.limit
-        inside = [(p, q) for p, q in book if lim is None or (p <= lim if buy else p >= lim)]
+        inside = self._usable(r, e, book)
+        if inside is None:
+            return self._take(r, self._price(r, e.price), e)
         if not inside:
-            r.rested, r.since_us = True, e.ts
+            r.rested, r.since_us, r.since_seq = True, e.ts, e.seq
             return []
-        left = r.v.quantity - r.filled
-        want, out = (left if e.volume < 0 else min(left, e.volume)), list[OrderEvent]()
+        want, out = self._share(r, e), list[OrderEvent]()
         for price, qty in inside:
             take = min(want, qty)
             if take <= 0:
@@ -198,6 +214,22 @@ class PaperVenue:
         if want > 0 and worse is not None:
             out += self._fill(r, worse, e.ts, want)
         return out
+
+    def _usable(
+        self, r: Resting, e: ExecTick, book: tuple[tuple[float, int], ...]
+    ) -> list[tuple[float, int]] | None:
+        """The book's levels ``r`` may take, within its limit (empty: it rests). Levels
+        outside the circuit band or further than DEPTH_SANITY from the tick's price are bad
+        records, never prices: a book of nothing else is no book (None)."""
+        buy, lim = SignalType(r.v.side) is SignalType.BUY, r.limit
+        band = self.bands(r.v.signal.instrument_token)
+        lo, hi = e.price * (1 - DEPTH_SANITY), e.price * (1 + DEPTH_SANITY)
+        if band is not None:
+            lo, hi = max(lo, band[0]), min(hi, band[1])
+        sane = [(p, q) for p, q in book if lo <= p <= hi]
+        if not sane:
+            return None
+        return [(p, q) for p, q in sane if lim is None or (p <= lim if buy else p >= lim)]
 
     def _charges(self, r: Resting, qty: int, price: float, ts: int) -> tuple[Charges, float]:
         """This fill's charges and fee. MIS: the whole order's so far less what its earlier
@@ -247,7 +279,7 @@ class PaperVenue:
                 continue
             if e.cross is not None:
                 side = SignalType(r.v.side).value
-                if r.rested and e.cross == side and e.ts > r.since_us:
+                if r.rested and e.cross == side and e.seq > r.since_seq:
                     out += self._take(r, r.limit, e)
             elif not r.rested:
                 r.seen = True
@@ -258,7 +290,7 @@ class PaperVenue:
     def _trigger(self, r: Resting, e: ExecTick) -> None:
         """A stop order's trigger tick: it becomes active from the next tick (an SL-M a
         market order protected from this price)."""
-        if e.cross == f"STOP_{SignalType(r.v.side).value}" and e.ts > r.placed_us:
+        if e.cross == f"STOP_{SignalType(r.v.side).value}":
             r.triggered = True
             if r.stop_market:
                 r.limit = self._protected(r.v, e.price)

@@ -17,13 +17,15 @@ possible order (the strategy's new target plus its previous one). Searches end w
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from schemas.ticks import F64, ExecTick, TickBatch
+from schemas.ticks import F64, I64, ExecTick, TickBatch
 
 MAX_CROSSING = 128  # crossing searches a key keeps at most (two per LIMIT signal)
 
@@ -39,12 +41,15 @@ class Search:
     cap: float = 0.0  # "next" of a MARKET order: its protection as a fraction (0: none);
     # a stop: that of the market order it becomes (SL-M), -1 for a limit (SL)
     started: bool = False  # "next": its first tick was found (later ones continue it)
+    protected: bool = False  # "next" of a MARKET order: a tick beyond its protection seen
+    budget: float = 0.0  # its ``need`` when made (what a later resting search starts from)
 
 
 @dataclass
 class ExecState:
     searching: list[Search] = field(default_factory=list)
-    volume: int = -1  # the cumulative volume of the key's last tick (-1: none yet)
+    volume: int = -1  # the day's highest cumulative volume so far (-1: none known yet)
+    last_ts: int | None = None  # the key's last tick (a new trading day restarts volume)
     targets: dict[str, int] = field(default_factory=dict)  # each strategy's last target
 
 
@@ -57,6 +62,7 @@ class ExecRules:
     max_wait_us: int
     protection: float = 0.0
     participation: float | None = None
+    day_end: Callable[[int], int] | None = None  # µs → the end of that instant's trading day
 
 
 class ExecFinder:
@@ -91,14 +97,17 @@ class ExecFinder:
             add(Search(due, signal_id, i + 1, "STOP_SELL", triggers[1], need, cap))
             return
         limit = order_type == "LIMIT"
-        add(Search(due, signal_id, i + 1, "next", price, need, 0.0 if limit else r.protection))
+        cap = 0.0 if limit else r.protection
+        add(Search(due, signal_id, i + 1, "next", price, need, cap, budget=need))
         if limit:
             for side in ("BUY", "SELL"):
                 add(Search(due, signal_id, i + 1, side, price, need))
 
-    def found(self, b: TickBatch) -> tuple[ExecTick, ...]:
-        """ExecTicks in ``b`` for every search it satisfies; the others wait (or lapse)."""
+    def found(self, b: TickBatch, seen: int = 0) -> tuple[ExecTick, ...]:
+        """ExecTicks in ``b`` (whose first tick is the key's ``seen``-th) for every search
+        it satisfies; the others wait (or lapse)."""
         allowed = self._allowed(b)
+        self._seen = seen
         self._found = {}
         left: list[Search] = []
         pending = list(self.state.searching)
@@ -115,8 +124,6 @@ class ExecFinder:
             lapsed = {id(x) for x in crossing[: len(crossing) - MAX_CROSSING]}
             left = [x for x in left if id(x) not in lapsed]
         self.state.searching = left
-        if len(b):
-            self.state.volume = int(b.volume[-1])
         return tuple(
             self._exec(b, j, kind, ids, allowed)
             for (j, kind), ids in sorted(self._found.items(), key=_next_first)
@@ -127,7 +134,8 @@ class ExecFinder:
     ) -> ExecTick:
         vol = -1 if allowed is None or not np.isfinite(allowed[j]) else int(allowed[j])
         cross = None if kind == "next" else kind
-        tick = ExecTick(int(b.ts[j]), self.token, float(b.price[j]), tuple(ids), cross, vol)
+        tick = ExecTick(int(b.ts[j]), self.token, float(b.price[j]), tuple(ids), cross, vol,
+                        seq=self._seen + j)  # fmt: skip
         if b.depth is None or kind != "next":
             return tick  # a resting order fills at its own price: the book does not matter
         return replace(tick, asks=b.depth.levels(j, True), bids=b.depth.levels(j, False))
@@ -157,15 +165,21 @@ class ExecFinder:
             hits = hits[keep]
         for j in hits.tolist():
             self._found.setdefault((j, s.kind), []).append(s.signal_id)
-        return done, self._protect(b, s, int(hits[0])) if first and s.cap > 0 else []
+        return done, self._protect(b, s, hits) if s.kind == "next" and s.cap > 0 else []
 
-    def _protect(self, b: TickBatch, s: Search, j: int) -> list[Search]:
-        """A MARKET order whose first tick is beyond its protection rests at the protected
-        price: where the tape comes back to it."""
-        px, out = float(b.price[j]), []
+    def _protect(self, b: TickBatch, s: Search, hits: npt.NDArray[np.int64]) -> list[Search]:
+        """A MARKET order that meets a tick beyond its protection rests (what is left of it)
+        at the protected price: where the tape comes back to it."""
+        out: list[Search] = []
         for side, bound in (("BUY", s.limit * (1 + s.cap)), ("SELL", s.limit * (1 - s.cap))):
-            if (px > bound) if side == "BUY" else (px < bound):
-                out.append(Search(int(b.ts[j]) + 1, s.signal_id, j + 1, side, bound, s.need))
+            if s.protected:
+                break
+            px = b.price[hits]
+            beyond = np.flatnonzero(px > bound if side == "BUY" else px < bound)
+            if len(beyond):
+                j = int(hits[beyond[0]])
+                out.append(Search(int(b.ts[j]), s.signal_id, j + 1, side, bound, s.budget))
+        s.protected = s.protected or bool(out)
         return out
 
     def _hits(self, b: TickBatch, s: Search) -> npt.NDArray[np.int64]:
@@ -186,15 +200,53 @@ class ExecFinder:
         return idx[b.ts[idx] <= until]
 
     def _allowed(self, b: TickBatch) -> F64 | None:
-        """Shares an order may take at each tick (inf: volume unknown); None: no cap."""
-        part = self.rules.participation
-        if part is None or not len(b) or not self.state.searching:
+        """Shares an order may take at each tick (inf: the tape has no volumes); None: no
+        cap. Keeps the day's volume baseline whether or not any order is waiting."""
+        if not len(b):
             return None
-        vol = b.volume.astype(np.float64)
-        before = np.concatenate(([float(self.state.volume)], vol[:-1]))
-        traded = np.where(vol < before, vol, vol - before)  # a drop: a new day's count
-        traded = np.where(before < 0, vol, traded)
-        return np.where(vol < 0, math.inf, np.floor(part * traded + 1e-9))
+        st, part = self.state, self.rules.participation
+        new_day = _new_days(b.ts, st.last_ts, self.rules.day_end)
+        traded, st.volume = traded_volume(b.volume, st.volume, new_day)
+        st.last_ts = int(b.ts[-1])
+        if part is None or not st.searching:
+            return None
+        return np.where(np.isfinite(traded), np.floor(part * traded + 1e-9), math.inf)
+
+
+def traded_volume(vol: I64, base: int, new_day: npt.NDArray[np.bool_]) -> tuple[F64, int]:
+    """Shares traded at each tick from the cumulative day volume: the rise above the day's
+    highest count so far (a count that falls or is missing trades nothing; a new trading day
+    starts from zero; the first count ever known trades nothing). A tape without any volume:
+    inf (no cap). Returns them and the new baseline."""
+    out = np.zeros(len(vol))
+    cuts = [0, *np.flatnonzero(new_day).tolist(), len(vol)]
+    for a, z in itertools.pairwise(cuts):
+        if a == z:
+            continue
+        seg = vol[a:z]
+        start = 0 if new_day[a] else base
+        run = np.maximum.accumulate(np.concatenate(([start], np.where(seg >= 0, seg, -1))))
+        before = run[:-1]
+        t = np.where((seg >= 0) & (before >= 0), np.maximum(seg - before, 0), 0).astype(float)
+        out[a:z] = np.where((seg < 0) & (before < 0), math.inf, t)  # never any volume
+        base = int(run[-1])
+    return out, base
+
+
+def _new_days(
+    ts: I64, last: int | None, day_end: Callable[[int], int] | None
+) -> npt.NDArray[np.bool_]:
+    """Ticks that open a new trading day (after ``last``, the key's previous tick)."""
+    out = np.zeros(len(ts), dtype=bool)
+    if day_end is None or not len(ts):
+        return out
+    end = day_end(last if last is not None else int(ts[0]))
+    k = int(np.searchsorted(ts, end, "left"))
+    while k < len(ts):
+        out[k] = True
+        end = max(day_end(int(ts[k])), int(ts[k]) + 1)
+        k = int(np.searchsorted(ts, end, "left"))
+    return out
 
 
 def _triggered(b: TickBatch, s: Search, j: int) -> list[Search]:
@@ -202,7 +254,8 @@ def _triggered(b: TickBatch, s: Search, j: int) -> list[Search]:
     from the triggering price (SL-M) or a limit at its trigger (SL)."""
     at, side = int(b.ts[j]), s.kind.removeprefix("STOP_")
     if s.cap >= 0:
-        return [Search(at, s.signal_id, j + 1, "next", float(b.price[j]), s.need, s.cap)]
+        px = float(b.price[j])
+        return [Search(at, s.signal_id, j + 1, "next", px, s.need, s.cap, budget=s.need)]
     return [
         Search(at, s.signal_id, j + 1, "next", s.limit, s.need),
         Search(at, s.signal_id, j + 1, side, s.limit, s.need),

@@ -146,7 +146,7 @@ class StrategyRunner:
                 px = float(b.price[i])
                 triggers = (stop_trigger(px, True, off, tick), stop_trigger(px, False, off, tick))
             self.finder.add(b, i, sig_id, sid, target, kind, triggers)
-        return self.finder.found(b)
+        return self.finder.found(b, self.state.seen)
 
     def _vector(
         self, sid: str, strat: VectorStrategy, b: TickBatch, paise: I64
@@ -298,7 +298,9 @@ class StrategyRunner:
 
 
 def _rules(o: RunnerOptions) -> ExecRules:
-    return ExecRules(o.exec_latency_us or 0, o.limit_wait_us, o.protection, o.participation)
+    return ExecRules(
+        o.exec_latency_us or 0, o.limit_wait_us, o.protection, o.participation, o.day_end
+    )
 
 
 def _by_day(b: TickBatch, day_end: Callable[[int], int]) -> list[TickBatch]:
