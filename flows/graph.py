@@ -56,7 +56,7 @@ from schemas.events import (
     TradingStateChanged,
 )
 from schemas.keys import parse_route_key, parse_stage_key, stage_key
-from schemas.kite import KiteAlert, OrderUpdate
+from schemas.kite import KiteAlert, KitePositions, OrderUpdate
 from schemas.ledger import KIND_OF, LEDGER_KINDS
 from schemas.redis_keys import RunMeta
 from schemas.report import BrokerSummary
@@ -103,7 +103,9 @@ def ingest(step_id: str, flow: Dataflow, plan: Plan) -> Inputs:
     valid = op.branch("valid", items, lambda x: isinstance(x, TickBatch))
     other = op.branch("dead", valid.falses, lambda x: isinstance(x, DeadLetter))
     notes = op.branch(
-        "split_updates", other.falses, lambda x: isinstance(x, (OrderUpdate, KiteAlert))
+        "split_updates",
+        other.falses,
+        lambda x: isinstance(x, (OrderUpdate, KiteAlert, KitePositions)),
     )
     updates = op.map("updates_keyed", notes.trues, lambda u: (Broker.ZERODHA.value, [u]))
     feed = op.branch("feed_stale", notes.falses, lambda x: isinstance(x, FeedStale))

@@ -172,6 +172,11 @@ class KiteConfig(Section):
         description="refuse live orders when Redis keeps no data on disk (AOF or RDB): a "
         "restart would forget the order intents",
     )
+    reconcile_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often Kite's positions are compared with the zerodha account's",
+    )
     placement_queue: int = Field(
         default=64,
         gt=0,

@@ -40,6 +40,7 @@ class StateReason(str, Enum):
     OPERATOR_RESUME = "OPERATOR_RESUME"
     TOKEN_INVALID = "TOKEN_INVALID"  # Kite refused our access token (expired) or permission
     PLACEMENT_BACKLOG = "PLACEMENT_BACKLOG"  # the Kite placement queue is full
+    RECONCILE_MISMATCH = "RECONCILE_MISMATCH"  # the account's positions differ from Kite's
 
 
 class Stage(str, Enum):

@@ -61,6 +61,14 @@ class PlacementOutcome:
 
 
 @dataclass(frozen=True)
+class KitePositions:
+    """Kite's net positions (instrument, signed quantity per product row), polled every
+    ``kite.reconcile_s`` for the zerodha account to reconcile against."""
+
+    rows: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
 class KiteAlert:
     """Kite refused our session outside an order (the orders() poll): the zerodha account
     halts with ``detail``."""

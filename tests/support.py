@@ -268,12 +268,12 @@ def faults(root: str, **kw: Any) -> None:
     assert requests.post(f"{root}/_sim/faults", json=kw, timeout=5).status_code == 200
 
 
-def place(kite: KiteConnect, qty: int = 5, tag: str = "t1", **kw: Any) -> str:
+def place(kite: KiteConnect, qty: int = 5, tag: str | None = "t1", **kw: Any) -> str:
     """A MARKET order (protected by 5%, as Kite requires) unless ``kw`` says otherwise."""
     if kw.get("order_type", "MARKET") in ("MARKET", "SL-M"):
         kw.setdefault("market_protection", 5)
     order_id: str = kite.place_order(
-        variety="regular", exchange="NSE", tradingsymbol="INFY",
+        variety="regular", exchange="NSE", tradingsymbol=kw.pop("tradingsymbol", "INFY"),
         transaction_type=kw.pop("transaction_type", "BUY"), quantity=qty,
         product=kw.pop("product", "MIS"),
         order_type=kw.pop("order_type", "MARKET"), tag=tag, **kw,

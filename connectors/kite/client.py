@@ -21,9 +21,17 @@ from operators.ticks import dead_letter
 from schemas.config import KiteConfig, SourceUnavailable
 from schemas.enums import DeadLetterReason
 from schemas.events import DeadLetter
-from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, KiteAlert, OrderUpdate, is_our_tag
+from schemas.kite import (
+    ACCESS_TOKEN_ENV,
+    API_KEY_ENV,
+    KiteAlert,
+    KitePositions,
+    OrderUpdate,
+    is_our_tag,
+)
 
 log = logging.getLogger("alpha_panda.kite")
+FeedItem = OrderUpdate | KiteAlert | KitePositions  # what Kite tells the zerodha account
 _reactor_lock = threading.Lock()
 
 
@@ -108,7 +116,7 @@ class OrderFeed:
     def __init__(self, cfg: KiteConfig, client: KiteConnect | None = None) -> None:
         self.cfg = cfg
         self.client = client or http_client(cfg)
-        self.out: queue.SimpleQueue[OrderUpdate | KiteAlert | tuple[str, str]] = queue.SimpleQueue()
+        self.out: queue.SimpleQueue[FeedItem | tuple[str, str]] = queue.SimpleQueue()
         self.stop = threading.Event()
         self.polls = 0
         self.locked = False  # Kite refuses our session (reported once)
@@ -141,11 +149,20 @@ class OrderFeed:
             self._put(row)
         self.polls += 1
 
+    def positions_once(self) -> None:
+        """Kite's net positions, for the zerodha account's reconciliation."""
+        rows = self.client.positions()["net"]
+        got = tuple((int(r["instrument_token"]), int(r["quantity"])) for r in rows)
+        self.out.put(KitePositions(got))
+
     def _poll_loop(self) -> None:
-        failing = False
+        failing, reconciled = False, 0.0
         while not self.stop.wait(self.cfg.poll_s):
             try:
                 self.poll_once()
+                if time.monotonic() - reconciled >= self.cfg.reconcile_s:
+                    self.positions_once()
+                    reconciled = time.monotonic()
                 if failing:
                     log.info("Kite orders() poll works again")
                 failing = False
@@ -154,10 +171,12 @@ class OrderFeed:
                     log.warning("Kite orders() poll failed: %s", type(e).__name__)
                 failing = True
 
-    def drain(self, part: str, seq: int) -> tuple[list[OrderUpdate | KiteAlert | DeadLetter], int]:
+    def drain(
+        self, part: str, seq: int
+    ) -> tuple[list[OrderUpdate | KiteAlert | KitePositions | DeadLetter], int]:
         """Updates so far, malformed ones as dead letters of ``part`` numbered after ``seq``;
         returns them and the last number used."""
-        items: list[OrderUpdate | KiteAlert | DeadLetter] = []
+        items: list[FeedItem | DeadLetter] = []
         while True:
             try:
                 u = self.out.get_nowait()

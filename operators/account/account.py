@@ -24,6 +24,7 @@ from operators.account.exits import ExitRule, Exits, ExitState, Key
 from operators.account.marks import MarkRuns
 from operators.account.portfolio import snapshot, summary
 from operators.account.rates import RateState
+from operators.account.reconcile import ReconcileState, judge
 from operators.account.risk import Request, RiskChecks
 from operators.account.trading import TradingControl, TradingStatus, Verdict
 from operators.keyed import stateful_by_key
@@ -41,7 +42,7 @@ from schemas.events import (
     ValidatedSignal,
 )
 from schemas.ids import content_id
-from schemas.kite import KiteAlert, OrderUpdate
+from schemas.kite import KiteAlert, KitePositions, OrderUpdate
 from schemas.ticks import (
     F64,
     I64,
@@ -63,6 +64,7 @@ AccountIn = (
     | StrategyFailed
     | OrderUpdate
     | KiteAlert
+    | KitePositions
 )
 AccountOut = Any  # events, snapshots, the summary, and pass-through clocks / counts
 
@@ -146,6 +148,7 @@ class AccountState:
     targets: dict[Key, int] = field(default_factory=dict)  # each strategy's last target
     closes: dict[int, float] = field(default_factory=dict)  # previous session's last prices
     closes_day: Any = None  # the trading day they were taken at the start of
+    reconcile: ReconcileState = field(default_factory=ReconcileState)  # zerodha: vs Kite
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,10 @@ class Account(Closing, MarkRuns):
         alerts = self.venue.drain_alerts()
         if isinstance(item, KiteAlert):
             alerts.append((StateReason.TOKEN_INVALID, item.detail))
+        if isinstance(item, KitePositions):
+            st, universe = self.state, self.setup.universe
+            why = judge(st.reconcile, item, st.book.position, universe)
+            alerts += [(StateReason.RECONCILE_MISMATCH, why)] if why else []
         ts = self.state.book.last_ts
         for reason, detail in alerts if ts is not None else []:
             out += self._verdict(self.trading.lock(reason, detail, ts), ts)
@@ -339,7 +346,8 @@ class Account(Closing, MarkRuns):
 
     def _route(self, item: AccountIn) -> list[AccountOut]:
         book = self.state.book
-        ts = book.last_ts if isinstance(item, (OrderUpdate, KiteAlert)) else _ts(item)
+        outside = isinstance(item, (OrderUpdate, KiteAlert, KitePositions))  # no event time
+        ts = book.last_ts if outside else _ts(item)
         if ts is not None:
             book.last_ts = ts if book.last_ts is None else max(book.last_ts, ts)
         if ts is not None and (self.setup.circuits or self.circuit_pct is not None):
@@ -356,7 +364,7 @@ class Account(Closing, MarkRuns):
             return out + self._apply(self.venue.on_exec(item))
         if isinstance(item, OrderUpdate):
             return out + self._apply(self.venue.update(item))
-        if isinstance(item, KiteAlert):
+        if isinstance(item, (KiteAlert, KitePositions)):
             return out
         if isinstance(item, StrategyFailed):
             self.state.failed.append(f"{item.strategy_id} on {item.instrument_token}")
