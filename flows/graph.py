@@ -199,7 +199,10 @@ def accounts(
         def venue(state: Any) -> Any:
             if b is Broker.ZERODHA and plan.placer is not None:
                 worker = PlacementWorker(plan.placer, cfg.kite.placement_queue)
-                return ZerodhaVenue(cfg.costs, plan.placer, setup.order_types, state, worker)
+                timeout_us = round(cfg.execution.limit_timeout_s * US)
+                return ZerodhaVenue(
+                    cfg.costs, plan.placer, setup.order_types, state, worker, timeout_us
+                )
             closes = setup.session.closes if bc.risk.enforce_session else None
             timeout_us = round(cfg.execution.limit_timeout_s * US)
             protection = cfg.paper_protection()

@@ -12,9 +12,11 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import redis
 import yaml
 
+from connectors.kite.client import OrderFeed
 from connectors.kite.orders import IntentStore, KiteOrders
 from connectors.kite.placement import PlacementWorker
 from operators.account.account import Account, AccountSetup
@@ -22,8 +24,9 @@ from operators.account.zerodha import ZerodhaVenue
 from operators.session import MarketSession
 from schemas.config import BrokerConfig, CostModel, Instrument, KiteConfig, SessionConfig
 from schemas.enums import Broker
-from schemas.events import OrderFailed, OrderPlaced, TradingSignal, TradingStateChanged
+from schemas.events import DeadLetter, OrderFailed, OrderPlaced, TradingSignal, TradingStateChanged
 from schemas.redis_keys import KeyKind, LiveKeys, decode
+from schemas.ticks import MarkSet
 from tests.live_sim import SECRETS, Sim, drive, live_config, tape, wait
 from tests.redis_server import shared_url
 from tests.support import client, flow_env, read_ledger
@@ -143,3 +146,57 @@ def test_a_60s_kite_outage_does_not_hold_up_ticks_or_paper_fills(tmp_path: Path)
 def _fills(r: redis.Redis, keys: LiveKeys, broker: str) -> int:
     raw = r.get(keys.counters(broker))
     return 0 if raw is None else int(decode(KeyKind.COUNTERS, raw).fills)
+
+
+def _limit_account(root: str, timeout_us: int) -> tuple[Account, ZerodhaVenue]:
+    r = redis.Redis.from_url(shared_url())
+    cfg = KiteConfig(api_root=root, timeout_s=2, attempts=2, backoff_max_s=0.05)
+    inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
+    placer = KiteOrders(client(root), IntentStore(r, LiveKeys(f"pl-{uuid.uuid4().hex[:8]}:"),
+                                                  60), cfg, inst)  # fmt: skip
+    venue = ZerodhaVenue(CostModel(), placer, {"mom": "LIMIT"}, None, None, timeout_us)
+    setup = AccountSetup(CostModel(), MarketSession(SessionConfig()), {}, {"mom": "LIMIT"},
+                         (INFY,))  # fmt: skip
+    return Account(Broker.ZERODHA, BrokerConfig(), setup, lambda _s: venue, None), venue
+
+
+def _low_limit(at: datetime) -> TradingSignal:
+    return TradingSignal(
+        signal_id=f"pl-{uuid.uuid4().hex[:6]}", correlation_id="c", strategy_id="mom",
+        broker="zerodha", instrument_token=INFY, target_quantity=5, price=1450.0,
+        timestamp=at, reason="test",
+    )  # fmt: skip
+
+
+def test_a_live_limit_is_cancelled_at_kite_after_its_timeout(sim) -> None:
+    api, root = sim
+    acct, venue = _limit_account(root, timeout_us=60 * 1_000_000)
+    acct.on_item(_low_limit(T))  # BUY 5 at 1450: rests at Kite
+    [order] = api.ex.orders.values()
+    assert order.status == "OPEN" and venue.waiting()
+    t0 = int(T.timestamp() * 1_000_000)
+    times = np.array([t0 + 30_000_000, t0 + 61_000_000], dtype=np.int64)
+    prices, tokens = np.array([1500.0, 1500.0]), np.array([INFY, INFY], dtype=np.int64)
+    assert venue.next_fill(times, tokens, prices) == t0 + 61_000_000  # the first mark past it
+    venue.on_marks(times[:1], tokens[:1], prices[:1])
+    assert order.status == "OPEN"  # not yet
+    venue.on_marks(times, tokens, prices)
+    assert order.status == "CANCELLED" and not venue.waiting()
+    feed = OrderFeed(KiteConfig(api_root=root), client(root))
+    feed.poll_once()
+    items, _ = feed.drain("kite", 0)
+    out = [e for i in items if not isinstance(i, DeadLetter) for e in acct.on_item(i)]
+    [ended] = [e for e in out if isinstance(e, OrderFailed)]
+    assert (ended.status, ended.quantity) == ("CANCELLED", 5)
+    assert acct.state.book.pending(INFY) == 0
+
+
+def test_open_mis_orders_are_cancelled_at_kite_at_the_cut_off(sim) -> None:
+    api, root = sim
+    acct, _ = _limit_account(root, timeout_us=0)
+    day = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)  # 14:30 IST
+    acct.on_item(_low_limit(day))
+    [order] = api.ex.orders.values()
+    cut = day + timedelta(minutes=50)  # 15:20 IST: the MIS cut-off
+    acct.on_item(MarkSet.of(int(cut.timestamp() * 1_000_000), [(INFY, 1500.0)]))
+    assert order.status == "CANCELLED"

@@ -219,6 +219,22 @@ class KiteOrders:
         log.warning("order %s: not in Kite's orders after %.1f s", tag, self.cfg.ambiguous_window_s)
         return None
 
+    def cancel(self, kite_order_id: str) -> None:
+        """Ask Kite to cancel an order (an order already ended stays as it is); its end
+        comes back as Kite's order update."""
+        for attempt in range(self.cfg.attempts):
+            self.limiter.wait()
+            try:
+                self.client.cancel_order(variety="regular", order_id=kite_order_id)
+                return
+            except AMBIGUOUS as e:
+                log.warning("cancelling %s: %s; trying again", kite_order_id, type(e).__name__)
+                self.sleep(self._backoff(attempt))
+            except kex.KiteException as e:  # ended already, or Kite refuses: it says which
+                log.info("Kite did not cancel %s: %s", kite_order_id, e)
+                return
+        log.warning("cancelling %s: no answer after %d tries", kite_order_id, self.cfg.attempts)
+
     def _backoff(self, attempt: int) -> float:
         return float(min(self.cfg.backoff_max_s, 0.1 * 2**attempt))
 

@@ -23,7 +23,7 @@ class PlacementWorker:
 
     def __init__(self, placer: Any, capacity: int) -> None:
         self.placer = placer
-        self.inbox: queue.Queue[tuple[OrderIntent, str]] = queue.Queue(maxsize=capacity)
+        self.inbox: queue.Queue[tuple[OrderIntent | None, str]] = queue.Queue(maxsize=capacity)
         self.outbox: queue.SimpleQueue[PlacementOutcome] = queue.SimpleQueue()
         self.busy = 0  # an order being placed
         self.thread = threading.Thread(target=self._run, name="kite-placer", daemon=True)
@@ -33,6 +33,14 @@ class PlacementWorker:
         """Queue ``intent``; False when the queue is full (nothing queued)."""
         try:
             self.inbox.put_nowait((intent, order_type))
+        except queue.Full:
+            return False
+        return True
+
+    def offer_cancel(self, kite_order_id: str) -> bool:
+        """Queue a cancellation of Kite's order; False when the queue is full."""
+        try:
+            self.inbox.put_nowait((None, kite_order_id))
         except queue.Full:
             return False
         return True
@@ -59,10 +67,15 @@ class PlacementWorker:
 
     def _run(self) -> None:
         while True:
-            intent, order_type = self.inbox.get()
+            intent, arg = self.inbox.get()
             self.busy = 1
             try:
-                self.outbox.put(self._place(intent, order_type))
+                if intent is None:
+                    self.placer.cancel(arg)  # its end comes as Kite's order update
+                else:
+                    self.outbox.put(self._place(intent, arg))
+            except Exception:  # never let the worker die
+                log.exception("Kite request failed unexpectedly")
             finally:
                 self.busy = 0
 

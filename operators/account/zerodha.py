@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from operators.account import orders
 from operators.accounting import Charges, charges
 from schemas.config import CostModel
@@ -45,11 +47,15 @@ class Placer(Protocol):
 
     def today(self) -> list[dict[str, Any]]: ...
 
+    def cancel(self, kite_order_id: str) -> None: ...
+
 
 class Worker(Protocol):
     """connectors.kite.placement.PlacementWorker: placing off the dataflow thread."""
 
     def offer(self, intent: OrderIntent, order_type: str) -> bool: ...
+
+    def offer_cancel(self, kite_order_id: str) -> bool: ...
 
     def outcomes(self) -> list[PlacementOutcome]: ...
 
@@ -65,6 +71,8 @@ class Tracked:
     value: float = 0.0  # Σ quantity × price of those fills
     charged: Charges = field(default_factory=Charges)  # so far: those of its whole fill
     done: bool = False  # ended: nothing more to emit
+    cancel: str | None = None  # why the account wants it cancelled (sent once Kite has it)
+    cancel_sent: bool = False
 
 
 @dataclass
@@ -82,7 +90,9 @@ class ZerodhaVenue:
         order_types: Mapping[str, str],
         state: ZerodhaState | None = None,
         worker: Worker | None = None,
+        limit_timeout_us: int = 0,
     ) -> None:
+        self.limit_timeout_us = limit_timeout_us  # 0: a LIMIT stays open at Kite
         self.costs, self.placer, self.order_types = costs, placer, order_types
         self.state = state or ZerodhaState()
         self.worker = worker  # None: place in the calling thread (tests)
@@ -106,17 +116,55 @@ class ZerodhaVenue:
     def on_exec(self, e: ExecTick) -> list[OrderEvent]:
         return []  # Kite executes its own orders
 
+    def _timed(self) -> list[Tracked]:
+        """Open LIMIT orders a timeout will cancel (Kite fills its own orders otherwise)."""
+        if not self.limit_timeout_us:
+            return []
+        return [
+            t
+            for t in self.state.orders.values()
+            if not t.done and t.cancel is None and self._kind(t) == "LIMIT"
+        ]
+
     def waiting(self) -> bool:
-        return False  # Kite fills its own orders
+        return bool(self._timed())
 
     def next_fill(self, times: I64, tokens: I64, prices: F64) -> int | None:
-        return None
+        """The first mark at which an open LIMIT's timeout has passed."""
+        due = [to_us(t.validated.timestamp) + self.limit_timeout_us for t in self._timed()]
+        k = int(np.searchsorted(times, min(due), "left")) if due else len(times)
+        return int(times[k]) if k < len(times) else None
 
     def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
+        """LIMIT orders whose timeout passed by the last of these marks: cancelled at Kite
+        (Kite's update ends them)."""
+        if not len(times):
+            return []
+        for t in self._timed():
+            if to_us(t.validated.timestamp) + self.limit_timeout_us <= int(times[-1]):
+                self._cancel(t, "CANCELLED: limit_timeout_s passed")
         return []
 
     def cancel(self, order_id: str, ts: int, why: str) -> list[OrderEvent]:
-        return []  # Kite orders are cancelled through Kite (its updates end them)
+        """Ask Kite to cancel the order (once it has it); Kite's update ends it."""
+        for t in self.state.orders.values():
+            if t.validated.order_id == order_id and not t.done:
+                self._cancel(t, why)
+        return []
+
+    def _cancel(self, t: Tracked, why: str) -> None:
+        t.cancel = t.cancel or why
+        if t.kite_order_id is None or t.cancel_sent:
+            return  # sent when Kite's order id comes
+        t.cancel_sent = True
+        if self.worker is not None:
+            if not self.worker.offer_cancel(t.kite_order_id):
+                t.cancel_sent = False  # the queue is full: tried again at the next chance
+            return
+        self.placer.cancel(t.kite_order_id)
+
+    def _kind(self, t: Tracked) -> str:
+        return self.order_types.get(t.validated.signal.strategy_id, "MARKET")
 
     def expire(self, ts: int) -> list[OrderEvent]:
         return []  # orders still open at Kite stay tracked (updates, reconciliation)
@@ -194,6 +242,8 @@ class ZerodhaVenue:
         left = max(v.quantity - t.filled, 0)
         if o.kind == "PLACED":
             t.kite_order_id = t.kite_order_id or o.order_id
+            if t.cancel is not None:  # cancelled before Kite had it: now
+                self._cancel(t, t.cancel)
             sig_us = to_us(v.signal.timestamp)
             self.latencies.append(OrderLatency(sig_us, (o.sent_us - sig_us) / 1000.0))
             if t.announced or t.done:
