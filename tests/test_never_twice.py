@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from bytewax.testing import TestingSource
 
 from connectors.kite.orders import IntentStore, KiteOrders, kite_orders
 from connectors.kite.sim.http import SimApi
 from flows.config import parse_config
+from flows.graph import broker_config
+from flows.plan import Plan
 from schemas.config import Instrument, KiteConfig, SourceUnavailable
 from schemas.enums import Broker
 from schemas.events import TradingSignal, ValidatedSignal
@@ -114,16 +117,26 @@ def test_a_signal_received_too_long_ago_is_never_placed(sim) -> None:
 def test_live_orders_refuse_a_redis_that_keeps_nothing_on_disk(
     sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, persistent: bool
 ) -> None:
-    _, root = sim
+    api, root = sim
     monkeypatch.setenv(API_KEY_ENV, KEY)
     monkeypatch.setenv(ACCESS_TOKEN_ENV, TOKEN)
     server = RedisServer(tmp_path / "redis.log", tmp_path if persistent else None)
     server.start()
     try:
         raw = config_dict(tmp_path, redis={"url": server.url}, kite={"api_root": root})
+        raw["brokers"] = {
+            "paper": {"starting_cash": 123_456},
+            "zerodha": {"starting_cash": 123_456},
+        }
         cfg = parse_config(raw, Path("."))
         if persistent:
-            assert isinstance(kite_orders(cfg), KiteOrders)
+            placer = kite_orders(cfg)
+            opening = api.ex.margins()["equity"]["available"]["opening_balance"]
+            assert placer.opening_cash == opening  # the zerodha account starts from it
+            plan = Plan(cfg, TestingSource([]), [], tmp_path)
+            plan.placer = placer
+            assert broker_config(plan, Broker.ZERODHA).starting_cash == opening != 123_456.0
+            assert broker_config(plan, Broker.PAPER).starting_cash == 123_456.0
         else:
             with pytest.raises(SourceUnavailable, match="keeps no data on disk"):
                 kite_orders(cfg)

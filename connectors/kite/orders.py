@@ -107,6 +107,7 @@ class KiteOrders:
         self.placed = self.adopted = self.throttled = self.ambiguous = 0  # for the log and tests
         self.at_kite: dict[str, str] = {}  # our orders Kite listed at start, by tag
         self.today_rows: list[dict[str, Any]] = []  # and those orders as Kite shows them
+        self.opening_cash: float | None = None  # the day's opening cash at Kite
 
     def find(self, tag: str) -> dict[str, Any] | None:
         """Kite's order carrying ``tag`` today, if any (one list call)."""
@@ -131,6 +132,12 @@ class KiteOrders:
             if is_our_tag(row.get("tag")):
                 self.at_kite[str(row["tag"])] = str(row["order_id"])
                 self.today_rows.append(dict(row))
+
+    def load_cash(self) -> None:
+        """The day's opening cash from Kite's equity margins (the zerodha account's
+        starting cash; the day's orders are then applied to it as at Kite)."""
+        equity = self.client.margins("equity")
+        self.opening_cash = float(equity["available"]["opening_balance"])
 
     def today(self) -> list[dict[str, Any]]:
         """Our orders Kite listed at start (handed over once)."""
@@ -322,10 +329,11 @@ def kite_orders(cfg: AppConfig) -> KiteOrders:
     placer = KiteOrders(http_client(cfg.kite), store, cfg.kite, instruments)
     try:
         placer.load_today()
-    except (kex.KiteException, requests.RequestException) as e:
+        placer.load_cash()
+    except (kex.KiteException, requests.RequestException, KeyError, TypeError, ValueError) as e:
         raise SourceUnavailable(
-            f"kite.api_root: listing today's orders failed ({type(e).__name__}); live orders "
-            "are not placed without knowing which exist"
+            f"kite.api_root: reading today's orders and margins failed ({type(e).__name__}); "
+            "live orders are not placed without knowing which exist"
         ) from None
     return placer
 
