@@ -81,12 +81,15 @@ class Tape:
 
 
 def load_instruments(path: Path) -> dict[int, Instrument]:
-    """The instrument file: token, symbol, exchange and an optional ``circuit_pct``."""
+    """The instrument file: token, symbol, exchange, optional ``tick_size`` (a number or
+    ``auto``), ``lot_size`` and ``circuit_pct``."""
     with path.open(newline="") as fh:
         return {
             int(r["instrument_token"]): Instrument(
                 int(r["instrument_token"]), r["tradingsymbol"], r.get("exchange") or "NSE",
                 float(r["circuit_pct"]) if r.get("circuit_pct") else None,
+                None if r.get("tick_size") == "auto" else float(r.get("tick_size") or 0.05),
+                int(r.get("lot_size") or 1),
             )
             for r in csv.DictReader(fh)
         }  # fmt: skip

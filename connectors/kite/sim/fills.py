@@ -25,6 +25,8 @@ class Instrument:
     tradingsymbol: str
     exchange: str
     circuit_pct: float | None = None  # its own daily band, else the exchange's default
+    tick_size: float | None = 0.05  # None: "auto", NSE's band for the price
+    lot_size: int = 1
 
 
 @dataclass

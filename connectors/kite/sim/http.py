@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from connectors.kite.sim.exchange import Exchange, KiteError, kite_time
+from connectors.kite.sim.master import CsvBody, master_csv
 from connectors.kite.sim.rules import NOT_FOUND, refuse
 from connectors.kite.sim.ticker import TickerHub, accept_key
 
@@ -103,6 +104,7 @@ class SimApi:
             ("GET", f"/orders/{oid}/trades", self.order_trades),
             ("GET", "/trades", lambda p: [t for t in self.ex.trades if self.seen(t["order_id"])]),
             ("GET", "/portfolio/positions", lambda p: self.ex.positions()),
+            ("GET", "/instruments(?:/(?P<exchange>[A-Z_]+))?", self.instruments),
             ("POST", "/_sim/advance", self.advance),
             ("POST", "/_sim/faults", self.set_faults),
             ("GET", "/_sim/state", self.state),
@@ -121,6 +123,10 @@ class SimApi:
         """The order is in the order book's answers (a lost response may delay it)."""
         until = self.hidden.get(order_id)
         return until is None or time.monotonic() >= until
+
+    def instruments(self, p: dict[str, str], exchange: str | None = None) -> CsvBody:
+        """Kite's instrument master as CSV, of one exchange or all (sim.master)."""
+        return master_csv(self.ex, exchange)
 
     def orders(self, p: dict[str, str]) -> list[dict[str, Any]]:
         return [o.view() for o in list(self.ex.orders.values()) if self.seen(o.order_id)]
@@ -276,10 +282,11 @@ def handler_for(api: SimApi) -> type[BaseHTTPRequestHandler]:
                     params.update(parse_qsl(body.decode()))
             return params
 
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode()
+        def _reply(self, status: int, payload: dict[str, Any] | CsvBody) -> None:
+            csv = isinstance(payload, CsvBody)
+            body = str(payload).encode() if csv else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/csv" if csv else "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -317,7 +324,8 @@ def handler_for(api: SimApi) -> type[BaseHTTPRequestHandler]:
                     params,
                     self.headers.get("Authorization"),
                 )
-                self._reply(200, {"status": "success", "data": data})
+                self._reply(200, data if isinstance(data, CsvBody) else
+                            {"status": "success", "data": data})  # fmt: skip
             except KiteError as e:
                 self._reply(e.status, {"status": "error", "message": e.message,
                                        "data": None, "error_type": e.error_type})  # fmt: skip
