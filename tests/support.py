@@ -395,3 +395,18 @@ class CountingStrategy:
 
         state["n"] = state.get("n", 0) + 1
         return Signal("BUY", self.quantity) if state["n"] == self.at else None
+
+
+def zerodha_signal(
+    n: int, target: int, token: int = 408065, price: float = 1500.0
+) -> TradingSignal:
+    """Signal ``n`` (a unique id) of strategy ``mom`` on zerodha: hold ``target``."""
+    import uuid
+    from datetime import timedelta
+
+    return TradingSignal(
+        signal_id=f"z-{uuid.uuid4().hex[:8]}-{n}", correlation_id=f"c{n}", strategy_id="mom",
+        broker="zerodha", instrument_token=token, target_quantity=target, price=price,
+        timestamp=datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc) + timedelta(seconds=n),
+        reason="test",
+    )  # fmt: skip

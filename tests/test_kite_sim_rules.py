@@ -20,34 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
-from kiteconnect import KiteTicker
 from kiteconnect import exceptions as kex
 
-from connectors.kite.client import call_in_reactor, start_ticker
 from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
 from connectors.kite.sim.http import SimApi, serve
-from tests.live_sim import wait
-from tests.support import KEY, ROOT, TOKEN, advance, client, faults, free_ports, place, small_ticks
+from tests.live_sim import Recorder, wait
+from tests.support import ROOT, advance, client, faults, free_ports, place, small_ticks
 
 INFY = 408065
 CIRCUIT = "Price exceeds circuit limits for the instrument. Place an order within the daily range."
 IST_US = 19_800_000_000
-
-
-class Recorder:
-    """A KiteTicker on the process's reactor, keeping the order messages it receives."""
-
-    def __init__(self, root: str) -> None:
-        self.orders: list[dict[str, Any]] = []
-        self.connects = 0
-        self.kws = KiteTicker(KEY, TOKEN, root=root.replace("http", "ws"), reconnect_max_delay=5)
-        self.kws.on_connect = lambda ws, response: setattr(self, "connects", self.connects + 1)
-        self.kws.on_order_update = lambda ws, data: self.orders.append(data)
-        start_ticker(self.kws)
-        wait(lambda: self.connects, 10, "the ticker to connect")
-
-    def close(self) -> None:
-        call_in_reactor(self.kws.close)
 
 
 def ticks_of(api: SimApi, token: int, start: int | None = None) -> list[int]:
@@ -118,7 +100,7 @@ def test_sl_buy_waits_for_its_trigger_then_fills_as_a_limit(sim: tuple[SimApi, s
     api, root = sim
     kite = client(root)
     tape = api.ex.tape
-    rec = Recorder(root)
+    rec = Recorder(root, {})
     try:
         advance(root, 200)
         last = api.ex.last[INFY]
@@ -179,7 +161,7 @@ def test_orders_fill_at_most_their_share_of_each_ticks_volume(sim: tuple[SimApi,
     kite = client(root)
     tape = api.ex.tape
     assert config(root, participation=0.5)["participation"] == 0.5
-    rec = Recorder(root)
+    rec = Recorder(root, {})
     try:
         advance(root, 100)
         qty = 2000
@@ -338,7 +320,7 @@ def test_kite_squares_off_open_mis_positions_itself(sim: tuple[SimApi, str]) -> 
     api, root = sim
     kite = client(root)
     tape = api.ex.tape
-    rec = Recorder(root)
+    rec = Recorder(root, {})
     try:
         upto(root, api, int(np.searchsorted(tape.ts, ist_us("2026-11-20", "15:00"))))
         long_ = place(kite, qty=5, tag="long")
@@ -386,7 +368,7 @@ def test_the_square_off_time_is_a_setting(sim: tuple[SimApi, str]) -> None:
 def test_a_lost_order_stays_out_of_sight_for_a_while(sim: tuple[SimApi, str]) -> None:
     api, root = sim
     kite = client(root, timeout=1)
-    rec = Recorder(root)
+    rec = Recorder(root, {})
     try:
         advance(root, 100)
         faults(root, lost_response=1, lost_delay_s=1.5, lost_visible_s=4)

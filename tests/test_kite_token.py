@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import redis
@@ -25,7 +25,7 @@ from schemas.kite import KiteAlert
 from schemas.redis_keys import LiveKeys
 from tests.live_sim import SECRETS, Sim, live_config, tape
 from tests.redis_server import shared_url
-from tests.support import client, flow_env
+from tests.support import client, flow_env, zerodha_signal
 
 INFY = 408065
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
@@ -53,11 +53,7 @@ def test_a_refused_token_at_start_exits_2_and_leaves_the_last_run_alone(tmp_path
 
 
 def _signal(n: int, target: int) -> TradingSignal:
-    return TradingSignal(
-        signal_id=f"tok-{uuid.uuid4().hex[:6]}-{n}", correlation_id=f"c{n}", strategy_id="mom",
-        broker="zerodha", instrument_token=INFY, target_quantity=target, price=1500.0,
-        timestamp=T + timedelta(seconds=n), reason="test",
-    )  # fmt: skip
+    return zerodha_signal(n, target)
 
 
 def _zerodha_account(root: str) -> tuple[Account, KiteOrders]:

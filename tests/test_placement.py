@@ -29,18 +29,14 @@ from schemas.redis_keys import KeyKind, LiveKeys, decode
 from schemas.ticks import MarkSet
 from tests.live_sim import SECRETS, Sim, drive, live_config, tape, wait
 from tests.redis_server import shared_url
-from tests.support import client, flow_env, read_ledger
+from tests.support import client, flow_env, read_ledger, zerodha_signal
 
 INFY = 408065
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
 
 
 def _signal(n: int, target: int) -> TradingSignal:
-    return TradingSignal(
-        signal_id=f"pl-{uuid.uuid4().hex[:6]}-{n}", correlation_id=f"c{n}", strategy_id="mom",
-        broker="zerodha", instrument_token=INFY, target_quantity=target, price=1500.0,
-        timestamp=T + timedelta(seconds=n), reason="test",
-    )  # fmt: skip
+    return zerodha_signal(n, target)
 
 
 def _account(root: str, queue: int) -> tuple[Account, PlacementWorker]:
