@@ -89,6 +89,7 @@ class OrderIntent(Model):
     tag: str
     validated: ValidatedSignal
     claimed_us: int | None = None  # wall clock when it was recorded (µs since the epoch)
+    sent: bool = False  # on its way to Kite: its fate may be unknown, never placed again
 
 
 class KeyKind(str, Enum):

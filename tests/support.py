@@ -352,6 +352,9 @@ class StubVenue:
     def collect(self, final: bool = False) -> list[Any]:
         return []
 
+    def reconciled(self) -> list[Any]:
+        return []
+
 
 class FailingStrategy:
     """A per-tick user strategy that raises on its ``fail_at``-th tick (1-based)."""
@@ -410,3 +413,51 @@ def zerodha_signal(
         timestamp=datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc) + timedelta(seconds=n),
         reason="test",
     )  # fmt: skip
+
+
+class StubWorker:
+    """A placement worker that keeps what it is offered; the test hands back outcomes."""
+
+    def __init__(self, room: int = 100) -> None:
+        self.room, self.offered, self.cancels = room, list[Any](), list[str]()
+        self.answers: list[Any] = []
+
+    def offer(self, intent: Any, order_type: str) -> bool:
+        if len(self.offered) >= self.room:
+            return False
+        self.offered.append(intent)
+        return True
+
+    def offer_cancel(self, kite_order_id: str) -> bool:
+        self.cancels.append(kite_order_id)
+        return True
+
+    def outcomes(self) -> list[Any]:
+        out, self.answers = self.answers, []
+        return out
+
+    def finish(self, timeout_s: float) -> None:
+        return None
+
+
+class StubPlacer:
+    """A placer for a venue fed by StubWorker: Kite lists nothing, intents as given."""
+
+    def __init__(self, intents: dict[str, Any] | None = None, fail: bool = False) -> None:
+        self.intents, self.fail = intents or {}, fail
+
+    def submit(self, intent: Any, order_type: str) -> Any:
+        raise AssertionError("placed through the worker only")
+
+    def recall(self, tag: str) -> Any:
+        if self.fail:
+            import redis
+
+            raise redis.ConnectionError("Redis is away")
+        return self.intents.get(tag)
+
+    def today(self) -> list[dict[str, Any]]:
+        return []
+
+    def cancel(self, kite_order_id: str) -> None:
+        return None

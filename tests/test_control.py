@@ -21,7 +21,7 @@ import redis
 import yaml
 
 from connectors.control import FileControl, RedisControl, send_command
-from operators.account.account import Inbox
+from operators.account.venue import Inbox
 from schemas.config import ConfigError, RedisConfig, SourceUnavailable
 from schemas.control import ControlCommand, ControlKind, load_control_file, parse_control_line
 from schemas.enums import Broker, StateReason, TradingState

@@ -23,10 +23,10 @@ from schemas.config import Instrument, KiteConfig, SourceUnavailable
 from schemas.enums import Broker
 from schemas.events import TradingSignal, ValidatedSignal
 from schemas.ids import content_id
-from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, OrderRejected, order_tag
+from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, KiteUnavailable, OrderRejected, order_tag
 from schemas.redis_keys import LiveKeys, OrderIntent
 from tests.redis_server import RedisServer, shared_url
-from tests.support import KEY, TOKEN, client, config_dict
+from tests.support import KEY, TOKEN, client, config_dict, faults
 
 INFY = 408065
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
@@ -142,3 +142,22 @@ def test_live_orders_refuse_a_redis_that_keeps_nothing_on_disk(
                 kite_orders(cfg)
     finally:
         server.stop()
+
+
+def test_an_order_of_unknown_fate_is_never_placed_again_by_a_restart(sim) -> None:
+    api, root = sim
+    r = redis.Redis.from_url(shared_url())
+    prefix = f"nt-{uuid.uuid4().hex[:6]}:"
+    it = _intent(7)
+    # accepted, the reply lost, and Kite lists it only after 4 s: longer than the window
+    faults(root, lost_response=1, lost_delay_s=2, lost_visible_s=4.0)
+    with pytest.raises(KiteUnavailable, match="not placed again"):
+        _placer(root, r, prefix, ambiguous_window_s=0.5).submit(it, "MARKET")
+    again = _placer(root, r, prefix, ambiguous_window_s=0.5)  # a restart, the signal replayed
+    try:
+        with pytest.raises(KiteUnavailable, match="fate unknown"):
+            again.submit(it, "MARKET")
+    finally:
+        for k in r.scan_iter(f"{prefix}*"):
+            r.delete(k)
+    assert again.placed == 0 and len(_at_sim(api, it.tag)) == 1

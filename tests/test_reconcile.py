@@ -40,6 +40,13 @@ def test_a_difference_halts_only_when_it_persists_and_names_the_instrument() -> 
     assert judge(st, KitePositions(((INFY, 5),)), lambda t: held(t, 0), ours) is None
 
 
+def test_a_gap_that_stays_halts_even_while_the_account_trades() -> None:
+    st, ours = ReconcileState(), (INFY,)
+    assert judge(st, KitePositions(((INFY, 15),)), lambda t: 5, ours) is None
+    why = judge(st, KitePositions(((INFY, 20),)), lambda t: 10, ours)  # both moved by +5
+    assert why is not None and "Kite +20, account +10" in why
+
+
 def _feed_all(acct: Account, feed: OrderFeed) -> list[object]:
     feed.poll_once()
     feed.positions_once()

@@ -75,6 +75,14 @@ class IntentStore:
         stamped = intent.model_copy(update={"claimed_us": time.time_ns() // 1000})
         return bool(self.client.set(key, stamped.model_dump_json(), nx=True, ex=self.ttl_s))
 
+    def mark_sent(self, tag: str) -> None:
+        """Note that the order is about to go to Kite: from here its fate can be unknown,
+        and an order whose fate is unknown is never placed again."""
+        got = self.get(tag)
+        if got is not None:
+            sent = got.model_copy(update={"sent": True})
+            self.client.set(self.keys.intent(tag), sent.model_dump_json(), xx=True, keepttl=True)
+
     def get(self, tag: str) -> OrderIntent | None:
         raw = self.client.get(self.keys.intent(tag))
         return None if raw is None else decode(KeyKind.INTENT, raw)
@@ -185,10 +193,19 @@ class KiteOrders:
         return self._place(intent, order_type)
 
     def _recorded_today(self, tag: str) -> str | None:
-        """An intent recorded before but not at Kite: one recorded today that Kite still
-        does not list after the ambiguous window was never sent (a crash in between), so
-        it may be placed; one from an earlier day (or of unknown age) never is."""
+        """An intent recorded before but not at Kite: one recorded today, never sent (a
+        crash between recording and sending) and still not listed after the ambiguous
+        window may be placed; one sent (its fate unknown), from an earlier day or of
+        unknown age never is."""
         earlier = self.intents.get(tag)
+        if earlier is not None and earlier.sent:
+            found = self._settle(tag)
+            if found is not None:
+                return found
+            raise KiteUnavailable(
+                f"order {tag}: sent to Kite by an earlier run, its fate unknown; not placed "
+                "again (Kite's updates or reconciliation settle it)"
+            )
         claimed = earlier.claimed_us if earlier is not None else None
         today = datetime.now(IST).date()
         if claimed is None or datetime.fromtimestamp(claimed / 1e6, IST).date() != today:
@@ -196,7 +213,7 @@ class KiteOrders:
                 f"INTENT_WITHOUT_ORDER: order {tag} was recorded on an earlier day and Kite "
                 "lists no such order today; not placed again"
             )
-        return self._settle(tag)  # listed late after all: adopted
+        return self._settle(tag, strict=True)  # listed late after all: adopted
 
     def _find_settled(self, tag: str) -> str | None:
         for attempt in range(self.cfg.attempts):
@@ -208,9 +225,19 @@ class KiteOrders:
                 self.sleep(self._backoff(attempt))
         raise KiteUnavailable(f"order {tag}: Kite's order list unavailable")
 
-    def _settle(self, tag: str) -> str | None:
+    def _mark_sent(self, tag: str) -> None:
+        try:
+            self.intents.mark_sent(tag)
+        except redis.RedisError as e:
+            raise KiteUnavailable(
+                f"order {tag}: intent store (Redis) unreachable ({type(e).__name__}); not placed"
+            ) from None
+
+    def _settle(self, tag: str, strict: bool = False) -> str | None:
         """After an ambiguous reply: poll Kite's orders for ``tag`` over the ambiguous window
-        (a bounded number of polls), since an accepted order may be listed late."""
+        (a bounded number of polls), since an accepted order may be listed late. ``strict``:
+        a window in which no listing answered is itself unknown (KiteUnavailable)."""
+        answered = False
         gap = min(0.5, self.cfg.ambiguous_window_s)
         polls = max(1, math.ceil(self.cfg.ambiguous_window_s / gap)) + 1
         for n in range(polls):
@@ -221,8 +248,11 @@ class KiteOrders:
             except AMBIGUOUS as e:
                 log.warning("listing Kite orders failed (%s); polling on", type(e).__name__)
                 continue
+            answered = True
             if row is not None:
                 return str(row["order_id"])
+        if strict and not answered:
+            raise KiteUnavailable(f"order {tag}: Kite's order list did not answer; not placed")
         log.warning("order %s: not in Kite's orders after %.1f s", tag, self.cfg.ambiguous_window_s)
         return None
 
@@ -275,6 +305,8 @@ class KiteOrders:
         params = self._params(intent, order_type)
         for attempt in range(self.cfg.attempts):
             self.limiter.wait()
+            if not attempt:  # as late as can be: a crash before this never sent it
+                self._mark_sent(intent.tag)
             try:
                 order_id = str(self.client.place_order(**params))
                 self.placed += 1
@@ -304,7 +336,6 @@ class KiteOrders:
                 raise BrokerLocked(f"{type(e).__name__}: {e}") from None
             except kex.KiteException as e:
                 raise OrderRejected(str(e)) from None
-            self.sleep(self._backoff(attempt))
         raise KiteUnavailable(f"order {intent.tag}: not placed after {self.cfg.attempts} tries")
 
 

@@ -25,28 +25,31 @@ class PlacementWorker:
         self.placer = placer
         self.inbox: queue.Queue[tuple[OrderIntent | None, str]] = queue.Queue(maxsize=capacity)
         self.outbox: queue.SimpleQueue[PlacementOutcome] = queue.SimpleQueue()
-        self.busy = 0  # an order being placed
+        self.pending = 0  # requests queued or under way (only this object changes it)
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="kite-placer", daemon=True)
         self.thread.start()
 
     def offer(self, intent: OrderIntent, order_type: str) -> bool:
         """Queue ``intent``; False when the queue is full (nothing queued)."""
-        try:
-            self.inbox.put_nowait((intent, order_type))
-        except queue.Full:
-            return False
-        return True
+        return self._put(intent, order_type)
+
+    def _put(self, intent: OrderIntent | None, arg: str) -> bool:
+        with self.lock:
+            try:
+                self.inbox.put_nowait((intent, arg))
+            except queue.Full:
+                return False
+            self.pending += 1
+            return True
 
     def offer_cancel(self, kite_order_id: str) -> bool:
         """Queue a cancellation of Kite's order; False when the queue is full."""
-        try:
-            self.inbox.put_nowait((None, kite_order_id))
-        except queue.Full:
-            return False
-        return True
+        return self._put(None, kite_order_id)
 
     def backlog(self) -> int:
-        return self.inbox.qsize() + self.busy
+        with self.lock:
+            return self.pending
 
     def finish(self, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) until every queued order has its outcome."""
@@ -62,13 +65,9 @@ class PlacementWorker:
             except queue.Empty:
                 return out
 
-    def recall(self, tag: str) -> OrderIntent | None:
-        return self.placer.recall(tag)
-
     def _run(self) -> None:
         while True:
             intent, arg = self.inbox.get()
-            self.busy = 1
             try:
                 if intent is None:
                     self.placer.cancel(arg)  # its end comes as Kite's order update
@@ -77,7 +76,8 @@ class PlacementWorker:
             except Exception:  # never let the worker die
                 log.exception("Kite request failed unexpectedly")
             finally:
-                self.busy = 0
+                with self.lock:
+                    self.pending -= 1
 
     def _place(self, intent: OrderIntent, order_type: str) -> PlacementOutcome:
         tag = intent.tag

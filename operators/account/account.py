@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from bytewax.dataflow import Stream
 
@@ -27,6 +27,7 @@ from operators.account.rates import RateState
 from operators.account.reconcile import ReconcileState, judge
 from operators.account.risk import Request, RiskChecks
 from operators.account.trading import TradingControl, TradingStatus, Verdict
+from operators.account.venue import Inbox, Venue
 from operators.keyed import stateful_by_key
 from operators.market import stop_trigger
 from schemas.config import BrokerConfig, CostModel
@@ -44,12 +45,9 @@ from schemas.events import (
 from schemas.ids import content_id
 from schemas.kite import KiteAlert, KitePositions, OrderUpdate
 from schemas.ticks import (
-    F64,
-    I64,
     Clock,
     ExecTick,
     MarkSet,
-    OrderLatency,
     StrategyFailed,
     TickCount,
     to_us,
@@ -69,67 +67,6 @@ AccountIn = (
 AccountOut = Any  # events, snapshots, the summary, and pass-through clocks / counts
 
 
-class Venue(Protocol):
-    """Where validated orders go: paper (operators.account.paper) or Kite (.zerodha)."""
-
-    def send(self, v: ValidatedSignal, order_type: str, on_mark: bool = False) -> list[OrderEvent]:
-        """Place ``v``; ``on_mark``: the account's own order (a flatten), no ExecTick follows."""
-        ...
-
-    def on_exec(self, e: ExecTick) -> list[OrderEvent]:
-        """The tick that executes the orders of ``e.signals`` (simulated venues)."""
-        ...
-
-    def waiting(self) -> bool:
-        """Some order waits for marks to fill (simulated venues)."""
-        ...
-
-    def next_fill(self, times: I64, tokens: I64, prices: F64) -> int | None:
-        """The earliest of these time-sorted marks that fills or ends a waiting order."""
-        ...
-
-    def on_marks(self, times: I64, tokens: I64, prices: F64) -> list[OrderEvent]:
-        """What these time-sorted marks fill or end of the waiting orders."""
-        ...
-
-    def cancel(self, order_id: str, ts: int, why: str) -> list[OrderEvent]:
-        """Cancel an open order at event time ``ts`` (what the venue can end at once)."""
-        ...
-
-    def expire(self, ts: int) -> list[OrderEvent]:
-        """The end of the stream: what still rests and will never execute."""
-        ...
-
-    def knows(self, v: ValidatedSignal) -> bool:
-        """The venue already has an order for ``v``'s signal (a replay after a resume)."""
-        ...
-
-    def update(self, u: OrderUpdate) -> list[OrderEvent]: ...
-
-    def venue_state(self) -> Any: ...
-
-    def drain_latency(self) -> list[OrderLatency]: ...
-
-    def drain_alerts(self) -> list[tuple[StateReason, str]]:
-        """Why the account must halt (Kite refused our session, a placement backlog), since
-        last asked."""
-        ...
-
-    def collect(self, final: bool = False) -> list[OrderEvent]:
-        """Outcomes of orders placed asynchronously, since last asked (``final``: the end of
-        the stream, wait a while for those under way)."""
-        ...
-
-
-class Inbox(Protocol):
-    """Operator commands (connectors.control FileControl, RedisControl)."""
-
-    def due(self, event_us: int, cursor: Any) -> tuple[list[Any], Any]:
-        """Commands to apply now (``event_us``: the account's event time, µs since epoch UTC)
-        and the new cursor (opaque, picklable; None at first)."""
-        ...
-
-
 @dataclass
 class AccountState:
     book: AccountBook
@@ -144,6 +81,7 @@ class AccountState:
     flattening: str | None = None  # what a flatten in progress answers (its orders' identity)
     flattened_at: int = -1  # event time of the last flatten round
     squared_off: int = -1  # the last MIS cut-off (µs) whose square-off was done
+    square_rounds: int = 0  # its rounds beyond the first (a broker that cancelled late)
     exits: ExitState = field(default_factory=ExitState)
     targets: dict[Key, int] = field(default_factory=dict)  # each strategy's last target
     closes: dict[int, float] = field(default_factory=dict)  # previous session's last prices
@@ -337,6 +275,7 @@ class Account(Closing, MarkRuns):
             alerts.append((StateReason.TOKEN_INVALID, item.detail))
         if isinstance(item, KitePositions):
             st, universe = self.state, self.setup.universe
+            out += self._apply(self.venue.reconciled())
             why = judge(st.reconcile, item, st.book.position, universe)
             alerts += [(StateReason.RECONCILE_MISMATCH, why)] if why else []
         ts = self.state.book.last_ts

@@ -94,17 +94,32 @@ class Closing:
         return self.flatten(reason, ts)
 
     def square_off_due(self, ts: int) -> int | None:
-        """The MIS cut-off at or before ``ts`` whose square-off is still to do, if any."""
+        """The MIS cut-off at or before ``ts`` whose square-off is still to do, if any: a
+        new one, or today's again while an MIS position has nothing closing it (a broker
+        that cancels late: a closing order it cancelled leaves the position open)."""
         cut = self.setup.session.cutoff(ts)
-        if cut is None or ts < cut or cut <= self.state.squared_off:
+        if cut is None or ts < cut or cut < self.state.squared_off:
+            return None
+        if cut == self.state.squared_off and not self._mis_left():
             return None
         return cut
+
+    def _mis_left(self) -> bool:
+        """Some MIS strategy position has no closing order out for it."""
+        book = self.state.book
+        return any(
+            self._left_to_close((sid, token))
+            for sid in book.strategies
+            if self._product(sid) is Product.MIS
+            for token in book.strategies[sid].book.lots
+        )
 
     def square_off(self, cut: int) -> list[Any]:
         """The broker's MIS square-off at the cut-off: pending MIS orders cancelled, then
         every MIS strategy position closed (net of closing orders the venue could not
         cancel), flagged AUTO_SQUARE_OFF (its charge applies)."""
         st = self.state
+        st.square_rounds = st.square_rounds + 1 if st.squared_off == cut else 0
         st.squared_off = cut
         why = "CANCELLED: MIS cut-off, pending MIS orders end before the square-off"
         out = self._cancel_open(cut, why, lambda o: self._product(o.strategy_id) is Product.MIS)
@@ -114,7 +129,12 @@ class Closing:
             for token in sorted(st.book.strategies[sid].book.lots):
                 qty = self._left_to_close((sid, token))
                 why = "AUTO_SQUARE_OFF: MIS cut-off"
-                out += self._close(("squareoff", cut), (sid, token), qty, cut, why, True)
+                ids = (
+                    ("squareoff", cut)
+                    if not st.square_rounds
+                    else ("squareoff", cut, st.square_rounds)
+                )
+                out += self._close(ids, (sid, token), qty, cut, why, True)
         return out
 
     def exit_positions(self, at: int, found: list[tuple[Key, str]]) -> list[Any]:

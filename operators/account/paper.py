@@ -378,6 +378,9 @@ class PaperVenue:
     def collect(self, final: bool = False) -> list[OrderEvent]:
         return []  # placed at once
 
+    def reconciled(self) -> list[OrderEvent]:
+        return []  # nothing to reconcile with
+
 
 def _cancelled(v: ValidatedSignal, why: str, ts: int, unfilled: int) -> OrderEvent:
     """The order ended at ``ts`` with ``unfilled`` left (released)."""

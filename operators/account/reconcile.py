@@ -30,11 +30,7 @@ def differences(
     at_kite: dict[int, int] = {}
     for token, qty in kite.rows:
         at_kite[token] = at_kite.get(token, 0) + qty  # products summed, as the book does
-    diff = {
-        t: (at_kite.get(t, 0), held(t))
-        for t in sorted(ours | (set(at_kite) & ours))
-        if at_kite.get(t, 0) != held(t)
-    }
+    diff = {t: (at_kite.get(t, 0), held(t)) for t in sorted(ours) if at_kite.get(t, 0) != held(t)}
     foreign = {t: q for t, q in sorted(at_kite.items()) if t not in ours and q}
     return diff, foreign
 
@@ -48,7 +44,8 @@ def judge(
         log.warning("Kite holds %d of instrument %d, which no strategy trades", foreign[token],
                     token)  # fmt: skip
     state.reported |= set(foreign)
-    persisted = bool(diff) and diff == state.last
+    gaps = {t: k - b for t, (k, b) in diff.items()}  # trading between checks moves both sides
+    persisted = bool(gaps) and gaps == {t: k - b for t, (k, b) in state.last.items()}
     state.last = diff
     if not persisted:
         return None

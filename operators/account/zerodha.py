@@ -73,6 +73,7 @@ class Tracked:
     done: bool = False  # ended: nothing more to emit
     cancel: str | None = None  # why the account wants it cancelled (sent once Kite has it)
     cancel_sent: bool = False
+    unknown: int | None = None  # its fate unknown: reconciliations since (None: known)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class ZerodhaVenue:
         limit_timeout_us: int = 0,
     ) -> None:
         self.limit_timeout_us = limit_timeout_us  # 0: a LIMIT stays open at Kite
+        self.resumed = False  # snapshot orders not yet sent have been offered again
         self.costs, self.placer, self.order_types = costs, placer, order_types
         self.state = state or ZerodhaState()
         self.worker = worker  # None: place in the calling thread (tests)
@@ -211,14 +213,45 @@ class ZerodhaVenue:
         out = self._adopt_today()
         if self.worker is None:
             return out
+        if not self.resumed:
+            self.resumed = True
+            out += self._resend_unsent()
         if final:
             self.worker.finish(FINISH_S)
         for o in self.worker.outcomes():
-            t = self.state.orders.get(o.tag)
-            if t is None:
+            known = self.state.orders.get(o.tag)
+            if known is None:
                 log.warning("placement outcome for unknown order %s (%s)", o.tag, o.kind)
                 continue
-            out += self._ended(t, o)
+            out += self._ended(known, o)
+        for t in self.state.orders.values():  # cancels that could not go out before
+            if t.cancel is not None and not t.cancel_sent and not t.done:
+                self._cancel(t, t.cancel)
+        return out
+
+    def _resend_unsent(self) -> list[OrderEvent]:
+        """Orders a recovery snapshot holds that never reached the placement thread: sent
+        now (the intent in Redis and Kite's order list keep it to one order)."""
+        out: list[OrderEvent] = []
+        for t in list(self.state.orders.values()):
+            if not t.done and t.kite_order_id is None and t.unknown is None:
+                tag = order_tag(t.validated.signal.signal_id)
+                out += self._queue(t, OrderIntent(tag=tag, validated=t.validated), self._kind(t))
+        return out
+
+    def reconciled(self) -> list[OrderEvent]:
+        """A reconciliation passed: an order whose fate is unknown and that Kite has not
+        listed over two of them is released (it never reached Kite)."""
+        out: list[OrderEvent] = []
+        for t in self.state.orders.values():
+            if t.done or t.unknown is None or t.kite_order_id is not None:
+                continue
+            t.unknown += 1
+            if t.unknown >= 2:
+                t.done, v = True, t.validated
+                why = "KITE_UNAVAILABLE: its fate unknown, and Kite never listed it"
+                left = max(v.quantity - t.filled, 0)
+                out.append(orders.failed(v, None, OrderStatus.FAILED, left, why, v.timestamp))
         return out
 
     def _adopt_today(self) -> list[OrderEvent]:
@@ -250,7 +283,9 @@ class ZerodhaVenue:
                 return []
             kind = self.order_types.get(v.signal.strategy_id, "MARKET")
             return [self._placed(t, kind)]
-        if t.done:
+        if t.done or t.kite_order_id is not None:  # Kite has told us of the order itself
+            if o.kind == "LOCKED":
+                self.alerts.append((StateReason.TOKEN_INVALID, o.message))
             return []
         if o.kind == "REJECTED":
             t.done = True
@@ -260,9 +295,11 @@ class ZerodhaVenue:
             self.alerts.append((StateReason.TOKEN_INVALID, o.message))
             why = f"TOKEN_INVALID: {o.message}"
             return [orders.failed(v, None, OrderStatus.FAILED, left, why, v.timestamp)]
-        # Unknown: released now; should Kite report the order after all, its fills apply.
-        why = f"KITE_UNAVAILABLE: {o.message}"
-        return [orders.failed(v, None, OrderStatus.FAILED, left, why, v.timestamp)]
+        # Unknown: it stays open (its exposure counted) until Kite lists it (an update
+        # adopts it) or two reconciliations pass without it (``reconciled``).
+        log.warning("order %s held as unknown: %s", o.tag, o.message)
+        t.unknown = 0
+        return []
 
     def _placed(self, t: Tracked, order_type: str) -> OrderEvent:
         t.announced = True
@@ -271,7 +308,11 @@ class ZerodhaVenue:
     def update(self, u: OrderUpdate) -> list[OrderEvent]:
         t = self.state.orders.get(u.tag)
         if t is None:
-            intent = self.placer.recall(u.tag)  # placed before a restart rolled state back
+            try:  # placed before a restart rolled state back
+                intent = self.placer.recall(u.tag)
+            except Exception as e:  # Redis away: the poll brings the update again
+                log.warning("Kite order %s: intent unreadable (%s)", u.order_id, type(e).__name__)
+                return []
             if intent is None:
                 log.warning("Kite order %s: our tag %s, no intent", u.order_id, u.tag)
                 return []
@@ -279,6 +320,8 @@ class ZerodhaVenue:
         if t.done:
             return []
         t.kite_order_id = u.order_id
+        if t.cancel is not None and not t.cancel_sent and u.status not in TERMINAL:
+            self._cancel(t, t.cancel)  # asked before Kite's id was known
         kind = self.order_types.get(t.validated.signal.strategy_id, "MARKET")
         out: list[OrderEvent] = [] if t.announced else [self._placed(t, kind)]
         if u.filled_quantity > t.filled and u.average_price > 0:
