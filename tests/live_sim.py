@@ -114,7 +114,14 @@ def flow_config(
                 "params": {"lookback": 120, "threshold": 0.003, "quantity": 5},
             }
         ],
-        "session": {"open": "00:00:00", "close": "23:59:59", "weekdays": [0, 1, 2, 3, 4, 5, 6]},
+        # open all day, every day, whatever the wall clock (some tests stamp ticks with it)
+        "session": {
+            "open": "00:00:00",
+            "close": "23:59:59",
+            "mis_cutoff": "23:59:59",
+            "calendar": None,
+            "weekdays": [0, 1, 2, 3, 4, 5, 6],
+        },
         "output": {"dir": str(tmp / "run")},
     }
 
