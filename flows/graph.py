@@ -207,6 +207,7 @@ def accounts(
         },
     )
     ticks = setup.tick_sizes
+    timeout_us = round(cfg.execution.limit_timeout_s * US)  # LIMIT orders, both venues
 
     def make(key: str, resume: Any) -> Account:
         b = Broker(key)
@@ -215,12 +216,10 @@ def accounts(
         def venue(state: Any) -> Any:
             if b is Broker.ZERODHA and plan.placer is not None:
                 worker = PlacementWorker(plan.placer, cfg.kite.placement_queue)
-                timeout_us = round(cfg.execution.limit_timeout_s * US)
                 return ZerodhaVenue(
                     cfg.costs, plan.placer, setup.order_types, state, worker, timeout_us
                 )
             closes = setup.session.closes if bc.risk.enforce_session else None
-            timeout_us = round(cfg.execution.limit_timeout_s * US)
             protection = cfg.paper_protection()
             return PaperVenue(
                 bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us, protection

@@ -176,10 +176,7 @@ class KiteOrders:
         try:
             fresh = self.intents.claim(intent)
         except redis.RedisError as e:  # never place an order whose intent is not recorded
-            raise KiteUnavailable(
-                f"order {intent.tag}: intent store (Redis) unreachable ({type(e).__name__}); "
-                "not placed"
-            ) from None
+            raise _no_intents(intent.tag, e) from None
         if not fresh:
             found = self._find_settled(intent.tag)
             if found is not None:
@@ -229,9 +226,7 @@ class KiteOrders:
         try:
             self.intents.mark_sent(tag)
         except redis.RedisError as e:
-            raise KiteUnavailable(
-                f"order {tag}: intent store (Redis) unreachable ({type(e).__name__}); not placed"
-            ) from None
+            raise _no_intents(tag, e) from None
 
     def _settle(self, tag: str, strict: bool = False) -> str | None:
         """After an ambiguous reply: poll Kite's orders for ``tag`` over the ambiguous window
@@ -337,6 +332,12 @@ class KiteOrders:
             except kex.KiteException as e:
                 raise OrderRejected(str(e)) from None
         raise KiteUnavailable(f"order {intent.tag}: not placed after {self.cfg.attempts} tries")
+
+
+def _no_intents(tag: str, e: Exception) -> KiteUnavailable:
+    return KiteUnavailable(
+        f"order {tag}: intent store (Redis) unreachable ({type(e).__name__}); not placed"
+    )
 
 
 def kite_orders(cfg: AppConfig) -> KiteOrders:

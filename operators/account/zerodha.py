@@ -281,8 +281,7 @@ class ZerodhaVenue:
             self.latencies.append(OrderLatency(sig_us, (o.sent_us - sig_us) / 1000.0))
             if t.announced or t.done:
                 return []
-            kind = self.order_types.get(v.signal.strategy_id, "MARKET")
-            return [self._placed(t, kind)]
+            return [self._placed(t, self._kind(t))]
         if t.done or t.kite_order_id is not None:  # Kite has told us of the order itself
             if o.kind == "LOCKED":
                 self.alerts.append((StateReason.TOKEN_INVALID, o.message))
@@ -322,8 +321,7 @@ class ZerodhaVenue:
         t.kite_order_id = u.order_id
         if t.cancel is not None and not t.cancel_sent and u.status not in TERMINAL:
             self._cancel(t, t.cancel)  # asked before Kite's id was known
-        kind = self.order_types.get(t.validated.signal.strategy_id, "MARKET")
-        out: list[OrderEvent] = [] if t.announced else [self._placed(t, kind)]
+        out: list[OrderEvent] = [] if t.announced else [self._placed(t, self._kind(t))]
         if u.filled_quantity > t.filled and u.average_price > 0:
             out.append(self._fill(t, u))
         if u.status in TERMINAL:
