@@ -115,6 +115,8 @@ class DeadLetterReason(str, Enum):
     STRATEGY_ERROR = "STRATEGY_ERROR"  # a strategy raised or returned an invalid signal
     NON_TRADING_DAY = "NON_TRADING_DAY"  # a tick dated on a weekend or exchange holiday
 
+    TIMESTAMP_IMPLAUSIBLE = "TIMESTAMP_IMPLAUSIBLE"  # far future or far past for the session
+    MALFORMED_PACKET = "MALFORMED_PACKET"  # a KiteTicker binary packet that cannot be read
 
 class HealthReason(str, Enum):
     """Why a stage has the status it has."""
