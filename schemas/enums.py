@@ -114,9 +114,9 @@ class DeadLetterReason(str, Enum):
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     STRATEGY_ERROR = "STRATEGY_ERROR"  # a strategy raised or returned an invalid signal
     NON_TRADING_DAY = "NON_TRADING_DAY"  # a tick dated on a weekend or exchange holiday
-
     TIMESTAMP_IMPLAUSIBLE = "TIMESTAMP_IMPLAUSIBLE"  # far future or far past for the session
     MALFORMED_PACKET = "MALFORMED_PACKET"  # a KiteTicker binary packet that cannot be read
+
 
 class HealthReason(str, Enum):
     """Why a stage has the status it has."""
