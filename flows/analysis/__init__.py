@@ -1,17 +1,52 @@
 """Post-run analysis of a run folder's ledger: the report (text, JSON, HTML) and the
 comparison of runs. The stable API (the ``alpha-panda`` CLI calls only these):
 
-- ``report(run_dir, risk_free=0.0) -> Report``: the analysis, a pydantic model;
-- ``write_reports(run_dir, risk_free=0.0) -> dict[str, Path]``: writes ``report.txt``,
-  ``report.json`` and ``report.html`` into the run folder and returns their paths;
-- ``render_text(report) -> str``: the terminal form;
+- ``report(run_dir, risk_free=0.0) -> Report``: the analysis, a pydantic model
+  (``Report.model_dump_json()`` is the JSON form);
+- ``write_reports(run_dir, risk_free=0.0) -> Written``: writes ``report.txt``,
+  ``report.json`` and ``report.html`` into the run folder; ``Written.paths`` maps
+  ``"txt"/"json"/"html"`` to the files and ``Written.text`` is the terminal form;
+- ``render_text(report) -> str``: the terminal form of a ``Report``;
 - ``compare(run_dirs, risk_free=0.0) -> str``: runs side by side (config differences and
   headline metrics), as text.
+
+A missing run folder raises ``FileNotFoundError``; ``compare`` of fewer than two folders
+raises ``ValueError``.
 """
 
 from __future__ import annotations
 
-from flows.analysis.build import report
-from flows.analysis.model import Report
+from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Report", "report"]
+from flows.analysis.build import report
+from flows.analysis.compare import compare
+from flows.analysis.html import render_html
+from flows.analysis.model import Report
+from flows.analysis.render import render_json, render_text
+
+REPORT_FILES = {"txt": "report.txt", "json": "report.json", "html": "report.html"}
+
+
+@dataclass(frozen=True)
+class Written:
+    report: Report
+    text: str
+    paths: dict[str, Path]
+
+
+def write_reports(run_dir: str | Path, risk_free: float = 0.0) -> Written:
+    """Analyse ``run_dir`` and write its report as text, JSON and HTML into it."""
+    r = report(run_dir, risk_free)
+    root = Path(run_dir)
+    text = render_text(r)
+    forms = {"txt": text, "json": render_json(r), "html": render_html(r)}
+    paths = {k: root / name for k, name in REPORT_FILES.items()}
+    for k, body in forms.items():
+        tmp = paths[k].with_suffix(".tmp")
+        tmp.write_text(body, encoding="utf-8")
+        tmp.replace(paths[k])
+    return Written(r, text, paths)
+
+
+__all__ = ["REPORT_FILES", "Report", "Written", "compare", "render_text", "report", "write_reports"]

@@ -138,5 +138,5 @@ def report(run_dir: str | Path, risk_free: float = 0.0) -> Report:
     return Report(
         run_dir=str(data.run_dir), start=start, end=end, trading_days=n_days,
         conventions=conventions(risk_free, data.marks.source), config=data.config,
-        brokers=kept,
+        run=data.run_report, brokers=kept,
     )  # fmt: skip

@@ -10,6 +10,7 @@ value a position, never book money.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class Marks:
 class RunData:
     run_dir: Path
     config: dict[str, Any] | None
+    run_report: dict[str, Any] | None
     fills: list[Fill]
     snapshots: dict[str, list[Snapshot]]
     order_price: dict[str, Decimal]
@@ -117,6 +119,19 @@ def _table(run_dir: Path, kind: str, columns: list[str] | None = None) -> pa.Tab
         return None
     files = sorted(str(f) for f in folder.glob("*.parquet"))  # shard, then file number
     return ds.dataset(files).to_table(columns=columns)
+
+
+def read_run_report(run_dir: Path) -> dict[str, Any] | None:
+    """The flow's run report (``report.json`` as the run wrote it), also when this analysis
+    has since replaced that file (it keeps the run report under ``run``)."""
+    path = run_dir / "report.json"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(raw, dict) and "conventions" in raw:
+        raw = raw.get("run")
+    return raw if isinstance(raw, dict) else None
 
 
 def read_config(run_dir: Path) -> dict[str, Any] | None:
@@ -279,7 +294,7 @@ def load_run(run_dir: str | Path) -> RunData:
     signals = _counts(root, "signals")
     activity = signals + _counts(root, "orders") + _counts(root, "rejections")
     data = RunData(
-        root, config, _fills(root), _snapshots(root), order_price, signals,
+        root, config, read_run_report(root), _fills(root), _snapshots(root), order_price, signals,
         activity + _counts(root, "fills"), _symbols(config, root), _tz(config),
     )  # fmt: skip
     data.marks = build_marks(data)

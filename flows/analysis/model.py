@@ -155,4 +155,5 @@ class Report(Frozen):
     trading_days: int
     conventions: Conventions
     config: dict[str, object] | None
+    run: dict[str, object] | None  # the flow's own run report (ticks, dead letters, time)
     brokers: list[BrokerReport]

@@ -171,6 +171,12 @@ def render_text(r: Report) -> str:
         f"{c.periods_per_year} days a year, risk-free {pct(c.risk_free_rate)}",
         f"marks: {c.marks}",
     ]
+    run = r.run or {}
+    if "rows_read" in run:
+        lines.append(
+            f"ticks: {run.get('rows_read', 0):,} read, {run.get('ticks_processed', 0):,} "
+            f"processed, {run.get('dead_letters', 0):,} dead letters"
+        )
     if not r.brokers:
         lines.append("no broker traded or had a strategy in this run")
     for b in r.brokers:
