@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import bytewax.operators as op
@@ -19,16 +20,57 @@ from schemas.keys import route_key
 from schemas.ticks import (
     F64,
     I64,
+    US,
     Depth,
     Marks,
     StrategyOutput,
     TickBatch,
     WindowCounts,
     from_us,
+    to_us,
 )
 
 MISSING_TS = np.iinfo(np.int64).min
 MIN_PRICE = 0.01  # one paisa: prices are handled in integer paise
+MAX_PRICE = 1e9  # rupees a share: far above any listed price, far below paise overflow
+MAX_VOLUME = 10**12  # shares: far above any day's volume, far below int64 overflow in sums
+NO_VOLUME = -1  # the volume column's value for "not given"
+
+DAY_US = 86_400 * US
+PLAUSIBLE_FROM = to_us(datetime(1990, 1, 1, tzinfo=timezone.utc))
+"""No tick is dated earlier (before electronic trading on Indian exchanges)."""
+PLAUSIBLE_UNTIL = to_us(datetime(2100, 1, 1, tzinfo=timezone.utc))
+"""No tick is dated at or after this (keeps every later time computation in range)."""
+MAX_AHEAD_US = DAY_US
+"""Live sources: how far a tick may be dated after it arrived (clock skew, time zones)."""
+MAX_SPAN_US = 366 * DAY_US
+"""Replay: how far a tick may be dated from its file's median time."""
+
+Bounds = tuple[I64 | int, I64 | int]
+"""Plausible tick times, inclusive: (earliest, latest), scalars or one per row."""
+
+
+def arrival_bounds(arrived: I64) -> Bounds:
+    """Live: a tick dated more than MAX_AHEAD_US after it arrived (µs) is implausible."""
+    return PLAUSIBLE_FROM, np.minimum(arrived, PLAUSIBLE_UNTIL - MAX_AHEAD_US) + MAX_AHEAD_US
+
+
+def recording_bounds(ts: I64) -> tuple[int, int]:
+    """Replay: within MAX_SPAN_US of the median of the file's plausible times (robust: up to
+    half of a file's rows may be wild without moving it)."""
+    sane = ts[(ts >= PLAUSIBLE_FROM) & (ts < PLAUSIBLE_UNTIL)]
+    if not len(sane):
+        return PLAUSIBLE_FROM, PLAUSIBLE_UNTIL - 1
+    mid = int(np.partition(sane, len(sane) // 2)[len(sane) // 2])
+    return max(mid - MAX_SPAN_US, PLAUSIBLE_FROM), min(mid + MAX_SPAN_US, PLAUSIBLE_UNTIL - 1)
+
+
+def implausible(ts: I64, bounds: Bounds | None = None) -> npt.NDArray[np.bool_]:
+    """Rows whose time is outside ``bounds`` or the absolute plausible range (missing
+    times are not implausible: they are missing)."""
+    lo, hi = bounds if bounds is not None else (PLAUSIBLE_FROM, PLAUSIBLE_UNTIL - 1)
+    out = (ts < np.maximum(lo, PLAUSIBLE_FROM)) | (ts > np.minimum(hi, PLAUSIBLE_UNTIL - 1))
+    return out & (ts != MISSING_TS)
 
 
 @dataclass(frozen=True)
@@ -66,7 +108,7 @@ def _dead(
             "instrument_token": raw.instrument_token,
             "timestamp": raw_ts.isoformat() if hasattr(raw_ts, "isoformat") else raw_ts,
             "last_price": None if np.isnan(price) else price,
-            "volume": int(raw.volume[i]) if raw.volume[i] >= 0 else None,
+            "volume": None if raw.volume[i] == NO_VOLUME else int(raw.volume[i]),
         }
         record_text = json.dumps(record, sort_keys=True, default=str)
         out.append(_dead_letter(raw, i, ts, reason, detail, record_text))
@@ -107,27 +149,59 @@ def dead_letter(
 TradingDays = Callable[[I64], npt.NDArray[np.bool_]]  # instants (µs) → on a trading day?
 
 
-def validate(
-    raw: RawTicks, known: frozenset[int], last_ts: int, trading: TradingDays | None = None
-) -> tuple[TickBatch | None, list[DeadLetter], int]:
-    """Split rows into a valid batch and dead letters; ``last_ts`` carries order per instrument.
-    ``trading``: ticks on other days are dead letters (and move no order check).
+_CHECKS = {
+    1: (DeadLetterReason.MISSING_TOKEN, "instrument_token is missing"),
+    2: (DeadLetterReason.UNKNOWN_INSTRUMENT, "instrument_token not in the instrument list"),
+    3: (DeadLetterReason.INVALID_TIMESTAMP, "timestamp is missing or unparseable"),
+    7: (
+        DeadLetterReason.TIMESTAMP_IMPLAUSIBLE,
+        "timestamp implausible: before 1990, from 2100, over a day after arrival (live) "
+        "or over 366 days from its file's median time (replay)",
+    ),
+    4: (DeadLetterReason.INVALID_PRICE, f"last_price must be finite, >= 0.01 and <= {MAX_PRICE:g}"),
+    8: (DeadLetterReason.INVALID_FIELD, f"volume must be 0..{MAX_VOLUME} (or absent)"),
+    6: (DeadLetterReason.NON_TRADING_DAY, "not a trading day (weekend or holiday)"),
+    5: (DeadLetterReason.TIMESTAMP_OUT_OF_ORDER, "older than an earlier tick"),
+}
 
-    Returns (batch or None, dead letters in row order, new last_ts).
-    """
-    n = len(raw.offsets)
-    reason = np.zeros(n, dtype=np.int8)  # 0 ok, then the first failing check wins
+
+def _reasons(
+    raw: RawTicks, known: frozenset[int], trading: TradingDays | None, bounds: Bounds | None
+) -> npt.NDArray[np.int8]:
+    """Each row's first failing check (a key of _CHECKS), 0 where all pass; in the order of
+    _CHECKS, so an implausible time never reaches the calendar or the order check."""
+    reason = np.zeros(len(raw.offsets), dtype=np.int8)
     if raw.instrument_token is None:
         reason[:] = 1
     elif raw.instrument_token not in known:
         reason[:] = 2
-    bad_ts = raw.ts == MISSING_TS
-    reason[(reason == 0) & bad_ts] = 3
-    bad_price = ~np.isfinite(raw.price) | (raw.price < MIN_PRICE)
+    reason[(reason == 0) & (raw.ts == MISSING_TS)] = 3
+    reason[(reason == 0) & implausible(raw.ts, bounds)] = 7
+    with np.errstate(invalid="ignore"):
+        bad_price = ~np.isfinite(raw.price) | (raw.price < MIN_PRICE) | (raw.price > MAX_PRICE)
     reason[(reason == 0) & bad_price] = 4
+    bad_vol = ((raw.volume < 0) & (raw.volume != NO_VOLUME)) | (raw.volume > MAX_VOLUME)
+    reason[(reason == 0) & bad_vol] = 8
     if trading is not None and (reason == 0).any():
         check = np.flatnonzero(reason == 0)
         reason[check[~trading(raw.ts[check])]] = 6
+    return reason
+
+
+def validate(
+    raw: RawTicks,
+    known: frozenset[int],
+    last_ts: int,
+    trading: TradingDays | None = None,
+    bounds: Bounds | None = None,
+) -> tuple[TickBatch | None, list[DeadLetter], int]:
+    """Split rows into a valid batch and dead letters; ``last_ts`` carries order per instrument.
+    ``trading``: ticks on other days are dead letters; ``bounds``: plausible times (see
+    ``implausible``). A refused row never moves the order check.
+
+    Returns (batch or None, dead letters in row order, new last_ts).
+    """
+    reason = _reasons(raw, known, trading, bounds)
     ok = reason == 0
     # Out of order: older than the newest earlier valid tick of this instrument.
     ts_ok = np.where(ok, raw.ts, MISSING_TS)
@@ -138,16 +212,8 @@ def validate(
 
     dead: list[DeadLetter] = []
     if not ok.all():
-        names = {
-            1: (DeadLetterReason.MISSING_TOKEN, "instrument_token is missing"),
-            2: (DeadLetterReason.UNKNOWN_INSTRUMENT, "instrument_token not in the instrument list"),
-            3: (DeadLetterReason.INVALID_TIMESTAMP, "timestamp is missing or unparseable"),
-            4: (DeadLetterReason.INVALID_PRICE, "last_price must be finite and >= 0.01"),
-            5: (DeadLetterReason.TIMESTAMP_OUT_OF_ORDER, "older than an earlier tick"),
-            6: (DeadLetterReason.NON_TRADING_DAY, "not a trading day (weekend or holiday)"),
-        }
         bad_rows = np.flatnonzero(~ok)
-        for code, (r, detail) in names.items():
+        for code, (r, detail) in _CHECKS.items():
             rows = bad_rows[reason[bad_rows] == code]
             if len(rows):
                 dead.extend(_dead(raw, rows, r, detail))

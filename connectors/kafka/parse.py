@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 from pydantic import ValidationError
 
-from operators.ticks import MISSING_TS, dead_letter
+from operators.ticks import MAX_VOLUME, MISSING_TS, dead_letter
 from schemas.arrow import TS_TYPE
 from schemas.enums import DeadLetterReason
 from schemas.events import DeadLetter, MarketTick
@@ -42,6 +42,7 @@ JSON_SCHEMA = pa.schema(
 _PARSE = pj.ParseOptions(explicit_schema=JSON_SCHEMA, unexpected_field_behavior="error")
 _READ = pj.ReadOptions(use_threads=False, block_size=1 << 24)
 _AWARE = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,15 @@ def _arrow(values: list[bytes]) -> tuple[I64, I64, F64, I64, np.ndarray] | None:
         ts_col = t["timestamp"]
         aware = pc.fill_null(pc.match_substring_regex(ts_col, _AWARE), False).to_numpy()
         ts = pc.cast(ts_col, TS_TYPE).cast(pa.int64()).fill_null(MISSING_TS).to_numpy()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    tok = t["instrument_token"].fill_null(-1).to_numpy()
-    price = t["last_price"].cast(pa.float64()).fill_null(np.nan).to_numpy()
-    vol = t["volume"].fill_null(-1).to_numpy()
+        tok = t["instrument_token"].fill_null(-1).to_numpy()
+        price = t["last_price"].cast(pa.float64()).fill_null(np.nan).to_numpy()
+        vol = t["volume"].fill_null(-1).to_numpy()
+        given = t["volume"].is_valid().to_numpy(zero_copy_only=False)
+    except (pa.ArrowException, OverflowError, ValueError):  # the fast path only: None = ask
+        return None  # message by message
     with np.errstate(invalid="ignore"):
         ok = (tok > 0) & np.isfinite(price) & (price > 0) & aware & (ts != MISSING_TS)
+    ok &= ~given | ((vol >= 0) & (vol <= MAX_VOLUME))
     return tok, ts, price, vol, ok
 
 
@@ -112,7 +115,10 @@ def parse_batch(
             if isinstance(got_one, DeadLetter):
                 dead.append(got_one)
             else:  # refused by the columnar checks: never accepted, whatever the model says
-                detail = "refused by the tick checks (token > 0, price > 0, aware timestamp)"
+                detail = (
+                    "refused by the tick checks (token > 0, price > 0, aware timestamp, "
+                    f"volume 0..{MAX_VOLUME})"
+                )
                 dead.append(
                     message_dead_letter(
                         values[i], DeadLetterReason.INVALID_FIELD, detail, topic, part, offsets[i]
@@ -179,7 +185,20 @@ def message_dead_letter(
 def parse_tick(
     value: bytes | None, max_bytes: int, topic: str, part: str, offset: int
 ) -> Parsed | DeadLetter:
-    """One message: its columns, or a dead letter naming the reason (and the field)."""
+    """One message: its columns, or a dead letter naming the reason (and the field). Never
+    raises: anything unforeseen in a message is a dead letter naming the error."""
+    try:
+        return _parse_one(value, max_bytes, topic, part, offset)
+    except Exception as e:  # the input boundary: a message can never stop the flow
+        detail = f"message could not be read ({type(e).__name__})"
+        return message_dead_letter(
+            value, DeadLetterReason.INVALID_FIELD, detail, topic, part, offset
+        )
+
+
+def _parse_one(
+    value: bytes | None, max_bytes: int, topic: str, part: str, offset: int
+) -> Parsed | DeadLetter:
     if value is None:
         return message_dead_letter(
             value, DeadLetterReason.MALFORMED_JSON, "empty message", topic, part, offset
@@ -194,7 +213,7 @@ def parse_tick(
         )
     try:
         d = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deep
         d = None
     try:
         tick = MarketTick.model_validate_json(value, strict=True)
@@ -203,5 +222,19 @@ def parse_tick(
         if d is not None and not isinstance(d, dict):
             reason, detail = DeadLetterReason.MALFORMED_JSON, "expected a JSON object"
         return message_dead_letter(value, reason, detail, topic, part, offset)
+    out_of_range = _out_of_range(tick)
+    if out_of_range:
+        return message_dead_letter(
+            value, DeadLetterReason.INVALID_FIELD, out_of_range, topic, part, offset
+        )
     vol = tick.volume if tick.volume is not None else -1
     return tick.instrument_token, to_us(tick.timestamp), tick.last_price, vol
+
+
+def _out_of_range(tick: MarketTick) -> str:
+    """What of a valid model cannot be a column (int64), or an absurd volume; "" if none."""
+    if tick.instrument_token > INT64_MAX:
+        return "instrument_token: above the int64 range"
+    if tick.volume is not None and not 0 <= tick.volume <= MAX_VOLUME:
+        return f"volume: must be 0..{MAX_VOLUME}"
+    return ""
