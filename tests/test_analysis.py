@@ -202,7 +202,7 @@ def test_write_reports_and_compare(tmp_path: Path) -> None:
     b = hand_ledger(tmp_path / "b", {"brokers": {"paper": {"slippage_bps": 5}}, "x": 1})
     c = hand_ledger(tmp_path / "c")
     written = write_reports(a)
-    assert {p.name for p in written.paths.values()} == {"report.txt", "report.json", "report.html"}
+    assert {p.name for p in written.values()} == {"report.txt", "report.json", "report.html"}
     assert json.loads((a / "report.json").read_text())["brokers"][0]["broker"] == "paper"
     text = compare([a, b, c])
     assert "brokers.paper.slippage_bps" in text and "\n  x " not in text
@@ -220,8 +220,8 @@ def test_real_sample_run_identities(tmp_path: Path) -> None:
     ledger_net = final["realized_pnl"] + final["unrealized_pnl"] - final["fees"]
     fills = ds.dataset(run / "fills").to_table().to_pylist()
 
-    written = write_reports(run)
-    r = written.report
+    r = report(run)
+    assert set(write_reports(run, analysed=r)) == {"txt", "json", "html"}
     assert [b.broker for b in r.brokers] == ["paper"]  # zerodha has no strategy
     (b,) = r.brokers
     closed = [t for t in b.trades if t.exit_time is not None]

@@ -3,9 +3,11 @@ comparison of runs. The stable API (the ``alpha-panda`` CLI calls only these):
 
 - ``report(run_dir, risk_free=0.0) -> Report``: the analysis, a pydantic model
   (``Report.model_dump_json()`` is the JSON form);
-- ``write_reports(run_dir, risk_free=0.0) -> Written``: writes ``report.txt``,
-  ``report.json`` and ``report.html`` into the run folder; ``Written.paths`` maps
-  ``"txt"/"json"/"html"`` to the files and ``Written.text`` is the terminal form;
+- ``write_reports(run_dir, risk_free=0.0, analysed=None) -> dict[str, Path]``: writes
+  ``report.txt``, ``report.json`` and ``report.html`` into the run folder and returns
+  ``{"txt": path, "json": path, "html": path}``; pass ``analysed`` (a ``Report`` of that
+  folder) to skip analysing it again. ``report.json`` replaces the flow's run report file
+  and keeps its contents under ``run``;
 - ``render_text(report) -> str``: the terminal form of a ``Report``;
 - ``compare(run_dirs, risk_free=0.0) -> str``: runs side by side (config differences and
   headline metrics), as text.
@@ -16,7 +18,6 @@ raises ``ValueError``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from flows.analysis.build import report
@@ -28,25 +29,20 @@ from flows.analysis.render import render_json, render_text
 REPORT_FILES = {"txt": "report.txt", "json": "report.json", "html": "report.html"}
 
 
-@dataclass(frozen=True)
-class Written:
-    report: Report
-    text: str
-    paths: dict[str, Path]
-
-
-def write_reports(run_dir: str | Path, risk_free: float = 0.0) -> Written:
-    """Analyse ``run_dir`` and write its report as text, JSON and HTML into it."""
-    r = report(run_dir, risk_free)
+def write_reports(
+    run_dir: str | Path, risk_free: float = 0.0, analysed: Report | None = None
+) -> dict[str, Path]:
+    """Analyse ``run_dir`` (unless ``analysed`` is given) and write its report as text,
+    JSON and HTML into it; returns the paths by form."""
+    r = analysed if analysed is not None else report(run_dir, risk_free)
     root = Path(run_dir)
-    text = render_text(r)
-    forms = {"txt": text, "json": render_json(r), "html": render_html(r)}
+    forms = {"txt": render_text(r), "json": render_json(r), "html": render_html(r)}
     paths = {k: root / name for k, name in REPORT_FILES.items()}
     for k, body in forms.items():
         tmp = paths[k].with_suffix(".tmp")
         tmp.write_text(body, encoding="utf-8")
         tmp.replace(paths[k])
-    return Written(r, text, paths)
+    return paths
 
 
-__all__ = ["REPORT_FILES", "Report", "Written", "compare", "render_text", "report", "write_reports"]
+__all__ = ["REPORT_FILES", "Report", "compare", "render_text", "report", "write_reports"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flows.analysis import compare, write_reports
+from flows.analysis import compare, render_text, report, write_reports
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,12 +18,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.runs) > 1:
             sys.stdout.write(compare(args.runs, args.risk_free))
             return 0
-        written = write_reports(args.runs[0], args.risk_free)
+        analysed = report(args.runs[0], args.risk_free)
+        paths = write_reports(args.runs[0], args.risk_free, analysed)
     except FileNotFoundError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    sys.stdout.write(written.text)
-    sys.stdout.write(f"written: {', '.join(str(p) for p in written.paths.values())}\n")
+    sys.stdout.write(render_text(analysed))
+    sys.stdout.write(f"written: {', '.join(str(p) for p in paths.values())}\n")
     return 0
 
 

@@ -217,18 +217,34 @@ def replay_path(config: dict[str, Any] | None, run_dir: Path) -> Path | None:
     return p if p.exists() else None
 
 
-def _tick_series(path: Path, tokens: list[int]) -> dict[int, tuple[I64, F64]] | None:
+UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+def _micros(ts: pa.ChunkedArray, unit: str | None) -> pa.ChunkedArray:
+    """A replay timestamp column as µs since the epoch: timestamps, ISO-8601 strings, or
+    epoch numbers in ``source.timestamp_unit`` (s, ms, us, ns)."""
+    if pa.types.is_integer(ts.type) or pa.types.is_floating(ts.type):
+        if unit is None:
+            raise KeyError("epoch numbers without source.timestamp_unit")
+        if unit == "ns":
+            return pc.divide(pc.cast(ts, pa.int64()), 1_000)
+        return pc.cast(pc.multiply(ts, UNIT_US[unit]), pa.int64(), safe=False)
+    if not pa.types.is_timestamp(ts.type):
+        ts = pc.cast(ts, pa.timestamp("us", tz="UTC"))
+    return pc.cast(pc.cast(ts, pa.timestamp("us", tz="UTC")), pa.int64())
+
+
+def _tick_series(
+    path: Path, tokens: list[int], unit: str | None = None
+) -> dict[int, tuple[I64, F64]] | None:
     """Ticks of ``tokens`` from a replay file or folder (bad rows dropped), or None."""
     try:
         files = sorted(str(f) for f in path.rglob("*.parquet")) if path.is_dir() else [str(path)]
         cols = ["instrument_token", "timestamp", "last_price"]
         flt = pc.field("instrument_token").isin(tokens)
         table = ds.dataset(files).to_table(columns=cols, filter=flt)
-        ts = table.column("timestamp")
-        if not pa.types.is_timestamp(ts.type):
-            ts = pc.cast(ts, pa.timestamp("us", tz="UTC"))
-        t = pc.cast(pc.cast(ts, pa.timestamp("us", tz="UTC")), pa.int64())
-    except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        t = _micros(table.column("timestamp"), unit)
+    except (OSError, KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     tok = table.column("instrument_token").to_numpy(zero_copy_only=False)
     price = table.column("last_price").to_numpy(zero_copy_only=False).astype(np.float64)
@@ -257,7 +273,9 @@ def build_marks(data: RunData) -> Marks:
         fills[f.token][0].append(f.t)
         fills[f.token][1].append(float(f.price))
     path = replay_path(data.config, data.run_dir)
-    ticks = _tick_series(path, tokens) if path is not None and tokens else None
+    src = (data.config or {}).get("source") or {}
+    unit = src.get("timestamp_unit") if isinstance(src, dict) else None
+    ticks = _tick_series(path, tokens, unit) if path is not None and tokens else None
     if ticks is not None:
         source = f"ticks of the replay file {path}"
         base = ticks

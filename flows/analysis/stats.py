@@ -9,8 +9,8 @@
   every day, target rf); these and CAGR need two days or more;
 - CAGR = (E_end / E_0)^(252 / days) − 1; Calmar = CAGR / max drawdown (as a fraction);
 - drawdown on the equity curve at every point: peak − equity (₹) and (peak − equity) / peak;
-  its duration is calendar time from the peak to the first point back at the peak (or to
-  the last point, when not recovered).
+  its duration is calendar time from the last point at the peak to the first point back
+  at it (or to the last point, when not recovered).
 """
 
 from __future__ import annotations
