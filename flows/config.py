@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,9 @@ def parse_config(raw: dict[str, Any], base: Path) -> AppConfig:
     ctl = raw.get("control")
     if isinstance(ctl, dict) and isinstance(ctl.get("path"), str):
         raw["control"] = {**ctl, "path": str((base / ctl["path"]).resolve())}
+    out = raw.get("output")
+    if isinstance(out, dict) and isinstance(out.get("dir"), str):
+        raw["output"] = {**out, "dir": str((base / out["dir"]).resolve())}
     if "instruments" in raw:
         raw["instruments"] = _instruments(raw["instruments"], base)
     try:
@@ -96,10 +98,3 @@ def load_config(path: str | Path | None = None) -> AppConfig:
         raise ConfigError(f"{p}: invalid YAML: {exc}") from None
     return parse_config(raw, p.resolve().parent)
 
-
-def output_dir(cfg: AppConfig) -> Path:
-    """``output.dir``, else ``runs/<source>-<config hash>``: the same in every process."""
-    if cfg.output.dir:
-        return Path(cfg.output.dir)
-    digest = hashlib.blake2b(cfg.model_dump_json().encode(), digest_size=4).hexdigest()
-    return Path("runs") / f"{cfg.source.name}-{digest}"

@@ -20,6 +20,7 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from connectors.control import FileControl, RedisControl
 from connectors.kite.placement import PlacementWorker
 from connectors.ledger import LedgerOpenSource, ParquetLedger, shard_key
+from connectors.progress import progress
 from connectors.replay import RowsRead
 from connectors.report import ReportSink
 from flows.config import build_strategies
@@ -374,6 +375,8 @@ def sinks(
     report_in = op.map("report_in", op.merge("report_all", batches, read, dead, summaries), _tally)
     if "redis" in cfg.sinks:
         _redis_out(plan, [booked], booked, judged, report_in)
+    if plan.progress is not None:  # stderr only: never the ledger
+        progress("progress", report_in, booked, judged, plan.progress)
     out = str(plan.out)
     built = stateful_by_key(
         "report", report_in, lambda _k, resume: ReportBuilder(out, plan.started, resume)

@@ -1,24 +1,38 @@
 """Everything the flow needs that touches the outside world, resolved BEFORE the graph is
 built: the tick source (Kafka is listed, Kite credentials checked), the Kite placer (Redis
-pinged), the control file, the output folder. ``build_flow`` only wires steps."""
+pinged), the control file, the run folder. ``build_flow`` only wires steps."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import yaml
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from connectors.progress import ProgressSpec, progress_spec
 from connectors.replay import ReplaySource
-from flows.config import output_dir
+from flows.config import CONFIG_ENV, DEFAULT_CONFIG
 from operators.report import RunReport
 from operators.session import MarketSession
-from schemas.config import AppConfig, KafkaSourceConfig, KiteSourceConfig
+from schemas.config import AppConfig, ConfigError, KafkaSourceConfig, KiteSourceConfig
 from schemas.control import ControlCommand, load_control_file
 from schemas.enums import Broker
+
+RUNS = Path("runs")  # run folders when output.dir is not set (relative to the working dir)
+RUN_NAME_ENV = "ALPHA_PANDA_RUN_NAME"  # `alpha-panda run --name`
+CONFIG_FILE = "config.yaml"  # the resolved config, in every run folder
+SECRET_KEY = re.compile(r"(password|secret|api_key|access_token|\.pem|oauthbearer\.config)$")
 
 
 @dataclass
@@ -32,8 +46,111 @@ class Plan:
     placer: Any = None  # connectors.kite.orders.KiteOrders, when zerodha trades
     order_updates: Source[Any] | None = None  # zerodha fed by a non-Kite tick source
     commands: list[ControlCommand] = field(default_factory=list)
+    progress: ProgressSpec | None = None  # None: no progress lines
     started: float = field(default_factory=time.perf_counter)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # wall clock
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    """What ``python -m bytewax.run`` was told that matters to the run folder."""
+
+    process_id: int | None = None
+    processes: int = 1
+    recovery_dir: Path | None = None
+
+
+def run_flags(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> RunFlags:
+    """Bytewax's ``-i``, ``-a`` and ``-r`` (or their ``BYTEWAX_*`` variables) when this
+    process is ``python -m bytewax.run``, or when ``argv`` is given; else the defaults."""
+    if argv is None:
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if getattr(spec, "name", None) != "bytewax.run":
+            return RunFlags()
+        argv = sys.argv[1:]
+    env = os.environ if env is None else env
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    ap.add_argument("-i", "--process-id", type=int, default=env.get("BYTEWAX_PROCESS_ID"))
+    ap.add_argument("-a", "--addresses", default=env.get("BYTEWAX_ADDRESSES"))
+    ap.add_argument("-r", "--recovery-directory", default=env.get("BYTEWAX_RECOVERY_DIRECTORY"))
+    ns, _ = ap.parse_known_args(argv)
+    addresses = [a for a in (ns.addresses or "").split(";") if a.strip()]
+    recovery = Path(ns.recovery_directory) if ns.recovery_directory else None
+    pid = int(ns.process_id) if ns.process_id is not None else None
+    return RunFlags(pid, max(len(addresses), 1), recovery)
+
+
+def config_file() -> Path:
+    """The config file ``flows.main`` loads: ``$ALPHA_PANDA_CONFIG``, else the bundled one."""
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _safe(name: str) -> str:
+    safe = re.sub(r"[^\w.-]+", "_", name).strip("._")
+    if not safe:
+        raise ConfigError(f"run name: {name!r} gives no usable folder name")
+    return safe
+
+
+def taken(folder: Path) -> bool:
+    """A folder holds a run when it has any file but ``config.yaml`` (a run that failed
+    before its first tick leaves only that, and the next run may have the folder)."""
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        return True
+    return any(p.is_file() and p != folder / CONFIG_FILE for p in folder.rglob("*"))
+
+
+def run_folder(
+    cfg: AppConfig,
+    config: Path,
+    name: str | None = None,
+    flags: RunFlags = RunFlags(),
+    now: datetime | None = None,
+) -> Path:
+    """A fresh run folder: ``name``, else ``output.dir``'s own name, else
+    ``<config stem>-<data>-<YYYYMMDD-HHMM>`` (local wall time; no time when several
+    processes must agree on it), under ``output.dir``'s parent or ``runs/``; ``-2``, ``-3``…
+    when that holds a run already. Every process of a run picks the same folder: nothing
+    is written into it before all of them have started."""
+    given = Path(cfg.output.dir) if cfg.output.dir else None
+    parent = given.parent if given else RUNS
+    leaf = name or (given.name if given else None)
+    if not leaf:
+        leaf = f"{config.stem}-{cfg.source.name}"
+        if flags.processes == 1:
+            leaf += f"-{(now or datetime.now()):%Y%m%d-%H%M}"
+    base = parent / _safe(leaf)
+    folder, k = base, 1
+    while taken(folder):
+        k += 1
+        folder = base.with_name(f"{base.name}-{k}")
+    return folder
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, key) for v in value]
+    if isinstance(value, str) and SECRET_KEY.search(key.lower()):
+        return "***"
+    if isinstance(value, str) and "://" in value:
+        parts = urlsplit(value)
+        if parts.password:
+            host = parts.netloc.rsplit("@", 1)[1]
+            user = f"{parts.username}:" if parts.username else ":"
+            return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+    return value
+
+
+def write_config(cfg: AppConfig, folder: Path) -> Path:
+    """The resolved config as ``config.yaml``, passwords and secrets masked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CONFIG_FILE
+    path.write_text(yaml.safe_dump(_mask(cfg.model_dump(mode="json")), sort_keys=False))
+    return path
 
 
 def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
@@ -51,7 +168,9 @@ def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
         return kafka, kafka.list_parts()  # fails fast, naming the address, if unreachable
     src = cfg.source
     days = MarketSession(cfg.session).trading_mask  # Kite streams only on trading days
-    replay = ReplaySource(src.path, tokens, src.batch_size, src.partitions, days)
+    replay = ReplaySource(
+        src.path, tokens, src.batch_size, src.partitions, days, ts_unit=src.timestamp_unit
+    )
     return replay, replay.part_names()
 
 
@@ -71,13 +190,27 @@ def prepare(
     ledger: Sink[Any] | None = None,
     report: Sink[RunReport] | None = None,
     out_dir: Path | None = None,
+    name: str | None = None,
+    config: Path | None = None,
+    flags: RunFlags | None = None,
 ) -> Plan:
     """Resolve the outside world for ``cfg``; tests pass their own source and sinks. Raises
-    ConfigError / SourceUnavailable naming the setting when something is missing."""
+    ConfigError / SourceUnavailable naming the setting when something is missing.
+
+    The run folder is ``out_dir`` as given (tests; or the folder a recovery store recorded,
+    so that a resume writes on where it stopped: ``connectors.recovery_meta``), else a fresh
+    one (``run_folder``: ``name`` or ``$ALPHA_PANDA_RUN_NAME``; ``config`` or the file
+    ``flows.main`` loads), where the first process writes ``config.yaml`` once every check
+    has passed."""
     started = time.perf_counter()
+    flags = flags or run_flags()
+    fresh = out_dir is None
+    out = out_dir or run_folder(
+        cfg, config or config_file(), name or os.environ.get(RUN_NAME_ENV), flags
+    )
     if source is None:
         source, source_parts = _source(cfg, [i.instrument_token for i in cfg.instruments])
-    plan = Plan(cfg, source, source_parts or _parts(cfg), out_dir or output_dir(cfg))
+    plan = Plan(cfg, source, source_parts or _parts(cfg), out)
     plan.ledger, plan.report, plan.started = ledger, report, started
     if cfg.control.path:
         plan.commands = load_control_file(cfg.control.path, cfg.brokers)
@@ -94,4 +227,7 @@ def prepare(
 
             plan.order_updates = KiteOrderSource(cfg.kite)
             plan.parts = [*plan.parts, PART]
+    plan.progress = progress_spec(cfg, source, flags.processes)
+    if fresh and not flags.process_id:  # one copy, by the first process
+        write_config(cfg, out)
     return plan
