@@ -66,13 +66,14 @@ def _broker(data: RunData, broker: str, trips: list[Trip], rf: float) -> BrokerR
         return None
     own = [t for t in trips if t.broker == broker]
     total, equity, bench = group_metrics("broker", broker, fills, own, grid, data, rf)
-    per_strategy = [
-        group_metrics(
+    by_strategy = {
+        s: group_metrics(
             "strategy", s, [f for f in fills if f.strategy == s],
             [t for t in own if t.strategy == s], grid, data, rf,
-        )[0]
+        )
         for s in sorted({f.strategy for f in fills})
-    ]  # fmt: skip
+    }  # fmt: skip
+    per_strategy = [m for m, _, _ in by_strategy.values()]
     per_instrument = [
         group_metrics(
             "instrument", data.symbols.get(k) or str(k), [f for f in fills if f.token == k],
@@ -90,6 +91,7 @@ def _broker(data: RunData, broker: str, trips: list[Trip], rf: float) -> BrokerR
         curve=Curve(
             time=[utc(int(x)) for x in grid.t], equity=equity.round(4).tolist(),
             drawdown=under.round(4).tolist(), benchmark=bench.round(4).tolist(),
+            strategies={s: e.round(4).tolist() for s, (_, e, _) in by_strategy.items()},
         ),
     )  # fmt: skip
 

@@ -27,6 +27,10 @@ def _figures(b: BrokerReport) -> list[go.Figure]:
         [
             go.Scatter(x=c.time, y=c.equity, name="equity", mode="lines"),
             go.Scatter(x=c.time, y=c.benchmark, name="buy and hold", mode="lines"),
+            *(
+                go.Scatter(x=c.time, y=e, name=f"strategy {s}", mode="lines", visible="legendonly")
+                for s, e in c.strategies.items()
+            ),
         ]
     )
     drawdown = go.Figure(

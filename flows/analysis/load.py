@@ -217,6 +217,7 @@ def replay_path(config: dict[str, Any] | None, run_dir: Path) -> Path | None:
     return p if p.exists() else None
 
 
+MAX_TICK_ROWS = 100_000_000  # larger replay sources: snapshot marks (memory stays small)
 UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
 
@@ -237,12 +238,16 @@ def _micros(ts: pa.ChunkedArray, unit: str | None) -> pa.ChunkedArray:
 def _tick_series(
     path: Path, tokens: list[int], unit: str | None = None
 ) -> dict[int, tuple[I64, F64]] | None:
-    """Ticks of ``tokens`` from a replay file or folder (bad rows dropped), or None."""
+    """Ticks of ``tokens`` from a replay file or folder (bad rows dropped), or None when
+    unreadable or over ``MAX_TICK_ROWS`` rows."""
     try:
         files = sorted(str(f) for f in path.rglob("*.parquet")) if path.is_dir() else [str(path)]
         cols = ["instrument_token", "timestamp", "last_price"]
         flt = pc.field("instrument_token").isin(tokens)
-        table = ds.dataset(files).to_table(columns=cols, filter=flt)
+        dataset = ds.dataset(files)
+        if dataset.count_rows() > MAX_TICK_ROWS:
+            return None
+        table = dataset.to_table(columns=cols, filter=flt)
         t = _micros(table.column("timestamp"), unit)
     except (OSError, KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
@@ -250,11 +255,13 @@ def _tick_series(
     price = table.column("last_price").to_numpy(zero_copy_only=False).astype(np.float64)
     tv = t.to_numpy(zero_copy_only=False)
     ok = ~np.isnan(tv.astype(np.float64)) & np.isfinite(price) & (price > 0)
+    tok, tv, price = tok[ok].astype(np.int64), tv[ok].astype(np.int64), price[ok]
+    order = np.lexsort((tv, tok))  # by instrument, then time (stable: file order at ties)
+    tok, tv, price = tok[order], tv[order], price[order]
     out: dict[int, tuple[I64, F64]] = {}
     for token in tokens:
-        m = ok & (tok == token)
-        order = np.argsort(tv[m], kind="stable")
-        out[token] = (tv[m][order].astype(np.int64), price[m][order])
+        a, b = np.searchsorted(tok, token, "left"), np.searchsorted(tok, token, "right")
+        out[token] = (tv[a:b], price[a:b])
     return out
 
 

@@ -54,8 +54,10 @@ class Grid:
 def curve(fills: Sequence[Fill], grid: Grid, marks: Marks) -> tuple[F64, F64]:
     """(PnL, gross exposure) of ``fills`` at every point of ``grid``."""
     pnl, expo = np.zeros(len(grid.t)), np.zeros(len(grid.t))
-    for token in sorted({f.token for f in fills}):
-        own = [f for f in fills if f.token == token]
+    by_token: dict[int, list[Fill]] = {}
+    for f in fills:
+        by_token.setdefault(f.token, []).append(f)
+    for token, own in sorted(by_token.items()):
         tf = np.array([f.t for f in own], dtype=np.int64)
         q = np.cumsum([f.qty for f in own])
         cash = np.cumsum([-float(f.qty * f.price + f.fee) for f in own])
@@ -148,15 +150,22 @@ def _days(
     fills: Sequence[Fill], trips: Sequence[Trip], grid: Grid, equity: F64, under: F64, data: RunData
 ) -> list[DayRow]:
     days, last = grid.closes()
+    fills_on: dict[date, list[Fill]] = {}
+    for f in fills:
+        fills_on.setdefault(utc(f.t).astimezone(data.tz).date(), []).append(f)
+    trips_on: dict[date, int] = {}
+    for t in trips:
+        if t.end_t is not None:
+            d = utc(t.end_t).astimezone(data.tz).date()
+            trips_on[d] = trips_on.get(d, 0) + 1
     rows, prev = [], grid.capital
     for d, i in zip(days, last, strict=True):
-        own = [f for f in fills if utc(f.t).astimezone(data.tz).date() == d]
-        closed = [t for t in trips if t.end_t and utc(t.end_t).astimezone(data.tz).date() == d]
+        own = fills_on.get(d, [])
         fees = float(sum((f.fee for f in own), ZERO))
         net = float(equity[i]) - prev
         rows.append(
             DayRow(
-                date=d, fills=len(own), trips=len(closed),
+                date=d, fills=len(own), trips=trips_on.get(d, 0),
                 turnover=float(sum((abs(f.qty) * f.price for f in own), ZERO)), fees=fees,
                 gross_pnl=round(net + fees, 4), net_pnl=round(net, 4),
                 ret=net / prev if prev else 0.0, equity=round(float(equity[i]), 4),

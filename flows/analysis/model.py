@@ -134,6 +134,7 @@ class Curve(Frozen):
     equity: list[float]
     drawdown: list[float]
     benchmark: list[float]
+    strategies: dict[str, list[float]]  # each strategy's equity (capital + its PnL)
 
 
 class BrokerReport(Frozen):

@@ -74,17 +74,18 @@ def headline(m: Metrics, capital: float) -> list[str]:
 
 Column = tuple[str, int, Callable[[Metrics], str]]
 GROUP_COLUMNS: list[Column] = [
-    ("fills", 6, lambda m: str(m.fills)),
-    ("trips", 6, lambda m: str(m.trips)),
+    ("fills", 7, lambda m: str(m.fills)),
+    ("trips", 7, lambda m: str(m.trips)),
     ("win%", 7, lambda m: pct(m.win_rate, 1)),
     ("PF", 6, lambda m: num(m.profit_factor)),
     ("expect.", 9, lambda m: num(m.expectancy)),
-    ("fees", 10, lambda m: num(m.fees)),
-    ("net", 11, lambda m: num(m.net_pnl)),
-    ("return", 8, lambda m: pct(m.total_return)),
-    ("max dd", 10, lambda m: num(m.max_drawdown)),
+    ("fees", 13, lambda m: num(m.fees)),
+    ("net", 14, lambda m: num(m.net_pnl)),
+    ("return", 9, lambda m: pct(m.total_return)),
+    ("Sharpe", 8, lambda m: num(m.sharpe)),
+    ("max dd", 13, lambda m: num(m.max_drawdown)),
     ("in mkt", 7, lambda m: pct(m.time_in_market, 1)),
-    ("B&H", 8, lambda m: pct(m.benchmark.total_return)),
+    ("B&H", 9, lambda m: pct(m.benchmark.total_return)),
 ]
 
 

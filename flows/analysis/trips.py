@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 import numpy as np
 
@@ -53,11 +54,11 @@ class Trip:
     def position(self) -> int:
         return sum(leg.qty for leg in self.legs)
 
-    @property
+    @cached_property
     def fees(self) -> Decimal:
         return sum((leg.fee for leg in self.legs), ZERO)
 
-    @property
+    @cached_property
     def gross(self) -> Decimal:
         """Sell value − buy value, plus the open position at its last mark (open trips)."""
         flows = sum((-leg.qty * leg.price for leg in self.legs), ZERO)
@@ -65,7 +66,7 @@ class Trip:
             flows += self.position * Decimal(repr(self.mark))
         return flows
 
-    @property
+    @cached_property
     def net(self) -> Decimal:
         return self.gross - self.fees
 
@@ -154,7 +155,8 @@ def excursions(trip: Trip, marks: Marks, end_t: int) -> tuple[float, float]:
 
 
 def close_out(trips: list[Trip], marks: Marks, end_t: int) -> None:
-    """Value open trips at their last mark and fill in every trip's MAE and MFE."""
+    """Value open trips at their last mark and fill in every trip's MAE and MFE (a trip's
+    gross, fees and net are read after this, once: they are cached)."""
     for trip in trips:
         if trip.is_open:
             last = marks.at(trip.token, np.array([end_t], dtype=np.int64))[0]
