@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors import stop
 from operators.ticks import MISSING_TS, RawTicks, TradingDays, validate
 from schemas.arrow import REQUIRED_TICK_COLUMNS, TS_TYPE, depth_type_error, read_depth
 from schemas.config import ConfigError
@@ -219,7 +220,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
 
     def next_batch(self) -> list[SourceItem]:
         st = self.state
-        if st.file_idx >= len(self.files):
+        if st.file_idx >= len(self.files) or stop.requested():
             raise StopIteration()
         if self.chunks is None:
             self._load()

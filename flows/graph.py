@@ -22,7 +22,7 @@ from connectors.kite.placement import PlacementWorker
 from connectors.ledger import LedgerOpenSource, ParquetLedger, shard_key
 from connectors.progress import progress
 from connectors.replay import RowsRead
-from connectors.report import ReportSink
+from connectors.report import ReportOpen, ReportSink
 from flows.config import build_strategies
 from flows.plan import Plan
 from operators.account.account import Account, AccountSetup, Inbox, account
@@ -373,6 +373,8 @@ def sinks(
         "summaries", booked, lambda kv: [i for i in kv[1] if isinstance(i, BrokerSummary)]
     )
     report_in = op.map("report_in", op.merge("report_all", batches, read, dead, summaries), _tally)
+    opened = op.input("report_open", flow, ReportOpen())  # a report even with no tick at all
+    report_in = op.merge("report_start", opened, report_in)
     if "redis" in cfg.sinks:
         _redis_out(plan, [booked], booked, judged, report_in)
     if plan.progress is not None:  # stderr only: never the ledger

@@ -2,6 +2,9 @@
 
 With no configuration it replays the bundled sample ticks through the paper broker, writes
 the ledger under ``runs/`` and prints a run report. ``ALPHA_PANDA_CONFIG`` picks a config file.
+SIGINT / SIGTERM end the run cleanly (report written) with exit 130 / 143 (connectors.stop).
+With ``-r DIR`` the recovery store must match the config and code it was made with
+(connectors.recovery_meta).
 """
 
 from __future__ import annotations
@@ -9,18 +12,36 @@ from __future__ import annotations
 import logging
 import sys
 
+from bytewax.dataflow import Dataflow
+
+from connectors import recovery_meta, stop
 from flows.config import load_config
 from flows.graph import build_flow
 from flows.plan import prepare
 from schemas.config import ConfigError, SourceUnavailable
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+stop.install()  # before Bytewax runs: SIGINT/SIGTERM end the sources, then exit 130/143
+
+
+def _flow() -> Dataflow:
+    cfg = load_config()
+    store, process = recovery_meta.cli_recovery(sys.argv[1:])
+    resumed_out = recovery_meta.open_store(store, cfg) if store else None
+    plan = prepare(cfg, out_dir=resumed_out)
+    if store:
+        recovery_meta.begin(store, cfg, plan.out, writer=process == 0)
+    return build_flow(plan)
+
 
 try:
-    flow = build_flow(prepare(load_config()))
+    flow = _flow()
 except (ConfigError, FileNotFoundError) as exc:
     sys.stderr.write(f"alpha-panda: configuration error: {exc}\n")
     raise SystemExit(2) from None
 except SourceUnavailable as exc:
     sys.stderr.write(f"alpha-panda: {exc}\n")
     raise SystemExit(2) from None
+except recovery_meta.RunFinished as exc:
+    sys.stderr.write(f"alpha-panda: {exc}\n")
+    raise SystemExit(0) from None

@@ -23,8 +23,10 @@ class RunReport(Model):
     dead_letters_by_reason: dict[str, int]
     strategy_errors: list[str]  # one line per strategy stopped on an instrument
     elapsed_s: float
-    ticks_per_s: float
+    ticks_per_s: float  # ticks processed by this session (not those before a resume) per s
     brokers: list[BrokerSummary]
+    resumed_from: str | None = None  # the recovery store a resumed run continued
+    stopped_by: str | None = None  # SIGINT / SIGTERM: the sources ended before their data
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ class ReportBuilder:
     def __init__(self, output_dir: str, started: float, state: ReportState | None = None):
         self.output_dir = output_dir
         self.started = started
+        self.resumed = state is not None
         self.state = state or ReportState()
+        self.ticks_before = self.state.ticks  # a resume: counted by the session(s) before
 
     def on_item(self, item: Any) -> list[RunReport]:
         st = self.state
@@ -75,8 +79,9 @@ class ReportBuilder:
                 dead_letters_by_reason=dict(sorted(st.dead.items())),
                 strategy_errors=sorted(st.strategy_errors),
                 elapsed_s=round(elapsed, 3),
-                ticks_per_s=round(st.ticks / elapsed, 1),
+                ticks_per_s=round((st.ticks - self.ticks_before) / elapsed, 1),
                 brokers=[st.brokers[b] for b in sorted(st.brokers)],
+                resumed_from="a snapshot" if self.resumed else None,
             )
         ]
 
@@ -93,6 +98,10 @@ def render(r: RunReport) -> str:
     """Human-readable run report."""
     lines = ["", "=== Alpha Panda run report ==="]
     lines.append(f"output: {r.output_dir}")
+    if r.resumed_from:
+        lines.append(f"resumed from {r.resumed_from}")
+    if r.stopped_by:
+        lines.append(f"stopped by {r.stopped_by}: the sources ended early, outputs flushed")
     lines.append(
         f"ticks: {r.rows_read:,} read = {r.ticks_processed:,} processed + "
         f"{r.dead_letters:,} dead letters"

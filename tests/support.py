@@ -461,3 +461,17 @@ class StubPlacer:
 
     def cancel(self, kite_order_id: str) -> None:
         return None
+
+
+def signal_once_writing(p: subprocess.Popen[str], out: Path, sig: int) -> tuple[str, str]:
+    """Send ``sig`` to a ``bytewax_run`` flow once its ledger has a file under ``out`` (the
+    flow is running), then wait for it; returns (stdout, stderr). Fails if it ends first."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while not any(out.glob("*/*.parquet")):
+        assert p.poll() is None, f"the flow ended before the signal: {p.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "the flow wrote nothing in 120 s"
+        time.sleep(0.05)
+    p.send_signal(sig)
+    return p.communicate(timeout=120)

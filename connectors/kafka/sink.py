@@ -1,8 +1,8 @@
 """Events → Kafka: one JSON EventEnvelope per message, on the topic the topic module names.
 
-The sink is Bytewax's KafkaSink: at-least-once. After a resume from recovery, events of the
-epoch in flight are produced again with the same envelope id, so consumers drop duplicates
-by ``id`` (also in the ``event_id`` header).
+The sink (connectors.kafka.watch) produces like Bytewax's KafkaSink: at-least-once. After a
+resume from recovery, events of the epoch in flight are produced again with the same envelope
+id, so consumers drop duplicates by ``id`` (also in the ``event_id`` header).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 
-from connectors.kafka import client_config
+from connectors.kafka import metadata
+from connectors.kafka.watch import EventSink
 from schemas.config import KafkaConfig
 from schemas.enums import Stage
 from schemas.envelope import wrap
@@ -85,7 +86,9 @@ def messages_of(
     return pick
 
 
-def event_sink(cfg: KafkaConfig) -> KafkaSink:
-    """Bytewax's KafkaSink on ``cfg``'s cluster; each message names its topic."""
-    conf = client_config(cfg, **{"linger.ms": 5, "enable.idempotence": True})
-    return KafkaSink(cfg.brokers, None, add_config=conf)
+def event_sink(cfg: KafkaConfig) -> EventSink:
+    """The event sink on ``cfg``'s cluster; each message names its topic. Fails fast
+    (KafkaUnavailable, the address named) when the cluster cannot be reached; while the
+    flow runs, a topic that disappears (a broker back empty) is logged."""
+    metadata(cfg)  # like the source: an unreachable cluster stops the run before it starts
+    return EventSink(cfg)

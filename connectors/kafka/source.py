@@ -19,6 +19,7 @@ from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_NOT_AVAILABLE, KafkaError
 
+from connectors import stop
 from connectors.kafka import client_config, partitions_of
 from connectors.kafka.parse import parse_batch
 from connectors.replay import RowsRead, SourceItem, group_rows
@@ -74,7 +75,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         cost of the source): same consumer, EOF handling and offset bookkeeping. Tail runs
         also get each message's Kafka timestamp (µs; -1 where it has none)."""
         inner = self.inner
-        if inner._eof:
+        if inner._eof or stop.requested():
             raise StopIteration()
         values: list[bytes | None] = []
         offsets: list[int] = []

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors import stop
 from connectors.kite.client import OrderFeed, call_in_reactor, start_ticker, ticker
 from connectors.replay import RowsRead, group_rows
 from operators.session import MarketSession
@@ -202,6 +203,8 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
                 raw.append(t)
 
     def next_batch(self) -> list[Any]:
+        if stop.requested():
+            raise StopIteration()
         out: list[Any] = []
         if self.feed is not None:
             updates, self.state.seq = self.feed.drain(PART, self.state.seq)

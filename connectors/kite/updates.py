@@ -10,6 +10,7 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors import stop
 from connectors.kite.client import OrderFeed, call_in_reactor, start_ticker, ticker
 from connectors.kite.ticks import NAP
 from schemas.config import KiteConfig
@@ -27,6 +28,8 @@ class _UpdatePartition(StatefulSourcePartition[Any, int]):
         start_ticker(self.kws)
 
     def next_batch(self) -> list[Any]:
+        if stop.requested():
+            raise StopIteration()
         items, self.seq = self.feed.drain(PART, self.seq)
         return list(items)
 

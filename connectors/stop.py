@@ -1,0 +1,87 @@
+"""Graceful stop: SIGINT / SIGTERM end the run the way the end of the data does.
+
+``install()`` (called by ``flows.main`` before Bytewax starts) replaces the signals' default
+actions with a handler that only sets a process-wide flag. Every source partition checks
+``requested()`` in ``next_batch`` and ends (StopIteration), so the flow completes normally:
+operators flush, sinks close, the report prints. Then the process exits with 128 + the
+signal's number (130 for SIGINT, 143 for SIGTERM). A second signal exits at once.
+
+The flag is per process: in a multi-process cluster, signal every process (Ctrl-C in a
+terminal signals the whole process group).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+log = logging.getLogger("alpha_panda.stop")
+
+_flag = threading.Event()
+_signum: list[int] = []  # the first signal received
+
+
+def requested() -> bool:
+    """True once a stop was asked for (a signal, or ``request()``)."""
+    return _flag.is_set()
+
+
+def request(signum: int = signal.SIGINT) -> None:
+    """Ask every source of this process to end (what the signal handler does)."""
+    if not _signum:
+        _signum.append(signum)
+    _flag.set()
+
+
+def exit_code() -> int | None:
+    """128 + the signal that stopped the run, or None when none did."""
+    return 128 + _signum[0] if _signum else None
+
+
+def signal_name() -> str:
+    """The name of the signal that stopped the run ("request" when asked in code)."""
+    return signal.Signals(_signum[0]).name if _signum else "request"
+
+
+def reset() -> None:
+    """Forget a stop (tests that run several flows in one process)."""
+    _flag.clear()
+    _signum.clear()
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _flag.is_set():
+        sys.stderr.write(f"alpha-panda: {signal.Signals(signum).name} again: exiting at once\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+    request(signum)
+    name = signal.Signals(signum).name
+    sys.stderr.write(
+        f"alpha-panda: {name}: stopping the sources, flushing the outputs "
+        f"(send {name} again to exit at once)\n"
+    )
+    sys.stderr.flush()
+
+
+def _exit_with_signal_code() -> None:
+    """atexit: a run that ended because of a signal exits 128 + signum (not 0). An uncaught
+    error keeps its own exit status."""
+    code = exit_code()
+    if code is None or hasattr(sys, "last_value"):
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def install() -> None:
+    """Handle SIGINT and SIGTERM in this (main) thread; set the exit status hook."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _handler)
+    atexit.register(_exit_with_signal_code)
