@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from flows.analysis import compare, report, write_reports
+from flows.analysis.load import read_run_report
 from flows.analysis.stats import drawdown, profit_factor, sharpe, sortino
 from schemas.arrow import model_schema
 from schemas.events import Model, OrderFilled, OrderPlaced, PnlSnapshot, Position
@@ -214,7 +215,8 @@ def test_write_reports_and_compare(tmp_path: Path) -> None:
 def test_real_sample_run_identities(tmp_path: Path) -> None:
     finish(bytewax_run([], None, tmp_path))
     (run,) = {p.parent for p in tmp_path.glob("runs/**/fills")}
-    flow_report = json.loads((run / "report.json").read_text())
+    flow_report = read_run_report(run)  # the flow's own, also if already analysed
+    assert flow_report is not None
     pnl = ds.dataset(run / "pnl").to_table().to_pylist()
     final = [s for s in pnl if s["final"] and s["broker"] == "paper"][-1]
     ledger_net = final["realized_pnl"] + final["unrealized_pnl"] - final["fees"]
