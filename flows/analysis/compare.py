@@ -66,7 +66,7 @@ def config_diff(configs: Sequence[dict[str, Any] | None]) -> list[tuple[str, lis
     rows = []
     for k in keys:
         values = [f.get(k, MISSING) for f in flat]
-        if len(set(values)) > 1:
+        if len(set(values)) > 1 and not set(values) <= {"None", MISSING}:  # unset either way
             rows.append((k, values))
     return rows
 

@@ -9,7 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from flows.analysis.model import BrokerReport, Report
-from flows.analysis.render import group_table, headline, num, span, when
+from flows.analysis.render import day_table, group_table, headline, num, span, when
 
 PLOTS = ("Equity curve", "Drawdown", "Daily PnL")
 STYLE = """
@@ -78,6 +78,8 @@ def _broker(b: BrokerReport, first: bool) -> str:
         *group_table("strategy", b.strategies),
         "",
         *group_table("instrument", b.instruments),
+        "",
+        *day_table(b.total),
     ]
     parts.append("<pre>" + html.escape("\n".join(text)) + "</pre>")
     for i, fig in enumerate(_figures(b)):
