@@ -144,21 +144,27 @@ _delegate("generate", "data.generate", "Generate synthetic tick data", False)
 _delegate("bench", "flows.bench", "Benchmark replay throughput", False)
 
 
-def _analysis(*names: str) -> Any:
-    """``flows.analysis`` with the functions asked for, or a clear error."""
-    try:
-        mod = importlib.import_module("flows.analysis")
-    except ImportError as exc:
-        raise click.ClickException(f"the run analysis is not available: {exc}") from None
-    missing = [n for n in names if not callable(getattr(mod, n, None))]
-    if missing:
-        raise click.ClickException(
-            f"the run analysis in this version has no {', '.join(missing)} yet"
-        )
-    return mod
+def _failed(exc: Exception) -> click.ClickException:
+    """A run folder the analysis cannot read: one line, exit 2."""
+    err = click.ClickException(str(exc))
+    err.exit_code = 2
+    return err
 
 
-RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+class RunDir(click.Path):
+    """A run folder: it holds a ledger (``fills/``, ``pnl/``)."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = Path(str(super().convert(value, param, ctx)))
+        if not any((path / kind).is_dir() for kind in ("fills", "pnl")):
+            self.fail(f"{value}: not a run folder (no ledger in it)", param, ctx)
+        return path
+
+
+RUN_DIR = RunDir()
 RISK_FREE = click.option("--risk-free", type=float, default=0.0, show_default=True,
                          help="annual risk-free rate for Sharpe and Sortino")  # fmt: skip
 
@@ -172,11 +178,15 @@ RISK_FREE = click.option("--risk-free", type=float, default=0.0, show_default=Tr
 @RISK_FREE
 def report_cmd(run_dir: Path, risk_free: float) -> None:
     """Analyse a run folder: print the report; write report.txt, .json and .html there."""
-    analysis = _analysis("report", "write_reports", "render_text")
-    written = analysis.write_reports(run_dir, risk_free=risk_free)
-    click.echo(analysis.render_text(analysis.report(run_dir, risk_free=risk_free)).rstrip("\n"))
-    for path in dict(written).values():
-        click.echo(f"wrote {path}", err=True)
+    from flows.analysis import render_text, report, write_reports
+
+    try:
+        analysed = report(run_dir, risk_free)
+        written = write_reports(run_dir, risk_free, analysed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _failed(exc) from None
+    click.echo(render_text(analysed).rstrip("\n"))
+    click.echo(f"written: {', '.join(str(p) for p in written.values())}")
 
 
 @main.command(
@@ -188,9 +198,14 @@ def report_cmd(run_dir: Path, risk_free: float) -> None:
 @RISK_FREE
 def compare_cmd(run_dirs: tuple[Path, ...], risk_free: float) -> None:
     """Two or more runs side by side: config differences and headline metrics."""
+    from flows.analysis import compare
+
     if len(run_dirs) < 2:
         raise click.UsageError("give two or more run folders")
-    click.echo(_analysis("compare").compare(list(run_dirs), risk_free=risk_free).rstrip("\n"))
+    try:
+        click.echo(compare(list(run_dirs), risk_free).rstrip("\n"))
+    except (FileNotFoundError, ValueError) as exc:
+        raise _failed(exc) from None
 
 
 if __name__ == "__main__":

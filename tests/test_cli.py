@@ -1,0 +1,102 @@
+"""The ``alpha-panda`` command: every subcommand listed and helped, arguments handed to the
+module that does the work, Bytewax's own flags passed to the flow, report and compare on
+real run folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from flows.cli import main
+from tests.support import config_dict, flow_env, free_ports, ledger_bytes
+
+COMMANDS = ["run", "status", "control", "report", "compare", "sim", "login", "topics", "load",
+            "instruments", "generate", "bench"]  # fmt: skip
+OWN = {"run", "report", "compare"}  # the others are argparse mains of their modules
+
+
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "flows.cli", "run", *args]
+    done = subprocess.run(cmd, cwd=cwd, env=flow_env(None), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture
+def conf(ticks_dir: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "bt.yaml"
+    path.write_text(yaml.safe_dump(config_dict(ticks_dir)))
+    return path
+
+
+def test_the_console_script_lists_every_command() -> None:
+    script = shutil.which("alpha-panda")
+    assert script, "pip install -e . installs the alpha-panda command"
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout.split("Commands:")[1]
+    assert sorted(line.split()[0] for line in listed.strip().splitlines()) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_its_help(command: str) -> None:
+    done = CliRunner().invoke(main, [command, "--help"], prog_name="alpha-panda")
+    assert done.exit_code == 0, done.output
+    usage = "Usage:" if command in OWN else "usage:"
+    assert done.output.startswith(f"{usage} alpha-panda {command}"), done.output[:200]
+
+
+def test_arguments_reach_the_module_that_does_the_work(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    status = CliRunner().invoke(main, ["status", "--url", f"redis://127.0.0.1:{port}/0", "--json"])
+    assert status.exit_code == 3, status.output  # flows.status: no data
+    assert json.loads(status.output)["flow"] == "unreachable"
+    out = tmp_path / "gen"
+    made = CliRunner().invoke(main, ["generate", "--instruments", "2", "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    (ticks,) = out.glob("*.parquet")
+    assert set(pq.read_table(ticks)["instrument_token"].to_pylist()) == {
+        int(line.split(",")[0]) for line in (out / "instruments.csv").read_text().split()[1:]
+    }
+    bad = CliRunner().invoke(main, ["load", "--nope"])
+    assert bad.exit_code == 2 and "usage: alpha-panda load" in bad.output
+
+
+def test_report_and_compare_read_run_folders(conf: Path, tmp_path: Path) -> None:
+    _run(tmp_path, "-c", str(conf), "--name", "a", "--progress", "off")
+    a = tmp_path / "runs" / "a"
+    shutil.copytree(a, tmp_path / "runs" / "b")
+    runner = CliRunner()
+    done = runner.invoke(main, ["report", str(a)])
+    assert done.exit_code == 0, done.output
+    assert "written:" in done.output and (a / "report.html").stat().st_size > 0
+    assert (a / "report.txt").read_text().strip() in done.output
+    both = runner.invoke(main, ["compare", str(a), str(tmp_path / "runs" / "b")])
+    assert both.exit_code == 0, both.output
+    assert "a: " in both.output and "b: " in both.output and "net PnL" in both.output
+    assert runner.invoke(main, ["compare", str(a)]).exit_code == 2
+    empty = runner.invoke(main, ["report", str(tmp_path)])
+    assert empty.exit_code == 2 and "not a run folder" in empty.output
+
+
+def test_run_hands_recovery_flags_to_bytewax(conf: Path, tmp_path: Path) -> None:
+    _run(tmp_path, "-c", str(conf), "--name", "plain", "--progress", "off")
+    store = tmp_path / "store"  # made by the command: one partition
+    _run(tmp_path, "-c", str(conf), "--name", "kept", "-r", str(store), "-s", "0", "-b", "0")
+    assert sorted(p.name for p in store.glob("*.sqlite3")) == ["part-0.sqlite3"]
+    runs = tmp_path / "runs"
+    assert ledger_bytes(runs / "kept") == ledger_bytes(runs / "plain")
+    missing = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "-c", str(conf), "-r", str(store)],
+        cwd=tmp_path, env=flow_env(None), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "-s/--snapshot_interval" in missing.stderr
