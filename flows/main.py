@@ -26,6 +26,10 @@ stop.install()  # before Bytewax runs: SIGINT/SIGTERM end the sources, then exit
 
 def _flow() -> Dataflow:
     cfg = load_config()
+    if "kafka" in cfg.sinks:  # the sink fails fast like the source, before any output
+        from connectors.kafka import metadata
+
+        metadata(cfg.kafka)
     store, process = recovery_meta.cli_recovery(sys.argv[1:])
     resumed_out = recovery_meta.open_store(store, cfg) if store else None
     plan = prepare(cfg, out_dir=resumed_out)

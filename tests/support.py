@@ -464,12 +464,12 @@ class StubPlacer:
 
 
 def signal_once_writing(p: subprocess.Popen[str], out: Path, sig: int) -> tuple[str, str]:
-    """Send ``sig`` to a ``bytewax_run`` flow once its ledger has a file under ``out`` (the
+    """Send ``sig`` to a ``bytewax_run`` flow once a ledger file exists under ``out`` (the
     flow is running), then wait for it; returns (stdout, stderr). Fails if it ends first."""
     import time
 
     deadline = time.monotonic() + 120
-    while not any(out.glob("*/*.parquet")):
+    while not any(out.rglob("*.parquet")):
         assert p.poll() is None, f"the flow ended before the signal: {p.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline, "the flow wrote nothing in 120 s"
         time.sleep(0.05)

@@ -1,0 +1,142 @@
+"""Recovery stores through the real entry point: a store remembers the config and code it was
+made with; a resume with anything else is refused naming what changed; a finished replay is
+not run again; a stopped run resumes into its own folder and says so."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+import yaml
+from bytewax.recovery import init_db_dir
+from bytewax.testing import run_main
+
+from connectors import recovery_meta
+from connectors.recovery_meta import changes, code_digest, describe, recorded_output
+from flows.config import load_config
+from flows.graph import build_flow
+from flows.plan import prepare
+from tests.support import (
+    bytewax_run,
+    config_dict,
+    ledger_bytes,
+    make_config,
+    read_ledger,
+    signal_once_writing,
+)
+from tests.test_stop import SAMPLE_ROWS, long_replay
+
+RECOVERY = ["-s", "1", "-b", "0"]
+
+
+def new_store(tmp: Path) -> Path:
+    store = tmp / "recovery"
+    store.mkdir()
+    init_db_dir(store, 1)
+    return store
+
+
+def run(config: Path, store: Path, cwd: Path) -> subprocess.Popen[str]:
+    cwd.mkdir(exist_ok=True)
+    return bytewax_run(["-r", str(store), *RECOVERY], config, cwd)
+
+
+@pytest.fixture(scope="module")
+def finished(ticks_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(config, store) of a replay that ran to its end on a recovery store."""
+    tmp = tmp_path_factory.mktemp("finished")
+    config = tmp / "small.yaml"
+    config.write_text(yaml.safe_dump(config_dict(ticks_dir)))
+    store = new_store(tmp)
+    p = run(config, store, tmp / "a")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    assert "resumed from" not in out
+    return config, store
+
+
+def test_a_finished_replay_is_not_run_again(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    config, store = finished
+    folder = recorded_output(store)
+    assert folder is not None and (folder / "report.json").exists()
+    before = ledger_bytes(folder)
+    p = run(config, store, tmp_path)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    assert "already finished" in err and str(folder / "report.json") in err
+    assert "run report" not in out  # nothing emitted again
+    assert ledger_bytes(folder) == before  # no duplicate final snapshots
+    assert len([r for r in read_ledger(folder, "pnl") if r["final"]]) == 2
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_resume_with_another_config_is_refused_naming_what_changed(
+    finished: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, store = finished
+    raw = yaml.safe_load(config.read_text())
+    raw["brokers"]["paper"]["slippage_bps"] = 7
+    raw["health"]["startup_windows"] = 3
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(raw))
+    p = run(changed, store, tmp_path)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert "config fields changed: brokers, health" in err and str(store) in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_a_stopped_run_resumes_into_its_own_folder_and_says_so(tmp_path: Path) -> None:
+    config = long_replay(tmp_path, tmp_path / "unused")
+    raw = yaml.safe_load(config.read_text())
+    del raw["output"]["dir"]  # run folders: runs/<name> under the working directory
+    config.write_text(yaml.safe_dump(raw))
+    store = new_store(tmp_path)
+    p = run(config, store, tmp_path / "a")
+    _, err = signal_once_writing(p, tmp_path / "a" / "runs", signal.SIGTERM)
+    assert p.returncode == 143, err[-3000:]
+    folder = recorded_output(store)
+    assert folder is not None and folder.parent == (tmp_path / "a" / "runs").resolve()
+    stopped = json.loads((folder / "report.json").read_text())
+    assert stopped["rows_read"] < SAMPLE_ROWS and stopped["stopped_by"] == "SIGTERM"
+
+    p = run(config, store, tmp_path / "b")  # another working dir: the store decides the folder
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    assert f"resumed from {store} (run started " in out
+    assert not (tmp_path / "b" / "runs").exists()
+    report = json.loads((folder / "report.json").read_text())
+    assert report["rows_read"] == SAMPLE_ROWS == report["ticks_processed"] + report["dead_letters"]
+    assert report["resumed_from"].startswith(str(store)) and report["stopped_by"] is None
+
+    whole = tmp_path / "whole"  # the same config, uninterrupted, in process
+    run_main(build_flow(prepare(load_config(config), out_dir=whole)))
+    for kind in ("signals", "orders", "fills", "dead_letters"):
+        assert read_ledger(folder, kind) == read_ledger(whole, kind), kind
+    assert ds.dataset(folder / "fills").count_rows() > 0
+
+
+def test_the_record_names_a_code_change_and_a_new_store_has_no_folder(tmp_path: Path) -> None:
+    root = tmp_path / "code"
+    for d in recovery_meta.CODE_DIRS:
+        shutil.copytree(recovery_meta.ROOT / d, root / d)
+    same = code_digest(root)
+    assert code_digest(root) == same
+    (root / "operators" / "report.py").write_text("# edited\n", "utf-8")
+    assert code_digest(root) != same
+    cfg = make_config(tmp_path)
+    old = describe(cfg, tmp_path / "out")
+    assert changes(old, describe(cfg, tmp_path / "out")) == []
+    new = describe(cfg, tmp_path / "out")
+    new.code_sha256 = code_digest(root)
+    old.code_sha256 = same
+    assert changes(old, new) == [
+        f"code changed (sources {same[:12]} -> {new.code_sha256[:12]}, "
+        f"same version {new.package_version})"
+    ]
+    assert recorded_output(new_store(tmp_path)) is None
