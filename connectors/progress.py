@@ -2,8 +2,9 @@
 
 Replay: rows read, rate and time left, redrawn in place on a terminal (every 0.5 s) or one
 line every 10 s of wall time when stderr is not a terminal. Live (Kafka tail, Kite): ticks,
-orders, fills and each broker's worst stage health, one line a minute.
-``$ALPHA_PANDA_PROGRESS``: ``off`` (or ``0``) for none, a number for the interval in seconds.
+orders, fills and each broker's worst stage health, one line a minute. A last line at the
+end. ``$ALPHA_PANDA_PROGRESS``: ``off`` (or ``0``) for none, a number for the interval in
+seconds. Counts are this process's (with ``-i/-a``, each process shows its own).
 """
 
 from __future__ import annotations

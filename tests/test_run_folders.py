@@ -4,16 +4,18 @@ a run that fails before its first tick leaves the previous run as it was."""
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from connectors.progress import Progress, ProgressSpec
+from connectors.progress import PROGRESS_ENV, Progress, ProgressSpec, progress_spec
 from flows.config import load_config
 from flows.plan import CONFIG_FILE, RUNS, RunFlags, prepare, run_flags, run_folder, write_config
 from schemas.config import ConfigError
@@ -112,6 +114,23 @@ def test_the_saved_config_holds_no_secret(ticks_dir: Path, tmp_path: Path) -> No
     again = load_config(tmp_path / CONFIG_FILE)  # and it is a config that runs the same
     assert again.strategies == cfg.strategies and again.instruments == cfg.instruments
     assert again.source == cfg.source and again.brokers == cfg.brokers
+
+
+def test_progress_is_paced_by_the_kind_of_run(
+    ticks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    pipe = io.StringIO()  # not a terminal
+    replay = prepare(make_config(ticks_dir), out_dir=tmp_path, flags=RunFlags())
+    rows = ds.dataset(ticks_dir).count_rows()
+    assert progress_spec(replay.cfg, replay.source, 1, pipe) == ProgressSpec(rows, False, 10, False)
+    assert progress_spec(replay.cfg, replay.source, 2, pipe) == ProgressSpec(None, False, 10, False)
+    tail = make_config(ticks_dir, source={"kind": "kafka", "topic": "t"})
+    assert progress_spec(tail, None, 1, pipe) == ProgressSpec(None, True, 60, False)
+    monkeypatch.setenv(PROGRESS_ENV, "2.5")
+    assert progress_spec(tail, None, 1, pipe) == ProgressSpec(None, True, 2.5, False)
+    monkeypatch.setenv(PROGRESS_ENV, "off")
+    assert progress_spec(replay.cfg, replay.source, 1, pipe) is None
 
 
 def test_progress_lines_count_rows_orders_and_health() -> None:
