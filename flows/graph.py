@@ -71,6 +71,7 @@ PER_BROKER_KINDS = (
     "orders",
     "order_failures",
     "fills",
+    "fee_notes",
     "pnl",
     "trading_states",
 )

@@ -122,6 +122,11 @@ def render(r: RunReport) -> str:
         lines.append(head)
         lines.extend(_row(s) for s in b.strategies)
         lines.append(_row(b.total))
+        if b.fees_noted is not None and b.fees_noted != b.fees_model:
+            lines.append(
+                f"  fees per Kite's contract notes {b.fees_noted:,.2f}, per the cost model "
+                f"{b.fees_model:,.2f} (the same orders; the account books Kite's)"
+            )
         if b.rejections_by_reason:
             why = ", ".join(f"{k} {v}" for k, v in b.rejections_by_reason.items())
             lines.append(f"  rejections: {why}")

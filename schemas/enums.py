@@ -67,6 +67,7 @@ class EventType(str, Enum):
     ORDER_PLACED = "order_placed"
     ORDER_FILLED = "order_filled"
     ORDER_FAILED = "order_failed"
+    FEES_SETTLED = "fees_settled"
     PNL_SNAPSHOT = "pnl_snapshot"
     STAGE_HEALTH = "stage_health"
     DEAD_LETTER = "dead_letter"

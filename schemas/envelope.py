@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, model_validator
 from schemas.enums import Broker, EventType, Stage
 from schemas.events import (
     DeadLetter,
+    FeesSettled,
     MarketTick,
     Model,
     OrderFailed,
@@ -38,6 +39,7 @@ EVENT_TYPES: dict[type[Model], EventType] = {
     OrderPlaced: EventType.ORDER_PLACED,
     OrderFilled: EventType.ORDER_FILLED,
     OrderFailed: EventType.ORDER_FAILED,
+    FeesSettled: EventType.FEES_SETTLED,
     PnlSnapshot: EventType.PNL_SNAPSHOT,
     StageHealth: EventType.STAGE_HEALTH,
     DeadLetter: EventType.DEAD_LETTER,

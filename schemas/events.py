@@ -171,6 +171,23 @@ class OrderFilled(OrderEvent):
     _price = field_validator("fill_price")(_finite_positive)
 
 
+class FeesSettled(OrderEvent):
+    """Kite's virtual contract note for a completed order: the account's fees for the order
+    become ``note_fees`` (the heads below are Kite's); ``adjustment`` = note − ``model_fees``
+    (what the cost model had booked on its fills) is booked to cash and fees."""
+
+    quantity: int = Field(gt=0)  # the order's filled quantity
+    model_fees: float
+    note_fees: float
+    adjustment: float
+    brokerage: float = 0.0
+    stt: float = 0.0
+    exchange: float = 0.0
+    sebi: float = 0.0
+    stamp: float = 0.0
+    gst: float = 0.0
+
+
 class OrderFailed(OrderEvent):
     """The order ended (or could not be sent) with ``quantity`` unfilled: its exposure is
     released. ``reason`` is the broker's message or a reason code."""
@@ -253,6 +270,7 @@ EVENT_MODELS: tuple[type[Model], ...] = (
     OrderPlaced,
     OrderFilled,
     OrderFailed,
+    FeesSettled,
     PnlSnapshot,
     StageHealth,
     TradingStateChanged,

@@ -51,13 +51,15 @@ class BrokerLocked(Exception):
 class PlacementOutcome:
     """How placing the order tagged ``tag`` ended, off the dataflow thread: ``kind`` PLACED
     (``order_id``, at wall time ``sent_us``), REJECTED (Kite's ``message``), LOCKED (Kite
-    refused our session) or UNAVAILABLE (its fate unknown: never placed again)."""
+    refused our session) or UNAVAILABLE (its fate unknown: never placed again); NOTE
+    (``charges``: Kite's contract note of a completed order) or NOTE_FAILED."""
 
     tag: str
     kind: str
     order_id: str | None = None
     message: str = ""
     sent_us: int = 0
+    charges: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.events import (
     DeadLetter,
+    FeesSettled,
     Model,
     OrderFailed,
     OrderFilled,
@@ -21,6 +22,7 @@ LEDGER_KINDS: dict[str, type[Model]] = {
     "orders": OrderPlaced,
     "order_failures": OrderFailed,
     "fills": OrderFilled,
+    "fee_notes": FeesSettled,
     "pnl": PnlSnapshot,
     "health": StageHealth,
     "dead_letters": DeadLetter,

@@ -32,3 +32,5 @@ class BrokerSummary(Model):
     rejections_by_reason: dict[str, int]
     trading_states: list[TradingStateChanged]
     failed_strategies: list[str]  # "strategy on instrument" stopped by STRATEGY_ERROR
+    fees_noted: float | None = None  # fees of the orders Kite's contract notes settled
+    fees_model: float | None = None  # what the cost model had charged those orders

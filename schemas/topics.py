@@ -5,6 +5,7 @@ from __future__ import annotations
 from schemas.enums import Broker
 from schemas.events import (
     DeadLetter,
+    FeesSettled,
     Model,
     OrderFailed,
     OrderFilled,
@@ -29,6 +30,7 @@ BROKER_TOPICS: dict[type[Model], str] = {
     OrderPlaced: "orders.placed",
     OrderFilled: "orders.filled",
     OrderFailed: "orders.failed",
+    FeesSettled: "orders.fees",
     PnlSnapshot: "pnl.snapshots",
     StageHealth: "health",
     TradingStateChanged: "trading.state",

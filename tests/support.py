@@ -25,6 +25,7 @@ from operators.report import RunReport
 from schemas.config import AppConfig
 from schemas.events import (
     DeadLetter,
+    FeesSettled,
     MarketTick,
     Model,
     OrderFailed,
@@ -202,6 +203,15 @@ EXAMPLES: dict[type[Model], dict[str, Any]] = {
         "fees": 1.5,
     },
     OrderFailed: {**ORDER, "status": "REJECTED", "quantity": 5, "reason": "insufficient margin"},
+    FeesSettled: {
+        **ORDER,
+        "status": "FILLED",
+        "quantity": 5,
+        "model_fees": 5.21,
+        "note_fees": 5.0,
+        "adjustment": -0.21,
+        "stt": 4.0,
+    },
     TradingStateChanged: dict(
         event_id="ts",
         broker="paper",
@@ -421,6 +431,7 @@ class StubWorker:
     def __init__(self, room: int = 100) -> None:
         self.room, self.offered, self.cancels = room, list[Any](), list[str]()
         self.answers: list[Any] = []
+        self.notes: list[tuple[str, dict[str, Any]]] = []  # contract notes asked for
 
     def offer(self, intent: Any, order_type: str) -> bool:
         if len(self.offered) >= self.room:
@@ -430,6 +441,10 @@ class StubWorker:
 
     def offer_cancel(self, kite_order_id: str) -> bool:
         self.cancels.append(kite_order_id)
+        return True
+
+    def offer_note(self, tag: str, order: dict[str, Any]) -> bool:
+        self.notes.append((tag, order))
         return True
 
     def outcomes(self) -> list[Any]:
@@ -461,6 +476,9 @@ class StubPlacer:
 
     def cancel(self, kite_order_id: str) -> None:
         return None
+
+    def contract_note(self, order: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("asked through the worker only")
 
 
 def signal_once_writing(p: subprocess.Popen[str], out: Path, sig: int) -> tuple[str, str]:

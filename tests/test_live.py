@@ -100,7 +100,15 @@ def test_live_session_against_the_simulator(tmp_path: Path) -> None:
     assert all(whole[k][0] == q and abs(whole[k][1] - p) < 1e-6 for k, (q, p) in kite_fills.items())
     assert set(booked) <= {o["order_id"] for o in orders}
     final = [p for p in read_ledger(run, "pnl") if p["broker"] == "zerodha" and p["final"]]
-    assert final and round(final[0]["fees"], 2) == round(sum(f["fees"] for f in fills), 2)
+    # Fees: the cost model's at each fill, then Kite's contract note once the order completed.
+    notes = [n for n in read_ledger(run, "fee_notes") if n["broker"] == "zerodha"]
+    noted = Counter(n["broker_order_id"] for n in notes)
+    assert notes and max(noted.values()) == 1 and set(noted) <= set(kite_fills)
+    for n in notes:
+        model = sum(f["fees"] for f in fills if f["broker_order_id"] == n["broker_order_id"])
+        assert abs(n["model_fees"] - model) < 0.005 and n["note_fees"] > 0
+    booked_fees = sum(f["fees"] for f in fills) + sum(n["adjustment"] for n in notes)
+    assert final and round(final[0]["fees"], 2) == round(booked_fees, 2)
 
     # Paper traded the same signals alongside.
     assert sorted(map(_same, signals["paper"])) == sorted(map(_same, signals["zerodha"]))

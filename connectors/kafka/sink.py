@@ -19,6 +19,7 @@ from schemas.enums import Stage
 from schemas.envelope import wrap
 from schemas.events import (
     DeadLetter,
+    FeesSettled,
     Model,
     OrderFailed,
     OrderFilled,
@@ -41,6 +42,7 @@ PRODUCED_BY: dict[type[Model], Stage] = {
     OrderPlaced: Stage.ORDER_EXECUTION,
     OrderFilled: Stage.ORDER_EXECUTION,
     OrderFailed: Stage.ORDER_EXECUTION,
+    FeesSettled: Stage.ORDER_EXECUTION,
     PnlSnapshot: Stage.PORTFOLIO_UPDATES,
     TradingStateChanged: Stage.RISK_VALIDATION,
     DeadLetter: Stage.MARKET_DATA,

@@ -267,6 +267,16 @@ class KiteOrders:
                 return
         log.warning("cancelling %s: no answer after %d tries", kite_order_id, self.cfg.attempts)
 
+    def contract_note(self, order: dict[str, Any]) -> dict[str, Any]:
+        """Kite's virtual contract note (its ``charges``) for one completed order; ``order``
+        as the venue has it (``instrument_token`` for the exchange and symbol)."""
+        inst = self.instruments[int(order["instrument_token"])]
+        ask = {k: v for k, v in order.items() if k != "instrument_token"}
+        ask.update(exchange=inst.exchange, tradingsymbol=inst.tradingsymbol, variety="regular")
+        self.limiter.wait()
+        rows = self.client.get_virtual_contract_note([ask])
+        return dict(rows[0]["charges"])  # answers come in the order asked
+
     def _backoff(self, attempt: int) -> float:
         return float(min(self.cfg.backoff_max_s, 0.1 * 2**attempt))
 

@@ -23,7 +23,7 @@ class PlacementWorker:
 
     def __init__(self, placer: Any, capacity: int) -> None:
         self.placer = placer
-        self.inbox: queue.Queue[tuple[OrderIntent | None, str]] = queue.Queue(maxsize=capacity)
+        self.inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=capacity)
         self.outbox: queue.SimpleQueue[PlacementOutcome] = queue.SimpleQueue()
         self.pending = 0  # requests queued or under way (only this object changes it)
         self.lock = threading.Lock()
@@ -32,12 +32,12 @@ class PlacementWorker:
 
     def offer(self, intent: OrderIntent, order_type: str) -> bool:
         """Queue ``intent``; False when the queue is full (nothing queued)."""
-        return self._put(intent, order_type)
+        return self._put("place", intent, order_type)
 
-    def _put(self, intent: OrderIntent | None, arg: str) -> bool:
+    def _put(self, kind: str, what: Any, arg: Any) -> bool:
         with self.lock:
             try:
-                self.inbox.put_nowait((intent, arg))
+                self.inbox.put_nowait((kind, what, arg))
             except queue.Full:
                 return False
             self.pending += 1
@@ -45,7 +45,12 @@ class PlacementWorker:
 
     def offer_cancel(self, kite_order_id: str) -> bool:
         """Queue a cancellation of Kite's order; False when the queue is full."""
-        return self._put(None, kite_order_id)
+        return self._put("cancel", None, kite_order_id)
+
+    def offer_note(self, tag: str, order: dict[str, Any]) -> bool:
+        """Queue a request for Kite's contract note of the completed ``order`` (the fields
+        of kiteconnect's get_virtual_contract_note); False when the queue is full."""
+        return self._put("note", tag, order)
 
     def backlog(self) -> int:
         with self.lock:
@@ -67,12 +72,14 @@ class PlacementWorker:
 
     def _run(self) -> None:
         while True:
-            intent, arg = self.inbox.get()
+            kind, what, arg = self.inbox.get()
             try:
-                if intent is None:
+                if kind == "cancel":
                     self.placer.cancel(arg)  # its end comes as Kite's order update
+                elif kind == "note":
+                    self.outbox.put(self._note(what, arg))
                 else:
-                    self.outbox.put(self._place(intent, arg))
+                    self.outbox.put(self._place(what, arg))
             except Exception:  # never let the worker die
                 log.exception("Kite request failed unexpectedly")
             finally:
@@ -93,3 +100,11 @@ class PlacementWorker:
             log.exception("placing order %s failed unexpectedly", tag)
             return PlacementOutcome(tag, "UNAVAILABLE", message=f"{type(e).__name__}")
         return PlacementOutcome(tag, "PLACED", got.order_id, sent_us=time.time_ns() // 1000)
+
+    def _note(self, tag: str, order: dict[str, Any]) -> PlacementOutcome:
+        try:
+            note = self.placer.contract_note(order)
+        except Exception as e:  # the cost model's fees stand
+            log.warning("contract note for %s: %s", order.get("order_id"), type(e).__name__)
+            return PlacementOutcome(tag, "NOTE_FAILED", order.get("order_id"), type(e).__name__)
+        return PlacementOutcome(tag, "NOTE", order.get("order_id"), charges=note)

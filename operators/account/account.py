@@ -33,6 +33,7 @@ from operators.market import stop_trigger
 from schemas.config import BrokerConfig, CostModel
 from schemas.enums import Broker, Product, SignalType, StateReason
 from schemas.events import (
+    FeesSettled,
     OrderEvent,
     OrderFailed,
     OrderFilled,
@@ -194,6 +195,8 @@ class Account(Closing, MarkRuns):
                 sid, token = e.strategy_id, e.instrument_token
                 lot = book.strategies[sid].book.lots[token]
                 self.exits.on_fill(sid, token, lot.quantity, lot.average_price, e.fill_price)
+            elif isinstance(e, FeesSettled):
+                book.settle(e)
             elif isinstance(e, OrderFailed):
                 book.release(e)
                 key = (e.strategy_id, e.instrument_token)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from operators.accounting import F64, I64, Book, signed
-from schemas.events import OrderFailed, OrderFilled, OrderPlaced
+from schemas.events import FeesSettled, OrderFailed, OrderFilled, OrderPlaced
 from schemas.report import PnlStats
 
 
@@ -32,6 +32,12 @@ class Tracker:
         if applied.trip_net is not None:
             self.round_trips += 1
             self.wins += applied.trip_net > 0
+        self.observe()
+
+    def settle(self, adjustment: float) -> None:
+        """The broker's contract note moved an order's fees by ``adjustment``."""
+        self.book.cash -= adjustment
+        self.book.fees += adjustment
         self.observe()
 
     def observe(self) -> None:
@@ -70,6 +76,8 @@ class AccountBook:
     strategies: dict[str, Tracker] = field(default_factory=dict)
     open: dict[str, OpenOrder] = field(default_factory=dict)  # by order id
     last_ts: int | None = None
+    noted_model: float = 0.0  # Σ cost-model fees of the orders a contract note settled
+    noted: float = 0.0  # Σ those notes' fees
 
     @classmethod
     def new(cls, starting_cash: float, universe: Sequence[int] = ()) -> AccountBook:
@@ -157,6 +165,15 @@ class AccountBook:
         strat.book.copy_marks(self.total.book)  # strategy books are marked when they are read
         self.total.fill(f)
         strat.fill(f)
+
+    def settle(self, n: FeesSettled) -> None:
+        """An order's fees become its contract note's (cash and fees, broker and strategy)."""
+        self.total.settle(n.adjustment)
+        strat = self.strategies.get(n.strategy_id)
+        if strat is not None:
+            strat.settle(n.adjustment)
+        self.noted_model += n.model_fees
+        self.noted += n.note_fees
 
     def release(self, f: OrderFailed) -> None:
         """The order ended or was never sent: its unfilled exposure is gone."""

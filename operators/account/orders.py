@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
 from operators.accounting import Charges
 from schemas.enums import OrderStatus
-from schemas.events import OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal
+from schemas.events import FeesSettled, OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal
 from schemas.ids import content_id
 
 
@@ -87,4 +88,42 @@ def failed(
         causation_id=content_id("placed", v.order_id),
         quantity=unfilled,
         reason=reason,
+    )
+
+
+NOTE_HEADS = {  # Kite's contract-note charge names → ours
+    "brokerage": "brokerage",
+    "transaction_tax": "stt",
+    "exchange_turnover_charge": "exchange",
+    "sebi_turnover_charge": "sebi",
+    "stamp_duty": "stamp",
+}
+
+
+def fees_settled(
+    v: ValidatedSignal,
+    broker_order_id: str,
+    filled: int,
+    model_fees: float,
+    note: dict[str, Any],
+    ts: datetime,
+) -> FeesSettled:
+    """Kite's contract note ``note`` (its ``charges`` object) for the order that completed
+    with ``filled`` at ``ts``; ``model_fees``: what its fills were charged. Raises
+    ValueError/KeyError/TypeError on a note that is not one."""
+    heads = {ours: float(note[theirs]) for theirs, ours in NOTE_HEADS.items()}
+    gst = note.get("gst")
+    heads["gst"] = float(gst["total"] if isinstance(gst, dict) else gst or 0.0)
+    total = round(float(note["total"]), 2)
+    if not all(math.isfinite(x) and x >= 0 for x in (*heads.values(), total)):
+        raise ValueError(f"contract note charges not finite and non-negative: {note}")
+    return FeesSettled(
+        **_common(v, broker_order_id, OrderStatus.FILLED, ts),
+        event_id=content_id("note", v.order_id),
+        causation_id=content_id("placed", v.order_id),
+        quantity=filled,
+        model_fees=round(model_fees, 2),
+        note_fees=total,
+        adjustment=round(total - model_fees, 2),
+        **heads,
     )

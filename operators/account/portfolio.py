@@ -56,4 +56,6 @@ def summary(
         rejections_by_reason=dict(sorted(rejections.items())),
         trading_states=list(changes),
         failed_strategies=sorted(failed_strategies),
+        fees_noted=round(book.noted, 2) if book.noted or book.noted_model else None,
+        fees_model=round(book.noted_model, 2) if book.noted or book.noted_model else None,
     )

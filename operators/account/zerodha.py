@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from operators.account import orders
 from operators.accounting import Charges, charges
 from schemas.config import CostModel
-from schemas.enums import OrderStatus, StateReason
+from schemas.enums import OrderStatus, Product, SignalType, StateReason
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.kite import (
     TERMINAL,
@@ -49,6 +50,8 @@ class Placer(Protocol):
 
     def cancel(self, kite_order_id: str) -> None: ...
 
+    def contract_note(self, order: dict[str, Any]) -> dict[str, Any]: ...
+
 
 class Worker(Protocol):
     """connectors.kite.placement.PlacementWorker: placing off the dataflow thread."""
@@ -56,6 +59,8 @@ class Worker(Protocol):
     def offer(self, intent: OrderIntent, order_type: str) -> bool: ...
 
     def offer_cancel(self, kite_order_id: str) -> bool: ...
+
+    def offer_note(self, tag: str, order: dict[str, Any]) -> bool: ...
 
     def outcomes(self) -> list[PlacementOutcome]: ...
 
@@ -74,6 +79,9 @@ class Tracked:
     cancel: str | None = None  # why the account wants it cancelled (sent once Kite has it)
     cancel_sent: bool = False
     unknown: int | None = None  # its fate unknown: reconciliations since (None: known)
+    fees: float = 0.0  # Σ fees its fills were charged (the cost model)
+    ended: datetime | None = None  # when it completed (its contract note's event time)
+    noted: bool = False  # its contract note came (or could not be had)
 
 
 @dataclass
@@ -212,7 +220,7 @@ class ZerodhaVenue:
         stream ends; wait a while for those still under way)."""
         out = self._adopt_today()
         if self.worker is None:
-            return out
+            return out + self._notes_now()
         if not self.resumed:
             self.resumed = True
             out += self._resend_unsent()
@@ -223,7 +231,7 @@ class ZerodhaVenue:
             if known is None:
                 log.warning("placement outcome for unknown order %s (%s)", o.tag, o.kind)
                 continue
-            out += self._ended(known, o)
+            out += self._noted(known, o) if o.kind.startswith("NOTE") else self._ended(known, o)
         for t in self.state.orders.values():  # cancels that could not go out before
             if t.cancel is not None and not t.cancel_sent and not t.done:
                 self._cancel(t, t.cancel)
@@ -325,7 +333,9 @@ class ZerodhaVenue:
         if u.filled_quantity > t.filled and u.average_price > 0:
             out.append(self._fill(t, u))
         if u.status in TERMINAL:
-            t.done = True
+            t.done, t.ended = True, u.timestamp
+            if u.status == "COMPLETE" and t.filled and self.worker is not None:
+                self.worker.offer_note(u.tag, self._note_order(t))  # full queue: model fees
             if u.status != "COMPLETE":
                 v, reason = t.validated, u.status_message or u.status
                 left = max(v.quantity - t.filled, 0)
@@ -346,5 +356,47 @@ class ZerodhaVenue:
         whole = charges(self.costs, v.side, t.filled, u.average_price, v.product)  # cap per order
         part = whole.minus(t.charged)
         fee = max(round(whole.total - t.charged.total, 2), 0.0)  # the paise add up per order
-        t.charged = whole
+        t.charged, t.fees = whole, t.fees + fee
         return orders.filled(v, u.order_id, qty, price, part, t.filled, u.timestamp, fee=fee)
+
+    def _note_order(self, t: Tracked) -> dict[str, Any]:
+        """The completed order as Kite's contract note asks for it."""
+        v = t.validated
+        return dict(
+            order_id=t.kite_order_id,
+            instrument_token=v.signal.instrument_token,
+            transaction_type=SignalType(v.side).value,
+            product=Product(v.product).value,
+            order_type=self._kind(t),
+            quantity=t.filled,
+            average_price=round(t.value / t.filled, 4),
+        )
+
+    def _notes_now(self) -> list[OrderEvent]:
+        """Without a placement thread (tests): ask Kite for the notes in this thread."""
+        out: list[OrderEvent] = []
+        for tag, t in self.state.orders.items():
+            if t.done and t.filled and t.ended is not None and not t.noted:
+                try:
+                    note = PlacementOutcome(tag, "NOTE", charges=self.placer.contract_note(
+                        self._note_order(t)))  # fmt: skip
+                except Exception as e:  # the cost model's fees stand
+                    note = PlacementOutcome(tag, "NOTE_FAILED", message=type(e).__name__)
+                out += self._noted(t, note)
+        return out
+
+    def _noted(self, t: Tracked, o: PlacementOutcome) -> list[OrderEvent]:
+        """Kite's contract note for a completed order: its fees become Kite's."""
+        if t.noted:
+            return []  # one note per order
+        t.noted = True
+        if o.kind != "NOTE" or o.charges is None or t.ended is None or t.kite_order_id is None:
+            return []  # no note: the cost model's fees stand
+        try:
+            e = orders.fees_settled(
+                t.validated, t.kite_order_id, t.filled, t.fees, o.charges, t.ended
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("contract note for %s unreadable: %s", t.kite_order_id, err)
+            return []
+        return [e]

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from connectors.kite.sim.charges import contract_notes
 from connectors.kite.sim.exchange import Exchange, KiteError, kite_time
 from connectors.kite.sim.master import CsvBody, master_csv
 from connectors.kite.sim.rules import NOT_FOUND, refuse
@@ -104,6 +105,7 @@ class SimApi:
             ("GET", f"/orders/{oid}/trades", self.order_trades),
             ("GET", "/trades", lambda p: [t for t in self.ex.trades if self.seen(t["order_id"])]),
             ("GET", "/portfolio/positions", lambda p: self.ex.positions()),
+            ("POST", "/charges/orders", lambda p: contract_notes(self.ex, p.get("_list", []))),
             ("GET", "/instruments(?:/(?P<exchange>[A-Z_]+))?", self.instruments),
             ("POST", "/_sim/advance", self.advance),
             ("POST", "/_sim/faults", self.set_faults),
@@ -277,7 +279,8 @@ def handler_for(api: SimApi) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             if body:
                 if "json" in (self.headers.get("Content-Type") or ""):
-                    params.update(json.loads(body))
+                    got = json.loads(body)
+                    params.update(got if isinstance(got, dict) else {"_list": got})
                 else:
                     params.update(parse_qsl(body.decode()))
             return params

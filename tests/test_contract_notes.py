@@ -1,0 +1,182 @@
+"""Live fees from Kite's virtual contract note: the simulator serves it (POST /charges/orders,
+through the real ``kiteconnect`` client), the zerodha venue asks for it when an order
+completes, and the account's fees for the order become Kite's; the report shows both when
+they differ."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+import redis
+
+from connectors.kite.orders import IntentStore, KiteOrders
+from operators.account.book import AccountBook
+from operators.account.portfolio import summary
+from operators.account.zerodha import ZerodhaVenue
+from operators.report import RunReport, render
+from schemas.config import CostModel, Instrument, KiteConfig
+from schemas.enums import Broker
+from schemas.events import FeesSettled, OrderFilled, OrderPlaced, TradingSignal, ValidatedSignal
+from schemas.ids import content_id
+from schemas.kite import OrderUpdate, PlacementOutcome, order_tag
+from schemas.redis_keys import LiveKeys
+from tests.redis_server import shared_url
+from tests.support import StubPlacer, StubWorker, advance, client
+
+INFY = 408065
+T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
+
+
+def _validated(n: int, qty: int, side: str) -> ValidatedSignal:
+    s = TradingSignal(
+        signal_id=f"note-{n}", correlation_id=f"c-{n}", strategy_id="mom", broker=Broker.ZERODHA,
+        instrument_token=INFY, target_quantity=qty if side == "BUY" else -qty, price=1500.0,
+        timestamp=T + timedelta(seconds=n), reason="test",
+    )  # fmt: skip
+    return ValidatedSignal(
+        event_id=f"v-{n}", order_id=content_id("ord", s.signal_id), correlation_id=s.correlation_id,
+        causation_id=s.signal_id, broker=Broker.ZERODHA, timestamp=s.timestamp, signal=s,
+        side=side, quantity=qty,
+    )  # fmt: skip
+
+
+def _paise(x: Decimal, unit: str = "0.01") -> Decimal:
+    return x.quantize(Decimal(unit), rounding=ROUND_HALF_UP)
+
+
+def note_total(side: str, qty: int, price: float) -> float:
+    """Zerodha's intraday schedule as a contract note rounds it: STT to the rupee, every
+    other head to the paisa, GST on the rounded heads."""
+    t = Decimal(qty) * Decimal(str(price))
+    brokerage = min(_paise(t * Decimal("0.0003")), Decimal(20))
+    stt = _paise(t * Decimal("0.00025"), "1") if side == "SELL" else Decimal(0)
+    stamp = Decimal(0) if side == "SELL" else _paise(t * Decimal("0.00003"))
+    exchange, sebi = _paise(t * Decimal("0.0000297")), _paise(t / Decimal(1_000_000))
+    gst = _paise((brokerage + exchange + sebi) * Decimal("0.18"))
+    return float(brokerage + stt + stamp + exchange + sebi + gst)
+
+
+def test_the_simulator_serves_notes_by_the_published_schedule(sim) -> None:
+    """Two orders asked at once come back in the order asked; numbers worked by hand:
+    BUY 10 @ 1563.15 (turnover 15,631.50): brokerage 4.69, stamp 0.47, NSE 0.46, SEBI 0.02,
+    GST 0.18 × 5.17 = 0.93 → 6.57; the SELL: STT 3.91 → ₹4 → 4.69 + 4 + 0.46 + 0.02 + 0.93."""
+    api, root = sim
+    kite = client(root)
+    buy = kite.place_order(variety="regular", exchange="NSE", tradingsymbol="INFY",
+                           transaction_type="BUY", quantity=10, product="MIS",
+                           order_type="MARKET", market_protection=-1)  # fmt: skip
+    advance(root, 3000)
+    assert api.ex.orders[buy].status == "COMPLETE"
+    ask = dict(order_id=buy, exchange="NSE", tradingsymbol="INFY", variety="regular",
+               product="MIS", order_type="MARKET", quantity=10, average_price=1563.15)  # fmt: skip
+    got = kite.get_virtual_contract_note([{**ask, "transaction_type": "BUY"},
+                                          {**ask, "transaction_type": "SELL"}])  # fmt: skip
+    assert [g["transaction_type"] for g in got] == ["BUY", "SELL"]
+    b, s = got[0]["charges"], got[1]["charges"]
+    assert (b["brokerage"], b["stamp_duty"], b["exchange_turnover_charge"]) == (4.69, 0.47, 0.46)
+    assert (b["sebi_turnover_charge"], b["gst"]["total"], b["transaction_tax"]) == (0.02, 0.93, 0)
+    assert b["total"] == pytest.approx(6.57) and s["total"] == pytest.approx(10.10)
+    assert s["transaction_tax"] == 4.0 and s["stamp_duty"] == 0.0
+    with pytest.raises(Exception, match="order_id"):  # an order Kite does not know
+        kite.get_virtual_contract_note([{**ask, "order_id": "999", "transaction_type": "BUY"}])
+
+
+def test_a_completed_order_books_kite_s_note_through_the_real_client(sim) -> None:
+    api, root = sim
+    r = redis.Redis.from_url(shared_url())
+    keys = LiveKeys(f"test-{uuid.uuid4().hex[:8]}:")
+    cfg = KiteConfig(api_root=root, timeout_s=1, attempts=2, backoff_max_s=0.05)
+    inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
+    placer = KiteOrders(client(root, timeout=1), IntentStore(r, keys, 60), cfg, inst)
+    venue = ZerodhaVenue(CostModel(), placer, {"mom": "MARKET"})
+    book = AccountBook.new(1_000_000.0)
+    try:
+        for n, side in ((1, "BUY"), (2, "SELL")):
+            v = _validated(n, 7, side)
+            [p] = venue.send(v, "MARKET")
+            assert isinstance(p, OrderPlaced) and p.broker_order_id is not None
+            advance(root, 3000)
+            [f] = venue.update(OrderUpdate.from_kite(api.ex.orders[p.broker_order_id].view()))
+            assert isinstance(f, OrderFilled) and f.quantity == 7
+            book.opened(p)
+            book.fill(f)
+            [n_] = venue.collect()
+            assert isinstance(n_, FeesSettled) and n_.broker_order_id == p.broker_order_id
+            assert n_.note_fees == pytest.approx(note_total(side, 7, f.fill_price))
+            assert n_.model_fees == pytest.approx(f.fees)
+            assert n_.adjustment == pytest.approx(n_.note_fees - f.fees)
+            assert n_.timestamp == f.timestamp  # event time: when the order completed
+            book.settle(n_)
+            assert venue.collect() == []  # one note per order
+    finally:
+        for k in r.scan_iter(f"{keys.prefix}*"):
+            r.delete(k)
+    done = api.ex.orders.values()
+    fills = [(s, o.average_price) for s, o in zip(("BUY", "SELL"), done, strict=True)]
+    kite_fees = sum(note_total(s, 7, p) for s, p in fills)
+    b = book.total.book
+    assert b.fees == pytest.approx(kite_fees)
+    flows = sum((-7 if s == "BUY" else 7) * p for s, p in fills)
+    assert b.cash == pytest.approx(1_000_000.0 + flows - kite_fees)  # cash pays Kite's fees
+    assert b.realized - b.fees == pytest.approx(flows - kite_fees)
+
+
+def test_the_worker_path_and_the_report_showing_both() -> None:
+    worker = StubWorker()
+    venue = ZerodhaVenue(CostModel(), StubPlacer(), {}, None, worker)
+    book = AccountBook.new(100_000.0)
+    v = _validated(3, 10, "SELL")
+    tag = order_tag(v.signal.signal_id)
+    assert venue.send(v, "MARKET") == [] and worker.offered
+    worker.answers.append(PlacementOutcome(tag, "PLACED", "K1", sent_us=1))
+    [p] = venue.collect()
+    book.opened(p)
+    row = dict(order_id="K1", status="COMPLETE", tag=tag, filled_quantity=10, quantity=10,
+               average_price=1000.0, instrument_token=INFY, transaction_type="SELL",
+               exchange_timestamp="2026-11-20 09:31:00", order_timestamp="2026-11-20 09:31:00",
+               status_message=None, pending_quantity=0, cancelled_quantity=0)  # fmt: skip
+    [f] = venue.update(OrderUpdate.from_kite(row))
+    book.fill(f)
+    [(asked_tag, asked)] = worker.notes
+    assert asked_tag == tag
+    assert (asked["order_id"], asked["quantity"], asked["average_price"]) == ("K1", 10, 1000.0)
+    assert (asked["transaction_type"], asked["product"]) == ("SELL", "MIS")
+    worker.answers.append(PlacementOutcome(tag, "NOTE", "K1", charges={
+        "brokerage": 3.0, "transaction_tax": 3.0, "exchange_turnover_charge": 0.3,
+        "sebi_turnover_charge": 0.01, "stamp_duty": 0.0, "gst": {"total": 0.6}, "total": 6.91,
+    }))  # fmt: skip
+    [n] = venue.collect()
+    assert isinstance(n, FeesSettled) and n.note_fees == 6.91 and n.model_fees == f.fees
+    book.settle(n)
+    s = summary(Broker.ZERODHA, book, {}, [], [])
+    assert (s.fees_noted, s.fees_model) == (6.91, f.fees) and s.total.fees == 6.91
+    text = render(RunReport(output_dir="x", rows_read=0, ticks_processed=0, dead_letters=0,
+                            dead_letters_by_reason={}, strategy_errors=[], elapsed_s=1.0,
+                            ticks_per_s=0.0, brokers=[s]))  # fmt: skip
+    assert f"contract notes 6.91, per the cost model {f.fees:,.2f}" in text
+    worker.answers.append(PlacementOutcome(tag, "NOTE", "K1", charges=dict(total=1.0)))
+    assert venue.collect() == []  # one note per order, whatever comes again
+
+
+def test_a_note_that_is_not_one_leaves_the_cost_model_s_fees() -> None:
+    worker = StubWorker()
+    venue = ZerodhaVenue(CostModel(), StubPlacer(), {}, None, worker)
+    v = _validated(4, 10, "BUY")
+    tag = order_tag(v.signal.signal_id)
+    venue.send(v, "MARKET")
+    worker.answers.append(PlacementOutcome(tag, "PLACED", "K2", sent_us=1))
+    venue.collect()
+    row = dict(order_id="K2", status="COMPLETE", tag=tag, filled_quantity=10, quantity=10,
+               average_price=1000.0, instrument_token=INFY, transaction_type="BUY",
+               exchange_timestamp="2026-11-20 09:31:00", order_timestamp="2026-11-20 09:31:00",
+               status_message=None, pending_quantity=0, cancelled_quantity=0)  # fmt: skip
+    venue.update(OrderUpdate.from_kite(row))
+    bad = {"brokerage": 3.0, "transaction_tax": -1.0, "exchange_turnover_charge": 0.3,
+           "sebi_turnover_charge": 0.01, "stamp_duty": 0.3, "gst": 0.6, "total": 3.21}  # fmt: skip
+    worker.answers.append(PlacementOutcome(tag, "NOTE", "K2", charges=bad))
+    assert venue.collect() == []  # a negative head: not a note
+    worker.answers.append(PlacementOutcome(tag, "NOTE_FAILED", "K2", "NetworkException"))
+    assert venue.collect() == []
