@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +19,101 @@ DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
 CONFIG_ENV = "ALPHA_PANDA_CONFIG"
 
 
+_UNION_TAG = re.compile(
+    r"^(list|dict|set|literal|function-\w+|nullable|union|json)\[|^(float|int|str|bool|none)$"
+)
+
+
 def _where(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """A pydantic error location as the config path: ``strategies[mom].params.lookback``."""
     parts: list[str] = []
     node: Any = raw
     for item in loc:
         if isinstance(item, int):
-            label = item
+            label: Any = item
             if isinstance(node, list) and item < len(node):
                 node = node[item]
-                if isinstance(node, dict) and "id" in node:
+                if isinstance(node, dict) and isinstance(node.get("id"), str | int):
                     label = node["id"]
             parts[-1:] = [f"{parts[-1]}[{label}]"] if parts else [f"[{label}]"]
             continue
-        if isinstance(node, dict) and item not in node and node.get("kind", "replay") == item:
+        if item == "[key]":
+            continue  # a dict key's own error: the path already ends with the key
+        in_node = isinstance(node, dict) and item in node
+        if not in_node and isinstance(node, dict) and node.get("kind", "replay") == item:
             continue  # the tag of a tagged union (source kinds), not a field
+        if not in_node and isinstance(item, str) and _UNION_TAG.match(item):
+            continue  # which member of a union (float | "auto") failed, not a field
         parts.append(str(item))
         node = node.get(item) if isinstance(node, dict) else None
     return ".".join(parts)
 
 
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "text"}
+
+
+def _message(err: Any, where: str) -> tuple[str, str]:
+    """(path, message) of the first pydantic error."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    kind = str(err["type"])
+    if kind == "extra_forbidden":
+        return where, "unknown field"
+    if kind == "union_tag_invalid":
+        return f"{where}.kind", f"unknown kind; expected one of {err['ctx']['expected_tags']}"
+    if kind.endswith("_type") and kind.removesuffix("_type") in _KINDS:
+        got = type(err.get("input")).__name__
+        return where, f"{msg} (got {got} {_short(err.get('input'))})"
+    field, sep, rest = msg.partition(": ")  # "close: must be after open" from a section's check
+    if sep and where and re.fullmatch(r"[a-z_]+", field):
+        return f"{where}.{field}", rest
+    return where, msg
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_CSV_INTS = ("instrument_token", "lot_size")
+_CSV_FLOATS = ("tick_size", "circuit_pct")
+
+
+def _csv_row(row: dict[str | None, Any]) -> dict[str | None, Any]:
+    """A CSV row's numbers as numbers (text that is not one stays text, and is refused by
+    name); empty cells are left out (defaults)."""
+    out: dict[str | None, Any] = {}
+    for k, v in row.items():
+        if v is None or v == "":
+            continue
+        try:
+            if k in _CSV_INTS:
+                v = int(v)
+            elif k in _CSV_FLOATS and v != "auto":
+                v = float(v)
+        except ValueError:
+            pass
+        out[k] = v
+    return out
+
+
 def _instruments(value: Any, base: Path) -> Any:
     if not isinstance(value, str):
         return value
-    path = (base / value).resolve()
+    path = _resolve(base, value, "instruments")
     try:
         with path.open(newline="") as fh:
-            return list(csv.DictReader(fh))
+            return [_csv_row(r) for r in csv.DictReader(fh)]
     except OSError as exc:
         raise ConfigError(f"instruments: cannot read {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"instruments: {path} is not a CSV text file: {exc}") from None
+
+
+def _resolve(base: Path, value: str, where: str) -> Path:
+    try:
+        return (base / value).resolve()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{where}: not a usable path: {exc}") from None
 
 
 def parse_config(raw: dict[str, Any], base: Path) -> AppConfig:
@@ -56,28 +124,21 @@ def parse_config(raw: dict[str, Any], base: Path) -> AppConfig:
     src = raw.get("source")
     for name in ("path", "capture"):  # file settings of the replay and kite sources
         if isinstance(src, dict) and isinstance(src.get(name), str):
-            src = raw["source"] = {**src, name: str((base / src[name]).resolve())}
+            path = _resolve(base, src[name], f"source.{name}")
+            src = raw["source"] = {**src, name: str(path)}
     ctl = raw.get("control")
     if isinstance(ctl, dict) and isinstance(ctl.get("path"), str):
-        raw["control"] = {**ctl, "path": str((base / ctl["path"]).resolve())}
+        raw["control"] = {**ctl, "path": str(_resolve(base, ctl["path"], "control.path"))}
     out = raw.get("output")
     if isinstance(out, dict) and isinstance(out.get("dir"), str):
-        raw["output"] = {**out, "dir": str((base / out["dir"]).resolve())}
+        raw["output"] = {**out, "dir": str(_resolve(base, out["dir"], "output.dir"))}
     if "instruments" in raw:
         raw["instruments"] = _instruments(raw["instruments"], base)
     try:
         cfg = AppConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = _where(tuple(err["loc"]), raw)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "union_tag_invalid":
-            where, msg = (
-                f"{where}.kind",
-                f"unknown kind; expected one of {err['ctx']['expected_tags']}",
-            )
+        where, msg = _message(err, _where(tuple(err["loc"]), raw))
         raise ConfigError(f"{where}: {msg}" if where else msg) from None
     build_strategies(cfg)  # unknown type / params fail here, before the flow starts
     return cfg
@@ -94,7 +155,8 @@ def load_config(path: str | Path | None = None) -> AppConfig:
         raw = yaml.safe_load(p.read_text())
     except OSError as exc:
         raise ConfigError(f"{CONFIG_ENV}: cannot read {p}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
+    except UnicodeDecodeError:
+        raise ConfigError(f"{CONFIG_ENV}: {p} is not UTF-8 text") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ConfigError(f"{p}: invalid YAML: {exc}") from None
     return parse_config(raw, p.resolve().parent)
-

@@ -1,13 +1,35 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+import types
+import typing
+from collections.abc import Iterator
+from datetime import date, time
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from flows.config import DEFAULT_CONFIG, load_config, parse_config
-from schemas.config import ConfigError, ReplaySourceConfig
+from schemas.config import (
+    AppConfig,
+    BrokerConfig,
+    ConfigError,
+    Instrument,
+    KafkaSourceConfig,
+    KiteSourceConfig,
+    ReplaySourceConfig,
+    SpecialSession,
+    StrategyConfig,
+)
 from schemas.enums import Broker
-from tests.support import TOKENS, config_dict
+from tests.support import TOKENS, config_dict, flow_env
 
 
 def test_default_config_loads_and_trades_only_paper() -> None:
@@ -128,3 +150,380 @@ def test_a_control_file_is_checked_before_the_flow_starts(tmp_path: Path) -> Non
     cfg = parse_config(config_dict(tmp_path, control={"path": "ops.jsonl"}), tmp_path)
     with pytest.raises(ConfigError, match=r"control.path: .*ops.jsonl line 1: ts: "):
         prepare(cfg, source=object(), source_parts=["replay-0"])  # type: ignore[arg-type]
+
+
+# --- hostile values, field by field ------------------------------------------------------
+
+HERE = Path(__file__).parent
+BASE_SOURCES: dict[str, dict[str, Any]] = {
+    "replay": {},
+    "kafka": {"kind": "kafka", "tail": False},
+    "kite": {"kind": "kite"},
+}
+
+
+def _strip(annotation: Any) -> tuple[Any, bool]:
+    """(the type without Annotated / Optional, whether None is allowed)."""
+    optional = False
+    while True:
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+        if origin is typing.Annotated:
+            annotation = args[0]
+        elif origin in (typing.Union, types.UnionType) and type(None) in args:
+            optional = True
+            rest = [a for a in args if a is not type(None)]
+            annotation = rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]  # noqa: UP007
+        else:
+            return annotation, optional
+
+
+def _hostile(annotation: Any) -> list[Any]:
+    """Values no field of this type may take: wrong kinds, non-finite, absurd sizes."""
+    tp, optional = _strip(annotation)
+    origin = typing.get_origin(tp)
+    common: list[Any] = [] if optional else [None]
+    if tp is bool:
+        return [*common, 1, "true", "yes", 0.0]
+    if tp is int:
+        return [*common, True, "3", 2.5, 1e3, float("nan"), 10**30, -(10**30)]
+    if tp is float or float in typing.get_args(tp):
+        return [*common, True, "1.5", float("nan"), float("inf"), -float("inf"), 1e300, -1e300]
+    if tp is str:
+        return [*common, 5, ["a"], {"a": 1}, True]
+    if origin is typing.Literal:
+        return [*common, "no-such-choice", 1, True]
+    if origin is list:
+        return [*common, "x", {"a": 1}, [{"nested": {"deep": 1}}]]
+    if origin is dict:
+        return [*common, "x", [1]]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [*common, 5, "x", [1], {"no_such_field": 1}]
+    if tp in (time, date):
+        return [*common, 555, "25:99", "someday", True]
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return [*common, "NOPE", 1, True]
+    assert origin in (typing.Union, types.UnionType), tp  # a type this walk does not know
+    return [*common, "no-such-choice", True, {"a": 1}, [True]]
+
+
+def _fields(
+    model: type[BaseModel], path: list[Any], label: str
+) -> Iterator[tuple[list[Any], str, Any]]:
+    """(raw path, message path, annotation) of every field below ``model``."""
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        yield [*path, key], f"{label}.{key}" if label else key, info.annotation
+        tp, _ = _strip(info.annotation)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            yield from _fields(tp, [*path, key], f"{label}.{key}" if label else key)
+
+
+def _cases() -> Iterator[tuple[str, list[Any], str, Any]]:
+    skip = {"source", "brokers", "strategies", "instruments", "special_sessions"}
+    sources: dict[str, type[BaseModel]] = {
+        "replay": ReplaySourceConfig,
+        "kafka": KafkaSourceConfig,
+        "kite": KiteSourceConfig,
+    }
+    for kind, model in sources.items():
+        for path, label, ann in _fields(model, ["source"], "source"):
+            if path[-1] != "kind":
+                yield kind, path, label, ann
+    for path, label, ann in _fields(AppConfig, [], ""):
+        if path[0] not in skip:
+            yield "replay", path, label, ann
+    for path, label, ann in _fields(BrokerConfig, ["brokers", "paper"], "brokers.paper"):
+        yield "replay", path, label, ann
+    for path, label, ann in _fields(StrategyConfig, ["strategies", 0], "strategies[mom]"):
+        if path[-1] != "id":
+            yield "replay", path, label, ann
+    for path, label, ann in _fields(Instrument, ["instruments", 0], "instruments[0]"):
+        yield "replay", path, label, ann
+    special = ["session", "special_sessions", 0]
+    for path, label, ann in _fields(SpecialSession, special, "session.special_sessions[0]"):
+        yield "replay", path, label, ann
+
+
+MUHURAT = {"date": "2026-11-08", "open": "18:00", "close": "19:00"}
+
+
+def _set(raw: dict[str, Any], path: list[Any], value: Any) -> None:
+    """Set ``value`` at ``path``, making the sections on the way (an earlier edit may have
+    replaced one by a scalar: it becomes a section again)."""
+    node: Any = raw
+    for key in path[:-1]:
+        if isinstance(node, dict):
+            fresh = [dict(MUHURAT)] if key == "special_sessions" else {}
+            if not isinstance(node.get(key), dict | list):
+                node[key] = fresh
+            node = node[key]
+        elif isinstance(node, list) and len(node) > key:
+            node = node[key]
+        else:
+            return
+    node[path[-1]] = value
+
+
+FIELD_CASES = [(k, p, lbl, v) for k, p, lbl, ann in _cases() for v in _hostile(ann)]
+
+
+def test_the_hostile_walk_covers_every_section() -> None:
+    labels = {lbl for _, _, lbl, _ in FIELD_CASES}
+    for section in AppConfig.model_fields:
+        assert any(lbl.split(".")[0].split("[")[0] == section for lbl in labels), section
+    assert len(FIELD_CASES) > 800
+
+
+@pytest.mark.parametrize(("kind", "path", "label", "value"), FIELD_CASES)
+def test_every_field_refuses_hostile_values_naming_its_path(
+    kind: str, path: list[Any], label: str, value: Any
+) -> None:
+    raw = config_dict(HERE, source={"path": str(HERE), **BASE_SOURCES[kind]})
+    _set(raw, path, value)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, HERE)
+    msg = str(err.value)
+    assert msg.startswith(f"{label}") and "\n" not in msg, (value, msg)
+
+
+# --- the reported cases, as YAML a user would write ---------------------------------------
+
+BREAKOUT = "operators.strategies.example_user:Breakout"
+
+
+def _yaml_config(tmp: Path, edit: str) -> Path:
+    """The default-like test config with one YAML fragment merged in (``edit`` is YAML)."""
+    raw = config_dict(tmp / "ticks")
+    change = yaml.safe_load(edit)
+    for key, value in change.items():
+        if key == "strategy":  # the first strategy's fields
+            raw["strategies"][0] = {**raw["strategies"][0], **value}
+        elif key == "params":
+            raw["strategies"][0]["params"] = {**raw["strategies"][0]["params"], **value}
+        elif isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+YAML_CASES = [
+    (
+        "brokers: {paper: {starting_cash: .inf}}",
+        "brokers.paper.starting_cash: Input should be a finite number",
+    ),
+    (
+        "brokers: {paper: {starting_cash: true}}",
+        "brokers.paper.starting_cash: Input should be a valid number",
+    ),
+    (
+        "brokers: {paper: {starting_cash: '1000000'}}",
+        "brokers.paper.starting_cash: Input should be a valid number",
+    ),
+    (
+        "params: {lookback: '300'}",
+        "strategies[mom].params.lookback: Input should be a valid integer",
+    ),
+    (
+        "params: {lookback: 1e18}",
+        "strategies[mom].params.lookback: Input should be a valid integer",
+    ),
+    (
+        "params: {lookback: 1.0e+18}",
+        "strategies[mom].params.lookback: Input should be a valid integer",
+    ),
+    (
+        "params: {lookback: 1000000000000000000}",
+        "strategies[mom].params.lookback: Input should be less than or equal to 1000000",
+    ),
+    ("params: {quantity: 2.5}", "strategies[mom].params.quantity: Input should be a valid integer"),
+    ("params: {threshold: .nan}", "strategies[mom].params.threshold: must be a finite number"),
+    ("params: {lookbak: 3}", "strategies[mom].params.lookbak: unknown parameter"),
+    (
+        f"strategy: {{type: null, class: '{BREAKOUT}', params: {{quantity: 2.5}}}}",
+        "strategies[mom].params.quantity: Input should be a valid integer (annotated int, got 2.5)",
+    ),
+    (
+        f"strategy: {{type: null, class: '{BREAKOUT}', params: {{window: '80'}}}}",
+        "strategies[mom].params.window: Input should be a valid integer (annotated int, got '80')",
+    ),
+    (
+        f"strategy: {{type: null, class: '{BREAKOUT}', params: {{window: 1}}}}",
+        "strategies[mom].params: Breakout() refused them: ValueError: window must be >= 2",
+    ),
+    (
+        f"strategy: {{type: null, class: '{BREAKOUT}', params: {{window: 99999999999999999999}}}}",
+        "strategies[mom].params.window: 99999999999999999999 does not fit in 64 bits",
+    ),
+    ("strategy: {type: momentumm}", "strategies[mom].type: unknown strategy 'momentumm'"),
+    ("strategy: {id: 'my strategy'}", "strategies[my strategy].id: String should match pattern"),
+    ("strategy: {brokers: [paper, paper]}", "strategies[mom].brokers: listed twice"),
+    ("strategies: []", "strategies: an empty list"),
+    ("session: {weekdays: [9]}", "session.weekdays: days are 0 (Monday) to 6 (Sunday), not [9]"),
+    ("session: {weekdays: []}", "session.weekdays: List should have at least 1 item"),
+    ("session: {weekdays: [0, 0]}", "session.weekdays: a day listed twice"),
+    ("session: {timezone: Asia/Kolkatta}", "session.timezone: unknown timezone 'Asia/Kolkatta'"),
+    ("session: {open: 9:15}", "session.open: expected a time as text (YAML read 555)"),
+    ("session: {open: '15:30', close: '09:15'}", "session.close: must be after open (15:30:00)"),
+    (
+        "session: {mis_cutoff: '16:00'}",
+        "session.mis_cutoff: must be between open (09:15:00) and close (15:30:00)",
+    ),
+    (
+        "session: {special_sessions: [{date: 2026-11-08, open: '19:00', close: '18:00'}]}",
+        "session.special_sessions[0].close: must be after open",
+    ),
+    (
+        "health: {latency_warning_s: 20}",
+        "health.latency_critical_s: must be at least latency_warning_s (20.0)",
+    ),
+    (
+        "health: {stall_warning_windows: 90}",
+        "health.stall_critical_windows: must be at least stall_warning_windows (90)",
+    ),
+    (
+        "brokers: {paper: {risk: {max_position_qty: 10.0}}}",
+        "brokers.paper.risk.max_position_qty: Input should be a valid integer",
+    ),
+    ("brokers: {paper: 5}", "brokers.paper: Input should be a valid dictionary"),
+    ("brokers: {icici: {}}", "brokers.icici: Input should be 'paper' or 'zerodha'"),
+    ("brokers: {paper: {riskk: {}}}", "brokers.paper.riskk: unknown field"),
+    ("brokers: {paper: {max_daily_loss: 10}}", "brokers.paper.max_daily_loss: unknown field"),
+    ("source: {kind: ftp}", "source.kind: unknown kind"),
+    (
+        "source: {timestamp_unit: minutes}",
+        "source.timestamp_unit: Input should be 's', 'ms', 'us' or 'ns'",
+    ),
+    ("source: {batch_size: 0}", "source.batch_size: Input should be greater than 0"),
+    (
+        "instruments: [{instrument_token: 1, tradingsymbol: A}, {instrument_token: 1, tradingsymbol: B}]",  # noqa: E501
+        "instruments: duplicate instrument_token",
+    ),
+    ("instruments: []", "instruments: List should have at least 1 item"),
+    ("sinks: [ledger, ledger]", "sinks: listed twice"),
+    ("kafka: {brokers: ['']}", "kafka.brokers: an empty broker address"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), YAML_CASES)
+def test_reported_bad_configs_are_refused_naming_the_field(
+    tmp_path: Path, edit: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_yaml_config(tmp_path, edit))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        ("session: {timezone: Mars/Olympus}", "session.timezone: unknown timezone"),
+        ("brokers: {paper: {starting_cash: true}}", "brokers.paper.starting_cash:"),
+        ("params: {quantity: 2.5}", "strategies[mom].params.quantity:"),
+    ],
+)
+def test_the_entry_point_exits_2_in_one_line(tmp_path: Path, edit: str, field: str) -> None:
+    cfg = _yaml_config(tmp_path, edit)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.main"],
+        cwd=tmp_path,
+        env=flow_env(cfg),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and field in lines[0], proc.stderr
+
+
+def test_instrument_csv_numbers_are_read_as_numbers_and_text_refused(tmp_path: Path) -> None:
+    csv_path = tmp_path / "instruments.csv"
+    csv_path.write_text(
+        "instrument_token,tradingsymbol,tick_size,lot_size\n7,A,0.05,1\n8,B,auto,\n"
+    )
+    strategy = {**config_dict(tmp_path)["strategies"][0], "instruments": "all"}
+    raw = config_dict(tmp_path, instruments="instruments.csv", strategies=[strategy])
+    cfg = parse_config(raw, tmp_path)
+    got = [(i.instrument_token, i.tick_size, i.lot_size) for i in cfg.instruments]
+    assert got == [(7, 0.05, 1), (8, "auto", 1)]
+    csv_path.write_text("instrument_token,tradingsymbol\nx7,A\n")
+    bad_token = r"^instruments\[0\]\.instrument_token: Input should be a valid integer"
+    with pytest.raises(ConfigError, match=bad_token):
+        parse_config(raw, tmp_path)
+    csv_path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=r"^instruments: .* is not a CSV text file"):
+        parse_config(raw, tmp_path)
+
+
+# --- YAML fuzz: whatever the file holds, load_config raises nothing but ConfigError ---------
+
+SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    | st.dates() | st.sampled_from(["all", "paper", "zerodha", "MARKET", "09:15", "auto", "kafka"])
+)  # fmt: skip
+VALUES = st.recursive(
+    SCALARS,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
+PATHS = sorted({tuple(p) for _, p, _, _ in _cases()})
+
+
+def _load_or_config_error(path: Path) -> None:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+
+
+FUZZ = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(edits=st.lists(st.tuples(st.sampled_from(PATHS), VALUES), min_size=1, max_size=3))
+def test_fuzz_field_values_only_ever_raise_config_error(
+    tmp_path: Path, edits: list[tuple[tuple[Any, ...], Any]]
+) -> None:
+    raw = config_dict(tmp_path)
+    for path, value in edits:
+        _set(raw, list(path), value)
+    cfg = tmp_path / "fuzz.yaml"
+    cfg.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    _load_or_config_error(cfg)
+
+
+@FUZZ
+@given(doc=VALUES | st.text(max_size=200) | st.binary(max_size=200))
+def test_fuzz_whole_documents_only_ever_raise_config_error(tmp_path: Path, doc: Any) -> None:
+    cfg = tmp_path / "fuzz.yaml"
+    if isinstance(doc, bytes):
+        cfg.write_bytes(doc)
+    elif isinstance(doc, str):
+        cfg.write_text(doc)
+    else:
+        cfg.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    _load_or_config_error(cfg)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "source: " + "[" * 2_000 + "]" * 2_000,  # nested beyond the parser's recursion
+        "session: {holidays: [2026-02-30]}",  # a date YAML matches but Python refuses
+        "a: !!python/object:os.system {}",
+        "? [a, b]\n: 1",  # a list as a key
+        "{",
+    ],
+    ids=["deep", "feb-30", "python-tag", "list-key", "unclosed"],
+)
+def test_unreadable_yaml_is_a_config_error(tmp_path: Path, doc: str) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(doc)
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(cfg)

@@ -11,14 +11,16 @@ from schemas.ticks import F64, I64
 
 
 class MeanReversionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    rsi_period: int = Field(default=14, ge=2)
+    rsi_period: int = Field(default=14, ge=2, le=1_000_000)
     oversold: float = Field(default=30.0, gt=0, lt=100)
     overbought: float = Field(default=70.0, gt=0, lt=100)
-    bollinger_lookback: int = Field(default=20, ge=2)
-    bollinger_width: float = Field(default=2.0, gt=0)
-    quantity: int = Field(default=10, gt=0, description="target size: +quantity or -quantity")
+    bollinger_lookback: int = Field(default=20, ge=2, le=1_000_000)
+    bollinger_width: float = Field(default=2.0, gt=0, le=100)
+    quantity: int = Field(
+        default=10, gt=0, le=10_000_000, description="target size: +quantity or -quantity"
+    )
     allow_short: bool = Field(default=True, description="sell zone: short, else go flat")
 
     @model_validator(mode="after")

@@ -11,11 +11,13 @@ from schemas.ticks import F64, I64
 
 
 class MomentumParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    lookback: int = Field(default=50, ge=1)
-    threshold: float = Field(default=0.003, gt=0)
-    quantity: int = Field(default=10, gt=0, description="target size: +quantity or -quantity")
+    lookback: int = Field(default=50, ge=1, le=1_000_000)
+    threshold: float = Field(default=0.003, gt=0, le=100)
+    quantity: int = Field(
+        default=10, gt=0, le=10_000_000, description="target size: +quantity or -quantity"
+    )
     allow_short: bool = Field(default=True, description="sell zone: short, else go flat")
 
 

@@ -1,0 +1,135 @@
+"""The market: instruments, the exchange session, Zerodha's charges."""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.config.base import ClockTime, Day, Section, Token
+
+
+class Instrument(Section):
+    instrument_token: Token
+    tradingsymbol: str = Field(min_length=1)
+    exchange: str = Field(default="NSE", min_length=1)
+    tick_size: float | Literal["auto"] = Field(
+        default=0.05, description="₹, or auto: NSE's band for the price (operators.market)"
+    )
+
+    @field_validator("tick_size")
+    @classmethod
+    def _positive_tick(cls, tick: float | str) -> float | str:
+        if tick != "auto" and not (isinstance(tick, float | int) and 0 < tick <= 10_000):
+            raise ValueError("must be > 0 (at most 10000) or auto")
+        return tick
+
+    lot_size: int = Field(default=1, gt=0, le=10_000_000)
+    circuit_pct: float | None = Field(
+        default=None, gt=0, le=100, description="price band around the previous close, %"
+    )
+
+
+def _share(default: float, description: str = "") -> float:
+    """A charge as a fraction of value (0.0003 is 0.03%)."""
+    return Field(default=default, ge=0, le=1, description=description)
+
+
+def _rupees(default: float, description: str = "") -> float:
+    return Field(default=default, ge=0, le=1_000_000, description=description)
+
+
+class CostModel(Section):
+    """Zerodha equity charges (published schedules): intraday (MIS) and delivery (CNC)."""
+
+    brokerage_pct: float = _share(0.0003, "intraday, per order")
+    brokerage_cap: float = _rupees(20.0, "intraday, ₹ per order")
+    stt_sell_pct: float = _share(0.00025, "intraday, on sells")
+    transaction_pct: float = _share(0.0000297, "NSE, both products")
+    sebi_per_crore: float = _rupees(10.0)
+    stamp_buy_pct: float = _share(0.00003, "intraday, on buys")
+    gst_pct: float = _share(0.18, "on brokerage, exchange, SEBI, DP")
+    delivery_brokerage_pct: float = _share(0.0, "CNC: free")
+    delivery_stt_pct: float = _share(0.001, "CNC, buys and sells")
+    delivery_stamp_buy_pct: float = _share(0.00015, "CNC, on buys")
+    dp_per_scrip: float = _rupees(13.0, "CNC: ₹ per scrip per sell day")
+    square_off_charge: float = _rupees(
+        50.0, "₹ per order the broker squares off at the MIS cut-off"
+    )
+
+
+class SpecialSession(Section):
+    """A session on a day the calendar does not trade (e.g. Muhurat trading), its hours."""
+
+    date: Day
+    open: ClockTime
+    close: ClockTime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpecialSession:
+        if self.open >= self.close:
+            raise ValueError(f"close: must be after open ({self.open})")
+        return self
+
+
+class SessionConfig(Section):
+    """Market session; in replay judged by tick time. Trading days come from ``calendar``
+    (exchange_calendars: XBOM, whose holidays NSE shares), less ``holidays``, plus
+    ``special_sessions``; outside the calendar's years, ``weekdays`` less ``holidays``."""
+
+    calendar: str | None = Field(
+        default="XBOM", description="exchange_calendars name; null: weekdays and holidays only"
+    )
+    special_sessions: list[SpecialSession] = Field(default=[])
+
+    open: ClockTime = time(9, 15)
+    close: ClockTime = time(15, 30)
+    mis_cutoff: ClockTime = Field(
+        default=time(15, 20), description="MIS: no new entries from here, open ones squared off"
+    )
+    timezone: str = Field(default="Asia/Kolkata", description="IANA name")
+    weekdays: list[int] = Field(
+        default=[0, 1, 2, 3, 4], min_length=1, description="0 = Monday … 6 = Sunday"
+    )
+    holidays: list[Day] = Field(default=[])
+
+    @field_validator("calendar")
+    @classmethod
+    def _known_calendar(cls, name: str | None) -> str | None:
+        if name is not None:
+            import exchange_calendars  # pandas: only when a calendar is asked for
+
+            if name not in exchange_calendars.get_calendar_names():
+                raise ValueError(f"unknown exchange calendar {name!r}")
+        return name
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(name)
+        except Exception:  # not found, a path, a folder of zones: all "unknown"
+            raise ValueError(f"unknown timezone {name!r} (an IANA name: Asia/Kolkata)") from None
+        return name
+
+    @field_validator("weekdays")
+    @classmethod
+    def _days(cls, days: list[int]) -> list[int]:
+        if any(not 0 <= d <= 6 for d in days):
+            raise ValueError(f"days are 0 (Monday) to 6 (Sunday), not {days}")
+        if len(set(days)) != len(days):
+            raise ValueError(f"a day listed twice: {days}")
+        return days
+
+    @model_validator(mode="after")
+    def _hours(self) -> SessionConfig:
+        if self.open >= self.close:
+            raise ValueError(f"close: must be after open ({self.open})")
+        if not self.open <= self.mis_cutoff <= self.close:
+            raise ValueError(
+                f"mis_cutoff: must be between open ({self.open}) and close ({self.close})"
+            )
+        return self
