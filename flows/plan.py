@@ -168,7 +168,9 @@ def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
         return kafka, kafka.list_parts()  # fails fast, naming the address, if unreachable
     src = cfg.source
     days = MarketSession(cfg.session).trading_mask  # Kite streams only on trading days
-    replay = ReplaySource(src.path, tokens, src.batch_size, src.partitions, days)
+    replay = ReplaySource(
+        src.path, tokens, src.batch_size, src.partitions, days, ts_unit=src.timestamp_unit
+    )
     return replay, replay.part_names()
 
 

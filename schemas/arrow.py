@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 import typing
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import numpy as np
@@ -25,9 +25,68 @@ TICK_SCHEMA = pa.schema(
         pa.field("volume", pa.int64()),
     ]
 )
-"""Replay format: one row per tick. ``timestamp`` may also be an ISO-8601 string column."""
+"""Replay format: one row per tick. ``timestamp`` may also be an ISO-8601 string column, or
+epoch numbers in ``source.timestamp_unit``; other integer and float types are read too."""
 
 REQUIRED_TICK_COLUMNS = ("instrument_token", "timestamp", "last_price")
+
+TIMESTAMP_UNITS = ("s", "ms", "us", "ns")
+"""Units of an epoch-number ``timestamp`` column (``source.timestamp_unit``)."""
+
+
+class ReplayProblem(StrEnum):
+    """Why a replay file is refused (the code ends the one-line error)."""
+
+    NOT_FOUND = "NOT_FOUND"
+    NO_FILES = "NO_FILES"
+    UNREADABLE = "UNREADABLE"  # permissions, I/O
+    NOT_PARQUET = "NOT_PARQUET"  # no readable footer: empty, truncated, another format
+    CORRUPT = "CORRUPT"  # the footer reads but the data does not decode
+    NO_ROWS = "NO_ROWS"
+    MISSING_COLUMN = "MISSING_COLUMN"
+    DUPLICATE_COLUMN = "DUPLICATE_COLUMN"
+    BAD_COLUMN_TYPE = "BAD_COLUMN_TYPE"
+    EPOCH_UNIT_REQUIRED = "EPOCH_UNIT_REQUIRED"  # epoch numbers, no source.timestamp_unit
+    EPOCH_UNIT_IMPLAUSIBLE = "EPOCH_UNIT_IMPLAUSIBLE"  # read with that unit: no plausible year
+    ALL_NULL = "ALL_NULL"  # a required column has no value in any row
+    NO_VALID_TIMESTAMP = "NO_VALID_TIMESTAMP"
+
+
+def _numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _stringy(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def tick_column_problem(
+    name: str, typ: pa.DataType, ts_unit: str | None
+) -> tuple[ReplayProblem, str] | None:
+    """Why a replay tick column of type ``typ`` cannot be read (None: it can). Epoch-number
+    timestamps need ``ts_unit``; tokens are integers, prices and volumes numbers."""
+    if pa.types.is_null(typ):
+        return ReplayProblem.ALL_NULL, f"column {name} has no values (null type)"
+    if name == "timestamp" and _numeric(typ) and ts_unit is None:
+        return ReplayProblem.EPOCH_UNIT_REQUIRED, (
+            f"column timestamp is {typ} (epoch numbers): set source.timestamp_unit to "
+            "s, ms, us or ns to read it"
+        )
+    accepts = {
+        "instrument_token": (pa.types.is_integer, "an integer"),
+        "last_price": (lambda t: _numeric(t) or pa.types.is_decimal(t), "a number"),
+        "volume": (_numeric, "a number"),
+        "timestamp": (
+            lambda t: pa.types.is_timestamp(t) or _stringy(t) or _numeric(t),
+            "a timestamp, an ISO-8601 string or epoch numbers",
+        ),
+    }
+    if name in accepts and not accepts[name][0](typ):
+        return ReplayProblem.BAD_COLUMN_TYPE, f"column {name} is {typ}, not {accepts[name][1]}"
+    return None
+
 
 DEPTH_FIELDS = pa.schema(
     [
@@ -82,7 +141,7 @@ def read_depth(table: pa.Table) -> Depth | None:
         col = table[f.name].combine_chunks()
         lens = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
         good = lens == DEPTH_LEVELS
-        flat = pc.list_flatten(col.filter(pa.array(good))).cast(pa.float64())
+        flat = pc.list_flatten(col.filter(pa.array(good))).cast(pa.float64(), safe=False)
         values = np.full((n, DEPTH_LEVELS), np.nan)
         values[good] = (
             flat.fill_null(np.nan).to_numpy(zero_copy_only=False).reshape(-1, DEPTH_LEVELS)
