@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timezone
 
 import redis
+import requests
 
 from connectors.kite.client import OrderFeed
 from connectors.kite.orders import IntentStore, KiteOrders
@@ -85,3 +86,36 @@ def test_the_account_reconciles_with_kite_and_halts_on_a_foreign_position(sim) -
     assert f"instrument {RELIANCE}: Kite +7, account +0" in halt.detail
     assert str(TCS) not in halt.detail and acct.trading.state is TradingState.HALTED
     assert len(api.ex.orders) == 3
+
+
+def test_holdings_from_earlier_days_count_as_held_at_kite(sim) -> None:
+    """A CNC holding carried from an earlier day in an instrument we trade (the account
+    starts flat each day) halts the account, named; one we do not trade is only reported."""
+    api, root = sim
+    cfg = KiteConfig(api_root=root, timeout_s=2, attempts=2)
+    setup = AccountSetup(CostModel(), MarketSession(SessionConfig()), {}, {}, (INFY,))
+    r = redis.Redis.from_url(shared_url())
+    store = IntentStore(r, LiveKeys(f"rc-{uuid.uuid4().hex[:6]}:"), 60)
+    inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
+    venue = ZerodhaVenue(CostModel(), KiteOrders(client(root), store, cfg, inst), {})
+    acct = Account(Broker.ZERODHA, BrokerConfig(), setup, lambda _s: venue, None)
+    feed = OrderFeed(cfg, client(root))
+    held = [dict(instrument_token=TCS, quantity=4, t1_quantity=0, average_price=3500.0)]
+    requests.post(f"{root}/_sim/holdings", json=held, timeout=5).raise_for_status()
+    for _ in range(2):  # TCS is not ours: reported, never a halt
+        assert not [e for e in _feed_all(acct, feed) if isinstance(e, TradingStateChanged)]
+    assert client(root).holdings()[0]["quantity"] == 4
+    held.append(dict(instrument_token=INFY, quantity=6, t1_quantity=4, average_price=1500.0))
+    requests.post(f"{root}/_sim/holdings", json=held, timeout=5).raise_for_status()
+    for _ in range(2):  # before any tick: no event time to stamp a halt with, so it waits
+        assert not [e for e in _feed_all(acct, feed) if isinstance(e, TradingStateChanged)]
+    flat = TradingSignal(
+        signal_id=f"rc-{uuid.uuid4().hex[:6]}", correlation_id="c", strategy_id="mom",
+        broker="zerodha", instrument_token=INFY, target_quantity=0, price=1500.0,
+        timestamp=T, reason="test",
+    )  # fmt: skip
+    [halt] = [e for e in acct.on_item(flat) if isinstance(e, TradingStateChanged)]
+    assert (halt.state, halt.reason) == ("HALTED", "RECONCILE_MISMATCH")
+    assert f"instrument {INFY}: Kite +10, account +0" in halt.detail and str(TCS) not in halt.detail
+    assert halt.timestamp == T and acct.trading.state is TradingState.HALTED
+    assert not api.ex.orders  # nothing was ordered on top of the holding

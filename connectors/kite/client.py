@@ -150,10 +150,14 @@ class OrderFeed:
         self.polls += 1
 
     def positions_once(self) -> None:
-        """Kite's net positions, for the zerodha account's reconciliation."""
+        """What Kite says we hold, for the zerodha account's reconciliation: net positions
+        (today's, CNC sells of holdings included, negative) plus demat holdings from earlier
+        days (settled and T1)."""
         rows = self.client.positions()["net"]
-        got = tuple((int(r["instrument_token"]), int(r["quantity"])) for r in rows)
-        self.out.put(KitePositions(got))
+        got = [(int(r["instrument_token"]), int(r["quantity"])) for r in rows]
+        for h in self.client.holdings():
+            got.append((int(h["instrument_token"]), int(h["quantity"]) + int(h["t1_quantity"])))
+        self.out.put(KitePositions(tuple(got)))
 
     def _poll_loop(self) -> None:
         failing, reconciled = False, 0.0

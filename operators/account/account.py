@@ -88,6 +88,7 @@ class AccountState:
     closes: dict[int, float] = field(default_factory=dict)  # previous session's last prices
     closes_day: Any = None  # the trading day they were taken at the start of
     reconcile: ReconcileState = field(default_factory=ReconcileState)  # zerodha: vs Kite
+    held_alerts: list[tuple[StateReason, str]] = field(default_factory=list)  # before any time
 
 
 @dataclass(frozen=True)
@@ -281,8 +282,12 @@ class Account(Closing, MarkRuns):
             out += self._apply(self.venue.reconciled())
             why = judge(st.reconcile, item, st.book.position, universe)
             alerts += [(StateReason.RECONCILE_MISMATCH, why)] if why else []
-        ts = self.state.book.last_ts
-        for reason, detail in alerts if ts is not None else []:
+        ts, st = self.state.book.last_ts, self.state
+        if ts is None:  # no event time yet to stamp a halt with: held until there is
+            st.held_alerts += alerts
+            return out
+        alerts, st.held_alerts = st.held_alerts + alerts, []
+        for reason, detail in alerts:
             out += self._verdict(self.trading.lock(reason, detail, ts), ts)
         return out
 

@@ -118,6 +118,7 @@ class Exchange:
         self.last: dict[int, float] = {}
         self.orders: dict[str, Order] = {}
         self.trades: list[dict[str, Any]] = []
+        self.demat: dict[int, tuple[int, int, float]] = {}  # holdings: qty, T1 qty, average
         self.squared: set[int] = set()  # the days (ist_day) whose MIS square-off has run
         self.lock = threading.RLock()
         self.listeners: list[Any] = []  # called with each order view on every change
@@ -320,6 +321,22 @@ class Exchange:
                 "day_buy_value": r["buy_value"], "day_sell_value": r["sell_value"],
             })  # fmt: skip
         return {"net": net, "day": net}
+
+    def holdings(self) -> list[dict[str, Any]]:
+        """Demat holdings from earlier days (set through /_sim/holdings; the simulator's own
+        CNC trades stay in its positions across its days)."""
+        out = []
+        for tok, (qty, t1, avg) in sorted(self.demat.items()):
+            i, last = self.instruments[tok], self.last.get(tok, avg)
+            out.append({
+                "tradingsymbol": i.tradingsymbol, "exchange": i.exchange, "instrument_token": tok,
+                "isin": "", "product": "CNC", "quantity": qty, "t1_quantity": t1,
+                "realised_quantity": qty, "used_quantity": 0, "collateral_quantity": 0,
+                "collateral_type": "", "average_price": avg, "last_price": last,
+                "close_price": last, "pnl": round((qty + t1) * (last - avg), 2),
+                "day_change": 0, "day_change_percentage": 0,
+            })  # fmt: skip
+        return out
 
     def margins(self) -> dict[str, Any]:
         used = sum(abs(p["quantity"]) * p["last_price"] for p in self.positions()["net"]) * 0.2

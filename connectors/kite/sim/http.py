@@ -105,6 +105,8 @@ class SimApi:
             ("GET", f"/orders/{oid}/trades", self.order_trades),
             ("GET", "/trades", lambda p: [t for t in self.ex.trades if self.seen(t["order_id"])]),
             ("GET", "/portfolio/positions", lambda p: self.ex.positions()),
+            ("GET", "/portfolio/holdings", lambda p: self.ex.holdings()),
+            ("POST", "/_sim/holdings", self.set_holdings),
             ("POST", "/charges/orders", lambda p: contract_notes(self.ex, p.get("_list", []))),
             ("GET", "/instruments(?:/(?P<exchange>[A-Z_]+))?", self.instruments),
             ("POST", "/_sim/advance", self.advance),
@@ -177,6 +179,21 @@ class SimApi:
 
     def order_trades(self, p: dict[str, str], order_id: str) -> list[dict[str, Any]]:
         return [t for t in self.ex.trades if t["order_id"] == order_id and self.seen(order_id)]
+
+    def set_holdings(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """Admin: demat holdings, ``[{"instrument_token", "quantity", "t1_quantity",
+        "average_price"}]`` (replaces those held)."""
+        rows = p.get("_list", [])
+        with self.ex.lock:
+            self.ex.demat = {
+                int(r["instrument_token"]): (
+                    int(r["quantity"]),
+                    int(r.get("t1_quantity", 0)),
+                    float(r["average_price"]),
+                )
+                for r in rows
+            }
+        return self.ex.holdings()
 
     def set_faults(self, p: dict[str, Any]) -> dict[str, Any]:
         """Order faults (counters, see Faults), or ``ws_drop`` / ``ws_silent``: act on the
