@@ -123,6 +123,18 @@ class Progress:
         return f"replay {_hms(elapsed)}: {done}, {rate:,.0f} rows/s{left}"
 
 
+class _ClearLine(logging.Filter):
+    """Before a log record reaches the terminal, wipe the progress line it would run into."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self.out = out
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.out.write("\r\x1b[K")
+        return True
+
+
 class Printer:
     """Writes ``progress.line()`` every ``interval_s`` on a thread, until ``stop``."""
 
@@ -130,6 +142,17 @@ class Printer:
         self.progress, self.out = progress, out or sys.stderr
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self.clear = _ClearLine(self.out)
+        self.handlers = [
+            h
+            for h in logging.getLogger().handlers
+            if progress.spec.tty and getattr(h, "stream", None) is self.out
+        ]
+
+    def start(self) -> None:
+        for h in self.handlers:
+            h.addFilter(self.clear)
+        self.thread.start()
 
     def write(self) -> None:
         line = self.progress.line()
@@ -148,6 +171,8 @@ class Printer:
         self.done.set()
         if self.thread.is_alive():
             self.thread.join()
+        for h in self.handlers:
+            h.removeFilter(self.clear)
         self.write()
         if self.progress.spec.tty:
             self.out.write("\n")
@@ -185,7 +210,7 @@ class ProgressSink(DynamicSink[Note]):
             if self.printer is None:
                 self.progress = Progress(self.spec)
                 self.printer = Printer(self.progress)
-                self.printer.thread.start()
+                self.printer.start()
             self.open += 1
         return _Partition(self)
 

@@ -42,6 +42,17 @@ def _bytewax_argv(flags: dict[str, Any]) -> list[str]:
     return argv
 
 
+def _interval(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value.lower() == "off":
+        return value
+    try:
+        if float(value) >= 0:
+            return value
+    except ValueError:
+        pass
+    raise click.BadParameter(f"{value!r}: seconds (a number >= 0) or off")
+
+
 @main.command(
     context_settings={"help_option_names": ["-h", "--help"]},
     short_help="Run the flow (replay, Kafka or live) into a fresh run folder",
@@ -56,6 +67,7 @@ def _bytewax_argv(flags: dict[str, Any]) -> list[str]:
 @click.option(
     "--progress",
     metavar="SECONDS|off",
+    callback=_interval,
     help="progress interval on stderr [default: 0.5 s on a terminal, 10 s otherwise, 60 s live]",
 )
 @click.option("-w", "--workers-per-process", type=click.IntRange(1), help="Bytewax workers")

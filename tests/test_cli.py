@@ -69,6 +69,8 @@ def test_arguments_reach_the_module_that_does_the_work(tmp_path: Path) -> None:
     }
     bad = CliRunner().invoke(main, ["load", "--nope"])
     assert bad.exit_code == 2 and "usage: alpha-panda load" in bad.output
+    pace = CliRunner().invoke(main, ["run", "--progress", "soon"])
+    assert pace.exit_code == 2 and "seconds (a number >= 0) or off" in pace.output
 
 
 def test_report_and_compare_read_run_folders(conf: Path, tmp_path: Path) -> None:
