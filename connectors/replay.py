@@ -132,6 +132,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
         self.data: _FileData | None = None
         self.rows = 0
         self.logged = time.monotonic()
+        stop.tick_part_open(name)
 
     def _load(self) -> None:
         path = self.files[self.state.file_idx]
@@ -190,7 +191,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
     def next_batch(self) -> list[SourceItem]:
         st = self.state
         if st.file_idx >= len(self.files) or stop.requested():
-            raise StopIteration()
+            raise stop.tick_part_ended(self.name)
         if self.chunks is None:
             self._load()
         assert self.chunks is not None

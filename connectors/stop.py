@@ -8,6 +8,11 @@ signal's number (130 for SIGINT, 143 for SIGTERM). A second signal exits at once
 
 The flag is per process: in a multi-process cluster, signal every process (Ctrl-C in a
 terminal signals the whole process group).
+
+Tick partitions also say when they end (``tick_part_open`` / ``tick_part_ended``): the Kite
+order-update partition (a zerodha broker fed by Kafka or replay) ends once every tick
+partition has, so ``idle_stop_s`` and bounded reads finish the run. Only in a single process:
+in a cluster the other processes' partitions are unknown, so it ends on a signal only.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ log = logging.getLogger("alpha_panda.stop")
 
 _flag = threading.Event()
 _signum: list[int] = []  # the first signal received
+_lock = threading.Lock()
+_ticks: dict[str, bool] = {}  # tick partition of this process -> ended
+_cluster: list[bool] = [False]
 
 
 def requested() -> bool:
@@ -49,9 +57,37 @@ def signal_name() -> str:
 
 
 def reset() -> None:
-    """Forget a stop (tests that run several flows in one process)."""
+    """Forget a stop and the tick partitions (tests that run several flows in one process)."""
     _flag.clear()
     _signum.clear()
+    with _lock:
+        _ticks.clear()
+
+
+def set_cluster(argv: list[str]) -> None:
+    """Note whether this process is one of several (``-i``/``-a`` or Bytewax's variables)."""
+    flags = ("-a", "--addresses", "-i", "--process-id")
+    multi = any(a in flags or a.startswith(("--addresses=", "--process-id=")) for a in argv)
+    env = ("BYTEWAX_ADDRESSES", "BYTEWAX_PROCESS_ID", "__BYTEWAX_PROC_ID")
+    _cluster[0] = multi or any(os.environ.get(k) for k in env)
+
+
+def tick_part_open(name: str) -> None:
+    with _lock:
+        _ticks[name] = False
+
+
+def tick_part_ended(name: str) -> StopIteration:
+    """Record that a tick partition ended; returns the StopIteration it raises."""
+    with _lock:
+        _ticks[name] = True
+    return StopIteration()
+
+
+def ticks_ended() -> bool:
+    """Every tick partition of this (single) process has ended."""
+    with _lock:
+        return not _cluster[0] and bool(_ticks) and all(_ticks.values())
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:

@@ -22,6 +22,7 @@ from schemas.config import ConfigError, SourceUnavailable
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 stop.install()  # before Bytewax runs: SIGINT/SIGTERM end the sources, then exit 130/143
+stop.set_cluster(sys.argv[1:])
 
 
 def _flow() -> Dataflow:

@@ -69,6 +69,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         self.last_ts = dict(state.last_ts) if state else {}
         self.idle_stop_s, self.tail = idle_stop_s, tail
         self.heard = time.monotonic()
+        stop.tick_part_open(name)
 
     def _poll(self) -> tuple[list[bytes | None], list[int], list[int]]:
         """Bytewax's ``next_batch`` without building a message object per message (half the
@@ -76,7 +77,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         also get each message's Kafka timestamp (µs; -1 where it has none)."""
         inner = self.inner
         if inner._eof or stop.requested():
-            raise StopIteration()
+            raise stop.tick_part_ended(self.name)
         values: list[bytes | None] = []
         offsets: list[int] = []
         stamps: list[int] = []
@@ -101,7 +102,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         if not values:
             idle = self.idle_stop_s
             if idle is not None and time.monotonic() - self.heard >= idle:
-                raise StopIteration()  # tail run: this partition is done
+                raise stop.tick_part_ended(self.name)  # tail run: this partition is done
             return []
         self.heard = time.monotonic()
         live = self.tail  # a bounded read is a recording: no receipt latency

@@ -28,7 +28,7 @@ class _UpdatePartition(StatefulSourcePartition[Any, int]):
         start_ticker(self.kws)
 
     def next_batch(self) -> list[Any]:
-        if stop.requested():
+        if stop.requested() or stop.ticks_ended():  # a signal, or every tick partition ended
             raise StopIteration()
         items, self.seq = self.feed.drain(PART, self.seq)
         return list(items)
