@@ -95,14 +95,18 @@ def _dead(
 ) -> list[DeadLetter]:
     out = []
     for i in idx.tolist():
-        ts = int(raw.ts[i])
+        given = int(raw.ts[i])  # a dead letter's own time only if plausible (raw keeps any)
+        ts = given if PLAUSIBLE_FROM <= given < PLAUSIBLE_UNTIL else MISSING_TS
         if raw.raw_records is not None:
-            text = raw.raw_records[i].decode("utf-8")
+            text = raw.raw_records[i].decode("utf-8", errors="replace")
             out.append(_dead_letter(raw, i, ts, reason, detail, text))
             continue
         raw_ts: Any = raw.raw_ts[i] if raw.raw_ts is not None else None
-        if raw.raw_ts is None and ts != MISSING_TS:
-            raw_ts = from_us(ts)
+        if raw.raw_ts is None and given != MISSING_TS:
+            try:
+                raw_ts = from_us(given)
+            except OverflowError:  # beyond datetime: the µs as read
+                raw_ts = given
         price = float(raw.price[i])
         record = {
             "instrument_token": raw.instrument_token,

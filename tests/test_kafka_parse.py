@@ -5,14 +5,31 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-from datetime import datetime
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import run_main
+from confluent_kafka import Producer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.kafka.parse import RAW_KEEP, parse_batch, parse_tick
-from schemas.ticks import to_us
+from connectors.kafka.source import poll_items
+from connectors.replay import RowsRead
+from flows.config import DEFAULT_CONFIG, parse_config
+from flows.graph import build_flow
+from flows.plan import prepare
+from schemas.events import DeadLetter
+from schemas.ticks import US, TickBatch, to_us
+from tests.kafka_broker import create_topic
+from tests.support import read_ledger
 
 TOPIC, PART = "market.ticks", "0-market.ticks"
 
@@ -120,3 +137,124 @@ def test_outcome_of_a_message_never_depends_on_its_neighbours(
     assert sorted(dead, key=lambda d: d.offset) == sorted(whole_dead, key=lambda d: d.offset)
     assert len(pos) + len(dead) == len(values)
     assert np.all(np.diff(whole.pos) > 0)
+
+
+# --- Poison messages (issue 14): nothing in a message may raise past the parser ---------
+
+ENTERED = to_us(datetime(2026, 11, 20, 6, 0, tzinfo=timezone.utc))  # when they entered Kafka
+
+
+def poison(token: int, entered: int) -> dict[str, tuple[bytes, str]]:
+    """The hostile messages measured in issue 14 (and more), for ``token``, with the reason
+    each must get; ``entered``: when they enter Kafka (µs)."""
+    later = datetime.fromtimestamp(entered / US + 2 * 86_400, timezone.utc).isoformat()
+    return {
+        "JSON nested 1,200 deep": (
+            b'{"instrument_token": %d, "volume": ' % token + b"[" * 1200 + b"]" * 1200 + b"}",
+            "MALFORMED_JSON",
+        ),
+        "token above int64": (tick(token=2**64 + 1), "INVALID_FIELD"),
+        "volume above int64": (tick(token=token, volume=2**64), "INVALID_FIELD"),
+        "volume 2^62": (tick(token=token, volume=2**62), "INVALID_FIELD"),
+        "volume negative": (tick(token=token, volume=-5), "INVALID_FIELD"),
+        "top-level null": (b"null", "MALFORMED_JSON"),
+        "year 9999": (tick(token=token, ts="9999-12-31T23:59:59Z"), "TIMESTAMP_IMPLAUSIBLE"),
+        "year 1": (tick(token=token, ts="0001-01-01T00:00:00+05:30"), "TIMESTAMP_IMPLAUSIBLE"),
+        "dated 2100": (tick(token=token, ts="2100-01-01T09:15:00+05:30"), "TIMESTAMP_IMPLAUSIBLE"),
+        "two days after it entered": (
+            tick(token=token, ts=later),
+            "TIMESTAMP_IMPLAUSIBLE",
+        ),
+        "price 1e308": (tick(token=token, price=1e308), "INVALID_PRICE"),
+    }
+
+
+POISON = poison(256265, ENTERED)
+
+
+def minute(i: int, token: int = 256265) -> bytes:
+    """A valid tick ``i`` minutes after 09:15 IST on 2026-11-20 (a trading day)."""
+    return tick(token=token, price=100.0 + i, ts=f"2026-11-20T{9 + (15 + i) // 60:02d}:"
+                f"{(15 + i) % 60:02d}:00+05:30")  # fmt: skip
+
+
+def poll(values: Sequence[bytes | None], last: dict[int, int]) -> list[Any]:
+    entered = np.full(len(values), ENTERED, dtype=np.int64)
+    offsets = list(range(len(values)))
+    known = frozenset({256265})
+    return poll_items(list(values), entered, offsets, TOPIC, PART, known, 16_384, last)
+
+
+def test_poison_messages_are_dead_letters_with_their_reason() -> None:
+    names = list(POISON)
+    values = [minute(0), *(POISON[n][0] for n in names), minute(1)]
+    items = poll(values, {})
+    dead = {d.offset: d for d in items if isinstance(d, DeadLetter)}
+    for k, name in enumerate(names, start=1):
+        assert dead[k].reason == POISON[name][1], (name, dead[k].detail)
+    ticks = [b for b in items if isinstance(b, TickBatch)]
+    assert [len(b) for b in ticks] == [2]
+    assert items[0] == RowsRead(len(values))
+
+
+def test_a_tick_dated_2100_never_moves_its_instruments_order_check() -> None:
+    last: dict[int, int] = {}
+    first = poll([minute(0), tick(ts="2100-01-01T09:15:00+05:30"), minute(1)], last)
+    later = poll([minute(i) for i in range(2, 50)], last)  # a later poll: 48 valid ticks
+    assert [d.reason for d in first if isinstance(d, DeadLetter)] == ["TIMESTAMP_IMPLAUSIBLE"]
+    assert not [d for d in later if isinstance(d, DeadLetter)]
+    assert sum(len(b) for b in later if isinstance(b, TickBatch)) == 48
+    assert last[256265] == to_us(datetime.fromisoformat("2026-11-20T10:04:00+05:30"))
+
+
+def test_a_tick_a_little_after_it_entered_kafka_is_accepted() -> None:
+    """Clock skew: up to a day after arrival is plausible (the bound is not zero)."""
+    when = datetime.fromtimestamp(ENTERED / US + 3600, timezone.utc).isoformat()
+    items = poll([tick(ts=when)], {})
+    assert [len(b) for b in items if isinstance(b, TickBatch)] == [1]
+
+
+def _kafka_config(address: str, topic: str, out: Path) -> Any:
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["source"] = {"kind": "kafka", "topic": topic, "tail": False, "batch_size": 7}
+    raw["kafka"] = {"brokers": [address], "partitions": 1}
+    raw["output"] = {"dir": str(out)}
+    return parse_config(raw, DEFAULT_CONFIG.parent)
+
+
+def test_poison_on_the_broker_never_stops_the_flow_nor_a_resume(kafka: str, tmp_path: Path) -> None:
+    """The measured failures, on a real broker: every poison message is a dead letter, its
+    offset is passed in the recovery state, and a resume reads on (and never dies on it)."""
+    topic = "poison.ticks"
+    create_topic(kafka, topic, 1)
+    token = 738561  # RELIANCE, in the bundled instrument list
+
+    def send(values: list[bytes]) -> None:
+        p = Producer({"bootstrap.servers": kafka})
+        for v in values:
+            p.produce(topic, v, str(token).encode())
+        p.flush()
+
+    cases = poison(token, time.time_ns() // 1000)  # they enter Kafka now
+    bad = [v for v, _ in cases.values()]
+    send([minute(i, token) for i in range(10)] + bad + [minute(i, token) for i in range(10, 20)])
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    init_db_dir(recovery, 1)
+    reports = []
+    for run in ("first", "resumed", "resumed again"):
+        out = tmp_path / run.replace(" ", "_")
+        flow = build_flow(prepare(_kafka_config(kafka, topic, out)))
+        run_main(flow, epoch_interval=None, recovery_config=RecoveryConfig(str(recovery)))
+        reports.append(json.loads((out / "report.json").read_text()))
+        if run == "first":  # after the 2100 tick: later valid ticks of its instrument
+            send([minute(i, token) for i in range(20, 40)] + bad)
+        dead = read_ledger(out, "dead_letters") if (out / "dead_letters").exists() else []
+        assert "TIMESTAMP_OUT_OF_ORDER" not in {d["reason"] for d in dead}
+    first, resumed, again = reports
+    assert (first["rows_read"], first["ticks_processed"]) == (20 + len(cases), 20)
+    assert first["dead_letters_by_reason"] == dict(Counter(r for _, r in cases.values()))
+    # the resumed run carries on from the recovery state: 20 new valid ticks, the poison again
+    assert (resumed["rows_read"], resumed["ticks_processed"]) == (40 + 2 * len(cases), 40)
+    assert resumed["dead_letters"] == 2 * len(cases)
+    assert (again["rows_read"], again["ticks_processed"]) == (resumed["rows_read"], 40)

@@ -43,6 +43,7 @@ _PARSE = pj.ParseOptions(explicit_schema=JSON_SCHEMA, unexpected_field_behavior=
 _READ = pj.ReadOptions(use_threads=False, block_size=1 << 24)
 _AWARE = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 INT64_MAX = 2**63 - 1
+_UNREADABLE = object()  # json.loads failed
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,18 @@ def _arrow(values: list[bytes]) -> tuple[I64, I64, F64, I64, np.ndarray] | None:
         ok = (tok > 0) & np.isfinite(price) & (price > 0) & aware & (ts != MISSING_TS)
     ok &= ~given | ((vol >= 0) & (vol <= MAX_VOLUME))
     return tok, ts, price, vol, ok
+
+
+def _plain(v: bytes) -> bool:
+    """Whether the columnar parse may see a message: one line, one JSON object. Anything
+    else goes straight to model validation (pyarrow 26 crashes the process on a top-level
+    ``null``, found by tests/test_fuzz.py)."""
+    return (
+        b"\n" not in v
+        and b"\r" not in v
+        and v.strip(b" \t")[:1] == b"{"
+        and v.rstrip(b" \t")[-1:] == b"}"
+    )
 
 
 def parse_batch(
@@ -125,11 +138,7 @@ def parse_batch(
                     )
                 )
 
-    plain = [
-        i
-        for i, v in enumerate(values)
-        if v and len(v) <= max_bytes and b"\n" not in v and b"\r" not in v
-    ]
+    plain = [i for i, v in enumerate(values) if v and len(v) <= max_bytes and _plain(v)]
     if plain:
         run(np.array(plain, dtype=np.int64))
     for i in sorted(set(range(len(values))) - set(plain)):
@@ -212,14 +221,14 @@ def _parse_one(
             value, DeadLetterReason.MESSAGE_TOO_LARGE, detail, topic, part, offset
         )
     try:
-        d = json.loads(value)
+        d: object = json.loads(value)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deep
-        d = None
+        d = _UNREADABLE
     try:
         tick = MarketTick.model_validate_json(value, strict=True)
     except ValidationError as err:
         reason, detail = _reason(err)
-        if d is not None and not isinstance(d, dict):
+        if d is not _UNREADABLE and not isinstance(d, dict):  # also a top-level null
             reason, detail = DeadLetterReason.MALFORMED_JSON, "expected a JSON object"
         return message_dead_letter(value, reason, detail, topic, part, offset)
     out_of_range = _out_of_range(tick)

@@ -14,6 +14,7 @@ in the replay format. ``idle_stop_s`` ends the run after that long without ticks
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -32,15 +33,19 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import stop
 from connectors.kite.client import OrderFeed, call_in_reactor, start_ticker, ticker
+from connectors.kite.packets import BadPacket, parse_frame
 from connectors.replay import RowsRead, group_rows
 from operators.session import MarketSession
-from operators.ticks import MISSING_TS, RawTicks, validate
+from operators.ticks import MISSING_TS, RawTicks, arrival_bounds, dead_letter, validate
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, depth_columns
 from schemas.config import KiteConfig, KiteSourceConfig, SessionConfig
+from schemas.enums import DeadLetterReason
+from schemas.events import DeadLetter
 from schemas.ticks import DEPTH_LEVELS, US, Depth, FeedStale, TickBatch
 
 log = logging.getLogger("alpha_panda.kite.ticks")
 PART = "kite"
+Entry = dict[str, Any] | BadPacket  # one packet of a binary frame
 NAP = timedelta(milliseconds=20)  # wait between polls of an empty tick queue
 
 
@@ -142,6 +147,55 @@ class Capture:
         self.buf, self.n = [], 0
 
 
+def _bad_letter(offset: int, bad: BadPacket) -> DeadLetter:
+    raw = base64.b64encode(bad.raw).decode("ascii")
+    reason = DeadLetterReason.MALFORMED_PACKET
+    return dead_letter(PART, PART, offset, reason, bad.detail, raw, raw_encoding="base64")
+
+
+def frame_items(
+    frames: list[tuple[int, list[Entry]]], state: KiteTickState, known: frozenset[int]
+) -> tuple[list[Any], list[TickBatch]]:
+    """Frames as received (receipt µs, packets) → RowsRead and dead letters (offset order),
+    and one batch per instrument. Every packet takes the next offset (``state.seq``) and is
+    processed or a dead letter; ``state.last_ts`` keeps each instrument's order."""
+    entries = [(recv, e) for recv, packets in frames for e in packets]
+    first = state.seq
+    state.seq += len(entries)
+    dead: list[DeadLetter] = []
+    raw: list[dict[str, Any]] = []
+    cols: list[tuple[int, int, int, float, int, int]] = []  # offset, token, ts, price, vol, recv
+    for k, (received, e) in enumerate(entries):
+        if isinstance(e, BadPacket):
+            dead.append(_bad_letter(first + k, e))
+            continue
+        p = e.get("last_price")
+        price = float(p) if isinstance(p, (int, float)) else float("nan")
+        tok, vol = int(e.get("instrument_token") or -1), int(e.get("volume_traded") or 0)
+        cols.append((first + k, tok, tick_time(e, received), price, vol, received))
+        raw.append(e)
+    offsets, tokens, tsa, vols, got = (
+        np.array([c[i] for c in cols], dtype=np.int64) for i in (0, 1, 2, 4, 5)
+    )
+    prices = np.array([c[3] for c in cols], dtype=np.float64)
+    depth = book_depth(raw)
+    batches: list[TickBatch] = []
+    for token, rows in group_rows(tokens).items() if len(tokens) else ():
+        records = _Json([raw[i] for i in rows.tolist()])
+        rawt = RawTicks(PART, PART, token if token > 0 else None, offsets[rows], tsa[rows],
+                        prices[rows], vols[rows], raw_records=records, recv=got[rows],
+                        depth=depth.take(rows) if depth is not None else None)  # fmt: skip
+        last = state.last_ts.get(token, MISSING_TS)
+        batch, bad, new_last = validate(rawt, known, last, None, arrival_bounds(got[rows]))
+        if token in known:
+            state.last_ts[token] = new_last
+        dead.extend(bad)
+        if batch is not None:
+            batches.append(batch)
+    dead.sort(key=lambda d: d.offset)
+    return [RowsRead(len(entries)), *dead], batches
+
+
 class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
     def __init__(
         self,
@@ -155,7 +209,7 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         self.src, self.session, self.tokens = src, session, tokens
         self.known = frozenset(tokens)
         self.state = state or KiteTickState()
-        self.ticks: queue.SimpleQueue[tuple[int, list[dict[str, Any]]]] = queue.SimpleQueue()
+        self.ticks: queue.SimpleQueue[tuple[int, list[Entry]]] = queue.SimpleQueue()
         self.last_tick = time.monotonic()
         self.last_event_ts = max(self.state.last_ts.values(), default=MISSING_TS)
         self.stale_reported = False
@@ -167,7 +221,7 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         self.feed = feed
         self.kws = ticker(kite, src.reconnect_max_delay_s)
         self.kws.on_connect = self._on_connect
-        self.kws.on_ticks = lambda ws, ticks: self.ticks.put((time.time_ns() // 1000, ticks))
+        self.kws.on_message = self._on_message  # binary frames read here, never by kiteconnect
         self.kws.on_reconnect = lambda ws, n: log.warning("Kite ticker reconnecting (try %d)", n)
         if feed is not None:
             self.kws.on_order_update = lambda ws, data: feed.on_message(data)
@@ -179,28 +233,25 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         ws.subscribe(self.tokens)
         ws.set_mode(self.src.mode, self.tokens)
 
-    def _rows(
-        self,
-    ) -> tuple[list[int], list[int], list[float], list[int], list[dict[str, Any]], list[int]]:
-        recv: list[int] = []
-        token: list[int] = []
-        ts: list[int] = []
-        price: list[float] = []
-        volume: list[int] = []
-        raw: list[dict[str, Any]] = []
+    def _on_message(self, ws: Any, payload: bytes, is_binary: bool) -> None:
+        """Ticker thread: a binary frame's packets, with their receipt time (never raises)."""
+        if not is_binary:
+            return  # text: order updates and errors, which kiteconnect reads
+        received = time.time_ns() // 1000
+        try:
+            entries = parse_frame(payload)
+        except Exception as e:  # parse_frame is fuzzed never to raise; a frame cannot stop us
+            entries = [BadPacket(payload, f"unreadable frame ({type(e).__name__})")]
+        if entries:
+            self.ticks.put((received, entries))
+
+    def _drain(self) -> list[tuple[int, list[Entry]]]:
+        frames: list[tuple[int, list[Entry]]] = []
         while True:
             try:
-                received, ticks = self.ticks.get_nowait()
+                frames.append(self.ticks.get_nowait())
             except queue.Empty:
-                return token, ts, price, volume, raw, recv
-            for t in ticks:
-                recv.append(received)
-                token.append(int(t.get("instrument_token") or -1))
-                ts.append(tick_time(t, received))
-                p = t.get("last_price")
-                price.append(float(p) if isinstance(p, (int, float)) else float("nan"))
-                volume.append(int(t.get("volume_traded") or 0))
-                raw.append(t)
+                return frames
 
     def next_batch(self) -> list[Any]:
         if stop.requested():
@@ -209,50 +260,18 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         if self.feed is not None:
             updates, self.state.seq = self.feed.drain(PART, self.state.seq)
             out.extend(updates)
-        token, ts, price, volume, raw, recv = self._rows()
+        frames = self._drain()
         now = time.monotonic()
-        if token:
-            out.extend(self._batches(token, ts, price, volume, raw, recv))
-            self.last_tick, self.stale_reported = now, False
-        else:
-            out.extend(self._watchdog(now))
-        return out
-
-    def _batches(
-        self,
-        token: list[int],
-        ts: list[int],
-        price: list[float],
-        volume: list[int],
-        raw: list[dict[str, Any]],
-        recv: list[int],
-    ) -> list[Any]:
-        first = self.state.seq
-        self.state.seq += len(token)
-        tok = np.array(token, dtype=np.int64)
-        tsa, pa_, vol = np.array(ts, np.int64), np.array(price), np.array(volume, np.int64)
-        offsets = np.arange(first, first + len(token), dtype=np.int64)
-        got = np.array(recv, dtype=np.int64)
-        out: list[Any] = [RowsRead(len(token))]
-        batches: list[TickBatch] = []
-        depth = book_depth(raw)
-        for t, rows in group_rows(tok).items():
-            records = _Json([raw[i] for i in rows.tolist()])
-            rawt = RawTicks(PART, PART, t if t > 0 else None, offsets[rows], tsa[rows],
-                            pa_[rows], vol[rows], raw_records=records, recv=got[rows],
-                            depth=depth.take(rows) if depth is not None else None)  # fmt: skip
-            last = self.state.last_ts.get(t, MISSING_TS)
-            batch, dead, new_last = validate(rawt, self.known, last)
-            if t in self.known:
-                self.state.last_ts[t] = new_last
-            out.extend(dead)
-            if batch is not None:
-                batches.append(batch)
-                self.last_event_ts = max(self.last_event_ts, new_last)
+        if not frames:
+            return out + self._watchdog(now)
+        self.last_tick, self.stale_reported = now, False
+        items, batches = frame_items(frames, self.state, self.known)
+        for b in batches:
+            self.last_event_ts = max(self.last_event_ts, b.watermark)
         if self.capture is not None and batches:
             self.capture.add(batches)
             self.state.capture_files = self.capture.files
-        return out + batches
+        return out + items + batches
 
     def _watchdog(self, now: float) -> list[Any]:
         silent = now - self.last_tick

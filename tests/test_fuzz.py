@@ -1,0 +1,417 @@
+"""Fuzz every input path with hostile data: Kafka messages (bytes and JSON), KiteTicker
+binary frames, replay Parquet tables. Each property: nothing raises, and every input is
+processed or a dead letter (in = processed + dead letters); no accepted tick is dated
+implausibly, so none can move an instrument's order check.
+
+``python -m tests.test_fuzz [EXAMPLES]`` runs each property EXAMPLES times (default 500)
+and prints the figures the README quotes: inputs tried, crashes, in = processed + dead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import struct
+import sys
+import tempfile
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.kafka.source import poll_items
+from connectors.kite.packets import parse_frame
+from connectors.kite.sim.ticker import Quote, message, packet
+from connectors.kite.ticks import KiteTickState, frame_items
+from connectors.replay import ReplaySource, RowsRead
+from operators.session import MarketSession
+from operators.ticks import MAX_AHEAD_US, MAX_PRICE, MAX_VOLUME, PLAUSIBLE_FROM
+from schemas.config import ConfigError, SessionConfig
+from schemas.events import DeadLetter
+from schemas.ticks import US, TickBatch, from_us, to_us
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+KNOWN = frozenset({738561, 408065})
+ARRIVAL = to_us(datetime(2026, 11, 20, 6, 0, tzinfo=timezone.utc))  # a Friday, in session
+TRADING = MarketSession(SessionConfig()).trading_mask
+TALLY: Counter[str] = Counter()  # figures per path: inputs, processed, dead
+
+
+def check_items(path: str, items: list[Any], n_in: int, bound: int | None) -> None:
+    """in = processed + dead letters; offsets unique; accepted ticks plausibly dated."""
+    read = sum(i.count for i in items if isinstance(i, RowsRead))
+    dead = [i for i in items if isinstance(i, DeadLetter)]
+    batches = [i for i in items if isinstance(i, TickBatch)]
+    processed = sum(len(b) for b in batches)
+    assert read == n_in == processed + len(dead), (read, n_in, processed, len(dead))
+    for b in batches:
+        if len(b):
+            assert b.ts.min() >= PLAUSIBLE_FROM and np.all(np.diff(b.ts) >= 0)
+            assert bound is None or b.ts.max() <= bound
+            assert np.all(b.price <= MAX_PRICE) and np.all(b.volume <= MAX_VOLUME)
+            assert np.all((b.volume >= 0) | (b.volume == -1))
+    TALLY[f"{path} inputs"] += n_in
+    TALLY[f"{path} processed"] += processed
+    TALLY[f"{path} dead"] += len(dead)
+
+
+# --- Kafka: JSON and bytes -------------------------------------------------------------
+
+IST = timezone(timedelta(hours=5, minutes=30))
+near = st.integers(-3 * 86_400, 3 * 86_400).map(
+    lambda s: from_us(ARRIVAL + s * US).astimezone(IST).isoformat()
+)
+any_date = st.datetimes(
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.sampled_from([timezone.utc, IST, timezone(timedelta(hours=-12))]),
+).map(datetime.isoformat)
+odd_ts = st.sampled_from(
+    ["2100-01-01T00:00:00Z", "2099-06-01T10:00:00+05:30", "9999-12-31T23:59:59Z",
+     "0001-01-01T00:00:00+05:30", "1970-01-01T00:00:00Z", "2026-11-20T09:15:00", "",
+     "yesterday", None, 1795166100, True]
+)  # fmt: skip
+big_ints = st.integers(-(2**70), 2**70)
+tokens = st.one_of(
+    st.sampled_from([738561, 408065, 738561, 4242, 0, -1, 2**63 - 1, 2**63, 2**64 + 5]),
+    st.sampled_from([True, None, "738561", 1.5]),
+    big_ints,
+)
+prices = st.one_of(
+    st.floats(0.05, 5000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, -1, 1e308, MAX_PRICE * 2, "1.0", None, True]),
+    big_ints,
+)
+volumes = st.one_of(
+    st.integers(0, 10**7), st.sampled_from([2**62, -1, -5, 2**63, 2**64, "ten", 1.5]), big_ints
+)
+tick_json = st.fixed_dictionaries(
+    {"instrument_token": tokens, "last_price": prices,
+     "timestamp": st.one_of(near, any_date, odd_ts)},
+    optional={"volume": st.one_of(st.none(), volumes), "colour": st.text(max_size=4)},
+)  # fmt: skip
+json_any = st.recursive(
+    st.none() | st.booleans() | big_ints | st.floats() | st.text(max_size=12),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
+    max_leaves=10,
+)
+
+
+def _dumps(v: Any) -> bytes:
+    return json.dumps(v).encode()
+
+
+def _splice(msg: bytes, at: int, junk: bytes) -> bytes:
+    at %= len(msg) + 1
+    return msg[:at] + junk + msg[at + len(junk) :]
+
+
+def _nested(depth: int, obj: bool) -> bytes:
+    inner = b'{"a":' * depth + b"1" + b"}" * depth if obj else b"[" * depth + b"]" * depth
+    return b'{"instrument_token": 738561, "last_price": 1.0, "volume": ' + inner + b"}"
+
+
+def _near(lo_s: int, hi_s: int) -> st.SearchStrategy[str]:
+    """ISO times (IST) ``lo_s``..``hi_s`` seconds from ARRIVAL."""
+    return st.integers(lo_s, hi_s).map(
+        lambda s: from_us(ARRIVAL + s * US).astimezone(IST).isoformat()
+    )
+
+
+good_tick = st.fixed_dictionaries(
+    {"instrument_token": st.sampled_from(sorted(KNOWN)), "last_price": st.floats(0.05, 5000),
+     "timestamp": _near(-7200, 3600)},
+    optional={"volume": st.integers(0, 10**7)},
+)  # fmt: skip
+messages = st.one_of(
+    good_tick.map(_dumps),
+    good_tick.map(_dumps),
+    good_tick.map(_dumps),
+    tick_json.map(_dumps),
+    tick_json.map(_dumps),
+    json_any.map(_dumps),
+    st.binary(max_size=64),
+    st.builds(_splice, tick_json.map(_dumps), st.integers(0, 120), st.binary(max_size=4)),
+    st.builds(_nested, st.integers(100, 6000), st.booleans()),
+    st.just(b'{"x": "' + b"a" * 20_000 + b'"}'),
+    st.sampled_from([None, b"null", b" null ", b"[]", b"{}"]),
+)  # fmt: skip
+
+
+@FUZZ
+@given(st.lists(messages, min_size=1, max_size=30), st.integers(-600, 600))
+def test_kafka_messages_never_raise_and_each_is_processed_or_dead(
+    values: list[bytes | None], skew_s: int
+) -> None:
+    entered = np.full(len(values), ARRIVAL + skew_s * US, dtype=np.int64)
+    last: dict[int, int] = {}
+    offsets = list(range(100, 100 + len(values)))
+    topic, part = "market.ticks", "0-market.ticks"
+    items = poll_items(values, entered, offsets, topic, part, KNOWN, 16_384, last, TRADING)
+    bound = int(entered.max()) + MAX_AHEAD_US
+    check_items("kafka", items, len(values), bound)
+    assert all(v <= bound for v in last.values())  # nothing implausible moved the order check
+    assert {d.offset for d in items if isinstance(d, DeadLetter)} <= set(offsets)
+
+
+# --- KiteTicker: binary frames ---------------------------------------------------------
+
+_LENGTHS = st.sampled_from([8, 28, 32, 44, 184])
+
+
+@st.composite
+def kite_packet(draw: st.DrawFn) -> bytes:
+    kind = draw(st.integers(0, 5))
+    if kind <= 2:  # a well-formed tick, some with hostile values
+        token = draw(st.sampled_from([738561, 408065, 738561, 408065, 4242, 0, 2**32 - 1]))
+        secs = st.integers(-7200, 3600).map(lambda s: ARRIVAL // US + s)
+        q = Quote(
+            draw(st.one_of(st.floats(0.05, 5000), st.floats(0.0, 40_000_000.0))),
+            1.0,
+            2.0,
+            0.5,
+            draw(st.integers(0, 2**32 - 1)),
+            draw(st.integers(0, 2**32 - 1)),
+            draw(st.one_of(secs, secs, st.integers(0, 2**32 - 1))),
+        )
+        return packet(token, draw(st.sampled_from(["ltp", "quote", "full"])), q)
+    if kind == 3:  # a known length, any bytes
+        return draw(st.binary(min_size=184, max_size=184))[: draw(_LENGTHS)]
+    return draw(st.binary(max_size=200))
+
+
+@st.composite
+def kite_frame(draw: st.DrawFn) -> bytes:
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.binary(max_size=300))
+    body = draw(st.lists(kite_packet(), max_size=6))
+    frame = message(body)
+    if draw(st.booleans()):  # lie about the count, cut the frame, or add bytes
+        count = draw(st.integers(0, 65535))
+        frame = struct.pack(">H", count) + frame[2:]
+    cut = draw(st.integers(0, len(frame)))
+    return frame[:cut] if draw(st.booleans()) else frame + draw(st.binary(max_size=8))
+
+
+@FUZZ
+@given(st.lists(kite_frame(), min_size=1, max_size=8))
+def test_kite_frames_never_raise_and_each_packet_is_processed_or_dead(frames: list[bytes]) -> None:
+    parsed = [(ARRIVAL, parse_frame(f)) for f in frames]
+    n_in = sum(len(p) for _, p in parsed)
+    state = KiteTickState(seq=7)
+    items, batches = frame_items(parsed, state, KNOWN)
+    check_items("kite", [*items, *batches], n_in, ARRIVAL + MAX_AHEAD_US)
+    assert state.seq == 7 + n_in
+    assert all(v <= ARRIVAL + MAX_AHEAD_US for v in state.last_ts.values())
+
+
+# --- Replay: Arrow tables --------------------------------------------------------------
+
+I64 = st.integers(-(2**63), 2**63 - 1)
+_TS_TYPES = ["s", "ms", "us", "ns"]
+
+
+@st.composite
+def tick_table(draw: st.DrawFn) -> pa.Table:
+    n = draw(st.integers(1, 40))
+    base = ARRIVAL + np.cumsum(draw(st.lists(st.integers(0, 60), min_size=n, max_size=n))) * US
+    wild = st.one_of(
+        st.none(), I64, st.sampled_from([to_us(datetime(2100, 1, 1, tzinfo=timezone.utc))])
+    )
+    ts: list[int | None] = [
+        draw(wild) if draw(st.integers(0, 9)) == 0 else int(b) for b in base
+    ]  # fmt: skip
+    unit = draw(st.sampled_from([*_TS_TYPES, "text"]))
+    if unit == "text":
+        ts_col = pa.array([None if v is None else _iso_or_junk(v) for v in ts], pa.string())
+    else:
+        div = {"s": US, "ms": 1000, "us": 1, "ns": 1}[unit]
+        mul = 1000 if unit == "ns" else 1
+        vals = [None if v is None else (v // div if mul == 1 else _clip(v * mul)) for v in ts]
+        ts_col = pa.array(vals, pa.int64()).cast(pa.timestamp(unit, "UTC"))
+
+    def column(*choices: st.SearchStrategy[Any]) -> list[Any]:
+        return draw(st.lists(st.one_of(*choices), min_size=n, max_size=n))
+
+    good_price = st.floats(0.05, 5000)
+    tokens = column(st.sampled_from([*KNOWN, *KNOWN, *KNOWN, 4242, -7, None]))
+    prices = column(good_price, good_price, st.floats(), st.none())
+    cols = {
+        "instrument_token": pa.array(tokens, pa.int64()),
+        "timestamp": ts_col,
+        "last_price": pa.array(prices, pa.float64()),
+    }
+    if draw(st.booleans()):
+        vol = column(st.integers(0, 10**7), st.integers(0, 10**7), I64, st.none())
+        cols["volume"] = pa.array(vol, pa.int64())
+    return pa.table(cols)  # fmt: skip
+
+
+def _clip(v: int) -> int:
+    return max(min(v, 2**63 - 1), -(2**63))
+
+
+def _iso_or_junk(us: int) -> str:
+    try:
+        return from_us(us).isoformat()
+    except OverflowError:
+        return f"junk-{us}"
+
+
+_files = itertools.count()
+_DIR = Path(tempfile.mkdtemp(prefix="fuzz-replay-"))
+
+
+def run_replay(table: pa.Table) -> list[Any] | None:
+    """Every item of a replay over ``table`` (2 partitions), or None if the file check
+    refused the file before the run (a clear error naming it, not a crash)."""
+    path = _DIR / f"f{next(_files):06d}"
+    path.mkdir()
+    pq.write_table(table, path / "ticks.parquet")
+    try:
+        src = ReplaySource(path, sorted(KNOWN), 7, 2, TRADING)
+    except ConfigError:
+        return None
+    items: list[Any] = []
+    for name in src.list_parts():
+        part = src.build_part("fuzz", name, None)
+        while True:
+            try:
+                items.extend(part.next_batch())
+            except StopIteration:
+                break
+    return items
+
+
+@FUZZ
+@given(tick_table())
+def test_replay_rows_never_raise_and_each_is_processed_or_dead(table: pa.Table) -> None:
+    items = run_replay(table)
+    if items is None:
+        TALLY["replay files refused"] += 1
+        return
+    check_items("replay", items, table.num_rows, ARRIVAL + 367 * 86_400 * US)
+
+
+# --- The measured failures, one by one ------------------------------------------------
+
+Y2100 = to_us(datetime(2100, 1, 1, 3, 45, tzinfo=timezone.utc))
+Y9999 = to_us(datetime(9999, 12, 31, tzinfo=timezone.utc))
+
+
+def _reasons(items: list[Any]) -> Counter[str]:
+    return Counter(str(d.reason) for d in items if isinstance(d, DeadLetter))
+
+
+def test_replay_a_row_dated_2100_first_never_moves_the_order_check() -> None:
+    """Its instrument's first row is dated 2100: a dead letter, and every later valid row of
+    it (this file and the next) is processed, none out of order."""
+    minutes = [ARRIVAL + 60 * US * i for i in range(30)]
+    ts = [Y2100, *minutes[:10], Y9999, *minutes[10:20]]
+    vol = [5] * len(ts)
+    vol[3] = 2**62  # absurd volume: never reaches the fill model
+    table = pa.table({
+        "instrument_token": pa.array([738561] * len(ts), pa.int64()),
+        "timestamp": pa.array(ts, pa.int64()).cast(pa.timestamp("us", "UTC")),
+        "last_price": pa.array([100.0] * len(ts)),
+        "volume": pa.array(vol, pa.int64()),
+    })  # fmt: skip
+    later = pa.table({
+        "instrument_token": pa.array([738561] * 10, pa.int64()),
+        "timestamp": pa.array(minutes[20:], pa.int64()).cast(pa.timestamp("us", "UTC")),
+        "last_price": pa.array([101.0] * 10),
+        "volume": pa.array([5] * 10, pa.int64()),
+    })  # fmt: skip
+    path = _DIR / f"f{next(_files):06d}"
+    path.mkdir()
+    pq.write_table(table, path / "a.parquet")
+    pq.write_table(later, path / "b.parquet")
+    src = ReplaySource(path, sorted(KNOWN), 7, 1, TRADING)
+    part = src.build_part("t", src.list_parts()[0], None)
+    items: list[Any] = []
+    while True:
+        try:
+            items.extend(part.next_batch())
+        except StopIteration:
+            break
+    assert _reasons(items) == {"TIMESTAMP_IMPLAUSIBLE": 2, "INVALID_FIELD": 1}
+    got = np.concatenate([b.ts for b in items if isinstance(b, TickBatch)])
+    wild = (0, 3, 11)  # rows: dated 2100, absurd volume, dated 9999
+    assert got.tolist() == [t for i, t in enumerate(ts) if i not in wild] + minutes[20:]
+
+
+def _full(token: int, ts_s: int, price: float = 101.5) -> bytes:
+    return packet(token, "full", Quote(price, 100.0, 102.0, 99.0, 1000, 5, ts_s))
+
+
+def test_kite_bad_packets_are_dead_letters_and_good_ones_pass() -> None:
+    now_s = ARRIVAL // US
+    frames = [
+        message([_full(738561, now_s), packet(408065, "ltp", Quote(50.0, 50, 50, 50))]),
+        message([_full(738561, now_s + 1)])[:-3],  # truncated
+        struct.pack(">H", 3) + message([_full(738561, now_s + 2)])[2:],  # says 3, holds 1
+        message([b"\x00" * 10]),  # no packet is 10 bytes
+        message([_full(738561, int(Y2100 // US))]),  # dated 2100
+        message([_full(738561, now_s + 3)]) + b"junk",
+    ]
+    parsed = [(ARRIVAL, parse_frame(f)) for f in frames]
+    state = KiteTickState()
+    items, batches = frame_items(parsed, state, KNOWN)
+    assert _reasons(items) == {"MALFORMED_PACKET": 4, "TIMESTAMP_IMPLAUSIBLE": 1}
+    assert sorted(int(b.ts[-1] // US) - now_s for b in batches if b.instrument_token == 738561) == [
+        3
+    ]
+    assert sum(len(b) for b in batches) == 4  # 738561 at +0, +2, +3 and the ltp tick
+    assert state.last_ts[738561] == ARRIVAL + 3 * US
+
+
+def test_kite_frames_read_as_kiteconnect_reads_them() -> None:
+    """Well-formed frames give kiteconnect's own tick dicts (the rest of the flow reads them)."""
+    from kiteconnect import KiteTicker
+
+    kws = KiteTicker("key", "token")
+    q = Quote(2900.05, 2890.0, 2910.0, 2880.0, 12345, 10, ARRIVAL // US)
+    for token in (738561, 256265, 0x10C):  # NSE, an index, an nco divisor
+        frame = message(packet(token, mode, q) for mode in ("ltp", "quote", "full"))
+        assert parse_frame(frame) == kws._parse_binary(frame)
+
+
+def main() -> None:
+    """Run each property ``sys.argv[1]`` times and print the figures."""
+    crashes = 0
+    for test in (
+        test_kafka_messages_never_raise_and_each_is_processed_or_dead,
+        test_kite_frames_never_raise_and_each_packet_is_processed_or_dead,
+        test_replay_rows_never_raise_and_each_is_processed_or_dead,
+    ):
+        try:
+            test()
+        except Exception as e:  # a falsified property: count it, show it
+            crashes += 1
+            print(f"{test.__name__}: {type(e).__name__}: {e}", file=sys.stderr)
+    for path, unit in (("kafka", "messages"), ("kite", "packets"), ("replay", "rows")):
+        n, p, d = (TALLY[f"{path} {k}"] for k in ("inputs", "processed", "dead"))
+        ok = "=" if n == p + d else "!="
+        print(f"{path}: {EXAMPLES} examples, {n} {unit} in {ok} {p} processed + {d} dead letters")
+    print(f"replay files refused whole by the file check: {TALLY['replay files refused']}")
+    print(f"crashes: {crashes}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and "FUZZ_EXAMPLES" not in os.environ:
+        os.environ["FUZZ_EXAMPLES"] = sys.argv[1]
+        os.execv(sys.executable, [sys.executable, "-m", "tests.test_fuzz"])
+    main()
