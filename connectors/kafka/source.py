@@ -23,8 +23,9 @@ from connectors import stop
 from connectors.kafka import client_config, partitions_of
 from connectors.kafka.parse import parse_batch
 from connectors.replay import RowsRead, SourceItem, group_rows
-from operators.ticks import MISSING_TS, RawTicks, TradingDays, validate
+from operators.ticks import MISSING_TS, RawTicks, TradingDays, arrival_bounds, validate
 from schemas.config import KafkaConfig, KafkaSourceConfig
+from schemas.ticks import I64
 
 
 @dataclass
@@ -51,6 +52,49 @@ class _Pick(Sequence[bytes]):
         return self.values[int(self.pos[i])] or b""
 
 
+def poll_items(
+    values: list[bytes | None],
+    entered: I64,
+    offsets: list[int],
+    topic: str,
+    name: str,
+    known: frozenset[int],
+    max_bytes: int,
+    last_ts: dict[int, int],
+    trading: TradingDays | None = None,
+    live: bool = False,
+) -> list[SourceItem]:
+    """One poll's messages (``entered``: when each entered Kafka, µs) → RowsRead, dead
+    letters (offset order), then one batch per instrument; ``last_ts`` (per instrument) is
+    updated. Every message is processed or a dead letter; nothing in one can raise."""
+    cols, dead = parse_batch(values, offsets, max_bytes, topic, name)
+    offs = np.array(offsets, dtype=np.int64)
+    batches = []
+    for token, rows in group_rows(cols.token).items():
+        pos = cols.pos[rows]
+        raw = RawTicks(
+            source=topic,
+            partition=name,
+            instrument_token=token,
+            offsets=offs[pos],
+            ts=cols.ts[rows],
+            price=cols.price[rows],
+            volume=cols.volume[rows],
+            raw_records=_Pick(values, pos),
+            recv=entered[pos] if live else None,
+        )
+        last = last_ts.get(token, MISSING_TS)
+        bounds = arrival_bounds(entered[pos])
+        batch, bad, new_last = validate(raw, known, last, trading, bounds)
+        if token in known:
+            last_ts[token] = new_last
+        dead.extend(bad)
+        if batch is not None:
+            batches.append(batch)
+    dead.sort(key=lambda d: d.offset)
+    return [RowsRead(len(values)), *dead, *batches]
+
+
 class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
     def __init__(
         self,
@@ -69,15 +113,14 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         self.last_ts = dict(state.last_ts) if state else {}
         self.idle_stop_s, self.tail = idle_stop_s, tail
         self.heard = time.monotonic()
-        stop.tick_part_open(name)
 
     def _poll(self) -> tuple[list[bytes | None], list[int], list[int]]:
         """Bytewax's ``next_batch`` without building a message object per message (half the
-        cost of the source): same consumer, EOF handling and offset bookkeeping. Tail runs
-        also get each message's Kafka timestamp (µs; -1 where it has none)."""
+        cost of the source): same consumer, EOF handling and offset bookkeeping, plus each
+        message's Kafka timestamp (µs; -1 where it has none)."""
         inner = self.inner
         if inner._eof or stop.requested():
-            raise stop.tick_part_ended(self.name)
+            raise StopIteration()
         values: list[bytes | None] = []
         offsets: list[int] = []
         stamps: list[int] = []
@@ -90,9 +133,8 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
                 raise RuntimeError(f"error consuming from Kafka topic {self.topic!r}: {err}")
             values.append(msg.value())
             offsets.append(msg.offset() or 0)
-            if self.tail:
-                kind, ms = msg.timestamp()
-                stamps.append(ms * 1000 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else -1)
+            kind, ms = msg.timestamp()
+            stamps.append(ms * 1000 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else -1)
         if offsets:
             inner._offset = offsets[-1] + 1
         return values, offsets, stamps
@@ -102,41 +144,20 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         if not values:
             idle = self.idle_stop_s
             if idle is not None and time.monotonic() - self.heard >= idle:
-                raise stop.tick_part_ended(self.name)  # tail run: this partition is done
+                raise StopIteration()  # tail run: this partition is done
             return []
         self.heard = time.monotonic()
-        live = self.tail  # a bounded read is a recording: no receipt latency
-        # when each tick entered Kafka (else its receipt): the feed latency, and how old a
-        # signal is when a resume reads old messages again (kite.max_signal_age_s)
+        # when each tick entered Kafka (else its receipt): no tick is dated much later (see
+        # operators.ticks.arrival_bounds); tail runs: the feed latency, and how old a signal
+        # is when a resume reads old messages again (kite.max_signal_age_s). A bounded read
+        # is a recording: no receipt latency.
         received = time.time_ns() // 1000
-        entered = np.array(stamps, dtype=np.int64) if live else None
-        if entered is not None:
-            entered[entered < 0] = received
-        cols, dead = parse_batch(values, offsets, self.max_bytes, self.topic, self.name)
-        offs = np.array(offsets, dtype=np.int64)
-        batches = []
-        for token, rows in group_rows(cols.token).items():
-            pos = cols.pos[rows]
-            raw = RawTicks(
-                source=self.topic,
-                partition=self.name,
-                instrument_token=token,
-                offsets=offs[pos],
-                ts=cols.ts[rows],
-                price=cols.price[rows],
-                volume=cols.volume[rows],
-                raw_records=_Pick(values, pos),
-                recv=entered[pos] if entered is not None else None,
-            )
-            last = self.last_ts.get(token, MISSING_TS)
-            batch, bad, new_last = validate(raw, self.known, last, self.trading)
-            if token in self.known:
-                self.last_ts[token] = new_last
-            dead.extend(bad)
-            if batch is not None:
-                batches.append(batch)
-        dead.sort(key=lambda d: d.offset)
-        return [RowsRead(len(values)), *dead, *batches]
+        entered = np.array(stamps, dtype=np.int64)
+        entered[entered < 0] = received
+        return poll_items(
+            values, entered, offsets, self.topic, self.name, self.known, self.max_bytes,
+            self.last_ts, self.trading, self.tail,
+        )  # fmt: skip
 
     def snapshot(self) -> KafkaTickState:
         return KafkaTickState(self.inner.snapshot(), dict(self.last_ts))
