@@ -3,6 +3,7 @@ whatever a config file holds, loading it raises nothing but ConfigError, in one 
 
 from __future__ import annotations
 
+import itertools
 import types
 import typing
 from collections.abc import Iterator
@@ -129,19 +130,24 @@ MUHURAT = {"date": "2026-11-08", "open": "18:00", "close": "19:00"}
 
 def _set(raw: dict[str, Any], path: list[Any], value: Any) -> None:
     """Set ``value`` at ``path``, making the sections on the way (an earlier edit may have
-    replaced one by a scalar: it becomes a section again)."""
+    replaced one by a scalar or a list: it becomes a section again)."""
     node: Any = raw
-    for key in path[:-1]:
-        if isinstance(node, dict):
-            fresh = [dict(MUHURAT)] if key == "special_sessions" else {}
-            if not isinstance(node.get(key), dict | list):
-                node[key] = fresh
-            node = node[key]
-        elif isinstance(node, list) and len(node) > key:
-            node = node[key]
-        else:
-            return
+    for key, nxt in itertools.pairwise(path):
+        child = node[key] if isinstance(node, dict | list) and _has(node, key) else None
+        if isinstance(nxt, int):  # a list of entries (strategies, instruments, sessions)
+            if not (isinstance(child, list) and len(child) > nxt):
+                if key != "special_sessions":
+                    return
+                child = [dict(MUHURAT)]
+        elif not isinstance(child, dict):
+            child = {}
+        node[key] = child
+        node = child
     node[path[-1]] = value
+
+
+def _has(node: Any, key: Any) -> bool:
+    return key in node if isinstance(node, dict) else 0 <= key < len(node)
 
 
 FIELD_CASES = [(k, p, lbl, v) for k, p, lbl, ann in _cases() for v in _hostile(ann)]
@@ -192,7 +198,7 @@ FUZZ = settings(
 )
 
 
-@FUZZ
+@settings(FUZZ, max_examples=100)
 @given(edits=st.lists(st.tuples(st.sampled_from(PATHS), VALUES), min_size=1, max_size=3))
 def test_fuzz_field_values_only_ever_raise_config_error(
     tmp_path: Path, edits: list[tuple[tuple[Any, ...], Any]]
