@@ -51,12 +51,24 @@ def test_a_topic_lost_by_a_broker_back_empty_is_logged(
             assert watch.check() == ["watched.ticks"]  # logged once, not on every look
             create_topic(address, "watched.ticks", 2)
             assert watch.check() == []
+            assert watch.check() == []  # nothing new: nothing logged
     finally:
         second.close()
+    third = start_broker(tmp_path / "c.log", port)  # empty again, and the topic recreated
+    next(third)  # before the next look: only its new id tells
+    try:
+        create_topic(address, "watched.ticks", 2)
+        with caplog.at_level(logging.WARNING, "alpha_panda.kafka.sink"):
+            assert watch.check() == ["watched.ticks"]
+    finally:
+        third.close()
+    where = f"'watched.ticks' is gone from {address}"
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
-        f"kafka: topic 'watched.ticks' is gone from {address} (the broker lost its data?): "
-        "its messages and committed offsets are lost"
+        f"kafka: topic {where} (the broker lost its data?): "
+        "its messages and committed offsets are lost",
+        f"kafka: topic 'watched.ticks' was recreated on {address} (the broker lost its data?): "
+        "its earlier messages and committed offsets are lost",
     ]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'watched.ticks' is back" in warnings[0]

@@ -4,7 +4,8 @@ Bytewax's KafkaSink drops delivery failures silently; this sink logs them (per t
 reason, once a minute) and reports what was never delivered at close. A daemon thread on
 worker 0 lists the cluster's topics every ``interval_s``: a topic it saw that is gone (a broker
 restarted empty: topics, data and committed offsets lost) is logged as an ERROR, and again
-when it comes back (empty: offsets the source kept may be past its end).
+when it comes back (empty: offsets the source kept may be past its end); a topic whose id
+changed between two looks (gone and recreated in between) is an ERROR too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection
+from confluent_kafka.admin import AdminClient
 
 from connectors.kafka import KafkaUnavailable, _Throttle, client_config, metadata
 from schemas.config import KafkaConfig
@@ -28,16 +30,30 @@ Message = KafkaSinkMessage[bytes, bytes]
 
 
 class TopicWatch:
-    """Remembers the topics it has seen (``topics``: only those; None: every topic);
-    ``check()`` logs those gone and those back."""
+    """Remembers the topics it has seen and their ids (``topics``: only those; None: every
+    topic); ``check()`` logs those gone, back, or recreated between two looks."""
 
     def __init__(self, cfg: KafkaConfig, topics: list[str] | None = None) -> None:
         self.cfg, self.topics = cfg, topics
-        self.seen: set[str] = set()
+        self.seen: dict[str, str] = {}  # topic -> its id ("" if the cluster gives none)
         self.gone: set[str] = set()
+        self.where = ",".join(cfg.brokers)
+
+    def _ids(self, names: list[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        admin = AdminClient(client_config(self.cfg))
+        found = admin.describe_topics(TopicCollection(names), request_timeout=self.cfg.timeout_s)
+        ids: dict[str, str] = {}
+        for name, fut in found.items():
+            try:
+                ids[name] = str(fut.result(timeout=self.cfg.timeout_s).topic_id or "")
+            except KafkaException:
+                ids[name] = ""
+        return ids
 
     def check(self) -> list[str]:
-        """One look at the cluster; returns the watched topics missing now."""
+        """One look at the cluster; returns the watched topics gone or recreated since."""
         try:
             md = metadata(self.cfg)
         except KafkaUnavailable as exc:
@@ -46,21 +62,32 @@ class TopicWatch:
         present = {n for n, t in md.topics.items() if t.error is None}
         if self.topics is not None:
             present &= set(self.topics)
-        lost = sorted(self.seen - present)
+        ids = self._ids(sorted(present))
+        lost = sorted(set(self.seen) - present)
         for name in lost:
             if name not in self.gone:
                 log.error(
                     "kafka: topic %r is gone from %s (the broker lost its data?): its messages "
-                    "and committed offsets are lost", name, ",".join(self.cfg.brokers),
+                    "and committed offsets are lost", name, self.where,
                 )  # fmt: skip
         for name in sorted(self.gone - set(lost)):
             log.warning(
                 "kafka: topic %r is back on %s, possibly empty: offsets kept in the recovery "
-                "state may be past its end", name, ",".join(self.cfg.brokers),
+                "state may be past its end", name, self.where,
+            )  # fmt: skip
+        remade = [
+            n
+            for n, i in sorted(ids.items())
+            if i and self.seen.get(n, i) not in (i, "") and n not in self.gone
+        ]
+        for name in remade:
+            log.error(
+                "kafka: topic %r was recreated on %s (the broker lost its data?): its "
+                "earlier messages and committed offsets are lost", name, self.where,
             )  # fmt: skip
         self.gone = set(lost)
-        self.seen |= present
-        return lost
+        self.seen.update(ids)
+        return sorted({*lost, *remade})
 
 
 class _Watcher(threading.Thread):
