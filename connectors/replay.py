@@ -1,4 +1,5 @@
-"""Replay source: ticks from Parquet files, read in file-name order (chronological).
+"""Replay source: ticks from Parquet files, each checked whole before the flow starts and
+read in time order (connectors.replay_files).
 
 Partition k of P owns instruments whose ``token % P == k`` (rows without a token go to
 partition 0), so each instrument's ticks stay in order on one partition. Within a file,
@@ -10,12 +11,13 @@ instruments. Rows are validated here (bad rows → dead letters); the snapshot h
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import stop
+from connectors.replay_files import ReplayFileError, list_files, read_ticks
 from operators.ticks import (
     MISSING_TS,
     Bounds,
@@ -33,8 +36,7 @@ from operators.ticks import (
     recording_bounds,
     validate,
 )
-from schemas.arrow import REQUIRED_TICK_COLUMNS, depth_type_error, read_depth
-from schemas.config import ConfigError
+from schemas.arrow import ReplayProblem
 from schemas.events import DeadLetter
 from schemas.ticks import Depth, TickBatch
 
@@ -51,57 +53,6 @@ class RowsRead:
 SourceItem = TickBatch | DeadLetter | RowsRead
 
 
-def list_files(path: str | Path) -> list[Path]:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(p.rglob("*.parquet"))
-    elif p.exists():
-        files = [p]
-    else:
-        raise FileNotFoundError(f"source.path: {p} does not exist")
-    if not files:
-        raise FileNotFoundError(f"source.path: no .parquet files under {p}")
-    for f in files:
-        schema = pq.read_schema(f)
-        missing = [c for c in REQUIRED_TICK_COLUMNS if c not in schema.names]
-        if missing:
-            raise ConfigError(f"source.path: {f} lacks column(s) {missing}")
-        depth = depth_type_error(schema)
-        if depth is not None:
-            raise ConfigError(f"source.path: {f} {depth}")
-    return files
-
-
-def _timestamps(col: pa.ChunkedArray) -> tuple[np.ndarray, list[Any] | None]:
-    """int64 µs UTC (MISSING_TS where null/unparseable), and raw values if they were text."""
-    if pa.types.is_timestamp(col.type):  # epoch numbers (UTC, naive or not) in its unit
-        return _epoch_us(_column(col.cast(pa.int64()), pa.int64(), MISSING_TS), col.type.unit), None
-    raw = col.to_pylist()
-    out = np.full(len(raw), MISSING_TS, dtype=np.int64)
-    for i, v in enumerate(raw):
-        try:
-            dt = datetime.fromisoformat(str(v)) if v is not None else None
-        except ValueError:
-            dt = None
-        if dt is not None:
-            dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-            out[i] = int(dt.timestamp()) * 1_000_000 + dt.microsecond
-    return out, raw
-
-
-def _epoch_us(vals: np.ndarray, unit: str) -> np.ndarray:
-    """Epoch numbers in ``unit`` → µs (ns: floored); what µs cannot hold → MISSING_TS."""
-    out = np.full(len(vals), MISSING_TS, dtype=np.int64)
-    ok = vals != MISSING_TS
-    if unit == "ns":
-        out[ok] = vals[ok] // 1000
-        return out
-    per = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
-    ok &= np.abs(np.where(ok, vals, 0)) < 2**62 // per
-    out[ok] = vals[ok] * per
-    return out
-
-
 @dataclass
 class _FileData:
     tokens: np.ndarray  # int64, -1 where null
@@ -113,14 +64,6 @@ class _FileData:
     groups: dict[int, np.ndarray]  # token → its row indices, in file order
     depth: Depth | None = None
     bounds: Bounds | None = None  # plausible tick times (operators.ticks.recording_bounds)
-
-
-def _column(col: pa.ChunkedArray, typ: pa.DataType, fill: Any) -> np.ndarray:
-    if col.type != typ:
-        col = col.cast(typ)
-    if col.null_count:
-        col = col.fill_null(fill)
-    return col.to_numpy()
 
 
 _CACHE: dict[Path, _FileData] = {}
@@ -136,28 +79,28 @@ def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
     return {int(tok[g[0]]): g for g in np.split(order, cuts) if len(g)}
 
 
-def _read(path: Path) -> _FileData:
+def _read(path: Path, ts_unit: str | None = None) -> _FileData:
     """Read (and cache the most recent) file; partitions in one process share it."""
     if path in _CACHE:
         return _CACHE[path]
-    t = pq.read_table(path)
-    names = set(t.column_names)
-    tok = _column(t["instrument_token"], pa.int64(), -1)
-    ts, raw_ts = _timestamps(t["timestamp"])
-    price = _column(t["last_price"], pa.float64(), np.nan)
-    if "volume" in names:
-        vol = _column(t["volume"], pa.int64(), -1)
-    else:
-        vol = np.full(len(tok), -1, dtype=np.int64)
-    groups = group_rows(tok)
-    bounds = recording_bounds(ts)
-    sane = ts[~implausible(ts, bounds)]  # a wild time never moves the file-end mark
+    c = read_ticks(pq.read_table(path), ts_unit)
+    bounds = recording_bounds(c.ts)
+    sane = c.ts[~implausible(c.ts, bounds)]  # a wild time never moves the file-end mark
     max_ts = int(sane.max()) if len(sane) else MISSING_TS  # MISSING_TS is the int64 minimum
-    depth = read_depth(t)
-    data = _FileData(tok, ts, price, vol, raw_ts, max_ts, groups, depth, bounds)
+    groups = group_rows(c.tokens)
+    data = _FileData(c.tokens, c.ts, c.price, c.volume, c.raw_ts, max_ts, groups, c.depth, bounds)
     _CACHE.clear()
     _CACHE[path] = data
     return data
+
+
+def _unreadable(path: Path, exc: BaseException) -> NoReturn:
+    """A file that passed the check before the run but fails now (changed or damaged since):
+    one line, exit 2, no traceback."""
+    err = ReplayFileError(path, ReplayProblem.CORRUPT, f"became unreadable during the run: {exc}")
+    sys.stderr.write(f"alpha-panda: {err}\n")
+    sys.stderr.flush()
+    os._exit(2)
 
 
 @dataclass
@@ -178,18 +121,25 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
         batch_size: int,
         state: ReplayState | None,
         trading: TradingDays | None = None,
+        ts_unit: str | None = None,
     ) -> None:
         self.name, self.files, self.bucket, self.buckets = name, files, bucket, buckets
         self.known, self.batch_size, self.trading = known, batch_size, trading
+        self.ts_unit = ts_unit
         self.mine = sorted(t for t in known if t % buckets == bucket)
         self.state = state or ReplayState()
         self.chunks: list[tuple[int, np.ndarray]] | None = None
         self.data: _FileData | None = None
         self.rows = 0
         self.logged = time.monotonic()
+        stop.tick_part_open(name)
 
     def _load(self) -> None:
-        data = _read(self.files[self.state.file_idx])
+        path = self.files[self.state.file_idx]
+        try:
+            data = _read(path, self.ts_unit)
+        except Exception as exc:
+            _unreadable(path, exc)
         chunks: list[tuple[tuple[int, int, int], int, np.ndarray]] = []
         for token, group in data.groups.items():
             if (0 if token < 0 else token % self.buckets) != self.bucket:
@@ -241,7 +191,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
     def next_batch(self) -> list[SourceItem]:
         st = self.state
         if st.file_idx >= len(self.files) or stop.requested():
-            raise StopIteration()
+            raise stop.tick_part_ended(self.name)
         if self.chunks is None:
             self._load()
         assert self.chunks is not None
@@ -281,9 +231,13 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
         batch_size: int,
         partitions: int,
         trading: TradingDays | None = None,
+        ts_unit: str | None = None,
     ) -> None:
-        """``trading``: ticks dated on other days are dead letters (see operators.ticks)."""
-        self.files = list_files(path)
+        """``trading``: ticks dated on other days are dead letters (see operators.ticks);
+        ``ts_unit``: the unit of epoch-number timestamp columns. Every file is checked here,
+        before the flow starts (ReplayFileError, a ConfigError, names the file)."""
+        self.files = list_files(path, ts_unit)
+        self.ts_unit = ts_unit
         self.trading = trading
         self.known = frozenset(instruments)
         self.batch_size = batch_size
@@ -308,4 +262,5 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
             self.batch_size,
             resume_state,
             self.trading,
+            self.ts_unit,
         )
