@@ -113,6 +113,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         self.last_ts = dict(state.last_ts) if state else {}
         self.idle_stop_s, self.tail = idle_stop_s, tail
         self.heard = time.monotonic()
+        stop.tick_part_open(name)
 
     def _poll(self) -> tuple[list[bytes | None], list[int], list[int]]:
         """Bytewax's ``next_batch`` without building a message object per message (half the
@@ -120,7 +121,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         message's Kafka timestamp (µs; -1 where it has none)."""
         inner = self.inner
         if inner._eof or stop.requested():
-            raise StopIteration()
+            raise stop.tick_part_ended(self.name)
         values: list[bytes | None] = []
         offsets: list[int] = []
         stamps: list[int] = []
@@ -144,7 +145,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         if not values:
             idle = self.idle_stop_s
             if idle is not None and time.monotonic() - self.heard >= idle:
-                raise StopIteration()  # tail run: this partition is done
+                raise stop.tick_part_ended(self.name)  # tail run: this partition is done
             return []
         self.heard = time.monotonic()
         # when each tick entered Kafka (else its receipt): no tick is dated much later (see
