@@ -203,6 +203,7 @@ def accounts(
         circuits={i.instrument_token: i.circuit_pct for i in cfg.instruments if i.circuit_pct},
         stops=cfg.stop_offsets(),
         tick_sizes={i.instrument_token: i.tick_size for i in cfg.instruments},
+        symbols={i.tradingsymbol: i.instrument_token for i in cfg.instruments},
         exits={
             s.id: ExitRule(s.stop_loss_pct, s.take_profit_pct, s.trailing_stop_pct)
             for s in cfg.strategies

@@ -68,6 +68,7 @@ class KitePositions:
     ``kite.reconcile_s`` for the zerodha account to reconcile against."""
 
     rows: tuple[tuple[int, int], ...]
+    holdings: tuple[tuple[str, int, int], ...] = ()  # demat: (tradingsymbol, token, quantity)
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,19 @@ they differ."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
 
 from connectors.kite.orders import IntentStore, KiteOrders
+from connectors.kite.placement import PlacementWorker
 from operators.account.book import AccountBook
 from operators.account.portfolio import summary
 from operators.account.zerodha import ZerodhaVenue
@@ -22,7 +27,7 @@ from schemas.enums import Broker
 from schemas.events import FeesSettled, OrderFilled, OrderPlaced, TradingSignal, ValidatedSignal
 from schemas.ids import content_id
 from schemas.kite import OrderUpdate, PlacementOutcome, order_tag
-from schemas.redis_keys import LiveKeys
+from schemas.redis_keys import LiveKeys, OrderIntent
 from tests.redis_server import shared_url
 from tests.support import StubPlacer, StubWorker, advance, client
 
@@ -133,12 +138,14 @@ def test_the_worker_path_and_the_report_showing_both() -> None:
     assert venue.send(v, "MARKET") == [] and worker.offered
     worker.answers.append(PlacementOutcome(tag, "PLACED", "K1", sent_us=1))
     [p] = venue.collect()
+    assert isinstance(p, OrderPlaced)
     book.opened(p)
     row = dict(order_id="K1", status="COMPLETE", tag=tag, filled_quantity=10, quantity=10,
                average_price=1000.0, instrument_token=INFY, transaction_type="SELL",
                exchange_timestamp="2026-11-20 09:31:00", order_timestamp="2026-11-20 09:31:00",
                status_message=None, pending_quantity=0, cancelled_quantity=0)  # fmt: skip
     [f] = venue.update(OrderUpdate.from_kite(row))
+    assert isinstance(f, OrderFilled)
     book.fill(f)
     [(asked_tag, asked)] = worker.notes
     assert asked_tag == tag
@@ -161,22 +168,83 @@ def test_the_worker_path_and_the_report_showing_both() -> None:
     assert venue.collect() == []  # one note per order, whatever comes again
 
 
-def test_a_note_that_is_not_one_leaves_the_cost_model_s_fees() -> None:
-    worker = StubWorker()
+def _completed(worker: StubWorker, n: int, filled: int = 10, status: str = "COMPLETE") -> Any:
     venue = ZerodhaVenue(CostModel(), StubPlacer(), {}, None, worker)
-    v = _validated(4, 10, "BUY")
+    v = _validated(n, 10, "BUY")
     tag = order_tag(v.signal.signal_id)
     venue.send(v, "MARKET")
-    worker.answers.append(PlacementOutcome(tag, "PLACED", "K2", sent_us=1))
+    worker.answers.append(PlacementOutcome(tag, "PLACED", f"K{n}", sent_us=1))
     venue.collect()
-    row = dict(order_id="K2", status="COMPLETE", tag=tag, filled_quantity=10, quantity=10,
+    row = dict(order_id=f"K{n}", status=status, tag=tag, filled_quantity=filled, quantity=10,
                average_price=1000.0, instrument_token=INFY, transaction_type="BUY",
                exchange_timestamp="2026-11-20 09:31:00", order_timestamp="2026-11-20 09:31:00",
-               status_message=None, pending_quantity=0, cancelled_quantity=0)  # fmt: skip
+               status_message=None, pending_quantity=0, cancelled_quantity=10 - filled)  # fmt: skip
     venue.update(OrderUpdate.from_kite(row))
-    bad = {"brokerage": 3.0, "transaction_tax": -1.0, "exchange_turnover_charge": 0.3,
-           "sebi_turnover_charge": 0.01, "stamp_duty": 0.3, "gst": 0.6, "total": 3.21}  # fmt: skip
-    worker.answers.append(PlacementOutcome(tag, "NOTE", "K2", charges=bad))
-    assert venue.collect() == []  # a negative head: not a note
-    worker.answers.append(PlacementOutcome(tag, "NOTE_FAILED", "K2", "NetworkException"))
+    return venue, tag
+
+
+HEADS = {"brokerage": 3.0, "transaction_tax": 0.0, "exchange_turnover_charge": 0.3,
+         "sebi_turnover_charge": 0.01, "stamp_duty": 0.3, "gst": 0.6}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {**HEADS, "total": 9.99e8},  # far beyond any charge on ₹10,000: not believed
+        {**HEADS, "total": 0.0},  # not the sum of its heads (4.21)
+        {**HEADS, "brokerage": True, "total": 2.21},  # a bool is not an amount
+        {**HEADS, "brokerage": "3.0", "total": 4.21},  # nor is text
+        {**HEADS, "brokerage": 10**400, "total": 4.21},  # beyond a float
+        {**HEADS, "transaction_tax": -1.0, "total": 3.21},  # negative
+        {**HEADS, "total": float("nan")},
+    ],
+)
+def test_a_note_that_is_not_one_leaves_the_cost_model_s_fees(bad: dict[str, Any]) -> None:
+    worker = StubWorker()
+    venue, tag = _completed(worker, 4)
+    worker.answers.append(PlacementOutcome(tag, "NOTE", "K4", charges=bad))
     assert venue.collect() == []
+    worker.answers.append(PlacementOutcome(tag, "NOTE", "K4", charges={**HEADS, "total": 4.21}))
+    assert venue.collect() == []  # its one chance is spent: never a second booking
+
+
+def test_a_part_fill_then_cancel_is_noted_and_a_resume_asks_again() -> None:
+    worker = StubWorker()
+    venue, tag = _completed(worker, 5, filled=6, status="CANCELLED")
+    [(asked, order)] = worker.notes
+    assert asked == tag and order["quantity"] == 6  # charged on what traded
+    again = StubWorker()  # a resume from a snapshot taken while the note was on its way
+    resumed = ZerodhaVenue(CostModel(), StubPlacer(), {}, venue.venue_state(), again)
+    assert resumed.collect() == [] and [t for t, _ in again.notes] == [tag]
+    again.answers.append(PlacementOutcome(tag, "NOTE", "K5", charges={**HEADS, "total": 4.21}))
+    [n] = resumed.collect()
+    assert isinstance(n, FeesSettled) and n.quantity == 6 and n.note_fees == 4.21
+
+
+def test_notes_never_hold_up_or_crowd_out_orders() -> None:
+    """A slow contract-note endpoint: orders still go out, and a queue of one order slot
+    takes an order while notes wait."""
+    release = threading.Event()
+
+    class SlowNotes:
+        def submit(self, intent: Any, order_type: str) -> Any:
+            return SimpleNamespace(order_id="K9")
+
+        def contract_note(self, order: dict[str, Any]) -> dict[str, Any]:
+            release.wait(30)
+            return {**HEADS, "total": 4.21}
+
+    worker = PlacementWorker(SlowNotes(), capacity=1)
+    for k in range(20):
+        assert worker.offer_note(f"t{k}", {"order_id": str(k)})
+    v = _validated(9, 10, "BUY")
+    assert worker.offer(OrderIntent(tag=order_tag(v.signal.signal_id), validated=v), "MARKET")
+    deadline = time.monotonic() + 30
+    got: list[PlacementOutcome] = []
+    while not got and time.monotonic() < deadline:
+        got = worker.outcomes()
+        time.sleep(0.01)
+    assert [o.kind for o in got] == ["PLACED"] and worker.backlog() == 0
+    release.set()
+    worker.finish(30)
+    assert sorted(o.tag for o in worker.outcomes()) == sorted(f"t{k}" for k in range(20))

@@ -17,6 +17,7 @@ import redis
 import yaml
 
 from connectors.kite.sim.fills import kite_time
+from flows.analysis import report
 from schemas.kite import order_tag
 from schemas.redis_keys import LiveKeys
 from tests.live_sim import (
@@ -109,6 +110,10 @@ def test_live_session_against_the_simulator(tmp_path: Path) -> None:
         assert abs(n["model_fees"] - model) < 0.005 and n["note_fees"] > 0
     booked_fees = sum(f["fees"] for f in fills) + sum(n["adjustment"] for n in notes)
     assert final and round(final[0]["fees"], 2) == round(booked_fees, 2)
+    [zerodha] = [b for b in report(run).brokers if b.broker == "zerodha"]  # the analysis too
+    assert zerodha.ledger_net_pnl is not None
+    assert abs(zerodha.total.net_pnl - zerodha.ledger_net_pnl) < 0.01
+    assert abs(zerodha.total.fees - booked_fees) < 0.01
 
     # Paper traded the same signals alongside.
     assert sorted(map(_same, signals["paper"])) == sorted(map(_same, signals["zerodha"]))

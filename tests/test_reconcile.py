@@ -19,13 +19,14 @@ from operators.account.zerodha import ZerodhaVenue
 from operators.session import MarketSession
 from schemas.config import BrokerConfig, CostModel, Instrument, KiteConfig, SessionConfig
 from schemas.enums import Broker, TradingState
-from schemas.events import TradingSignal, TradingStateChanged
+from schemas.events import OrderPlaced, TradingSignal, TradingStateChanged
 from schemas.kite import KitePositions
 from schemas.redis_keys import LiveKeys
 from tests.redis_server import shared_url
 from tests.support import advance, client, place
 
 INFY, RELIANCE, TCS = 408065, 738561, 2953217
+BSE_INFY = 128028676  # Kite may list a holding under the scrip's BSE token
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
 
 
@@ -90,10 +91,12 @@ def test_the_account_reconciles_with_kite_and_halts_on_a_foreign_position(sim) -
 
 def test_holdings_from_earlier_days_count_as_held_at_kite(sim) -> None:
     """A CNC holding carried from an earlier day in an instrument we trade (the account
-    starts flat each day) halts the account, named; one we do not trade is only reported."""
+    starts flat each day; Kite lists the holding under its BSE token) halts the account,
+    named, before the first signal can buy on top of it; one we do not trade is reported."""
     api, root = sim
     cfg = KiteConfig(api_root=root, timeout_s=2, attempts=2)
-    setup = AccountSetup(CostModel(), MarketSession(SessionConfig()), {}, {}, (INFY,))
+    setup = AccountSetup(CostModel(), MarketSession(SessionConfig()), {}, {}, (INFY,),
+                         symbols={"INFY": INFY})  # fmt: skip
     r = redis.Redis.from_url(shared_url())
     store = IntentStore(r, LiveKeys(f"rc-{uuid.uuid4().hex[:6]}:"), 60)
     inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
@@ -104,17 +107,21 @@ def test_holdings_from_earlier_days_count_as_held_at_kite(sim) -> None:
     requests.post(f"{root}/_sim/holdings", json=held, timeout=5).raise_for_status()
     for _ in range(2):  # TCS is not ours: reported, never a halt
         assert not [e for e in _feed_all(acct, feed) if isinstance(e, TradingStateChanged)]
-    assert client(root).holdings()[0]["quantity"] == 4
-    held.append(dict(instrument_token=INFY, quantity=6, t1_quantity=4, average_price=1500.0))
+    assert [(h["quantity"], h["t1_quantity"]) for h in client(root).holdings()] == [(4, 0)]
+    held.append(dict(instrument_token=INFY, quantity=10, t1_quantity=4, average_price=1500.0,
+                     listed_token=BSE_INFY))  # fmt: skip
     requests.post(f"{root}/_sim/holdings", json=held, timeout=5).raise_for_status()
     for _ in range(2):  # before any tick: no event time to stamp a halt with, so it waits
         assert not [e for e in _feed_all(acct, feed) if isinstance(e, TradingStateChanged)]
-    flat = TradingSignal(
+    assert client(root).holdings()[0]["instrument_token"] == BSE_INFY
+    buy = TradingSignal(
         signal_id=f"rc-{uuid.uuid4().hex[:6]}", correlation_id="c", strategy_id="mom",
-        broker="zerodha", instrument_token=INFY, target_quantity=0, price=1500.0,
+        broker="zerodha", instrument_token=INFY, target_quantity=10, price=1500.0,
         timestamp=T, reason="test",
     )  # fmt: skip
-    [halt] = [e for e in acct.on_item(flat) if isinstance(e, TradingStateChanged)]
+    out = acct.on_item(buy)
+    [halt] = [e for e in out if isinstance(e, TradingStateChanged)]
+    assert not [e for e in out if isinstance(e, OrderPlaced)]
     assert (halt.state, halt.reason) == ("HALTED", "RECONCILE_MISMATCH")
     assert f"instrument {INFY}: Kite +10, account +0" in halt.detail and str(TCS) not in halt.detail
     assert halt.timestamp == T and acct.trading.state is TradingState.HALTED

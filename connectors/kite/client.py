@@ -154,10 +154,26 @@ class OrderFeed:
         (today's, CNC sells of holdings included, negative) plus demat holdings from earlier
         days (settled and T1)."""
         rows = self.client.positions()["net"]
-        got = [(int(r["instrument_token"]), int(r["quantity"])) for r in rows]
-        for h in self.client.holdings():
-            got.append((int(h["instrument_token"]), int(h["quantity"]) + int(h["t1_quantity"])))
-        self.out.put(KitePositions(tuple(got)))
+        got = tuple((int(r["instrument_token"]), int(r["quantity"])) for r in rows)
+        self.out.put(KitePositions(got, self._holdings()))
+
+    def _holdings(self) -> tuple[tuple[str, int, int], ...]:
+        """Demat holdings (``quantity``: Kite's net, T1 included), by symbol: Kite lists one
+        row per ISIN, possibly under its BSE token. Unreadable: positions alone, logged."""
+        out = []
+        try:
+            rows = self.client.holdings()
+        except Exception as e:  # a refusal here must not stop the positions check
+            log.warning("Kite holdings() failed (%s): reconciling positions only", type(e).__name__)
+            return ()
+        for h in rows:
+            try:
+                out.append(
+                    (str(h["tradingsymbol"]), int(h["instrument_token"]), int(h["quantity"]))
+                )
+            except (KeyError, TypeError, ValueError):
+                log.warning("Kite holdings row unreadable, skipped: %s", str(h)[:200])
+        return tuple(out)
 
     def _poll_loop(self) -> None:
         failing, reconciled = False, 0.0

@@ -111,6 +111,7 @@ class KiteOrders:
         self.client, self.intents, self.cfg = client, intents, cfg
         self.instruments = instruments
         self.limiter = RateLimiter(cfg.max_orders_per_s, sleep)
+        self.note_limiter = RateLimiter(cfg.max_orders_per_s, sleep)  # never an order's slot
         self.sleep = sleep
         self.placed = self.adopted = self.throttled = self.ambiguous = 0  # for the log and tests
         self.at_kite: dict[str, str] = {}  # our orders Kite listed at start, by tag
@@ -273,7 +274,7 @@ class KiteOrders:
         inst = self.instruments[int(order["instrument_token"])]
         ask = {k: v for k, v in order.items() if k != "instrument_token"}
         ask.update(exchange=inst.exchange, tradingsymbol=inst.tradingsymbol, variety="regular")
-        self.limiter.wait()
+        self.note_limiter.wait()
         rows = self.client.get_virtual_contract_note([ask])
         return dict(rows[0]["charges"])  # answers come in the order asked
 

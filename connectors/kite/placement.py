@@ -23,18 +23,23 @@ class PlacementWorker:
 
     def __init__(self, placer: Any, capacity: int) -> None:
         self.placer = placer
-        self.inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=capacity)
+        self.inbox: queue.Queue[tuple[str, Any, str]] = queue.Queue(maxsize=capacity)
         self.outbox: queue.SimpleQueue[PlacementOutcome] = queue.SimpleQueue()
         self.pending = 0  # requests queued or under way (only this object changes it)
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="kite-placer", daemon=True)
         self.thread.start()
+        # Contract notes: their own thread and unbounded queue, so a burst of completions or
+        # a slow /charges endpoint never delays an order nor fills the placement queue.
+        self.notes: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self.notes_pending = 0
+        threading.Thread(target=self._run_notes, name="kite-notes", daemon=True).start()
 
     def offer(self, intent: OrderIntent, order_type: str) -> bool:
         """Queue ``intent``; False when the queue is full (nothing queued)."""
         return self._put("place", intent, order_type)
 
-    def _put(self, kind: str, what: Any, arg: Any) -> bool:
+    def _put(self, kind: str, what: Any, arg: str) -> bool:
         with self.lock:
             try:
                 self.inbox.put_nowait((kind, what, arg))
@@ -48,9 +53,21 @@ class PlacementWorker:
         return self._put("cancel", None, kite_order_id)
 
     def offer_note(self, tag: str, order: dict[str, Any]) -> bool:
-        """Queue a request for Kite's contract note of the completed ``order`` (the fields
-        of kiteconnect's get_virtual_contract_note); False when the queue is full."""
-        return self._put("note", tag, order)
+        """Queue a request for Kite's contract note of the ended ``order`` (the fields of
+        kiteconnect's get_virtual_contract_note, ``instrument_token`` for the symbol)."""
+        with self.lock:
+            self.notes_pending += 1
+        self.notes.put((tag, order))
+        return True
+
+    def _run_notes(self) -> None:
+        while True:
+            tag, order = self.notes.get()
+            try:
+                self.outbox.put(self._note(tag, order))
+            finally:
+                with self.lock:
+                    self.notes_pending -= 1
 
     def backlog(self) -> int:
         with self.lock:
@@ -59,7 +76,7 @@ class PlacementWorker:
     def finish(self, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) until every queued order has its outcome."""
         deadline = time.monotonic() + timeout_s
-        while self.backlog() and time.monotonic() < deadline:
+        while (self.backlog() or self.notes_pending) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def outcomes(self) -> list[PlacementOutcome]:
@@ -76,8 +93,6 @@ class PlacementWorker:
             try:
                 if kind == "cancel":
                     self.placer.cancel(arg)  # its end comes as Kite's order update
-                elif kind == "note":
-                    self.outbox.put(self._note(what, arg))
                 else:
                     self.outbox.put(self._place(what, arg))
             except Exception:  # never let the worker die

@@ -13,7 +13,7 @@ import csv
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -158,7 +158,21 @@ def _fills(run_dir: Path) -> list[Fill]:
             )
         )  # fmt: skip
     out.sort(key=lambda f: (f.broker, f.t))  # stable: each broker's own order at equal times
-    return out
+    return _with_notes(run_dir, out)
+
+
+def _with_notes(run_dir: Path, fills: list[Fill]) -> list[Fill]:
+    """Kite's contract notes (``fee_notes``): each order's fee adjustment lands on its last
+    fill, so trips and totals carry the fees the account booked."""
+    table = _table(run_dir, "fee_notes")
+    notes = {} if table is None else {
+        r["order_id"]: money(r["adjustment"]) for r in table.to_pylist()
+    }  # fmt: skip
+    last = {f.order_id: i for i, f in enumerate(fills) if f.order_id in notes}
+    for order_id, i in last.items():
+        f = fills[i]
+        fills[i] = replace(f, fee=f.fee + notes[order_id])
+    return fills
 
 
 def _snapshots(run_dir: Path) -> dict[str, list[Snapshot]]:

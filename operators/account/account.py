@@ -105,6 +105,7 @@ class AccountSetup:
     circuits: Mapping[int, float] = field(default_factory=dict)  # % band by instrument
     stops: Mapping[str, float] = field(default_factory=dict)  # SL / SL-M: offset bps by strategy
     tick_sizes: Mapping[int, float | str] = field(default_factory=dict)  # by instrument
+    symbols: Mapping[str, int] = field(default_factory=dict)  # tradingsymbol → instrument
 
 
 class Account(Closing, MarkRuns):
@@ -273,23 +274,35 @@ class Account(Closing, MarkRuns):
 
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:
-        out = self._apply(self.venue.collect()) + self._route(item)
+        out = self._apply(self.venue.collect()) + self._held(item) + self._route(item)
         alerts = self.venue.drain_alerts()
         if isinstance(item, KiteAlert):
             alerts.append((StateReason.TOKEN_INVALID, item.detail))
         if isinstance(item, KitePositions):
             st, universe = self.state, self.setup.universe
             out += self._apply(self.venue.reconciled())
-            why = judge(st.reconcile, item, st.book.position, universe)
+            why = judge(st.reconcile, item, st.book.position, universe, self.setup.symbols)
             alerts += [(StateReason.RECONCILE_MISMATCH, why)] if why else []
         ts, st = self.state.book.last_ts, self.state
         if ts is None:  # no event time yet to stamp a halt with: held until there is
-            st.held_alerts += alerts
+            st.held_alerts += [a for a in alerts if a not in st.held_alerts]
             return out
         alerts, st.held_alerts = st.held_alerts + alerts, []
         for reason, detail in alerts:
             out += self._verdict(self.trading.lock(reason, detail, ts), ts)
         return out
+
+    def _held(self, item: AccountIn) -> list[AccountOut]:
+        """Halts found before the first event time: applied at the first item that has
+        one, before it is decided."""
+        ts = _ts(item)
+        if not self.state.held_alerts or ts is None or self.state.book.last_ts is not None:
+            return []
+        if isinstance(item, (OrderUpdate, KiteAlert, KitePositions)):
+            return []
+        self.state.book.last_ts = ts
+        alerts, self.state.held_alerts = self.state.held_alerts, []
+        return [o for r, d in alerts for o in self._verdict(self.trading.lock(r, d, ts), ts)]
 
     def _route(self, item: AccountIn) -> list[AccountOut]:
         book = self.state.book

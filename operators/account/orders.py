@@ -91,6 +91,19 @@ def failed(
     )
 
 
+NOTE_CAP_PCT = 1.0  # a note charging more than 1% of the turnover (+ ₹100) is not believed
+
+
+def _amount(x: Any) -> float:
+    """A contract note's amount: a finite non-negative number (not a bool, not text)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError(f"contract note amount {x!r} is not a number")
+    v = float(x)  # OverflowError on an integer beyond a float
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"contract note amount {x!r} not finite and non-negative")
+    return v
+
+
 NOTE_HEADS = {  # Kite's contract-note charge names → ours
     "brokerage": "brokerage",
     "transaction_tax": "stt",
@@ -105,18 +118,23 @@ def fees_settled(
     broker_order_id: str,
     filled: int,
     model_fees: float,
+    turnover: float,
     note: dict[str, Any],
     ts: datetime,
 ) -> FeesSettled:
-    """Kite's contract note ``note`` (its ``charges`` object) for the order that completed
-    with ``filled`` at ``ts``; ``model_fees``: what its fills were charged. Raises
-    ValueError/KeyError/TypeError on a note that is not one."""
-    heads = {ours: float(note[theirs]) for theirs, ours in NOTE_HEADS.items()}
+    """Kite's contract note ``note`` (its ``charges`` object) for the order that ended with
+    ``filled`` (worth ``turnover``) at ``ts``; ``model_fees``: what its fills were charged.
+    Raises ValueError/KeyError/TypeError/ArithmeticError on a note that is not one: a head
+    not a finite non-negative number, a total not the sum of its heads, or charges beyond
+    ``NOTE_CAP_PCT`` of the turnover + ₹100."""
     gst = note.get("gst")
-    heads["gst"] = float(gst["total"] if isinstance(gst, dict) else gst or 0.0)
-    total = round(float(note["total"]), 2)
-    if not all(math.isfinite(x) and x >= 0 for x in (*heads.values(), total)):
-        raise ValueError(f"contract note charges not finite and non-negative: {note}")
+    heads = {ours: _amount(note[theirs]) for theirs, ours in NOTE_HEADS.items()}
+    heads["gst"] = _amount(gst["total"] if isinstance(gst, dict) else gst or 0.0)
+    total = round(_amount(note["total"]), 2)
+    if abs(total - sum(heads.values())) > 1.0:  # Kite's heads are rounded; a rupee at most
+        raise ValueError(f"contract note total {total} is not the sum of its heads")
+    if total > turnover * NOTE_CAP_PCT / 100 + 100:
+        raise ValueError(f"contract note total {total} on a turnover of {turnover:.2f}")
     return FeesSettled(
         **_common(v, broker_order_id, OrderStatus.FILLED, ts),
         event_id=content_id("note", v.order_id),

@@ -7,7 +7,7 @@ judge."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from schemas.kite import KitePositions
@@ -22,13 +22,18 @@ class ReconcileState:
 
 
 def differences(
-    kite: KitePositions, held: Callable[[int], int], universe: Iterable[int]
+    kite: KitePositions,
+    held: Callable[[int], int],
+    universe: Iterable[int],
+    symbols: Mapping[str, int] | None = None,
 ) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
     """Per traded instrument whose quantities differ: (Kite's, the book's); and Kite's
-    positions in instruments we do not trade."""
+    positions in instruments we do not trade. Kite's side: net positions plus demat
+    holdings, a holding matched to our instrument by ``symbols`` (tradingsymbol → token)."""
     ours = set(universe)
     at_kite: dict[int, int] = {}
-    for token, qty in kite.rows:
+    rows = [*kite.rows, *(((symbols or {}).get(s, t), q) for s, t, q in kite.holdings)]
+    for token, qty in rows:
         at_kite[token] = at_kite.get(token, 0) + qty  # products summed, as the book does
     diff = {t: (at_kite.get(t, 0), held(t)) for t in sorted(ours) if at_kite.get(t, 0) != held(t)}
     foreign = {t: q for t, q in sorted(at_kite.items()) if t not in ours and q}
@@ -36,10 +41,14 @@ def differences(
 
 
 def judge(
-    state: ReconcileState, kite: KitePositions, held: Callable[[int], int], universe: Iterable[int]
+    state: ReconcileState,
+    kite: KitePositions,
+    held: Callable[[int], int],
+    universe: Iterable[int],
+    symbols: Mapping[str, int] | None = None,
 ) -> str | None:
     """The detail to halt with (None: the account agrees with Kite, or not yet twice)."""
-    diff, foreign = differences(kite, held, universe)
+    diff, foreign = differences(kite, held, universe, symbols)
     for token in set(foreign) - state.reported:
         log.warning("Kite holds %d of instrument %d, which no strategy trades", foreign[token],
                     token)  # fmt: skip

@@ -239,12 +239,14 @@ class ZerodhaVenue:
 
     def _resend_unsent(self) -> list[OrderEvent]:
         """Orders a recovery snapshot holds that never reached the placement thread: sent
-        now (the intent in Redis and Kite's order list keep it to one order)."""
+        now (the intent in Redis and Kite's order list keep it to one order); contract notes
+        asked for and not yet come: asked again."""
         out: list[OrderEvent] = []
-        for t in list(self.state.orders.values()):
+        for tag, t in list(self.state.orders.items()):
             if not t.done and t.kite_order_id is None and t.unknown is None:
-                tag = order_tag(t.validated.signal.signal_id)
                 out += self._queue(t, OrderIntent(tag=tag, validated=t.validated), self._kind(t))
+            elif t.done and t.filled and not t.noted and self.worker is not None:
+                self.worker.offer_note(tag, self._note_order(t))  # asked before the restart
         return out
 
     def reconciled(self) -> list[OrderEvent]:
@@ -334,8 +336,8 @@ class ZerodhaVenue:
             out.append(self._fill(t, u))
         if u.status in TERMINAL:
             t.done, t.ended = True, u.timestamp
-            if u.status == "COMPLETE" and t.filled and self.worker is not None:
-                self.worker.offer_note(u.tag, self._note_order(t))  # full queue: model fees
+            if t.filled and self.worker is not None:  # a cancel after a part fill too
+                self.worker.offer_note(u.tag, self._note_order(t))
             if u.status != "COMPLETE":
                 v, reason = t.validated, u.status_message or u.status
                 left = max(v.quantity - t.filled, 0)
@@ -394,9 +396,9 @@ class ZerodhaVenue:
             return []  # no note: the cost model's fees stand
         try:
             e = orders.fees_settled(
-                t.validated, t.kite_order_id, t.filled, t.fees, o.charges, t.ended
+                t.validated, t.kite_order_id, t.filled, t.fees, t.value, o.charges, t.ended
             )
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, ArithmeticError) as err:
             log.warning("contract note for %s unreadable: %s", t.kite_order_id, err)
             return []
         return [e]

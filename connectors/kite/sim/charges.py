@@ -51,12 +51,12 @@ def order_charges(side: str, product: str, quantity: int, price: float) -> dict[
 
 def contract_notes(ex: Exchange, asked: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Answers in the order asked (Kite's answers carry no order id); an order Kite does
-    not know, or one not completed, is refused as Kite would."""
+    not know, or one with nothing traded, is refused."""
     out = []
     for a in asked:
         o = ex.get(str(a["order_id"]))
-        if o.status != "COMPLETE":
-            raise refuse(f"Order {o.order_id} is not complete: {o.status}")
+        if not o.filled:
+            raise refuse(f"Order {o.order_id} has no trades: {o.status}")
         side, product = str(a["transaction_type"]), str(a["product"])
         qty, price = int(a["quantity"]), float(a["average_price"])
         row = {k: a.get(k) for k in ("exchange", "tradingsymbol", "variety", "order_type")}

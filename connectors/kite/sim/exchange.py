@@ -118,7 +118,7 @@ class Exchange:
         self.last: dict[int, float] = {}
         self.orders: dict[str, Order] = {}
         self.trades: list[dict[str, Any]] = []
-        self.demat: dict[int, tuple[int, int, float]] = {}  # holdings: qty, T1 qty, average
+        self.demat: dict[int, tuple[int, int, float, int]] = {}  # net qty, T1, avg, listed as
         self.squared: set[int] = set()  # the days (ist_day) whose MIS square-off has run
         self.lock = threading.RLock()
         self.listeners: list[Any] = []  # called with each order view on every change
@@ -326,14 +326,15 @@ class Exchange:
         """Demat holdings from earlier days (set through /_sim/holdings; the simulator's own
         CNC trades stay in its positions across its days)."""
         out = []
-        for tok, (qty, t1, avg) in sorted(self.demat.items()):
+        for tok, (qty, t1, avg, listed) in sorted(self.demat.items()):
             i, last = self.instruments[tok], self.last.get(tok, avg)
             out.append({
-                "tradingsymbol": i.tradingsymbol, "exchange": i.exchange, "instrument_token": tok,
-                "isin": "", "product": "CNC", "quantity": qty, "t1_quantity": t1,
-                "realised_quantity": qty, "used_quantity": 0, "collateral_quantity": 0,
+                "tradingsymbol": i.tradingsymbol, "exchange": "BSE" if listed != tok else "NSE",
+                "instrument_token": listed, "isin": "", "product": "CNC", "quantity": qty,
+                "t1_quantity": t1, "realised_quantity": qty - t1, "used_quantity": 0,
+                "collateral_quantity": 0,
                 "collateral_type": "", "average_price": avg, "last_price": last,
-                "close_price": last, "pnl": round((qty + t1) * (last - avg), 2),
+                "close_price": last, "pnl": round(qty * (last - avg), 2),
                 "day_change": 0, "day_change_percentage": 0,
             })  # fmt: skip
         return out

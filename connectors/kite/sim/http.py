@@ -181,8 +181,9 @@ class SimApi:
         return [t for t in self.ex.trades if t["order_id"] == order_id and self.seen(order_id)]
 
     def set_holdings(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        """Admin: demat holdings, ``[{"instrument_token", "quantity", "t1_quantity",
-        "average_price"}]`` (replaces those held)."""
+        """Admin: demat holdings, ``[{"instrument_token", "quantity" (net, T1 included),
+        "t1_quantity", "average_price", "listed_token"?}]`` (replaces those held;
+        ``listed_token``: the token Kite lists the row under, e.g. its BSE one)."""
         rows = p.get("_list", [])
         with self.ex.lock:
             self.ex.demat = {
@@ -190,6 +191,7 @@ class SimApi:
                     int(r["quantity"]),
                     int(r.get("t1_quantity", 0)),
                     float(r["average_price"]),
+                    int(r.get("listed_token", r["instrument_token"])),
                 )
                 for r in rows
             }
