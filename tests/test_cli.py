@@ -8,18 +8,20 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from flows.cli import main
 from tests.support import config_dict, flow_env, free_ports, ledger_bytes
 
 COMMANDS = ["run", "status", "control", "report", "compare", "sim", "login", "topics", "load",
-            "instruments", "generate", "bench"]  # fmt: skip
+            "kafka", "instruments", "generate", "bench"]  # fmt: skip
 OWN = {"run", "report", "compare"}  # the others are argparse mains of their modules
 
 
@@ -102,3 +104,25 @@ def test_run_hands_recovery_flags_to_bytewax(conf: Path, tmp_path: Path) -> None
         cwd=tmp_path, env=flow_env(None), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert missing.returncode != 0 and "-s/--snapshot_interval" in missing.stderr
+
+
+def test_the_kafka_command_starts_a_broker_the_topics_command_can_use() -> None:
+    port = free_ports(1)[0]
+    script = shutil.which("alpha-panda")
+    assert script
+    broker = subprocess.Popen([script, "kafka", "--port", str(port)], stderr=subprocess.PIPE)
+    try:
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                admin.list_topics(timeout=1)
+                break
+            except Exception:
+                assert broker.poll() is None and time.monotonic() < deadline, "no broker"
+                time.sleep(0.1)
+        admin.create_topics([NewTopic("market.ticks", 2, 1)])["market.ticks"].result(timeout=10)
+        assert len(admin.list_topics(timeout=5).topics["market.ticks"].partitions) == 2
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
