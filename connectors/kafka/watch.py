@@ -2,10 +2,10 @@
 
 Bytewax's KafkaSink drops delivery failures silently; this sink logs them (per topic and
 reason, once a minute) and reports what was never delivered at close. A daemon thread on
-worker 0 lists the cluster's topics every ``interval_s``: a topic it saw that is gone (a broker
-restarted empty: topics, data and committed offsets lost) is logged as an ERROR, and again
-when it comes back (empty: offsets the source kept may be past its end); a topic whose id
-changed between two looks (gone and recreated in between) is an ERROR too.
+worker 0 looks at the topics this process produced to, every ``interval_s``: a topic that is
+gone (a broker restarted empty: topics, data and committed offsets lost) is logged as an
+ERROR, and again when it comes back (empty: offsets the source kept may be past its end); a
+topic whose id changed between two looks (gone and recreated in between) is an ERROR too.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class TopicWatch:
     """Remembers the topics it has seen and their ids (``topics``: only those; None: every
     topic); ``check()`` logs those gone, back, or recreated between two looks."""
 
-    def __init__(self, cfg: KafkaConfig, topics: list[str] | None = None) -> None:
+    def __init__(self, cfg: KafkaConfig, topics: set[str] | None = None) -> None:
         self.cfg, self.topics = cfg, topics
         self.seen: dict[str, str] = {}  # topic -> its id ("" if the cluster gives none)
         self.gone: set[str] = set()
@@ -61,7 +61,7 @@ class TopicWatch:
             return []
         present = {n for n, t in md.topics.items() if t.error is None}
         if self.topics is not None:
-            present &= set(self.topics)
+            present &= frozenset(self.topics)  # a copy: sink partitions add to it
         ids = self._ids(sorted(present))
         lost = sorted(set(self.seen) - present)
         for name in lost:
@@ -102,8 +102,8 @@ class _Watcher(threading.Thread):
 
 
 class _SinkPartition(StatelessSinkPartition[Message]):
-    def __init__(self, producer: Producer, watcher: _Watcher | None) -> None:
-        self.producer, self.watcher = producer, watcher
+    def __init__(self, producer: Producer, watcher: _Watcher | None, topics: set[str]) -> None:
+        self.producer, self.watcher, self.topics = producer, watcher, topics
         self.failed: Counter[tuple[str, str]] = Counter()
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
@@ -114,6 +114,7 @@ class _SinkPartition(StatelessSinkPartition[Message]):
     def write_batch(self, items: list[Message]) -> None:
         for m in items:
             assert m.topic is not None  # every event message names its topic
+            self.topics.add(m.topic)
             headers: Any = m.headers
             self.producer.produce(
                 m.topic, m.value, m.key, headers=headers, on_delivery=self._delivered
@@ -136,13 +137,12 @@ class EventSink(DynamicSink[Message]):
 
     def __init__(self, cfg: KafkaConfig, interval_s: float = 10.0) -> None:
         self.cfg, self.interval_s = cfg, interval_s
+        self.topics: set[str] = set()  # produced to by this process: the ones watched
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPartition:
         conf = client_config(self.cfg, **{"linger.ms": 5, "enable.idempotence": True})
         watcher = None
         if worker_index == 0:
-            watch = TopicWatch(self.cfg)
-            watch.check()
-            watcher = _Watcher(watch, self.interval_s)
+            watcher = _Watcher(TopicWatch(self.cfg, self.topics), self.interval_s)
             watcher.start()
-        return _SinkPartition(Producer(conf), watcher)
+        return _SinkPartition(Producer(conf), watcher, self.topics)
