@@ -74,67 +74,73 @@ def _corrupt_last_group(tmp: Path, path: Path) -> Path:
     return path
 
 
-def _cases() -> dict[str, tuple[ReplayProblem, str | None, Callable[[Path, Path], Path]]]:
-    """name → (expected problem, source.timestamp_unit, writer(tmp, path) → source.path)."""
-    g = _good_table
+Writer = Callable[[Path, Path], Path]  # (tmp dir, suggested path) → the source.path to try
 
-    def raw(data: bytes) -> Callable[[Path, Path], Path]:
-        def write(tmp: Path, path: Path) -> Path:
-            path.write_bytes(data)
-            return path
 
-        return write
+def _raw(data: bytes) -> Writer:
+    def write(tmp: Path, path: Path) -> Path:
+        path.write_bytes(data)
+        return path
 
-    def table(t: Callable[[], pa.Table], **kw: object) -> Callable[[Path, Path], Path]:
-        return lambda tmp, path: _write(t(), path, **kw)
+    return write
 
-    def cut(keep: Callable[[bytes], bytes]) -> Callable[[Path, Path], Path]:
-        def write(tmp: Path, path: Path) -> Path:
-            path.write_bytes(keep(_good_bytes(tmp)))
-            return path
 
-        return write
+def _table(t: Callable[[], pa.Table], **kw: object) -> Writer:
+    return lambda tmp, path: _write(t(), path, **kw)
 
-    def folder(files: dict[str, bytes]) -> Callable[[Path, Path], Path]:
-        def write(tmp: Path, path: Path) -> Path:
-            d = tmp / "folder.parquet"  # a folder named like a file
-            d.mkdir()
-            for name, data in files.items():
-                (d / name).write_bytes(data)
-            return d
 
-        return write
+def _cut(keep: Callable[[bytes], bytes]) -> Writer:
+    def write(tmp: Path, path: Path) -> Path:
+        path.write_bytes(keep(_good_bytes(tmp)))
+        return path
 
-    def swap(name: str, values: pa.Array) -> Callable[[Path, Path], Path]:
-        return table(lambda: _with(g(), name, values))
+    return write
 
-    def drop(name: str) -> Callable[[Path, Path], Path]:
-        return table(lambda: g().drop_columns([name]))
 
-    rng = np.random.default_rng(5)
+def _folder(files: dict[str, bytes]) -> Writer:
+    def write(tmp: Path, path: Path) -> Path:
+        d = tmp / "folder.parquet"  # a folder named like a file
+        d.mkdir()
+        for name, data in files.items():
+            (d / name).write_bytes(data)
+        return d
+
+    return write
+
+
+def _swap(name: str, values: pa.Array) -> Writer:
+    return _table(lambda: _with(_good_table(), name, values))
+
+
+def _drop(name: str) -> Writer:
+    return _table(lambda: _good_table().drop_columns([name]))
+
+
+def _depth_text() -> pa.Table:
+    g = _good_table()
+    text = [pa.array(["x"] * N)] * 4
+    return pa.Table.from_arrays([*g.columns, *text], names=[*g.column_names, *DEPTH_FIELDS.names])
+
+
+def _cases() -> dict[str, tuple[ReplayProblem, str | None, Writer]]:
+    """name → (expected problem, source.timestamp_unit, writer)."""
+    raw, table, cut, folder, swap, drop, g = _raw, _table, _cut, _folder, _swap, _drop, _good_table
     types = zip(TICK_SCHEMA.names, TICK_SCHEMA.types, strict=True)
     nulls = pa.table({c: pa.array([None] * N, t) for c, t in types})
     epoch = g()["timestamp"].cast(pa.int64())
     text = pa.array(["x"] * N)
     csv = b"instrument_token,timestamp,last_price\n1,2,3\n"
     bids = pa.array([[1.0] * 5] * N, DEPTH_FIELDS.field("bid_price").type)
-    depth_text = table(
-        lambda: pa.Table.from_arrays(
-            [*g().columns, *[text] * 4], names=[*g().column_names, *DEPTH_FIELDS.names]
-        )
-    )
-    NOT_PQ, BAD, UNIT, NO_UNIT = (
-        P.NOT_PARQUET,
-        P.BAD_COLUMN_TYPE,
-        P.EPOCH_UNIT_IMPLAUSIBLE,
-        P.EPOCH_UNIT_REQUIRED,
-    )
+    depth_text = table(_depth_text)
+    NOT_PQ, BAD = P.NOT_PARQUET, P.BAD_COLUMN_TYPE
+    UNIT, NO_UNIT = P.EPOCH_UNIT_IMPLAUSIBLE, P.EPOCH_UNIT_REQUIRED
     structs, dates = pa.array([{"t": 1}] * N), pa.array([date.today()] * N)
     epoch_f, huge = epoch.cast(pa.float64()), pa.array([2**62] * N)
     twice = table(lambda: g().append_column("timestamp", epoch))
+    random_bytes = np.random.default_rng(5).bytes(4096)
     return {
         "zero_bytes": (NOT_PQ, None, raw(b"")),
-        "random_bytes": (NOT_PQ, None, raw(rng.bytes(4096))),
+        "random_bytes": (NOT_PQ, None, raw(random_bytes)),
         "csv_renamed": (NOT_PQ, None, raw(csv)),
         "json_renamed": (NOT_PQ, None, raw(b'{"instrument_token": 1}')),
         "only_magic": (NOT_PQ, None, raw(b"PAR1PAR1")),
