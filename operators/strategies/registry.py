@@ -119,5 +119,7 @@ def build_strategy(cfg: StrategyConfig) -> StrategyImpl:
         where = ".".join(str(x) for x in err["loc"])
         field = f".{where}" if where else ""
         msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+        if str(err["type"]).endswith("_type"):  # strict: say what was given instead
+            msg += f" (got {type(err['input']).__name__} {err['input']!r})"
         raise ConfigError(f"strategies[{cfg.id}].params{field}: {msg}") from None
     return ctor(params)
