@@ -43,6 +43,7 @@ class RecoveryMeta:
     output_dir: str
     bounded: bool  # a replay: the data ends, so a finished run has nothing left
     created: str
+    data_sha256: str = ""  # a replay's files (names and sizes): changed data is refused too
     finished: str | None = None  # when a bounded run wrote its report at the end of its data
 
 
@@ -73,6 +74,17 @@ def code_digest(root: Path = ROOT) -> str:
     return h.hexdigest()
 
 
+def data_digest(cfg: AppConfig) -> str:
+    """sha256 over a replay's Parquet files (path and size); "" for other sources."""
+    if not isinstance(cfg.source, ReplaySourceConfig):
+        return ""
+    root = Path(cfg.source.path)
+    files = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
+    listing = [(str(f.relative_to(root)) if root.is_dir() else f.name, f.stat().st_size)
+               for f in files if f.is_file()]  # fmt: skip
+    return _digest(listing)
+
+
 def describe(cfg: AppConfig, out: Path) -> RecoveryMeta:
     """The record a new store gets for a run of ``cfg`` writing into ``out``."""
     fields = config_fields(cfg)
@@ -84,6 +96,7 @@ def describe(cfg: AppConfig, out: Path) -> RecoveryMeta:
         output_dir=str(out.resolve()),
         bounded=isinstance(cfg.source, ReplaySourceConfig),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        data_sha256=data_digest(cfg),
     )
 
 
@@ -121,6 +134,8 @@ def changes(old: RecoveryMeta, new: RecoveryMeta) -> list[str]:
         names = sorted(set(old.fields) | set(new.fields))
         diff = [n for n in names if old.fields.get(n) != new.fields.get(n)]
         out.append(f"config fields changed: {', '.join(diff) or 'layout'}")
+    if old.data_sha256 != new.data_sha256:
+        out.append("replay files changed (names or sizes)")
     if old.package_version != new.package_version:
         out.append(f"package version {old.package_version} -> {new.package_version}")
     elif old.code_sha256 != new.code_sha256:

@@ -91,6 +91,21 @@ def test_a_resume_with_another_config_is_refused_naming_what_changed(
     assert "Traceback" not in err and not (tmp_path / "runs").exists()
 
 
+def test_a_resume_over_changed_replay_files_is_refused(ticks_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "ticks"
+    shutil.copytree(ticks_dir, data)
+    config = tmp_path / "copy.yaml"
+    config.write_text(yaml.safe_dump(config_dict(data)))
+    store = new_store(tmp_path)
+    recovery_meta.write(store, describe(load_config(config), tmp_path / "out"))  # as a run would
+    first = sorted(data.rglob("*.parquet"))[0]
+    first.write_bytes(first.read_bytes() + b"\0")  # a file changed since
+    p = run(config, store, tmp_path)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert "replay files changed" in err and "config fields changed" not in err
+
+
 def test_a_stopped_run_resumes_into_its_own_folder_and_says_so(tmp_path: Path) -> None:
     config = long_replay(tmp_path, tmp_path / "unused")
     raw = yaml.safe_load(config.read_text())
