@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,8 @@ def parse_config(raw: dict[str, Any], base: Path) -> AppConfig:
         err = exc.errors()[0]
         where, msg = _message(err, _where(tuple(err["loc"]), raw))
         raise ConfigError(f"{where}: {msg}" if where else msg) from None
+    if any(s.class_path for s in cfg.strategies) and str(base) not in sys.path:
+        sys.path.append(str(base))  # a user strategy module may sit beside its config
     build_strategies(cfg)  # unknown type / params fail here, before the flow starts
     return cfg
 

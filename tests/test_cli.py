@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from flows.cli import main
-from tests.support import config_dict, flow_env, free_ports, ledger_bytes
+from tests.support import ROOT, config_dict, flow_env, free_ports, ledger_bytes
 
 COMMANDS = ["run", "status", "control", "report", "compare", "sim", "login", "topics", "load",
             "kafka", "instruments", "generate", "bench"]  # fmt: skip
@@ -126,3 +126,40 @@ def test_the_kafka_command_starts_a_broker_the_topics_command_can_use() -> None:
     finally:
         broker.terminate()
         broker.wait(timeout=10)
+
+
+def test_a_strategy_file_beside_its_config_runs_from_any_folder(
+    ticks_dir: Path, tmp_path: Path
+) -> None:
+    """The README's step 2: copy the example strategy next to a config, rename the class,
+    run from elsewhere; the strategy trades."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    source = (ROOT / "operators" / "strategies" / "example_user.py").read_text()
+    (mine / "my_breakout.py").write_text(source.replace("class Breakout", "class MyBreakout"))
+    raw = config_dict(ticks_dir)
+    raw["strategies"] = [
+        {
+            "id": "mine",
+            "class": "my_breakout:MyBreakout",
+            "brokers": ["paper"],
+            "instruments": "all",
+            "params": {"window": 20, "quantity": 3},
+        }
+    ]
+    (mine / "cfg.yaml").write_text(yaml.safe_dump(raw))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = _run(elsewhere, "--config", str(mine / "cfg.yaml"), "--name", "mine")
+    [folder] = [
+        line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("output: ")
+    ]
+    fills = pq.read_table(elsewhere / folder / "fills")  # relative to where it ran
+    assert fills.num_rows > 0 and set(fills.column("strategy_id").to_pylist()) == {"mine"}
+    raw["strategies"][0]["class"] = "not_there:MyBreakout"
+    (mine / "bad.yaml").write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", str(mine / "bad.yaml")]
+    env = flow_env(None)
+    bad = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "strategies[mine].class" in bad.stderr
+    assert "config's folder" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

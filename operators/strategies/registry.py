@@ -32,7 +32,10 @@ def _load_class(cfg: StrategyConfig) -> type:
     try:
         cls = getattr(importlib.import_module(mod_name), attr)
     except Exception as exc:  # a missing module, or one that fails as it is imported
-        raise ConfigError(f"strategies[{cfg.id}].class: cannot load {path!r}: {exc}") from None
+        where = "the config's folder and the working directory are on the import path"
+        raise ConfigError(
+            f"strategies[{cfg.id}].class: cannot load {path!r}: {exc} ({where})"
+        ) from None
     if not callable(getattr(cls, "on_tick", None)):
         raise ConfigError(f"strategies[{cfg.id}].class: {path!r} has no on_tick(tick, state)")
     return cls
