@@ -47,8 +47,12 @@ def start_broker(log: Path, port: int | None = None) -> Generator[str, None, Non
                 time.sleep(0.05)
         yield address
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.terminate()  # memory storage: nothing to lose, so no long graceful shutdown
+        try:
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def create_topic(address: str, name: str, partitions: int) -> None:
