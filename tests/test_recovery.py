@@ -129,8 +129,10 @@ def test_a_stopped_run_resumes_into_its_own_folder_and_says_so(tmp_path: Path) -
     assert report["rows_read"] == SAMPLE_ROWS == report["ticks_processed"] + report["dead_letters"]
     assert report["resumed_from"].startswith(str(store)) and report["stopped_by"] is None
 
-    whole = tmp_path / "whole"  # the same config, uninterrupted, in process
-    run_main(build_flow(prepare(load_config(config), out_dir=whole)))
+    whole = tmp_path / "whole"  # uninterrupted, in process (batches of any size: same ledger)
+    cfg = load_config(config)
+    fast = cfg.model_copy(update={"source": cfg.source.model_copy(update={"batch_size": 20_000})})
+    run_main(build_flow(prepare(fast, out_dir=whole)))
     for kind in ("signals", "orders", "fills", "dead_letters"):
         assert read_ledger(folder, kind) == read_ledger(whole, kind), kind
     assert ds.dataset(folder / "fills").count_rows() > 0
