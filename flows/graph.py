@@ -250,7 +250,10 @@ def health(
     stale_events = op.flat_map(
         "stale",
         stale,
-        lambda f: [(stage_key(b, md), StageEvent(f.ts, 0, stale=1)) for b in brokers],
+        lambda f: [
+            (stage_key(b, md), StageEvent(f.ts, 0, stale=int(not f.lost), lost=int(f.lost)))
+            for b in brokers
+        ],
     )
     events = op.merge(
         "events",

@@ -61,6 +61,7 @@ class StageEvent:
     latencies: tuple[float, ...] = ()  # ms: feed (receipt - exchange time) or signal → order
     ticks: int = 0
     stale: int = 0  # market_data: the live feed went silent with its socket open
+    lost: int = 0  # market_data: the Kafka tick topic vanished or was recreated
     errors: int = 0  # signal_generation: a strategy failed and stopped on an instrument
     trading: str | None = None  # risk_validation: the account's trading state changed to this
 
@@ -174,6 +175,7 @@ class WindowAcc:
     latencies: list[float] = field(default_factory=list)
     ticks: int = 0
     stale: int = 0
+    lost: int = 0
     errors: int = 0
     trading: str | None = None
     trading_ts: int = -1
@@ -182,6 +184,7 @@ class WindowAcc:
 def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
     acc.ticks += e.ticks
     acc.stale += e.stale
+    acc.lost += e.lost
     acc.errors += e.errors
     if e.trading is not None and e.ts >= acc.trading_ts:
         acc.trading, acc.trading_ts = e.trading, e.ts
@@ -196,6 +199,7 @@ def _merge(a: WindowAcc, b: WindowAcc) -> WindowAcc:
     a.count += b.count
     a.ticks += b.ticks
     a.stale += b.stale
+    a.lost += b.lost
     a.errors += b.errors
     if b.trading is not None and b.trading_ts >= a.trading_ts:
         a.trading, a.trading_ts = b.trading, b.trading_ts
@@ -240,6 +244,8 @@ class HealthJudge:
         st.failed += acc.errors
         st.trading = acc.trading or st.trading
         end_us = start_us + cfg.window_s * US
+        if self.stage is Stage.MARKET_DATA and acc.lost:  # lost ticks: never hidden
+            return HealthStatus.CRITICAL, HealthReason.TOPIC_LOST
         if st.windows <= cfg.startup_windows:
             return HealthStatus.STARTUP, HealthReason.STARTUP_GRACE
         if not (self.session.is_open(start_us) or self.session.is_open(end_us - 1)):

@@ -128,6 +128,7 @@ class HealthReason(str, Enum):
     NO_ENABLED_STRATEGY = "NO_ENABLED_STRATEGY"
     NO_TICKS = "NO_TICKS"
     FEED_STALE = "FEED_STALE"  # live feed silent with its socket open: reconnected
+    TOPIC_LOST = "TOPIC_LOST"  # the Kafka tick topic vanished or was recreated: offsets lost
     NO_ACTIVITY = "NO_ACTIVITY"
     STAGE_STALLED = "STAGE_STALLED"
     LATENCY_HIGH = "LATENCY_HIGH"

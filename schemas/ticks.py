@@ -194,11 +194,13 @@ class Clock:
 
 @dataclass(frozen=True)
 class FeedStale:
-    """A live feed was silent ``silent_s`` with its socket open (and was reconnected);
-    ``ts``: the last tick's time, so the warning lands in a window still open."""
+    """A live feed was silent ``silent_s`` with its socket open (and was reconnected), or,
+    ``lost``, its Kafka topic vanished or was recreated (the offsets kept are void); ``ts``:
+    the last tick's time, so the warning lands in a window still open."""
 
     ts: int
     silent_s: float
+    lost: bool = False
 
 
 @dataclass(frozen=True)

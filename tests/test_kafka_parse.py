@@ -258,3 +258,81 @@ def test_poison_on_the_broker_never_stops_the_flow_nor_a_resume(kafka: str, tmp_
     assert (resumed["rows_read"], resumed["ticks_processed"]) == (40 + 2 * len(cases), 40)
     assert resumed["dead_letters"] == 2 * len(cases)
     assert (again["rows_read"], again["ticks_processed"]) == (resumed["rows_read"], 40)
+
+
+def test_a_lost_tick_topic_is_reported_and_read_again_from_its_start(kafka: str) -> None:
+    """A broker back empty: the tick topic vanishes, then is created again and fills with new
+    ticks. The tail partition says so once (health: TOPIC_LOST) and reads the new topic from
+    its start, instead of waiting silently until it grows past the old offsets."""
+    from confluent_kafka.admin import AdminClient
+
+    from connectors.kafka.source import KafkaTickSource
+    from schemas.config import KafkaConfig, KafkaSourceConfig
+    from schemas.ticks import FeedStale
+
+    topic, token = "lost.ticks", 738561
+    create_topic(kafka, topic, 1)
+    p = Producer({"bootstrap.servers": kafka})
+
+    def send(minutes: range) -> None:
+        for i in minutes:
+            p.produce(topic, minute(i, token), str(token).encode())
+        p.flush()
+
+    send(range(0, 30))
+    src = KafkaTickSource(
+        KafkaSourceConfig(kind="kafka", topic=topic, tail=True),
+        KafkaConfig(brokers=[kafka], timeout_s=2),
+        [token],
+    )
+    part = src.build_part("t", src.list_parts()[0], None)
+    assert part.lost is not None
+    part.lost[0].every_s = 0.0  # look at every idle poll
+
+    def until(done: Any) -> list[Any]:
+        got: list[Any] = []
+        for _ in range(20_000):  # a bound on polls, not a timing
+            got.extend(part.next_batch())
+            if done(got):
+                return got
+        raise AssertionError(f"never came: {got}")
+
+    def ticks(got: list[Any]) -> list[int]:
+        return [int(t) for b in got if isinstance(b, TickBatch) for t in b.ts]
+
+    first = until(lambda got: len(ticks(got)) == 30)
+    admin = AdminClient({"bootstrap.servers": kafka})  # kept: its futures need it
+    admin.delete_topics([topic])[topic].result()
+    gone = until(lambda got: any(isinstance(x, FeedStale) for x in got))
+    create_topic(kafka, topic, 1)
+    send(range(30, 35))
+    back = until(lambda got: len(ticks(got)) == 5)
+    assert [x for x in gone if isinstance(x, FeedStale)] == [
+        FeedStale(max(ticks(first)), 0.0, True)
+    ]
+    assert not [x for x in back if isinstance(x, (FeedStale, DeadLetter))]
+    assert ticks(back) == [
+        to_us(datetime.fromisoformat(f"2026-11-20T09:{45 + i}:00+05:30")) for i in range(5)
+    ]
+    part.close()
+
+
+def test_a_lost_topic_makes_market_data_critical_in_its_window() -> None:
+    from operators.health import HealthJudge, WindowAcc
+    from operators.session import MarketSession
+    from schemas.config import HealthConfig, SessionConfig
+    from schemas.enums import Broker, Stage
+
+    cfg = HealthConfig(window_s=60, startup_windows=1)
+    j = HealthJudge(Broker.PAPER, Stage.MARKET_DATA, cfg, True, MarketSession(SessionConfig()))
+    w = 60 * US
+    got = [
+        j.on_item((ENTERED // w + k, WindowAcc(10, ENTERED + k * w, [], 10, lost=int(k == 2))))
+        for k in range(4)
+    ]
+    assert [(str(h.status), str(h.reason)) for (h,) in got] == [
+        ("startup", "STARTUP_GRACE"),
+        ("healthy", "OK"),
+        ("critical", "TOPIC_LOST"),
+        ("healthy", "OK"),
+    ]

@@ -10,7 +10,7 @@ continues at the next message, with order checks intact.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,18 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_NOT_AVAILABL
 
 from connectors import stop
 from connectors.kafka import client_config, partitions_of
+from connectors.kafka.lost import LostTopic
 from connectors.kafka.parse import parse_batch
 from connectors.replay import RowsRead, SourceItem, group_rows
 from operators.ticks import MISSING_TS, RawTicks, TradingDays, arrival_bounds, validate
 from schemas.config import KafkaConfig, KafkaSourceConfig
-from schemas.ticks import I64
+from schemas.ticks import I64, FeedStale
+
+_TOPIC_MISSING = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+}
 
 
 @dataclass
@@ -107,8 +114,10 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         idle_stop_s: float | None = None,
         tail: bool = False,
         trading: TradingDays | None = None,
+        lost: tuple[LostTopic, Callable[[int], _KafkaSourcePartition]] | None = None,
     ) -> None:
         self.inner, self.topic, self.name, self.trading = inner, topic, name, trading
+        self.lost = lost  # tail runs: a watch on the topic, and how to open it again
         self.known, self.max_bytes = known, max_bytes
         self.last_ts = dict(state.last_ts) if state else {}
         self.idle_stop_s, self.tail = idle_stop_s, tail
@@ -131,6 +140,8 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
                 if err.code() == KafkaError._PARTITION_EOF:
                     inner._eof = True
                     break
+                if err.code() in _TOPIC_MISSING and self.lost is not None:
+                    continue  # the topic is gone: the watch reports it (connectors.kafka.lost)
                 raise RuntimeError(f"error consuming from Kafka topic {self.topic!r}: {err}")
             values.append(msg.value())
             offsets.append(msg.offset() or 0)
@@ -146,7 +157,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
             idle = self.idle_stop_s
             if idle is not None and time.monotonic() - self.heard >= idle:
                 raise stop.tick_part_ended(self.name)  # tail run: this partition is done
-            return []
+            return self._look()
         self.heard = time.monotonic()
         # when each tick entered Kafka (else its receipt): no tick is dated much later (see
         # operators.ticks.arrival_bounds); tail runs: the feed latency, and how old a signal
@@ -159,6 +170,20 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
             values, entered, offsets, self.topic, self.name, self.known, self.max_bytes,
             self.last_ts, self.trading, self.tail,
         )  # fmt: skip
+
+    def _look(self) -> list[Any]:
+        """An idle tail partition: if its topic was lost, say so to health, and read the
+        topic from its start once it is back."""
+        if self.lost is None:
+            return []
+        watch, reopen = self.lost
+        report, restart = watch.look()
+        if restart:  # a new consumer: the old one's view of the topic is of the lost one
+            self.inner.close()
+            self.inner = reopen(OFFSET_BEGINNING)
+        if report and self.last_ts:
+            return [FeedStale(max(self.last_ts.values()), 0.0, lost=True)]
+        return []
 
     def snapshot(self) -> KafkaTickState:
         return KafkaTickState(self.inner.snapshot(), dict(self.last_ts))
@@ -202,6 +227,10 @@ class KafkaTickSource(FixedPartitionedSource[SourceItem, KafkaTickState]):
     ) -> _TickPartition:
         offset = resume_state.offset if resume_state is not None else None
         inner = self.inner.build_part(step_id, for_part, offset)
+
+        def reopen(at: int) -> _KafkaSourcePartition:
+            return self.inner.build_part(step_id, for_part, at)
+
         return _TickPartition(
             inner,
             self.src.topic,
@@ -212,4 +241,5 @@ class KafkaTickSource(FixedPartitionedSource[SourceItem, KafkaTickState]):
             self.src.idle_stop_s if self.src.tail else None,
             self.src.tail,
             self.trading,
+            (LostTopic(self.kafka, self.src.topic), reopen) if self.src.tail else None,
         )
