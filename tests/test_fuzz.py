@@ -9,9 +9,11 @@ and prints the figures the README quotes: inputs tried, crashes, in = processed 
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -273,6 +275,7 @@ def _iso_or_junk(us: int) -> str:
 
 _files = itertools.count()
 _DIR = Path(tempfile.mkdtemp(prefix="fuzz-replay-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 
 
 def run_replay(table: pa.Table) -> list[Any] | None:
