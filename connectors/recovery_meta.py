@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -214,17 +213,3 @@ def mark_finished(stopped: bool) -> None:
         return
     s.meta.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write(s.recovery_dir, s.meta)
-
-
-def cli_recovery(argv: list[str]) -> tuple[Path | None, int]:
-    """The recovery directory and process id of a ``python -m bytewax.run`` command line
-    (options or BYTEWAX_* variables); (None, 0) for any other entry point."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is None or spec.name != "bytewax.run":
-        return None, 0
-    from bytewax.run import _create_arg_parser
-
-    args, _ = _create_arg_parser().parse_known_args(argv)
-    rec = getattr(args, "recovery_directory", None)
-    return (Path(rec) if rec else None), int(getattr(args, "process_id", None) or 0)

@@ -17,7 +17,7 @@ from bytewax.dataflow import Dataflow
 from connectors import recovery_meta, stop
 from flows.config import load_config
 from flows.graph import build_flow
-from flows.plan import prepare
+from flows.plan import prepare, run_flags
 from schemas.config import ConfigError, SourceUnavailable
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -31,7 +31,8 @@ def _flow() -> Dataflow:
         from connectors.kafka import metadata
 
         metadata(cfg.kafka)
-    store, process = recovery_meta.cli_recovery(sys.argv[1:])
+    flags = run_flags()  # -r and -i as Bytewax reads them (its own parser has no -i)
+    store, process = flags.recovery_dir, flags.process_id or 0
     resumed_out = recovery_meta.open_store(store, cfg) if store else None
     plan = prepare(cfg, out_dir=resumed_out)
     if store:
