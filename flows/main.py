@@ -9,8 +9,11 @@ With ``-r DIR`` the recovery store must match the config and code it was made wi
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
+import time
+from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 
@@ -37,7 +40,30 @@ def _flow() -> Dataflow:
     plan = prepare(cfg, out_dir=resumed_out)
     if store:
         recovery_meta.begin(store, cfg, plan.out, writer=process == 0)
+    if cfg.output.analysis and process == 0:
+        atexit.register(_analyse, plan.out, time.time())  # runs before stop's exit hook
     return build_flow(plan)
+
+
+def _analyse(out: Path, started: float) -> None:
+    """After a run that wrote its report: the analysis report (text, JSON, HTML) beside it.
+    A failure here costs the extra report only, in one line."""
+    written = out / "report.json"
+    if hasattr(sys, "last_value") or not written.exists() or written.stat().st_mtime < started:
+        return  # the run failed, or ended before its report
+    try:
+        from flows.analysis import render_text, report, write_reports
+
+        analysed = report(out)
+        paths = write_reports(out, analysed=analysed)
+    except Exception as exc:
+        sys.stderr.write(f"alpha-panda: analysis report not written: {type(exc).__name__}: {exc}\n")
+        return
+    text = render_text(analysed).split("\n\n")
+    heads = [block for block in text if block.startswith("broker ")]  # each broker's headline
+    sys.stdout.write("\n" + "\n\n".join(heads) + "\n")
+    sys.stdout.write(f"\nreport: {paths['html']} (and report.txt, report.json)\n")
+    sys.stdout.flush()
 
 
 try:

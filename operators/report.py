@@ -115,6 +115,8 @@ def render(r: RunReport) -> str:
     for e in r.strategy_errors:
         lines.append(f"STRATEGY_ERROR: {e}")
     for b in r.brokers:
+        if not (b.strategies or b.total.fills or b.rejections_by_reason or b.trading_states):
+            continue  # configured, but nothing trades on it
         lines.append("")
         lines.append(
             f"broker {b.broker}: starting cash {b.starting_cash:,.2f}, equity {b.equity:,.2f}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,14 @@ def _write_config(tmp: Path, ticks: Path, name: str) -> tuple[Path, Path]:
 def test_embedded_default_runs_and_writes_a_readable_ledger(tmp_path: Path) -> None:
     out = finish(bytewax_run([], None, tmp_path))
     assert "=== Alpha Panda run report ===" in out and "broker paper" in out
+    assert "broker zerodha" not in out  # configured, but no strategy trades on it
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1
+    # The analysis report follows the run: its headline printed, three forms in the folder.
+    assert "profit factor" in out and f"report: {runs[0].relative_to(tmp_path)}/report.html" in out
+    html = (runs[0] / "report.html").read_text()
+    assert "<script src=" not in html and html.count("plotly") > 10
+    assert json.loads((runs[0] / "report.json").read_text())["run"]["rows_read"] > 0
     for kind in LEDGER_KINDS:
         table = ds.dataset(runs[0] / kind).to_table()
         assert table.schema.names, kind

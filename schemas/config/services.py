@@ -150,3 +150,8 @@ class OutputConfig(Section):
     dir: str | None = Field(default=None, min_length=1, description="default runs/<run-id>")
     rows_per_file: int = Field(default=100_000, gt=0, le=100_000_000)
     report: bool = True
+    analysis: bool = Field(
+        default=True,
+        description="when the run ends: report.txt/.json/.html with returns, ratios, trades "
+        "and plots written into the run folder (flows.analysis)",
+    )
