@@ -19,6 +19,7 @@ from schemas.config import KafkaConfig
 
 log = logging.getLogger("alpha_panda.kafka.source")
 LOOK_S = 10.0
+LOOK_TIMEOUT_S = 1.0
 
 
 class LostTopic:
@@ -26,7 +27,8 @@ class LostTopic:
 
     def __init__(self, cfg: KafkaConfig, topic: str, every_s: float = LOOK_S) -> None:
         self.topic, self.every_s = topic, every_s
-        self.watch = TopicWatch(cfg, {topic})
+        quick = cfg.model_copy(update={"timeout_s": min(cfg.timeout_s, LOOK_TIMEOUT_S)})
+        self.watch = TopicWatch(quick, {topic})  # a look blocks its worker: at most ~1 s
         self.watch.check()  # the topic as it is now: present, with its id
         self.looked = time.monotonic()
         self.gone = False
