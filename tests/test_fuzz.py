@@ -3,8 +3,8 @@ binary frames, replay Parquet tables. Each property: nothing raises, and every i
 processed or a dead letter (in = processed + dead letters); no accepted tick is dated
 implausibly, so none can move an instrument's order check.
 
-``python -m tests.test_fuzz [EXAMPLES]`` runs each property EXAMPLES times (default 500)
-and prints the figures the README quotes: inputs tried, crashes, in = processed + dead.
+``python -m tests.fuzz_figures [EXAMPLES]`` runs each property EXAMPLES times and prints
+the figures the README quotes: inputs tried, crashes, in = processed + dead letters.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import struct
-import sys
 import tempfile
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -390,31 +389,3 @@ def test_kite_frames_read_as_kiteconnect_reads_them() -> None:
     for token in (738561, 256265, 0x10C):  # NSE, an index, an nco divisor
         frame = message(packet(token, mode, q) for mode in ("ltp", "quote", "full"))
         assert parse_frame(frame) == kws._parse_binary(frame)
-
-
-def main() -> None:
-    """Run each property ``sys.argv[1]`` times and print the figures."""
-    crashes = 0
-    for test in (
-        test_kafka_messages_never_raise_and_each_is_processed_or_dead,
-        test_kite_frames_never_raise_and_each_packet_is_processed_or_dead,
-        test_replay_rows_never_raise_and_each_is_processed_or_dead,
-    ):
-        try:
-            test()
-        except Exception as e:  # a falsified property: count it, show it
-            crashes += 1
-            print(f"{test.__name__}: {type(e).__name__}: {e}", file=sys.stderr)
-    for path, unit in (("kafka", "messages"), ("kite", "packets"), ("replay", "rows")):
-        n, p, d = (TALLY[f"{path} {k}"] for k in ("inputs", "processed", "dead"))
-        ok = "=" if n == p + d else "!="
-        print(f"{path}: {EXAMPLES} examples, {n} {unit} in {ok} {p} processed + {d} dead letters")
-    print(f"replay files refused whole by the file check: {TALLY['replay files refused']}")
-    print(f"crashes: {crashes}")
-
-
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and "FUZZ_EXAMPLES" not in os.environ:
-        os.environ["FUZZ_EXAMPLES"] = sys.argv[1]
-        os.execv(sys.executable, [sys.executable, "-m", "tests.test_fuzz"])
-    main()
