@@ -389,3 +389,18 @@ def test_kite_frames_read_as_kiteconnect_reads_them() -> None:
     for token in (738561, 256265, 0x10C):  # NSE, an index, an nco divisor
         frame = message(packet(token, mode, q) for mode in ("ltp", "quote", "full"))
         assert parse_frame(frame) == kws._parse_binary(frame)
+
+
+def test_kite_text_messages_never_raise_and_order_updates_still_arrive() -> None:
+    from kiteconnect import KiteTicker
+
+    from connectors.kite.ticks import guard_text
+
+    kws = KiteTicker("key", "token")
+    got: list[Any] = []
+    kws.on_order_update = lambda ws, data: got.append(data)
+    guard_text(kws)
+    for bad in (b"[" * 5000 + b"]" * 5000, b"[1, 2]", b"null", b"\xff\xfe", b'"text"'):
+        kws._parse_text_message(bad)
+    kws._parse_text_message(b'{"type": "order", "data": {"order_id": "1"}}')
+    assert got == [{"order_id": "1"}]

@@ -196,6 +196,21 @@ def frame_items(
     return [RowsRead(len(entries)), *dead], batches
 
 
+def guard_text(kws: Any) -> None:
+    """Keep kiteconnect's reader of text messages (order updates, errors) from raising: a
+    message nested too deep or not an object is logged and dropped, the connection stays
+    (order states are also polled, so no update is lost for good)."""
+    read = kws._parse_text_message
+
+    def guarded(payload: Any) -> None:
+        try:
+            read(payload)
+        except Exception as e:  # the input boundary: a message never drops the socket
+            log.warning("Kite ticker: unreadable text message dropped (%s)", type(e).__name__)
+
+    kws._parse_text_message = guarded
+
+
 class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
     def __init__(
         self,
@@ -222,6 +237,7 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         self.kws = ticker(kite, src.reconnect_max_delay_s)
         self.kws.on_connect = self._on_connect
         self.kws.on_message = self._on_message  # binary frames read here, never by kiteconnect
+        guard_text(self.kws)
         self.kws.on_reconnect = lambda ws, n: log.warning("Kite ticker reconnecting (try %d)", n)
         if feed is not None:
             self.kws.on_order_update = lambda ws, data: feed.on_message(data)
