@@ -30,7 +30,9 @@ def test_trading_days_come_from_the_exchange_calendar_and_config_overrides() -> 
     assert closed.hours(WED) is None
     sunday = date(2026, 11, 8)
     special = MarketSession(
-        SessionConfig(special_sessions=[{"date": sunday, "open": "18:00", "close": "19:00"}])
+        SessionConfig.model_validate(
+            {"special_sessions": [{"date": sunday, "open": "18:00", "close": "19:00"}]}
+        )
     )
     assert special.hours(sunday) == (time(18, 0), time(19, 0))
     assert s.hours(sunday) is None

@@ -47,7 +47,9 @@ def _intent(n: int, received_us: int | None = None) -> OrderIntent:
 
 
 def _placer(root: str, r: redis.Redis, prefix: str, **kite: float) -> KiteOrders:
-    cfg = KiteConfig(api_root=root, timeout_s=2, attempts=2, backoff_max_s=0.05, **kite)
+    cfg = KiteConfig.model_validate(
+        dict(api_root=root, timeout_s=2, attempts=2, backoff_max_s=0.05, **kite)
+    )
     inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
     placer = KiteOrders(client(root), IntentStore(r, LiveKeys(prefix), 3600), cfg, inst)
     placer.load_today()  # what the flow does at start

@@ -65,7 +65,9 @@ def orders(sim, keys) -> KiteOrders:
 
 
 def _orders(root: str, r: redis.Redis, k: LiveKeys, **kite: float) -> KiteOrders:
-    cfg = KiteConfig(api_root=root, timeout_s=1, attempts=4, backoff_max_s=0.05, **kite)
+    cfg = KiteConfig.model_validate(
+        dict(api_root=root, timeout_s=1, attempts=4, backoff_max_s=0.05, **kite)
+    )
     inst = {INFY: Instrument(instrument_token=INFY, tradingsymbol="INFY")}
     return KiteOrders(client(root, timeout=1), IntentStore(r, k, 60), cfg, inst)
 
