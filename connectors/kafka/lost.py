@@ -33,6 +33,21 @@ class LostTopic:
         self.looked = time.monotonic()
         self.gone = False
 
+    def topic_id(self) -> str:
+        """The topic's id at the last look ("" if gone or the cluster gives none)."""
+        return "" if self.gone else self.watch.seen.get(self.topic, "")
+
+    def replaced(self, old_id: str) -> bool:
+        """Whether the topic is not the one of id ``old_id`` (a resume's): recreated since."""
+        new = self.topic_id()
+        if not (old_id and new and old_id != new):
+            return False
+        log.error(
+            "kafka: topic %r was recreated since the snapshot (the broker lost its data?): "
+            "the offsets kept are void; reading it from its start", self.topic,
+        )  # fmt: skip
+        return True
+
     def look(self) -> tuple[bool, bool]:
         """If due: (lost since the last look: report it, restart: read it from its start)."""
         now = time.monotonic()

@@ -39,6 +39,7 @@ _TOPIC_MISSING = {
 class KafkaTickState:
     offset: int | None
     last_ts: dict[int, int] = field(default_factory=dict)
+    topic_id: str = ""  # the topic's id at the snapshot (tail runs; "" unknown)
 
 
 def part_name(topic: str, idx: int) -> str:
@@ -123,6 +124,11 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         self.idle_stop_s, self.tail = idle_stop_s, tail
         self.heard = time.monotonic()
         stop.tick_part_open(name)
+        self.resumed_lost = False  # the snapshot's topic was replaced while we were down
+        if lost is not None and state is not None:
+            if lost[0].replaced(getattr(state, "topic_id", "")):  # older snapshots: none
+                self.inner.close()
+                self.inner, self.resumed_lost = lost[1](OFFSET_BEGINNING), True
 
     def _poll(self) -> tuple[list[bytes | None], list[int], list[int]]:
         """Bytewax's ``next_batch`` without building a message object per message (half the
@@ -152,6 +158,10 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         return values, offsets, stamps
 
     def next_batch(self) -> list[SourceItem]:
+        if self.resumed_lost and self.last_ts:  # say so to health first
+            self.resumed_lost = False
+            note: list[Any] = [FeedStale(max(self.last_ts.values()), 0.0, lost=True)]
+            return note  # not a SourceItem: a note for health, as the Kite source sends
         values, offsets, stamps = self._poll()
         if not values:
             idle = self.idle_stop_s
@@ -186,7 +196,8 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         return []
 
     def snapshot(self) -> KafkaTickState:
-        return KafkaTickState(self.inner.snapshot(), dict(self.last_ts))
+        topic_id = self.lost[0].topic_id() if self.lost is not None else ""
+        return KafkaTickState(self.inner.snapshot(), dict(self.last_ts), topic_id)
 
     def close(self) -> None:
         self.inner.close()
