@@ -62,7 +62,7 @@ def _analyse(out: Path, started: float) -> None:
     text = render_text(analysed).split("\n\n")
     heads = [block for block in text if block.startswith("broker ")]  # each broker's headline
     sys.stdout.write("\n" + "\n\n".join(heads) + "\n")
-    sys.stdout.write(f"\nreport: {paths['html']} (and report.txt, report.json)\n")
+    sys.stdout.write(f"\nreport: {paths['html']} (and report.txt, analysis.json)\n")
     sys.stdout.flush()
 
 

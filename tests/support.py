@@ -269,7 +269,7 @@ def client(root: str, token: str | None = TOKEN, timeout: int = 7) -> KiteConnec
 
 
 def advance(root: str, ticks: int) -> dict[str, Any]:
-    r = requests.post(f"{root}/_sim/advance", json={"ticks": ticks}, timeout=5)
+    r = requests.post(f"{root}/_sim/advance", json={"ticks": ticks}, timeout=60)
     data: dict[str, Any] = r.json()["data"]
     return data
 

@@ -203,8 +203,8 @@ def test_write_reports_and_compare(tmp_path: Path) -> None:
     b = hand_ledger(tmp_path / "b", {"brokers": {"paper": {"slippage_bps": 5}}, "x": 1})
     c = hand_ledger(tmp_path / "c")
     written = write_reports(a)
-    assert {p.name for p in written.values()} == {"report.txt", "report.json", "report.html"}
-    assert json.loads((a / "report.json").read_text())["brokers"][0]["broker"] == "paper"
+    assert {p.name for p in written.values()} == {"report.txt", "analysis.json", "report.html"}
+    assert json.loads((a / "analysis.json").read_text())["brokers"][0]["broker"] == "paper"
     text = compare([a, b, c])
     assert "brokers.paper.slippage_bps" in text and "\n  x " not in text
     assert "no config.yaml in c" in text and text.count("121.50") == 3
@@ -242,4 +242,4 @@ def test_real_sample_run_identities(tmp_path: Path) -> None:
     assert all(f"{title} — broker paper" in page for title in ("Equity curve", "Drawdown"))
     assert "Daily PnL — broker paper" in page
     assert "<script src=" not in page and len(page) > 1_000_000  # plotly.js inlined
-    assert json.loads((run / "report.json").read_text())["run"]["rows_read"] > 0
+    assert json.loads((run / "analysis.json").read_text())["run"]["rows_read"] > 0

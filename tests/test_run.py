@@ -47,7 +47,8 @@ def test_embedded_default_runs_and_writes_a_readable_ledger(tmp_path: Path) -> N
     assert "profit factor" in out and f"report: {runs[0].relative_to(tmp_path)}/report.html" in out
     html = (runs[0] / "report.html").read_text()
     assert "<script src=" not in html and html.count("plotly") > 10
-    assert json.loads((runs[0] / "report.json").read_text())["run"]["rows_read"] > 0
+    analysis = json.loads((runs[0] / "analysis.json").read_text())
+    assert analysis["run"] == json.loads((runs[0] / "report.json").read_text())  # the flow's
     for kind in LEDGER_KINDS:
         table = ds.dataset(runs[0] / kind).to_table()
         assert table.schema.names, kind

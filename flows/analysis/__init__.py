@@ -4,10 +4,10 @@ comparison of runs. The stable API (the ``alpha-panda`` CLI calls only these):
 - ``report(run_dir, risk_free=0.0) -> Report``: the analysis, a pydantic model
   (``Report.model_dump_json()`` is the JSON form);
 - ``write_reports(run_dir, risk_free=0.0, analysed=None) -> dict[str, Path]``: writes
-  ``report.txt``, ``report.json`` and ``report.html`` into the run folder and returns
+  ``report.txt``, ``analysis.json`` and ``report.html`` into the run folder (beside the
+  flow's own ``report.json``, which it also carries under ``run``) and returns
   ``{"txt": path, "json": path, "html": path}``; pass ``analysed`` (a ``Report`` of that
-  folder) to skip analysing it again. ``report.json`` replaces the flow's run report file
-  and keeps its contents under ``run``;
+  folder) to skip analysing it again;
 - ``render_text(report) -> str``: the terminal form of a ``Report``;
 - ``compare(run_dirs, risk_free=0.0) -> str``: runs side by side (config differences and
   headline metrics), as text.
@@ -26,7 +26,7 @@ from flows.analysis.html import render_html
 from flows.analysis.model import Report
 from flows.analysis.render import render_json, render_text
 
-REPORT_FILES = {"txt": "report.txt", "json": "report.json", "html": "report.html"}
+REPORT_FILES = {"txt": "report.txt", "json": "analysis.json", "html": "report.html"}
 
 
 def write_reports(
