@@ -128,7 +128,7 @@ def trades_block(b: BrokerReport) -> list[str]:
         f"  {'exit':<19} {'held':>7} {'entry px':>10} {'exit px':>10} {'net':>10} {'MAE':>9} "
         f"{'MFE':>9}"
     )
-    out = [f"  round trips: {len(b.trades)} (all in analysis.json and report.html); best and worst:"]
+    out = [f"  round trips: {len(b.trades)} (all in analysis.json, report.html); best and worst:"]
     out.append(head)
     picked = ranked[::-1][:TRADES_SHOWN] + ranked[:TRADES_SHOWN][::-1]
     seen: set[int] = set()
