@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
@@ -388,3 +389,42 @@ def test_a_resume_after_its_topic_was_recreated_reads_the_new_one(kafka: str) ->
     assert resumed.snapshot().topic_id not in ("", state.topic_id)
     resumed.close()
     stop.reset()  # forget these partitions (see above)
+
+
+@pytest.mark.parametrize("tail", [True, False])
+def test_a_resume_offset_beyond_the_log_is_said_and_the_log_read_from_its_start(
+    kafka: str, tail: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same topic, but its log holds less than the snapshot's offset (truncated, or a
+    broker back empty under the same id): the partition logs it, health hears TOPIC_LOST,
+    and what the log holds is read, instead of waiting silently for offset 1,000."""
+    from connectors.kafka.source import KafkaTickSource, KafkaTickState
+    from schemas.config import KafkaConfig, KafkaSourceConfig
+    from schemas.ticks import FeedStale
+
+    topic, token = f"short.ticks.{int(tail)}", 738561
+    create_topic(kafka, topic, 1)
+    p = Producer({"bootstrap.servers": kafka})
+    for i in range(6):
+        p.produce(topic, minute(i, token), str(token).encode())
+    p.flush()
+    src = KafkaTickSource(
+        KafkaSourceConfig(kind="kafka", topic=topic, tail=tail),
+        KafkaConfig(brokers=[kafka], timeout_s=2),
+        [token],
+    )
+    state = KafkaTickState(offset=1000, last_ts={token: 1})
+    part = src.build_part("t", src.list_parts()[0], state)
+    got: list[Any] = []
+    for _ in range(20_000):  # a bound on polls, not a timing
+        try:
+            got.extend(part.next_batch())
+        except StopIteration:
+            break
+        if sum(len(b) for b in got if isinstance(b, TickBatch)) == 6:
+            break
+    assert sum(len(b) for b in got if isinstance(b, TickBatch)) == 6
+    assert isinstance(got[0], FeedStale) and got[0].lost
+    assert "the resume offset 1000 is beyond the log's end" in caplog.text
+    part.close()
+    stop.reset()

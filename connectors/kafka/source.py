@@ -9,6 +9,7 @@ continues at the next message, with order checks intact.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,13 @@ from typing import Any
 import numpy as np
 from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_NOT_AVAILABLE, KafkaError
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    TopicPartition,
+)
 
 from connectors import stop
 from connectors.kafka import client_config, partitions_of
@@ -33,6 +40,9 @@ _TOPIC_MISSING = {
     KafkaError._UNKNOWN_TOPIC,
     KafkaError._UNKNOWN_PARTITION,
 }
+
+
+log = logging.getLogger("alpha_panda.kafka.source")
 
 
 @dataclass
@@ -129,6 +139,48 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
             if lost[0].replaced(getattr(state, "topic_id", "")):  # older snapshots: none
                 self.inner.close()
                 self.inner, self.resumed_lost = lost[1](OFFSET_BEGINNING), True
+        if state is not None and state.offset is not None and not self.resumed_lost:
+            self._check_offset(state.offset, lost[1] if lost is not None else None)
+
+    def _check_offset(self, at: int, reopen: Callable[[int], Any] | None) -> None:
+        """A resume's offset against the partition's log: below its start (messages deleted
+        by retention before they were read) it reads on from the start, logged with the
+        count lost; beyond its end (a log truncated or emptied under the same topic) it
+        reads the log from the start, logged, and health shows TOPIC_LOST. Never silent."""
+        tp = TopicPartition(self.topic, self.inner._part_idx)
+        try:
+            low, high = self.inner._consumer.get_watermark_offsets(tp, timeout=5)
+        except Exception as e:  # the cluster does not say: the consumer's own reset applies
+            log.warning("%s: cannot check the resume offset %d (%s)", self.name, at, e)
+            return
+        if low <= at <= high or (at > high and self._reaches(tp, at)):
+            return
+        if at < low:
+            log.error("%s: offsets %d..%d were deleted before they were read (retention); "
+                      "reading on from %d", self.name, at, low - 1, low)  # fmt: skip
+        else:
+            log.error("%s: the resume offset %d is beyond the log's end %d (truncated or "
+                      "emptied): reading it from its start", self.name, at, high)  # fmt: skip
+            self.resumed_lost = True
+        start = low if at < low else OFFSET_BEGINNING
+        if reopen is not None:
+            self.inner.close()
+            self.inner = reopen(start)
+        else:
+            self.inner._consumer.assign([TopicPartition(self.topic, tp.partition, start)])
+            self.inner._offset = low if at < low else 0
+
+    def _reaches(self, tp: TopicPartition, at: int, wait_s: float = 3.0) -> bool:
+        """The log holds offset ``at - 1`` (read it): a broker's log-end answer can fall short
+        of what it serves (batches counted as one), so a claim of "beyond the end" is checked."""
+        consumer = self.inner._consumer
+        consumer.assign([TopicPartition(tp.topic, tp.partition, at - 1)])
+        deadline, found = time.monotonic() + wait_s, False
+        while not found and time.monotonic() < deadline:
+            msgs = consumer.consume(1, 0.2)
+            found = any(m.error() is None and m.offset() == at - 1 for m in msgs)
+        consumer.assign([TopicPartition(tp.topic, tp.partition, at)])
+        return found
 
     def _poll(self) -> tuple[list[bytes | None], list[int], list[int]]:
         """Bytewax's ``next_batch`` without building a message object per message (half the
@@ -221,7 +273,7 @@ class KafkaTickSource(FixedPartitionedSource[SourceItem, KafkaTickState]):
             [src.topic],
             tail=src.tail,
             starting_offset=OFFSET_BEGINNING if src.from_start else OFFSET_END,
-            add_config=client_config(kafka),
+            add_config={"auto.offset.reset": "earliest", **client_config(kafka)},
             batch_size=src.batch_size,
             raise_on_errors=True,
         )
