@@ -32,6 +32,7 @@ _signum: list[int] = []  # the first signal received
 _lock = threading.Lock()
 _ticks: dict[str, bool] = {}  # tick partition of this process -> ended
 _cluster: list[bool] = [False]
+_failed: list[tuple[int, str]] = []  # why the run failed (``fail``)
 
 
 def requested() -> bool:
@@ -46,9 +47,18 @@ def request(signum: int = signal.SIGINT) -> None:
     _flag.set()
 
 
+def fail(why: str, code: int = 1) -> None:
+    """The run ends without error but failed at what it was for (a live feed that never
+    connected): it exits ``code`` and says ``why`` in one line once it has ended."""
+    if not _failed:
+        _failed.append((code, why))
+
+
 def exit_code() -> int | None:
-    """128 + the signal that stopped the run, or None when none did."""
-    return 128 + _signum[0] if _signum else None
+    """128 + the signal that stopped the run, else a failure's code, else None."""
+    if _signum:
+        return 128 + _signum[0]
+    return _failed[0][0] if _failed else None
 
 
 def signal_name() -> str:
@@ -60,6 +70,7 @@ def reset() -> None:
     """Forget a stop and the tick partitions (tests that run several flows in one process)."""
     _flag.clear()
     _signum.clear()
+    _failed.clear()
     with _lock:
         _ticks.clear()
 
@@ -110,6 +121,8 @@ def _exit_with_signal_code() -> None:
     code = exit_code()
     if code is None or hasattr(sys, "last_value"):
         return
+    if _failed and not _signum:
+        sys.stderr.write(f"alpha-panda: {_failed[0][1]}\n")
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

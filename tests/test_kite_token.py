@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 import requests
+import yaml
 
 from connectors.kite.client import OrderFeed
 from connectors.kite.orders import IntentStore, KiteOrders
@@ -25,7 +26,7 @@ from schemas.kite import KiteAlert
 from schemas.redis_keys import LiveKeys
 from tests.live_sim import SECRETS, Sim, live_config, tape
 from tests.redis_server import shared_url
-from tests.support import client, flow_env, zerodha_signal
+from tests.support import client, flow_env, free_ports, zerodha_signal
 
 INFY = 408065
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
@@ -50,6 +51,29 @@ def test_a_refused_token_at_start_exits_2_and_leaves_the_last_run_alone(tmp_path
     assert "Traceback" not in done.stderr and "expired-token-8Hq2" not in done.stderr
     assert sorted(p.name for p in earlier.iterdir()) == ["report.json"]
     assert (earlier / "report.json").read_text() == '{"from": "the run before"}'
+
+
+def test_a_ticker_that_never_connects_ends_the_run_with_exit_1_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """Kite's API answers, its websocket does not: the run ends at idle_stop_s with its
+    report, exit 1 and one line naming the ticker's address (not a quiet exit 0)."""
+    sim = Sim(tape(tmp_path), tmp_path / "sim.log")
+    try:
+        cfg = live_config(tmp_path, sim, shared_url(), f"ws-{uuid.uuid4().hex[:6]}:",
+                          idle_stop_s=3)  # fmt: skip
+        raw = yaml.safe_load(cfg.read_text())
+        dead = f"ws://127.0.0.1:{free_ports(1)[0]}"
+        raw["kite"]["ws_root"] = dead
+        cfg.write_text(yaml.safe_dump(raw))
+        cmd = [sys.executable, "-m", "bytewax.run", "flows.main"]
+        done = subprocess.run(cmd, cwd=tmp_path, env={**flow_env(cfg), **SECRETS},
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    finally:
+        sim.stop()
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"the Kite ticker never connected to {dead}" in done.stderr.strip().splitlines()[-1]
+    assert "=== Alpha Panda run report ===" in done.stdout and "Traceback" not in done.stderr
 
 
 def _signal(n: int, target: int) -> TradingSignal:

@@ -234,6 +234,8 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
             else None
         )
         self.feed = feed
+        self.connected = False  # the ticker connected at least once
+        self.ws_root = kite.ws_root
         self.kws = ticker(kite, src.reconnect_max_delay_s)
         self.kws.on_connect = self._on_connect
         self.kws.on_message = self._on_message  # binary frames read here, never by kiteconnect
@@ -245,6 +247,7 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         start_ticker(self.kws)
 
     def _on_connect(self, ws: Any, response: Any) -> None:
+        self.connected = True
         log.info("Kite ticker connected; subscribing %d instruments", len(self.tokens))
         ws.subscribe(self.tokens)
         ws.set_mode(self.src.mode, self.tokens)
@@ -293,6 +296,9 @@ class _KitePartition(StatefulSourcePartition[Any, KiteTickState]):
         silent = now - self.last_tick
         idle = self.src.idle_stop_s
         if idle is not None and silent >= idle:
+            if not self.connected:  # not a quiet market: there was never a feed
+                stop.fail(f"the Kite ticker never connected to {self.ws_root} in {idle:g} s "
+                          "(idle_stop_s): no ticks were read")  # fmt: skip
             raise StopIteration()
         if self.stale_reported or silent < self.src.stale_after_s:
             return []
