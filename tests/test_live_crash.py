@@ -88,6 +88,9 @@ def test_sigkill_and_resume_place_each_order_once(kafka: str, tmp_path: Path) ->
     raw["source"] = {"kind": "kafka", "topic": topic, "max_delay_s": 1.0}
     raw["kafka"] = {"brokers": [kafka]}
     raw["kite"]["max_orders_per_s"] = 5  # slow enough to kill it mid-session
+    # The tape was published before the runs: on a slow machine the resume reads it more than
+    # max_signal_age_s of wall time later, and every new order would be refused as too old.
+    raw["kite"]["max_signal_age_s"] = None
     raw["portfolio"] = {"snapshot_interval_s": 60}  # a snapshot soon after the last signal
     cfg.write_text(yaml.safe_dump(raw))
     targets, signals, last_snapshot, last_signal = replay_targets(
