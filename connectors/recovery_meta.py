@@ -165,6 +165,12 @@ def open_store(recovery_dir: Path, cfg: AppConfig) -> Path | None:
     """Before the flow is prepared: refuse a store made with another config or code
     (RecoveryRefused) or whose replay finished (RunFinished); a resume returns the
     recorded output folder, a new store None."""
+    store = Path(recovery_dir)
+    if not store.is_dir() or not any(store.glob("part-*.sqlite3")):
+        raise RecoveryRefused(
+            f"-r {recovery_dir}: not a recovery store (no part-*.sqlite3 in it): make one "
+            "with python -m bytewax.recovery DIR 1 (alpha-panda run -r makes it when missing)"
+        )
     old = read(recovery_dir)
     if old is None:
         return None

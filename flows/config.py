@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ def _instruments(value: Any, base: Path) -> Any:
     if not isinstance(value, str):
         return value
     path = _resolve(base, value, "instruments")
+    _regular(path, "instruments")
     try:
         with path.open(newline="") as fh:
             return [_csv_row(r) for r in csv.DictReader(fh)]
@@ -108,6 +110,21 @@ def _instruments(value: Any, base: Path) -> Any:
         raise ConfigError(f"instruments: cannot read {path}: {exc.strerror}") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(f"instruments: {path} is not a CSV text file: {exc}") from None
+
+
+MAX_TEXT_BYTES = 256 * 2**20  # an instruments or config file larger than this is not one
+
+
+def _regular(path: Path, where: str) -> None:
+    """A readable regular file of a sane size (not a device, FIFO or folder)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{where}: {path} is not a regular file")
+    if st.st_size > MAX_TEXT_BYTES:
+        raise ConfigError(f"{where}: {path} is {st.st_size:,} bytes, over {MAX_TEXT_BYTES:,}")
 
 
 def _resolve(base: Path, value: str, where: str) -> Path:
@@ -151,15 +168,34 @@ def build_strategies(cfg: AppConfig) -> dict[str, StrategyImpl]:
     return {s.id: build_strategy(s) for s in cfg.strategies if s.enabled}
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                continue
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"config: {key!r} given twice (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path | None = None) -> AppConfig:
     """Config from ``path``, else ``$ALPHA_PANDA_CONFIG``, else the bundled default."""
     p = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    _regular(p, "config")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.load(p.read_text(), Loader=_UniqueKeys)
     except OSError as exc:
         raise ConfigError(f"{CONFIG_ENV}: cannot read {p}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{CONFIG_ENV}: {p} is not UTF-8 text") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ConfigError(f"{p}: invalid YAML: {exc}") from None
     return parse_config(raw, p.resolve().parent)

@@ -10,6 +10,7 @@ With ``-r DIR`` the recovery store must match the config and code it was made wi
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import sys
 import time
@@ -40,17 +41,31 @@ def _flow() -> Dataflow:
     plan = prepare(cfg, out_dir=resumed_out)
     if store:
         recovery_meta.begin(store, cfg, plan.out, writer=process == 0)
-    if cfg.output.analysis and process == 0:
-        atexit.register(_analyse, plan.out, time.time())  # runs before stop's exit hook
+    if process == 0:  # runs before stop's exit hook (atexit: last in, first out)
+        atexit.register(_after, plan.out, time.time(), cfg.output.analysis)
     return build_flow(plan)
 
 
-def _analyse(out: Path, started: float) -> None:
-    """After a run that wrote its report: the analysis report (text, JSON, HTML) beside it.
-    A failure here costs the extra report only, in one line."""
+def _after(out: Path, started: float, analyse: bool) -> None:
+    """After a run that wrote its report: a run that read rows and processed none failed
+    (exit 1, said); the analysis report (text, JSON, HTML) beside the run report."""
     written = out / "report.json"
     if hasattr(sys, "last_value") or not written.exists() or written.stat().st_mtime < started:
         return  # the run failed, or ended before its report
+    try:
+        run = json.loads(written.read_text())
+        read, done = int(run["rows_read"]), int(run["ticks_processed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        read = done = 0
+    if read and not done:
+        why = ", ".join(f"{k} {v:,}" for k, v in run.get("dead_letters_by_reason", {}).items())
+        stop.fail(f"none of the {read:,} rows read could be used ({why}): see dead_letters/")
+    if analyse:
+        _analyse(out)
+
+
+def _analyse(out: Path) -> None:
+    """The analysis report; a failure here costs the extra report only, in one line."""
     try:
         from flows.analysis import render_text, report, write_reports
 

@@ -86,7 +86,7 @@ def config_file() -> Path:
 
 
 def _safe(name: str) -> str:
-    safe = re.sub(r"[^\w.-]+", "_", name).strip("._")
+    safe = re.sub(r"[^\w.-]+", "_", name).strip("._")[:200]  # a file name holds 255 bytes
     if not safe:
         raise ConfigError(f"run name: {name!r} gives no usable folder name")
     return safe
@@ -108,13 +108,17 @@ def run_folder(
     name: str | None = None,
     flags: RunFlags = RunFlags(),
     now: datetime | None = None,
+    claim: bool = False,
 ) -> Path:
     """A fresh run folder: ``name``, else ``output.dir``'s own name, else
     ``<config stem>-<data>-<YYYYMMDD-HHMM>`` (local wall time; no time when several
     processes must agree on it), under ``output.dir``'s parent or ``runs/``; ``-2``, ``-3``…
     when that holds a run already. Every process of a run picks the same folder: nothing
-    is written into it before all of them have started."""
+    is written into it before all of them have started. ``claim``: create it (one process),
+    atomically, so that runs started together never share a folder."""
     given = Path(cfg.output.dir) if cfg.output.dir else None
+    if given is not None and given.exists() and not given.is_dir():
+        raise ConfigError(f"output.dir: {given} exists and is not a folder")
     parent = given.parent if given else RUNS
     leaf = name or (given.name if given else None)
     if not leaf:
@@ -123,10 +127,22 @@ def run_folder(
             leaf += f"-{(now or datetime.now()):%Y%m%d-%H%M}"
     base = parent / _safe(leaf)
     folder, k = base, 1
-    while taken(folder):
+    while not _claimed(folder) if claim else taken(folder):
         k += 1
         folder = base.with_name(f"{base.name}-{k}")
     return folder
+
+
+def _claimed(folder: Path) -> bool:
+    """Create ``folder`` unless it exists (then another run has it)."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise ConfigError(f"output: cannot create {folder}: {e.strerror or e}") from None
+    return True
 
 
 def _mask(value: Any, key: str = "") -> Any:
@@ -228,6 +244,12 @@ def prepare(
             plan.order_updates = KiteOrderSource(cfg.kite)
             plan.parts = [*plan.parts, PART]
     plan.progress = progress_spec(cfg, source, flags.processes)
+    if fresh and flags.processes == 1:  # every check passed: the folder is made ours now
+        plan.out = run_folder(cfg, config or config_file(), name or os.environ.get(RUN_NAME_ENV),
+                              flags, claim=True)  # fmt: skip
     if fresh and not flags.process_id:  # one copy, by the first process
-        write_config(cfg, out)
+        try:
+            write_config(cfg, plan.out)
+        except OSError as e:
+            raise ConfigError(f"output: cannot write {plan.out}: {e.strerror or e}") from None
     return plan

@@ -13,12 +13,13 @@ from typing import Any
 
 import pyarrow.dataset as ds
 import requests
+import yaml
 from bytewax.testing import TestingSink, run_main
 from kiteconnect import KiteConnect
 
 from connectors.kite.sim.__main__ import SIM_DEFAULTS
 from data.generate import generate, sample_instruments
-from flows.config import parse_config
+from flows.config import DEFAULT_CONFIG, parse_config
 from flows.graph import build_flow
 from flows.plan import prepare
 from operators.report import RunReport
@@ -493,3 +494,18 @@ def signal_once_writing(p: subprocess.Popen[str], out: Path, sig: int) -> tuple[
         time.sleep(0.05)
     p.send_signal(sig)
     return p.communicate(timeout=120)
+
+
+SAMPLE_ROWS = 314_968
+
+
+def long_replay(tmp: Path, out: Path) -> Path:
+    """The bundled sample in batches of 50 ticks: long enough to be stopped half way."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["source"]["batch_size"] = 50
+    raw["source"]["path"] = str((DEFAULT_CONFIG.parent / raw["source"]["path"]).resolve())
+    raw["instruments"] = str((DEFAULT_CONFIG.parent / raw["instruments"]).resolve())
+    raw["output"] = {"dir": str(out), "rows_per_file": 20}
+    path = tmp / "long.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

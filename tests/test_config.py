@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -320,3 +321,27 @@ def test_unreadable_yaml_is_a_config_error(tmp_path: Path, doc: str) -> None:
     cfg.write_text(doc)
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(cfg)
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    body = yaml.safe_dump(config_dict(tmp_path / "ticks"))
+    path.write_text(body + "brokers:\n  paper: {starting_cash: 1}\n")  # YAML keeps the last
+    with pytest.raises(ConfigError, match=r"'brokers' given twice \(line \d+\)"):
+        load_config(path)
+
+
+def test_files_that_are_not_regular_files_are_refused(tmp_path: Path) -> None:
+    """A FIFO would block the load, a device would be read without end, a folder fails
+    oddly: the instruments file and the config file must be regular files."""
+    fifo = tmp_path / "instruments.csv"
+    os.mkfifo(fifo)
+    raw = config_dict(tmp_path / "ticks")
+    raw["instruments"] = str(fifo)
+    with pytest.raises(ConfigError, match=r"instruments: .* is not a regular file"):
+        parse_config(raw, tmp_path)
+    raw["instruments"] = "/dev/zero"
+    with pytest.raises(ConfigError, match="instruments: /dev/zero is not a regular file"):
+        parse_config(raw, tmp_path)
+    with pytest.raises(ConfigError, match=r"config: .* is not a regular file"):
+        load_config(tmp_path)

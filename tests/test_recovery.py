@@ -22,14 +22,15 @@ from flows.config import load_config
 from flows.graph import build_flow
 from flows.plan import prepare
 from tests.support import (
+    SAMPLE_ROWS,
     bytewax_run,
     config_dict,
     ledger_bytes,
+    long_replay,
     make_config,
     read_ledger,
     signal_once_writing,
 )
-from tests.test_stop import SAMPLE_ROWS, long_replay
 
 RECOVERY = ["-s", "1", "-b", "0"]
 
@@ -157,3 +158,18 @@ def test_the_record_names_a_code_change_and_a_new_store_has_no_folder(tmp_path: 
         f"same version {new.package_version})"
     ]
     assert recorded_output(new_store(tmp_path)) is None
+
+
+def test_a_folder_that_is_not_a_recovery_store_is_refused_in_one_line(
+    ticks_dir: Path, tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hi")
+    config = tmp_path / "bt.yaml"
+    config.write_text(yaml.safe_dump(config_dict(ticks_dir, output={"dir": str(tmp_path / "o")})))
+    p = bytewax_run(["-r", str(junk), "-s", "1", "-b", "1"], config, tmp_path)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert "not a recovery store" in err and "panicked" not in err
+    assert not (tmp_path / "o").exists()

@@ -136,3 +136,24 @@ def test_interrupted_replay_resumes_to_the_same_result(ticks_dir: Path, tmp_path
     assert final == expect and final
     assert len(partial) < len(read_ledger(out, "signals"))
     assert ledger_bytes(out) == ledger_bytes(tmp_path / "whole")
+
+
+def test_a_run_that_could_use_none_of_its_rows_exits_1_and_says_why(
+    ticks_dir: Path, tmp_path: Path
+) -> None:
+    """Every row dead-lettered (here: an instrument list that matches none of the data) is
+    not a success: the run ends with its report and dead letters, exit 1, one line why."""
+    raw = config_dict(ticks_dir, output={"dir": str(tmp_path / "out")})
+    raw["instruments"] = [{"instrument_token": 4242, "tradingsymbol": "NONE", "tick_size": 0.05}]
+    for s in raw["strategies"]:
+        s["instruments"] = [4242]
+    config = tmp_path / "none.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    p = bytewax_run([], config, tmp_path)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 1, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("alpha-panda: none of the") and "UNKNOWN_INSTRUMENT" in last
+    assert "=== Alpha Panda run report ===" in out
+    dead = ds.dataset(tmp_path / "out" / "dead_letters").count_rows()
+    assert dead == json.loads((tmp_path / "out" / "report.json").read_text())["rows_read"] > 0

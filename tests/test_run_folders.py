@@ -8,6 +8,7 @@ import io
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -75,6 +76,21 @@ def test_a_folder_holding_a_run_is_never_reused(ticks_dir: Path, tmp_path: Path)
     (tmp_path / "r-2").mkdir()
     (tmp_path / "r-2" / "report.json").write_text("{}")
     assert run_folder(cfg, conf) == tmp_path / "r-3"
+
+
+def test_runs_started_together_never_share_a_folder(ticks_dir: Path, tmp_path: Path) -> None:
+    """Eight runs of one config in the same minute (a parameter sweep) each claim their own
+    folder, atomically; an output.dir that is a file is refused; a long name is cut short."""
+    cfg = make_config(ticks_dir, output={"dir": str(tmp_path / "sweep")})
+    conf = tmp_path / "bt.yaml"
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: run_folder(cfg, conf, now=NOW, claim=True), range(8)))
+    assert sorted(p.name for p in got) == sorted(["sweep", *(f"sweep-{k}" for k in range(2, 9))])
+    assert all(p.is_dir() for p in got)
+    (tmp_path / "plain").write_text("a file")
+    with pytest.raises(ConfigError, match=r"output\.dir: .* is not a folder"):
+        run_folder(make_config(ticks_dir, output={"dir": str(tmp_path / "plain")}), conf)
+    assert len(run_folder(cfg, conf, "a" * 300, claim=True).name) == 200
 
 
 def test_bytewax_flags_are_read_from_its_command_line_or_environment() -> None:

@@ -18,34 +18,21 @@ import yaml
 
 from connectors import stop
 from connectors.kafka.load import publish
-from flows.config import DEFAULT_CONFIG
 from schemas.config import KafkaConfig
 from schemas.ledger import LEDGER_KINDS
 from tests.kafka_broker import create_topic
 from tests.live_sim import SECRETS, Sim, live_config, tape
 from tests.redis_server import shared_url
 from tests.support import (
+    SAMPLE_ROWS,
     bytewax_run,
     config_dict,
     flow_env,
+    long_replay,
     make_config,
     run_graph,
     signal_once_writing,
 )
-
-SAMPLE_ROWS = 314_968
-
-
-def long_replay(tmp: Path, out: Path) -> Path:
-    """The bundled sample in batches of 50 ticks: long enough to be stopped half way."""
-    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw["source"]["batch_size"] = 50
-    raw["source"]["path"] = str((DEFAULT_CONFIG.parent / raw["source"]["path"]).resolve())
-    raw["instruments"] = str((DEFAULT_CONFIG.parent / raw["instruments"]).resolve())
-    raw["output"] = {"dir": str(out), "rows_per_file": 20}
-    path = tmp / "long.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def tail_config(tmp: Path, ticks: Path, kafka: str, topic: str, **source: Any) -> Path:
