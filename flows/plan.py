@@ -134,15 +134,18 @@ def run_folder(
 
 
 def _claimed(folder: Path) -> bool:
-    """Create ``folder`` unless it exists (then another run has it)."""
+    """Make ``folder`` ours: an empty (or new) folder whose ``config.yaml`` this run creates,
+    exclusively; False when another run has it."""
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.mkdir()
-    except FileExistsError:
+        folder.mkdir(parents=True, exist_ok=True)
+        if taken(folder):
+            return False
+        with (folder / CONFIG_FILE).open("x"):
+            return True
+    except FileExistsError:  # another run created it first (or the path is a file)
         return False
     except OSError as e:
         raise ConfigError(f"output: cannot create {folder}: {e.strerror or e}") from None
-    return True
 
 
 def _mask(value: Any, key: str = "") -> Any:
