@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from bytewax.inputs import Source
@@ -155,13 +154,20 @@ def _mask(value: Any, key: str = "") -> Any:
         return [_mask(v, key) for v in value]
     if isinstance(value, str) and SECRET_KEY.search(key.lower()):
         return "***"
-    if isinstance(value, str) and "://" in value:
-        parts = urlsplit(value)
-        if parts.password:
-            host = parts.netloc.rsplit("@", 1)[1]
-            user = f"{parts.username}:" if parts.username else ":"
-            return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+    if isinstance(value, str) and "@" in value:
+        return _mask_userinfo(value)
     return value
+
+
+def _mask_userinfo(value: str) -> str:
+    """``user:password@host`` (with or without a scheme, whatever the password holds):
+    the password masked."""
+    head, at, host = value.rpartition("@")
+    scheme, sep, userinfo = head.rpartition("//")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
+        return value
+    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def write_config(cfg: AppConfig, folder: Path) -> Path:

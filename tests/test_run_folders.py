@@ -130,6 +130,11 @@ def test_the_saved_config_holds_no_secret(ticks_dir: Path, tmp_path: Path) -> No
     again = load_config(tmp_path / CONFIG_FILE)  # and it is a config that runs the same
     assert again.strategies == cfg.strategies and again.instruments == cfg.instruments
     assert again.source == cfg.source and again.brokers == cfg.brokers
+    # Malformed addresses hide nothing either: a '#' in the password, no scheme at all.
+    odd = make_config(ticks_dir, redis={"url": "redis://:p#hunter5@10.0.0.5:6379/0"},
+                      kafka={"brokers": ["u:hunter6@10.0.0.6:9092"]})  # fmt: skip
+    text = write_config(odd, tmp_path / "odd").read_text()
+    assert not re.search("hunter[56]", text) and "u:***@10.0.0.6:9092" in text
 
 
 def test_progress_is_paced_by_the_kind_of_run(
