@@ -426,6 +426,28 @@ def zerodha_signal(
     )  # fmt: skip
 
 
+def zerodha_validated(
+    n: int, qty: int = 5, side: str = "BUY", prefix: str = "sig", token: int = 408065
+) -> ValidatedSignal:
+    """The order for signal ``n`` (id ``{prefix}-{n}``) of a flat strategy ``mom`` on
+    zerodha: its target is the order itself."""
+    from datetime import timedelta
+
+    from schemas.ids import content_id
+
+    s = TradingSignal(
+        signal_id=f"{prefix}-{n}", correlation_id=f"c-{n}", strategy_id="mom",
+        broker="zerodha", instrument_token=token, target_quantity=qty if side == "BUY" else -qty,
+        price=1500.0, timestamp=datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
+        + timedelta(seconds=n), reason="test",
+    )  # fmt: skip
+    return ValidatedSignal(
+        event_id=f"v-{n}", order_id=content_id("ord", s.signal_id), correlation_id=s.correlation_id,
+        causation_id=s.signal_id, broker="zerodha", timestamp=s.timestamp, signal=s,
+        side=side, quantity=qty,
+    )  # fmt: skip
+
+
 class StubWorker:
     """A placement worker that keeps what it is offered; the test hands back outcomes."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -24,28 +24,18 @@ from operators.account.zerodha import ZerodhaVenue
 from operators.report import RunReport, render
 from schemas.config import CostModel, Instrument, KiteConfig
 from schemas.enums import Broker
-from schemas.events import FeesSettled, OrderFilled, OrderPlaced, TradingSignal, ValidatedSignal
-from schemas.ids import content_id
+from schemas.events import FeesSettled, OrderFilled, OrderPlaced, ValidatedSignal
 from schemas.kite import OrderUpdate, PlacementOutcome, order_tag
 from schemas.redis_keys import LiveKeys, OrderIntent
 from tests.redis_server import shared_url
-from tests.support import StubPlacer, StubWorker, advance, client
+from tests.support import StubPlacer, StubWorker, advance, client, zerodha_validated
 
 INFY = 408065
 T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
 
 
 def _validated(n: int, qty: int, side: str) -> ValidatedSignal:
-    s = TradingSignal(
-        signal_id=f"note-{n}", correlation_id=f"c-{n}", strategy_id="mom", broker=Broker.ZERODHA,
-        instrument_token=INFY, target_quantity=qty if side == "BUY" else -qty, price=1500.0,
-        timestamp=T + timedelta(seconds=n), reason="test",
-    )  # fmt: skip
-    return ValidatedSignal(
-        event_id=f"v-{n}", order_id=content_id("ord", s.signal_id), correlation_id=s.correlation_id,
-        causation_id=s.signal_id, broker=Broker.ZERODHA, timestamp=s.timestamp, signal=s,
-        side=side, quantity=qty,
-    )  # fmt: skip
+    return zerodha_validated(n, qty, side, prefix="note")
 
 
 def _paise(x: Decimal, unit: str = "0.01") -> Decimal:

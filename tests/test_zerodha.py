@@ -17,30 +17,19 @@ from connectors.kite.sim.http import SimApi
 from operators.account.book import AccountBook
 from operators.account.zerodha import ZerodhaState, ZerodhaVenue
 from schemas.config import CostModel, Instrument, KiteConfig
-from schemas.enums import Broker
-from schemas.events import OrderFailed, OrderFilled, OrderPlaced, TradingSignal, ValidatedSignal
+from schemas.events import OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal
 from schemas.ids import content_id
 from schemas.kite import KiteUnavailable, OrderRejected, OrderUpdate, order_tag
 from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent
 from tests.redis_server import shared_url
-from tests.support import advance, client, faults
+from tests.support import advance, client, faults, zerodha_validated
 
 INFY = 408065
 T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
 
 
 def validated(n: int, qty: int = 5, side: str = "BUY") -> ValidatedSignal:
-    """The order for signal ``n`` of a flat strategy: its target is the order itself."""
-    s = TradingSignal(
-        signal_id=f"sig-{n}", correlation_id=f"c-{n}", strategy_id="mom", broker=Broker.ZERODHA,
-        instrument_token=INFY, target_quantity=qty if side == "BUY" else -qty, price=1500.0,
-        timestamp=T + timedelta(seconds=n), reason="test",
-    )  # fmt: skip
-    return ValidatedSignal(
-        event_id=f"v-{n}", order_id=content_id("ord", s.signal_id), correlation_id=s.correlation_id,
-        causation_id=s.signal_id, broker=Broker.ZERODHA, timestamp=s.timestamp, signal=s,
-        side=side, quantity=qty,
-    )  # fmt: skip
+    return zerodha_validated(n, qty, side)
 
 
 def intent(n: int, **kw: object) -> OrderIntent:
