@@ -355,6 +355,34 @@ def test_replay_a_row_dated_2100_first_never_moves_the_order_check() -> None:
     assert got.tolist() == [t for i, t in enumerate(ts) if i not in wild] + minutes[20:]
 
 
+def test_replay_a_row_dated_days_after_its_file_never_blinds_its_instrument() -> None:
+    """One tick of a one-day file moved three days ahead (well within a year of the file):
+    a dead letter, and the instrument's later ticks are all processed, none out of order."""
+    minutes = [ARRIVAL + 60 * US * i for i in range(200)]
+    ts = list(minutes)
+    ts[5] = minutes[5] + 3 * 86_400 * US
+    table = pa.table({
+        "instrument_token": pa.array([738561] * len(ts), pa.int64()),
+        "timestamp": pa.array(ts, pa.int64()).cast(pa.timestamp("us", "UTC")),
+        "last_price": pa.array([100.0] * len(ts)),
+        "volume": pa.array([5] * len(ts), pa.int64()),
+    })  # fmt: skip
+    path = _DIR / f"f{next(_files):06d}"
+    path.mkdir()
+    pq.write_table(table, path / "a.parquet")
+    src = ReplaySource(path, sorted(KNOWN), 50, 1, TRADING)
+    part = src.build_part("t", src.list_parts()[0], None)
+    items: list[Any] = []
+    while True:
+        try:
+            items.extend(part.next_batch())
+        except StopIteration:
+            break
+    assert _reasons(items) == {"TIMESTAMP_IMPLAUSIBLE": 1}
+    got = np.concatenate([b.ts for b in items if isinstance(b, TickBatch)])
+    assert got.tolist() == [t for i, t in enumerate(minutes) if i != 5]
+
+
 def _full(token: int, ts_s: int, price: float = 101.5) -> bytes:
     return packet(token, "full", Quote(price, 100.0, 102.0, 99.0, 1000, 5, ts_s))
 
