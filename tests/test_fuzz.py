@@ -318,6 +318,21 @@ def _reasons(items: list[Any]) -> Counter[str]:
     return Counter(str(d.reason) for d in items if isinstance(d, DeadLetter))
 
 
+def _replay_files(tables: list[pa.Table], batch: int) -> list[Any]:
+    """Everything one replay partition emits for these tables, written as files a, b, …"""
+    path = _DIR / f"f{next(_files):06d}"
+    path.mkdir()
+    for name, table in zip("abcdefgh", tables, strict=False):
+        pq.write_table(table, path / f"{name}.parquet")
+    part = ReplaySource(path, sorted(KNOWN), batch, 1, TRADING).build_part("t", "replay-0", None)
+    items: list[Any] = []
+    while True:
+        try:
+            items.extend(part.next_batch())
+        except StopIteration:
+            return items
+
+
 def test_replay_a_row_dated_2100_first_never_moves_the_order_check() -> None:
     """Its instrument's first row is dated 2100: a dead letter, and every later valid row of
     it (this file and the next) is processed, none out of order."""
@@ -337,18 +352,7 @@ def test_replay_a_row_dated_2100_first_never_moves_the_order_check() -> None:
         "last_price": pa.array([101.0] * 10),
         "volume": pa.array([5] * 10, pa.int64()),
     })  # fmt: skip
-    path = _DIR / f"f{next(_files):06d}"
-    path.mkdir()
-    pq.write_table(table, path / "a.parquet")
-    pq.write_table(later, path / "b.parquet")
-    src = ReplaySource(path, sorted(KNOWN), 7, 1, TRADING)
-    part = src.build_part("t", src.list_parts()[0], None)
-    items: list[Any] = []
-    while True:
-        try:
-            items.extend(part.next_batch())
-        except StopIteration:
-            break
+    items = _replay_files([table, later], batch=7)
     assert _reasons(items) == {"TIMESTAMP_IMPLAUSIBLE": 2, "INVALID_FIELD": 1}
     got = np.concatenate([b.ts for b in items if isinstance(b, TickBatch)])
     wild = (0, 3, 11)  # rows: dated 2100, absurd volume, dated 9999
@@ -367,17 +371,7 @@ def test_replay_a_row_dated_days_after_its_file_never_blinds_its_instrument() ->
         "last_price": pa.array([100.0] * len(ts)),
         "volume": pa.array([5] * len(ts), pa.int64()),
     })  # fmt: skip
-    path = _DIR / f"f{next(_files):06d}"
-    path.mkdir()
-    pq.write_table(table, path / "a.parquet")
-    src = ReplaySource(path, sorted(KNOWN), 50, 1, TRADING)
-    part = src.build_part("t", src.list_parts()[0], None)
-    items: list[Any] = []
-    while True:
-        try:
-            items.extend(part.next_batch())
-        except StopIteration:
-            break
+    items = _replay_files([table], batch=50)
     assert _reasons(items) == {"TIMESTAMP_IMPLAUSIBLE": 1}
     got = np.concatenate([b.ts for b in items if isinstance(b, TickBatch)])
     assert got.tolist() == [t for i, t in enumerate(minutes) if i != 5]
