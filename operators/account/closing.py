@@ -111,7 +111,8 @@ class Closing:
             self._left_to_close((sid, token))
             for sid in book.strategies
             if self._product(sid) is Product.MIS
-            for token in book.strategies[sid].book.lots
+            for token, lot in book.strategies[sid].book.lots.items()
+            if lot.quantity  # a flat lot has nothing to close
         )
 
     def square_off(self, cut: int) -> list[Any]:
