@@ -27,6 +27,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import stop
 from connectors.replay_files import ReplayFileError, list_files, read_ticks
+from operators.session import MarketSession
 from operators.ticks import (
     MISSING_TS,
     Bounds,
@@ -66,7 +67,7 @@ class _FileData:
     bounds: Bounds | None = None  # plausible tick times (operators.ticks.recording_bounds)
 
 
-_CACHE: dict[Path, _FileData] = {}
+_CACHE: dict[tuple[Path, str | None, str], _FileData] = {}
 
 
 def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
@@ -79,18 +80,19 @@ def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
     return {int(tok[g[0]]): g for g in np.split(order, cuts) if len(g)}
 
 
-def _read(path: Path, ts_unit: str | None = None) -> _FileData:
+def _read(path: Path, ts_unit: str | None = None, zone: str = "UTC") -> _FileData:
     """Read (and cache the most recent) file; partitions in one process share it."""
-    if path in _CACHE:
-        return _CACHE[path]
-    c = read_ticks(pq.read_table(path), ts_unit)
+    key = (path, ts_unit, zone)
+    if key in _CACHE:
+        return _CACHE[key]
+    c = read_ticks(pq.read_table(path), ts_unit, zone)
     bounds = recording_bounds(c.ts)
     sane = c.ts[~implausible(c.ts, bounds)]  # a wild time never moves the file-end mark
     max_ts = int(sane.max()) if len(sane) else MISSING_TS  # MISSING_TS is the int64 minimum
     groups = group_rows(c.tokens)
     data = _FileData(c.tokens, c.ts, c.price, c.volume, c.raw_ts, max_ts, groups, c.depth, bounds)
     _CACHE.clear()
-    _CACHE[path] = data
+    _CACHE[key] = data
     return data
 
 
@@ -122,10 +124,11 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
         state: ReplayState | None,
         trading: TradingDays | None = None,
         ts_unit: str | None = None,
+        zone: str = "UTC",
     ) -> None:
         self.name, self.files, self.bucket, self.buckets = name, files, bucket, buckets
         self.known, self.batch_size, self.trading = known, batch_size, trading
-        self.ts_unit = ts_unit
+        self.ts_unit, self.zone = ts_unit, zone
         self.mine = sorted(t for t in known if t % buckets == bucket)
         self.state = state or ReplayState()
         self.chunks: list[tuple[int, np.ndarray]] | None = None
@@ -137,7 +140,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
     def _load(self) -> None:
         path = self.files[self.state.file_idx]
         try:
-            data = _read(path, self.ts_unit)
+            data = _read(path, self.ts_unit, self.zone)
         except Exception as exc:
             _unreadable(path, exc)
         chunks: list[tuple[tuple[int, int, int], int, np.ndarray]] = []
@@ -232,12 +235,17 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
         partitions: int,
         trading: TradingDays | None = None,
         ts_unit: str | None = None,
+        zone: str = "UTC",
+        session: MarketSession | None = None,
     ) -> None:
         """``trading``: ticks dated on other days are dead letters (see operators.ticks);
-        ``ts_unit``: the unit of epoch-number timestamp columns. Every file is checked here,
-        before the flow starts (ReplayFileError, a ConfigError, names the file)."""
-        self.files = list_files(path, ts_unit)
-        self.ts_unit = ts_unit
+        ``ts_unit``: the unit of epoch-number timestamp columns; ``zone``: of naive times.
+        Every file is checked here, before the flow starts (ReplayFileError, a ConfigError,
+        names the file); with ``session``, naive times that look written in the session's
+        zone but are read as UTC are warned of."""
+        hours = (session.is_open, session.cfg.timezone) if session else (None, "Asia/Kolkata")
+        self.files = list_files(path, ts_unit, zone, *hours)
+        self.ts_unit, self.zone = ts_unit, zone
         self.trading = trading
         self.known = frozenset(instruments)
         self.batch_size = batch_size
@@ -263,4 +271,5 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
             resume_state,
             self.trading,
             self.ts_unit,
+            self.zone,
         )

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from connectors.replay_times import (
+    I64_MAX,
+    MISSING_TS,
+    naive_times,
+    timestamps,
+    values,
+    zone_hint,
+)
 from schemas.arrow import (
     DEPTH_FIELDS,
     REQUIRED_TICK_COLUMNS,
@@ -35,12 +43,10 @@ from schemas.ticks import Depth
 
 log = logging.getLogger("alpha_panda.replay")
 
-MISSING_TS = np.iinfo(np.int64).min  # as operators.ticks.MISSING_TS
-I64_MAX = np.iinfo(np.int64).max
-US_PER = {"s": 1_000_000, "ms": 1_000, "us": 1}
 YEAR_US = 365.2425 * 86_400 * 1_000_000
 PLAUSIBLE_YEARS = (1990, 2100)  # an epoch column read as a whole file outside: wrong unit
 SAMPLES = 4_096  # timestamps kept per row group for the file's median
+HINT_SAMPLES = 200  # naive times kept per file to judge the zone they were written in
 
 
 class ReplayFileError(ConfigError):
@@ -64,18 +70,9 @@ class TickColumns:
     depth: Depth | None
 
 
-def _values(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """numpy values (nulls as 0) and the validity mask of a numeric column."""
-    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    if pa.types.is_decimal(col.type):
-        col = col.cast(pa.float64(), safe=False)
-    vals = col.fill_null(0).to_numpy(zero_copy_only=False) if len(col) else np.zeros(0)
-    return np.asarray(vals), valid
-
-
 def int_column(col: pa.ChunkedArray, fill: int) -> np.ndarray:
     """int64 values; nulls, values outside int64 and non-whole floats → ``fill``."""
-    vals, ok = _values(col)
+    vals, ok = values(col)
     if vals.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
             ok &= np.isfinite(vals) & (np.floor(vals) == vals) & (np.abs(vals) < 2.0**63)
@@ -87,66 +84,17 @@ def int_column(col: pa.ChunkedArray, fill: int) -> np.ndarray:
 
 
 def float_column(col: pa.ChunkedArray) -> np.ndarray:
-    vals, ok = _values(col)
+    vals, ok = values(col)
     out = np.full(len(vals), np.nan)
     out[ok] = vals[ok].astype(np.float64)
     return out
 
 
-def epoch_us(vals: np.ndarray, ok: np.ndarray, unit: str) -> np.ndarray:
-    """Epoch numbers in ``unit`` (s, ms, us, ns) → int64 µs; out of range → MISSING_TS."""
-    out = np.full(len(vals), MISSING_TS, dtype=np.int64)
-    if vals.dtype.kind == "f":
-        with np.errstate(invalid="ignore", over="ignore"):
-            scaled = vals * (1e-3 if unit == "ns" else US_PER[unit])
-            ok = ok & np.isfinite(scaled) & (np.abs(scaled) < 2.0**62)
-        out[ok] = np.round(scaled[ok]).astype(np.int64)
-        return out
-    if vals.dtype == np.uint64:
-        ok = ok & (vals <= np.uint64(I64_MAX))
-    v = vals.astype(np.int64)
-    if unit == "ns":
-        out[ok] = v[ok] // 1_000
-        return out
-    limit = 2**62 // US_PER[unit]
-    ok = ok & (v > -limit) & (v < limit)
-    out[ok] = v[ok] * US_PER[unit]
-    return out
-
-
-def _iso(raw: list[Any]) -> np.ndarray:
-    out = np.full(len(raw), MISSING_TS, dtype=np.int64)
-    for i, v in enumerate(raw):
-        try:
-            dt = datetime.fromisoformat(str(v)) if v is not None else None
-            if dt is not None:
-                dt = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-                out[i] = int(dt.timestamp()) * 1_000_000 + dt.microsecond
-        except (ValueError, OverflowError):
-            pass
-    return out
-
-
-def timestamps(col: pa.ChunkedArray, unit: str | None) -> tuple[np.ndarray, list[Any] | None]:
-    """int64 µs UTC (MISSING_TS where null or unreadable), and the raw values if text.
-    Naive timestamps are UTC; numbers are epoch ``unit``."""
-    typ = col.type
-    if pa.types.is_timestamp(typ):
-        vals, ok = _values(col.cast(pa.int64()))
-        return epoch_us(vals, ok, typ.unit), None
-    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
-        assert unit is not None  # the file check refuses epoch numbers without a unit
-        vals, ok = _values(col)
-        return epoch_us(vals, ok, unit), None
-    raw = col.to_pylist()
-    return _iso(raw), raw
-
-
-def read_ticks(table: pa.Table, ts_unit: str | None) -> TickColumns:
+def read_ticks(table: pa.Table, ts_unit: str | None, zone: str = "UTC") -> TickColumns:
     """Decode a replay table (its column types checked by ``check_file``)."""
     names = set(table.column_names)
     tok = int_column(table["instrument_token"], -1)
-    ts, raw_ts = timestamps(table["timestamp"], ts_unit)
+    ts, raw_ts = timestamps(table["timestamp"], ts_unit, zone)
     price = float_column(table["last_price"])
     if "volume" in names:
         vol = int_column(table["volume"], -1)
@@ -161,6 +109,8 @@ class FileSpan:
     median: int  # µs: the file's place in the replay
     first: int
     last: int
+    naive: bool = False  # its times carry no zone (read in source.timezone)
+    sample: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def _footer(path: Path) -> pq.ParquetFile:
@@ -196,14 +146,14 @@ def _check_schema(path: Path, schema: pa.Schema, ts_unit: str | None) -> list[st
     return used
 
 
-def check_file(path: Path, ts_unit: str | None) -> FileSpan:
+def check_file(path: Path, ts_unit: str | None, zone: str = "UTC") -> FileSpan:
     """Read every page of the columns the replay uses, one row group at a time (a damaged
     page raises here, not mid-run), decode the times; the file's time span."""
     with _footer(path) as pf:
-        return _check_open(path, pf, ts_unit)
+        return _check_open(path, pf, ts_unit, zone)
 
 
-def _check_open(path: Path, pf: pq.ParquetFile, ts_unit: str | None) -> FileSpan:
+def _check_open(path: Path, pf: pq.ParquetFile, ts_unit: str | None, zone: str) -> FileSpan:
     try:
         schema = pf.schema_arrow
     except Exception as exc:
@@ -220,7 +170,7 @@ def _check_open(path: Path, pf: pq.ParquetFile, ts_unit: str | None) -> FileSpan
     for g in range(groups):
         try:  # every page is read (a damaged one raises); only the times are decoded
             table = pf.read_row_group(g, columns=used)
-            ts, _ = timestamps(table["timestamp"], ts_unit)
+            ts, _ = timestamps(table["timestamp"], ts_unit, zone)
         except Exception as exc:
             raise ReplayFileError(
                 path, ReplayProblem.CORRUPT, f"row group {g + 1} of {groups} is unreadable: {exc}"
@@ -240,11 +190,14 @@ def _check_open(path: Path, pf: pq.ParquetFile, ts_unit: str | None) -> FileSpan
         raise ReplayFileError(
             path, ReplayProblem.NO_VALID_TIMESTAMP, "has no readable timestamp in any row"
         )
-    median = int(np.median(np.concatenate(samples))) if samples else None
+    sample = np.concatenate(samples) if samples else np.zeros(0, dtype=np.int64)
+    median = int(np.median(sample)) if samples else None
     if epoch:
         _check_epoch(path, ts_unit, median)
     assert median is not None
-    return FileSpan(path, median, first, last)
+    naive = naive_times(typ)
+    kept = sample[:: max(1, len(sample) // HINT_SAMPLES)] if naive else sample[:0]
+    return FileSpan(path, median, first, last, naive, kept)
 
 
 def _check_epoch(path: Path, unit: str | None, median: int | None) -> None:
@@ -284,11 +237,23 @@ def find_files(path: str | Path) -> list[Path]:
     raise ReplayFileError(p, ReplayProblem.NOT_FOUND, "does not exist")
 
 
-def list_files(path: str | Path, ts_unit: str | None = None) -> list[Path]:
-    """Every replay file under ``path``, checked whole, in time order (see the module)."""
+def list_files(
+    path: str | Path,
+    ts_unit: str | None = None,
+    zone: str = "UTC",
+    is_open: Callable[[int], bool] | None = None,
+    session_zone: str = "Asia/Kolkata",
+) -> list[Path]:
+    """Every replay file under ``path``, checked whole, in time order (see the module).
+    With ``is_open`` (the session's hours, µs UTC), naive times read as UTC that fall
+    mostly outside them, but inside once read in ``session_zone``, are warned of."""
     files = find_files(path)
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:  # Arrow frees the GIL
-        spans = sorted(pool.map(lambda f: check_file(f, ts_unit), files), key=_order)
+        spans = sorted(pool.map(lambda f: check_file(f, ts_unit, zone), files), key=_order)
+    if is_open is not None and zone == "UTC":
+        hint = zone_hint(spans, is_open, session_zone)
+        if hint:
+            log.warning("%s", hint)
     for before, after in itertools.pairwise(spans):
         if before.last > after.first:
             log.warning(

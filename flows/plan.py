@@ -194,9 +194,16 @@ def _source(cfg: AppConfig, tokens: list[int]) -> tuple[Source[Any], list[str]]:
         kafka = KafkaTickSource(cfg.source, cfg.kafka, tokens, days)
         return kafka, kafka.list_parts()  # fails fast, naming the address, if unreachable
     src = cfg.source
-    days = MarketSession(cfg.session).trading_mask  # Kite streams only on trading days
+    session = MarketSession(cfg.session)
     replay = ReplaySource(
-        src.path, tokens, src.batch_size, src.partitions, days, ts_unit=src.timestamp_unit
+        src.path,
+        tokens,
+        src.batch_size,
+        src.partitions,
+        session.trading_mask,  # Kite streams only on trading days
+        ts_unit=src.timestamp_unit,
+        zone=src.timezone,
+        session=session,
     )
     return replay, replay.part_names()
 

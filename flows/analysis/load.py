@@ -27,6 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import yaml
 
+from connectors.replay_times import MISSING_TS, timestamps
+
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -232,25 +234,10 @@ def replay_path(config: dict[str, Any] | None, run_dir: Path) -> Path | None:
 
 
 MAX_TICK_ROWS = 100_000_000  # larger replay sources: snapshot marks (memory stays small)
-UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
-
-
-def _micros(ts: pa.ChunkedArray, unit: str | None) -> pa.ChunkedArray:
-    """A replay timestamp column as µs since the epoch: timestamps, ISO-8601 strings, or
-    epoch numbers in ``source.timestamp_unit`` (s, ms, us, ns)."""
-    if pa.types.is_integer(ts.type) or pa.types.is_floating(ts.type):
-        if unit is None:
-            raise KeyError("epoch numbers without source.timestamp_unit")
-        if unit == "ns":
-            return pc.divide(pc.cast(ts, pa.int64()), 1_000)
-        return pc.cast(pc.multiply(ts, UNIT_US[unit]), pa.int64(), safe=False)
-    if not pa.types.is_timestamp(ts.type):
-        ts = pc.cast(ts, pa.timestamp("us", tz="UTC"))
-    return pc.cast(pc.cast(ts, pa.timestamp("us", tz="UTC")), pa.int64())
 
 
 def _tick_series(
-    path: Path, tokens: list[int], unit: str | None = None
+    path: Path, tokens: list[int], unit: str | None = None, zone: str = "UTC"
 ) -> dict[int, tuple[I64, F64]] | None:
     """Ticks of ``tokens`` from a replay file or folder (bad rows dropped), or None when
     unreadable or over ``MAX_TICK_ROWS`` rows."""
@@ -262,13 +249,15 @@ def _tick_series(
         if dataset.count_rows() > MAX_TICK_ROWS:
             return None
         table = dataset.to_table(columns=cols, filter=flt)
-        t = _micros(table.column("timestamp"), unit)
-    except (OSError, KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        stamp = table.column("timestamp")
+        if unit is None and (pa.types.is_integer(stamp.type) or pa.types.is_floating(stamp.type)):
+            return None  # epoch numbers without source.timestamp_unit
+        tv, _ = timestamps(stamp, unit, zone)  # as the replay reads them
+    except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     tok = table.column("instrument_token").to_numpy(zero_copy_only=False)
     price = table.column("last_price").to_numpy(zero_copy_only=False).astype(np.float64)
-    tv = t.to_numpy(zero_copy_only=False)
-    ok = ~np.isnan(tv.astype(np.float64)) & np.isfinite(price) & (price > 0)
+    ok = (tv != MISSING_TS) & np.isfinite(price) & (price > 0)
     tok, tv, price = tok[ok].astype(np.int64), tv[ok].astype(np.int64), price[ok]
     order = np.lexsort((tv, tok))  # by instrument, then time (stable: file order at ties)
     tok, tv, price = tok[order], tv[order], price[order]
@@ -296,7 +285,9 @@ def build_marks(data: RunData) -> Marks:
     path = replay_path(data.config, data.run_dir)
     src = (data.config or {}).get("source") or {}
     unit = src.get("timestamp_unit") if isinstance(src, dict) else None
-    ticks = _tick_series(path, tokens, unit) if path is not None and tokens else None
+    zone = src.get("timezone", "UTC") if isinstance(src, dict) else "UTC"
+    zone = zone if isinstance(zone, str) else "UTC"
+    ticks = _tick_series(path, tokens, unit, zone) if path is not None and tokens else None
     if ticks is not None:
         source = f"ticks of the replay file {path}"
         base = ticks

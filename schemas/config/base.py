@@ -31,6 +31,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
+def iana_zone(name: str) -> str:
+    """``name`` if it is a time zone the machine knows (an IANA name), else ValueError."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except Exception:  # not found, a path, a folder of zones: all "unknown"
+        raise ValueError(f"unknown timezone {name!r} (an IANA name: Asia/Kolkata)") from None
+    return name
+
+
 def _text(kind: type) -> Any:
     def check(v: Any) -> Any:
         if isinstance(v, kind | str):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.config.base import ClockTime, Day, Section, Token
+from schemas.config.base import ClockTime, Day, Section, Token, iana_zone
 
 
 class Instrument(Section):
@@ -104,16 +104,7 @@ class SessionConfig(Section):
                 raise ValueError(f"unknown exchange calendar {name!r}")
         return name
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        from zoneinfo import ZoneInfo
-
-        try:
-            ZoneInfo(name)
-        except Exception:  # not found, a path, a folder of zones: all "unknown"
-            raise ValueError(f"unknown timezone {name!r} (an IANA name: Asia/Kolkata)") from None
-        return name
+    _known_zone = field_validator("timezone")(iana_zone)
 
     @field_validator("weekdays")
     @classmethod

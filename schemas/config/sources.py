@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, field_validator
 
-from schemas.config.base import WEEK_S, Section, seconds
+from schemas.config.base import WEEK_S, Section, iana_zone, seconds
 from schemas.topics import TICKS_TOPIC
 
 TimestampUnit = Literal["s", "ms", "us", "ns"]
@@ -31,6 +31,14 @@ class ReplaySourceConfig(Section):
         description="unit of a timestamp column of epoch numbers (int or float); unset: such "
         "a file is refused. Timestamp and ISO-8601 text columns carry their own.",
     )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA zone of naive times (a timestamp column without a zone, ISO-8601 "
+        "text without an offset): Asia/Kolkata for exports in Indian time. Times that carry "
+        "a zone or offset, and epoch numbers, are read as they are.",
+    )
+
+    _known_zone = field_validator("timezone")(iana_zone)
 
     @property
     def name(self) -> str:
