@@ -398,17 +398,17 @@ class ZeroQuantityStrategy:
 
 
 class CountingStrategy:
-    """A per-tick user strategy that targets +``quantity`` on its ``at``-th tick (its
-    state counts ticks: a session reset starts the count again)."""
+    """A per-tick user strategy that targets ±``quantity`` (``side``) on its ``at``-th tick
+    (its state counts ticks: a session reset starts the count again)."""
 
-    def __init__(self, at: int = 3, quantity: int = 5) -> None:
-        self.at, self.quantity = at, quantity
+    def __init__(self, at: int = 3, quantity: int = 5, side: str = "BUY") -> None:
+        self.at, self.quantity, self.side = at, quantity, side
 
     def on_tick(self, tick: Any, state: dict[str, Any]) -> Any:
         from operators.strategies.api import Signal
 
         state["n"] = state.get("n", 0) + 1
-        return Signal("BUY", self.quantity) if state["n"] == self.at else None
+        return Signal(self.side, self.quantity) if state["n"] == self.at else None
 
 
 def zerodha_signal(

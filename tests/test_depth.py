@@ -108,6 +108,24 @@ def test_a_market_buy_walks_the_asks_and_pays_beyond_them(tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.parametrize("side", ["BUY", "SELL"])
+@pytest.mark.parametrize("worst_first", [False, True])
+def test_levels_are_taken_best_first_whatever_their_order_in_the_record(
+    tmp_path: Path, side: str, worst_first: bool
+) -> None:
+    # asks 100.1/100.2/100.3 and bids 99.6/99.7/99.8 (each ask − 0.5), recorded in either order
+    book = BOOK[::-1] if worst_first else BOOK
+    ticks = _tape(tmp_path / "t", [100.0, 100.0, 100.0, 100.05, 100.1], [[]] * 3 + [book, book])
+    buyer = _buyer("MARKET") | {"params": {"at": 3, "quantity": 30, "side": side}}
+    cfg = make_config(ticks, strategies=[buyer], execution={"max_participation": None})
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    fills = [(f.quantity, f.fill_price) for f in rows["fills"]]
+    if side == "BUY":  # cheapest ask first; the 5 shown nowhere: 100.3 + 2 bps, up a tick
+        assert fills == [(10, 100.1), (10, 100.2), (5, 100.3), (5, 100.35)]
+    else:  # dearest bid first; the rest at 99.6 − 2 bps, down to the 0.05 tick
+        assert fills == [(5, 99.8), (10, 99.7), (10, 99.6), (5, 99.55)]
+
+
 def _intraday_fees(turnover: float) -> float:
     """A buy's charges under the intraday schedule, computed here from the published rates."""
     brokerage = min(20.0, 0.0003 * turnover)

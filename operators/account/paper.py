@@ -218,15 +218,16 @@ class PaperVenue:
     def _usable(
         self, r: Resting, e: ExecTick, book: tuple[tuple[float, int], ...]
     ) -> list[tuple[float, int]] | None:
-        """The book's levels ``r`` may take, within its limit (empty: it rests). Levels
-        outside the circuit band or further than DEPTH_SANITY from the tick's price are bad
-        records, never prices: a book of nothing else is no book (None)."""
+        """The book's levels ``r`` may take, best first (asks up, bids down, whatever the
+        record's order), within its limit (empty: it rests). Levels outside the circuit band
+        or further than DEPTH_SANITY from the tick's price are bad records, never prices: a
+        book of nothing else is no book (None)."""
         buy, lim = SignalType(r.v.side) is SignalType.BUY, r.limit
         band = self.bands(r.v.signal.instrument_token)
         lo, hi = e.price * (1 - DEPTH_SANITY), e.price * (1 + DEPTH_SANITY)
         if band is not None:
             lo, hi = max(lo, band[0]), min(hi, band[1])
-        sane = [(p, q) for p, q in book if lo <= p <= hi]
+        sane = sorted(((p, q) for p, q in book if lo <= p <= hi and q > 0), reverse=not buy)
         if not sane:
             return None
         return [(p, q) for p, q in sane if lim is None or (p <= lim if buy else p >= lim)]
