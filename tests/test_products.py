@@ -83,9 +83,12 @@ def test_cnc_never_sells_more_than_it_holds_and_is_carried_overnight() -> None:
     out = a.on_item(MarkSet.of(to_us(CUT) + US, ((1, 101.0),)))
     assert not [e for e in out if isinstance(e, OrderFilled)] and a.state.book.position(1) == 10
     monday = CUT + timedelta(days=3) - timedelta(hours=4)
-    assert _rejected(_trade(a, -10, monday)) == ["CNC_SHORT_NOT_ALLOWED"]  # 10 → -10
-    [sell] = [e for e in _trade(a, 0, monday) if isinstance(e, OrderFilled)]
+    flip = _trade(a, -10, monday)  # 10 → -10: the 10 held are sold, the short is not taken
+    [sell] = [e for e in flip if isinstance(e, OrderFilled)]
+    assert not _rejected(flip) and (sell.side, sell.quantity) == ("SELL", 10)
     assert sell.product == "CNC" and sell.dp == 13.0 and a.state.book.position(1) == 0
+    again = _trade(a, -10, monday + timedelta(minutes=5))  # flat: nothing to sell
+    assert _rejected(again) == ["CNC_SHORT_NOT_ALLOWED"] and a.state.book.position(1) == 0
 
 
 def test_no_mis_position_survives_the_cutoff_in_a_replay(tmp_path: Path) -> None:

@@ -248,7 +248,10 @@ class Account(Closing, MarkRuns):
         held = st.book.strategy_position(s.strategy_id, token) + st.book.pending(
             token, s.strategy_id
         )
-        diff = s.target_quantity - held
+        target = s.target_quantity
+        if target < 0 < held and self._product(s.strategy_id) is Product.CNC:
+            target = 0  # CNC sells what it holds and goes flat; it never goes short
+        diff = target - held
         if diff == 0:
             return out
         side = SignalType.BUY if diff > 0 else SignalType.SELL
