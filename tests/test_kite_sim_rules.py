@@ -29,7 +29,7 @@ from tests.support import ROOT, advance, client, faults, free_ports, place, smal
 
 INFY = 408065
 CIRCUIT = "Price exceeds circuit limits for the instrument. Place an order within the daily range."
-IST_US = 19_800_000_000
+IST_US, DAY_US = 19_800_000_000, 86_400_000_000
 
 
 def ticks_of(api: SimApi, token: int, start: int | None = None) -> list[int]:
@@ -40,13 +40,25 @@ def ticks_of(api: SimApi, token: int, start: int | None = None) -> list[int]:
 
 
 def traded(api: SimApi, i: int) -> int:
-    """What the tape says tick ``i`` traded: the rise of its instrument's day volume."""
+    """What the tape says tick ``i`` traded, counted here tick by tick as paper counts it:
+    the rise of its instrument's cumulative volume above that IST day's highest count so
+    far (a count that falls trades nothing; the instrument's first tick in the tape trades
+    nothing; a new IST day's first tick trades its whole count)."""
     tape = api.ex.tape
     assert tape.volume is not None
-    before = [j for j in np.flatnonzero(tape.token == tape.token[i]).tolist() if j < i]
-    now = int(tape.volume[i])
-    prev = int(tape.volume[before[-1]]) if before else None
-    return now if prev is None or now < prev else now - prev
+    high: int | None = None  # the day's highest count so far (None: none known yet)
+    day = None
+    for j in ticks_of(api, int(tape.token[i]), 0):
+        today, count = (int(tape.ts[j]) + IST_US) // DAY_US, int(tape.volume[j])
+        if day is not None and today != day:
+            high = 0
+        day = today
+        took = 0 if high is None or count < 0 else max(count - high, 0)
+        if count >= 0:
+            high = count if high is None else max(high, count)
+        if j == i:
+            return took
+    raise AssertionError(f"tick {i} not on the tape")
 
 
 def upto(root: str, api: SimApi, i: int) -> None:
@@ -197,6 +209,59 @@ def test_orders_fill_at_most_their_share_of_each_ticks_volume(sim: tuple[SimApi,
         assert pos["quantity"] == filled
     finally:
         rec.close()
+
+
+@pytest.fixture
+def glitch_tape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SimApi, str]]:
+    """INFY on two IST days, a second apart; day 1's cumulative volume falls once (1400,
+    then 1390, then 1395: below the day's high), day 2 starts again from a small count."""
+    for k in SIM_DEFAULTS:
+        monkeypatch.delenv(k, raising=False)
+    day1 = [1000, 1100, 1250, 1400, 1390, 1395, 1500, 1700]
+    day2 = [300, 450, 440, 600]
+    ts = [ist_us("2026-11-20", "10:00") + k * 1_000_000 for k in range(len(day1))]
+    ts += [ist_us("2026-11-23", "10:00") + k * 1_000_000 for k in range(len(day2))]
+    n = len(ts)
+    pq.write_table(pa.table({
+        "instrument_token": pa.array([INFY] * n, pa.int64()),
+        "timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "last_price": pa.array([100.0] * n),
+        "volume": pa.array(day1 + day2, pa.int64()),
+    }), tmp_path / "tape.parquet")  # fmt: skip
+    inst = tmp_path / "instruments.csv"
+    inst.write_text("instrument_token,tradingsymbol,exchange,tick_size,lot_size\n"
+                    f"{INFY},INFY,NSE,0.05,1\n")  # fmt: skip
+    api = build(tmp_path / "tape.parquet", inst)
+    server = serve(api, "127.0.0.1", 0)
+    yield api, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_volume_count_that_falls_never_lifts_the_cap(glitch_tape: tuple[SimApi, str]) -> None:
+    """A falling count is a glitch, not a new day: the order takes nothing there (it used
+    to take the whole 1390) and nothing more until the count passes the day's high; the
+    next IST day's first tick trades its whole count. Filled quantities are read through
+    kiteconnect after each tick and compared with the count made here."""
+    api, root = glitch_tape
+    kite = client(root)
+    assert config(root, participation=0.5)["participation"] == 0.5
+    advance(root, 1)  # the first tick: the order comes after it
+    oid = place(kite, qty=1000, product="CNC", market_protection=100)
+    got, expect, filled = [], [], 0
+    for i in range(1, len(api.ex.tape)):
+        advance(root, 1)
+        now = kite.order_history(oid)[-1]["filled_quantity"]
+        got.append(now - filled)
+        filled = now
+        expect.append(math.floor(0.5 * traded(api, i)))
+    by_hand = [0, 100, 150, 150, 0, 0, 100, 200, 300, 150, 0, 150]  # the old rule: 1390 at [4]
+    assert [traded(api, i) for i in range(len(api.ex.tape))] == by_hand
+    assert got == expect == [50, 75, 75, 0, 0, 50, 100, 150, 75, 0, 75]
+    trades = kite.order_trades(oid)
+    assert [t["quantity"] for t in trades] == [q for q in expect if q]
+    o = kite.order_history(oid)[-1]
+    assert (o["status"], o["filled_quantity"]) == ("OPEN", sum(expect))
 
 
 def test_the_simulator_command_takes_the_exchange_settings() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from connectors.kite.sim.rules import (
     protection_pct,
     refuse,
     share,
+    tape_traded,
 )
 
 __all__ = ["Exchange", "Instrument", "KiteError", "Order", "Tape", "kite_time"]
@@ -53,13 +54,18 @@ SQUARE_OFF_CANCEL = "Cancelled at the intraday (MIS) square-off"
 @dataclass
 class Tape:
     """Valid ticks of a Parquet file in time order (rows the flow would dead-letter are
-    skipped: the exchange never sends them). ``volume``: cumulative day volume, or None
-    when the file has no volume column."""
+    skipped: the exchange never sends them). ``volume``: cumulative day volume (-1: null,
+    as the replay reads it), or None when the file has no volume column; ``traded``: what
+    each tick traded (``tape_traded``: paper's rule)."""
 
     ts: np.ndarray
     token: np.ndarray
     price: np.ndarray
     volume: np.ndarray | None
+    traded: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.traded = tape_traded(self.ts, self.token, self.volume)
 
     @classmethod
     def load(cls, path: Path, tokens: set[int]) -> Tape:
@@ -73,7 +79,7 @@ class Tape:
         order = np.argsort(ts[ok], kind="stable")
         vol = None
         if "volume" in names:
-            vol = pc.fill_null(t["volume"], 0).to_numpy(zero_copy_only=False)[ok][order]
+            vol = pc.fill_null(t["volume"], -1).to_numpy(zero_copy_only=False)[ok][order]
         return cls(ts[ok][order], tok[ok][order].astype(np.int64), price[ok][order], vol)
 
     def __len__(self) -> int:
@@ -243,10 +249,10 @@ class Exchange:
             tape = self.tape
             for i in range(start, end):
                 tok, price, ts = int(tape.token[i]), float(tape.price[i]), int(tape.ts[i])
-                vol = None if tape.volume is None else int(tape.volume[i])
-                traded = self.bands.tick(tok, price, ts, self.last.get(tok), vol)
+                self.bands.tick(tok, price, ts, self.last.get(tok))
                 self.last[tok] = price
                 self.cursor = i + 1
+                traded = int(tape.traded[i])
                 self._match(tok, price, ts, share(self.settings.participation, traded))
                 self._square_off(ts)
             return list(range(start, end))

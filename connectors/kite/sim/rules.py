@@ -1,5 +1,6 @@
 """Kite's order rules in the simulator: input checks, market protection, stop-loss triggers,
-the daily circuit band and limit price protection (LPP), with Kite's messages."""
+the daily circuit band and limit price protection (LPP), with Kite's messages, and the
+volume each tape tick traded (paper's rule, from the module that owns it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
 
+import numpy as np
+
+from operators.strategies.execution import traded_volume
 from schemas.kite import IST
 
 VARIETIES = ("regular", "amo", "co", "iceberg", "auction")
@@ -176,22 +180,42 @@ class Settings:
         }  # fmt: skip
 
 
+NO_CAP = 1 << 62  # what a tick of a tape without volume lets our orders take: all they ask
+
+
+def tape_traded(ts: np.ndarray, token: np.ndarray, volume: np.ndarray | None) -> np.ndarray:
+    """The quantity each tick of a time-ordered tape traded, by paper's rule
+    (``operators.strategies.execution.traded_volume``) per instrument: the rise of its
+    cumulative day volume above the day's highest count so far; a count that falls or is
+    missing (negative) trades nothing; an instrument's first tick in the tape trades
+    nothing; the first tick of a new IST day (``ist_day``, as the circuit band and the MIS
+    square-off count days) starts from zero. No volume ever known: ``NO_CAP``."""
+    out = np.full(len(ts), NO_CAP, dtype=np.int64)
+    if volume is None or not len(ts):
+        return out
+    by_token = np.argsort(token, kind="stable")  # each instrument's ticks, in tape order
+    for idx in np.split(by_token, np.flatnonzero(np.diff(token[by_token])) + 1):
+        day = (ts[idx] + IST_US) // DAY_US  # ist_day of each tick
+        new_day = np.concatenate(([False], day[1:] != day[:-1]))
+        got, _ = traded_volume(volume[idx].astype(np.int64), -1, new_day)
+        out[idx] = np.where(np.isinf(got), NO_CAP, got).astype(np.int64)
+    return out
+
+
 @dataclass
 class Bands:
     """Per instrument: the circuit band's reference (the previous trading day's last tape
-    price; on its first day in the tape, that day's first tick), the volume each tick
-    traded, and the recent prices LPP averages."""
+    price; on its first day in the tape, that day's first tick) and the recent prices LPP
+    averages."""
 
     settings: Settings
     circuits: dict[int, float | None]  # per-instrument circuit_pct from the instrument file
     ref: dict[int, float] = field(default_factory=dict)
     day: dict[int, int] = field(default_factory=dict)
-    volume: dict[int, int] = field(default_factory=dict)
     recent: dict[int, deque[tuple[int, float]]] = field(default_factory=dict)
 
-    def tick(self, tok: int, price: float, ts: int, last: float | None, vol: int | None) -> int:
-        """Take in one tape tick (before it becomes the last price); the quantity it traded
-        (cumulative day volume: the rise since the previous tick; a fall is a new day)."""
+    def tick(self, tok: int, price: float, ts: int, last: float | None) -> None:
+        """Take in one tape tick (before it becomes the last price)."""
         today = ist_day(ts)
         if self.day.get(tok) != today:
             self.day[tok], self.ref[tok] = today, last if last is not None else price
@@ -199,10 +223,6 @@ class Bands:
         window.append((ts, price))
         while window[0][0] <= ts - LPP_WINDOW_US:
             window.popleft()
-        if vol is None:
-            return 1 << 62  # a tape without volume: as much as asked
-        before, self.volume[tok] = self.volume.get(tok), vol
-        return vol if before is None or vol < before else vol - before
 
     def band(self, tok: int) -> tuple[float, float] | None:
         ref = self.ref.get(tok)
