@@ -47,7 +47,7 @@ KEY, SECRET, TOKEN = (
 )
 
 DAY = date(2026, 11, 20)
-INSTRUMENTS = sample_instruments()[:6]
+INSTRUMENTS = [(t, s, 0.05) for t, s, _ in sample_instruments()[:6]]  # the tests' own grid
 TOKENS = [t for t, _, _ in INSTRUMENTS]
 
 
