@@ -24,18 +24,18 @@ PART = 0.05
 
 def _tape(ticks: Path) -> dict[int, list[tuple[int, float, int]]]:
     """Each instrument's ticks in order: (time, price, shares traded at that tick), worked
-    out here from the cumulative day volume: the rise above the highest count before it
-    (the very first count traded nothing)."""
+    out here from the cumulative day volume: the rise over the count of the tick before it
+    (a fall trades nothing; the very first count traded nothing)."""
     rows = sorted(
         ds.dataset(ticks).to_table().to_pylist(),
         key=lambda r: (r["instrument_token"], r["timestamp"]),
     )
     tape: dict[int, list[tuple[int, float, int]]] = defaultdict(list)
-    high: dict[int, int] = {}
+    prev: dict[int, int] = {}
     for r in rows:
         tok, vol = r["instrument_token"], r["volume"]
-        traded = max(vol - high[tok], 0) if tok in high else 0
-        high[tok] = max(vol, high.get(tok, vol))
+        traded = max(vol - prev[tok], 0) if tok in prev else 0
+        prev[tok] = vol
         tape[tok].append((to_us(r["timestamp"]), r["last_price"], traded))
     return tape
 
@@ -115,12 +115,37 @@ def test_a_volume_glitch_never_lifts_the_cap(tmp_path: Path) -> None:
     cfg = _one_buyer(ticks, execution={"max_participation": PART}, quantity=200)
     rows, _ = run_graph(cfg, tmp_path / "out")
     got = [f.quantity for f in rows["fills"]]
-    want, high = [], vols[0]  # from the tick after the signal (the 3rd), by hand:
-    for v in vols[1:]:  # a count below the highest, or none, trades nothing
-        traded = max(v - high, 0) if v is not None and v >= 0 and high is not None else 0
-        high = max(high or 0, v if v is not None else 0)
-        want.append(math.floor(PART * traded))
-    assert got == [q for q in want[2:] if q]  # 5, 5, 10, 10, 10, 5: never uncapped
+    want, last = [], 100  # the first count; from the tick after the signal (the 3rd):
+    for v in vols[1:]:  # the rise over the last known count; a fall or none trades nothing
+        if v is None or v < 0:
+            want.append(0)
+            continue
+        want.append(math.floor(PART * max(v - last, 0)))
+        last = v
+    # 5, 5, (499: 0), 10 (700 - 499), (none: 0), 10, (-5: 0), 10, 5: never uncapped
+    assert got == [q for q in want[2:] if q] == [5, 5, 10, 10, 10, 5]
+
+
+def test_a_volume_outlier_leaves_a_later_order_filling_on_the_normal_increments(
+    tmp_path: Path,
+) -> None:
+    # +5 shares a tick, but the 2nd row says 10**12 (a bad row); the order comes after it
+    vols = [5 * (i + 1) for i in range(10)]
+    vols[1] = 10**12
+    ticks = _jump_tape(tmp_path / "t", [100.0] * 10, volumes=[*vols])
+    cfg = _one_buyer(ticks, execution={"max_participation": 1.0}, quantity=12)
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    got = [(f.timestamp, f.quantity) for f in rows["fills"]]
+    # by hand, from the tick after the signal (the 3rd): each the rise over the tick before
+    want, left = [], 12
+    for i in range(3, len(vols)):
+        take = min(left, max(vols[i] - vols[i - 1], 0))
+        if take:
+            want.append((T + timedelta(minutes=90, seconds=10 * i), take))
+            left -= take
+    assert want == [(T + timedelta(minutes=90, seconds=10 * i), q) for i, q in
+                    ((3, 5), (4, 5), (5, 2))]  # fmt: skip
+    assert got == want  # the outlier froze nothing: 5, 5 then the last 2
 
 
 def _jump_tape(

@@ -41,21 +41,22 @@ def ticks_of(api: SimApi, token: int, start: int | None = None) -> list[int]:
 
 def traded(api: SimApi, i: int) -> int:
     """What the tape says tick ``i`` traded, counted here tick by tick as paper counts it:
-    the rise of its instrument's cumulative volume above that IST day's highest count so
-    far (a count that falls trades nothing; the instrument's first tick in the tape trades
-    nothing; a new IST day's first tick trades its whole count)."""
+    the rise of its instrument's cumulative volume over the last count known before it
+    (a count that falls trades nothing and the count resumes from it; a missing one
+    trades nothing; the instrument's first tick in the tape trades nothing; a new IST
+    day's first tick trades its whole count)."""
     tape = api.ex.tape
     assert tape.volume is not None
-    high: int | None = None  # the day's highest count so far (None: none known yet)
+    last: int | None = None  # the last count known (None: none known yet)
     day = None
     for j in ticks_of(api, int(tape.token[i]), 0):
         today, count = (int(tape.ts[j]) + IST_US) // DAY_US, int(tape.volume[j])
         if day is not None and today != day:
-            high = 0
+            last = 0
         day = today
-        took = 0 if high is None or count < 0 else max(count - high, 0)
+        took = 0 if last is None or count < 0 else max(count - last, 0)
         if count >= 0:
-            high = count if high is None else max(high, count)
+            last = count
         if j == i:
             return took
     raise AssertionError(f"tick {i} not on the tape")
@@ -214,7 +215,7 @@ def test_orders_fill_at_most_their_share_of_each_ticks_volume(sim: tuple[SimApi,
 @pytest.fixture
 def glitch_tape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SimApi, str]]:
     """INFY on two IST days, a second apart; day 1's cumulative volume falls once (1400,
-    then 1390, then 1395: below the day's high), day 2 starts again from a small count."""
+    then 1390, then 1395), day 2 starts again from a small count."""
     for k in SIM_DEFAULTS:
         monkeypatch.delenv(k, raising=False)
     day1 = [1000, 1100, 1250, 1400, 1390, 1395, 1500, 1700]
@@ -239,10 +240,10 @@ def glitch_tape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tup
 
 
 def test_a_volume_count_that_falls_never_lifts_the_cap(glitch_tape: tuple[SimApi, str]) -> None:
-    """A falling count is a glitch, not a new day: the order takes nothing there (it used
-    to take the whole 1390) and nothing more until the count passes the day's high; the
-    next IST day's first tick trades its whole count. Filled quantities are read through
-    kiteconnect after each tick and compared with the count made here."""
+    """A falling count is a glitch, not a new day: the order takes nothing there (it once
+    took the whole 1390) and counting resumes from it (1395 traded 5); the next IST day's
+    first tick trades its whole count. Filled quantities are read through kiteconnect
+    after each tick and compared with the count made here."""
     api, root = glitch_tape
     kite = client(root)
     assert config(root, participation=0.5)["participation"] == 0.5
@@ -255,9 +256,9 @@ def test_a_volume_count_that_falls_never_lifts_the_cap(glitch_tape: tuple[SimApi
         got.append(now - filled)
         filled = now
         expect.append(math.floor(0.5 * traded(api, i)))
-    by_hand = [0, 100, 150, 150, 0, 0, 100, 200, 300, 150, 0, 150]  # the old rule: 1390 at [4]
+    by_hand = [0, 100, 150, 150, 0, 5, 105, 200, 300, 150, 0, 160]  # each over the one before
     assert [traded(api, i) for i in range(len(api.ex.tape))] == by_hand
-    assert got == expect == [50, 75, 75, 0, 0, 50, 100, 150, 75, 0, 75]
+    assert got == expect == [50, 75, 75, 0, 2, 52, 100, 150, 75, 0, 80]
     trades = kite.order_trades(oid)
     assert [t["quantity"] for t in trades] == [q for q in expect if q]
     o = kite.order_history(oid)[-1]

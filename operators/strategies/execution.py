@@ -48,7 +48,7 @@ class Search:
 @dataclass
 class ExecState:
     searching: list[Search] = field(default_factory=list)
-    volume: int = -1  # the day's highest cumulative volume so far (-1: none known yet)
+    volume: int = -1  # the last cumulative volume known (-1: none known yet)
     last_ts: int | None = None  # the key's last tick (a new trading day restarts volume)
     targets: dict[str, int] = field(default_factory=dict)  # each strategy's last target
 
@@ -214,10 +214,12 @@ class ExecFinder:
 
 
 def traded_volume(vol: I64, base: int, new_day: npt.NDArray[np.bool_]) -> tuple[F64, int]:
-    """Shares traded at each tick from the cumulative day volume: the rise above the day's
-    highest count so far (a count that falls or is missing trades nothing; a new trading day
-    starts from zero; the first count ever known trades nothing). A tape without any volume:
-    inf (no cap). Returns them and the new baseline."""
+    """Shares traded at each tick from the cumulative day volume: the rise over the last
+    count known before it (a count that falls trades nothing and counting resumes from it,
+    so a glitch only touches the ticks around it; a missing count trades nothing and is
+    skipped; a new trading day starts from zero; the first count ever known trades
+    nothing). A tape without any volume: inf (no cap). Returns them and the new baseline
+    (the last count known)."""
     out = np.zeros(len(vol))
     cuts = [0, *np.flatnonzero(new_day).tolist(), len(vol)]
     for a, z in itertools.pairwise(cuts):
@@ -225,11 +227,13 @@ def traded_volume(vol: I64, base: int, new_day: npt.NDArray[np.bool_]) -> tuple[
             continue
         seg = vol[a:z]
         start = 0 if new_day[a] else base
-        run = np.maximum.accumulate(np.concatenate(([start], np.where(seg >= 0, seg, -1))))
-        before = run[:-1]
+        known = np.concatenate(([start], np.where(seg >= 0, seg, -1)))
+        at = np.maximum.accumulate(np.where(known >= 0, np.arange(len(known)), 0))
+        last = known[at]  # the last count known at each point (-1: none yet)
+        before = last[:-1]
         t = np.where((seg >= 0) & (before >= 0), np.maximum(seg - before, 0), 0).astype(float)
         out[a:z] = np.where((seg < 0) & (before < 0), math.inf, t)  # never any volume
-        base = int(run[-1])
+        base = int(last[-1])
     return out, base
 
 

@@ -186,8 +186,9 @@ NO_CAP = 1 << 62  # what a tick of a tape without volume lets our orders take: a
 def tape_traded(ts: np.ndarray, token: np.ndarray, volume: np.ndarray | None) -> np.ndarray:
     """The quantity each tick of a time-ordered tape traded, by paper's rule
     (``operators.strategies.execution.traded_volume``) per instrument: the rise of its
-    cumulative day volume above the day's highest count so far; a count that falls or is
-    missing (negative) trades nothing; an instrument's first tick in the tape trades
+    cumulative day volume over the last count known before it; a count that falls trades
+    nothing and counting resumes from it (a glitch touches only the ticks around it); a
+    missing (negative) count trades nothing; an instrument's first tick in the tape trades
     nothing; the first tick of a new IST day (``ist_day``, as the circuit band and the MIS
     square-off count days) starts from zero. No volume ever known: ``NO_CAP``."""
     out = np.full(len(ts), NO_CAP, dtype=np.int64)
