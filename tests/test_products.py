@@ -12,7 +12,7 @@ import pytest
 from operators.account.account import Account, AccountSetup
 from operators.account.paper import PaperVenue
 from operators.session import MarketSession
-from schemas.config import BrokerConfig, CostModel, SessionConfig
+from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
 from schemas.enums import Broker, Product
 from schemas.events import OrderFilled, RejectedSignal, TradingSignal
 from schemas.ticks import US, ExecTick, MarkSet, to_us
@@ -22,11 +22,12 @@ CUT = datetime(2026, 11, 20, 9, 50, tzinfo=timezone.utc)  # Fri 15:20 IST
 _n = iter(range(10**6))
 
 
-def _account(product: Product = Product.MIS) -> Account:
+def _account(product: Product = Product.MIS, cash: float = 1e6) -> Account:
     session = MarketSession(SessionConfig())
     venue = PaperVenue(0.0, CostModel(), {}, session.closes)
     setup = AccountSetup(CostModel(), session, {}, {}, (1, 2), {"t": product})
-    cfg = BrokerConfig(starting_cash=1e6, slippage_bps=0)
+    risk = RiskConfig(max_order_value=cash, max_position_value=cash) if cash > 1e6 else None
+    cfg = BrokerConfig(starting_cash=cash, slippage_bps=0, risk=risk or RiskConfig())
     return Account(Broker.PAPER, cfg, setup, lambda _s: venue, None)
 
 
@@ -193,3 +194,83 @@ def test_same_day_cnc_orders_cost_what_the_same_orders_cost_intraday() -> None:
         cnc = sum(d.charge(costs, (1, 7), s, q, p).total for s, q, p in orders)
         intraday = sum(charges(costs, s, q, p, "MIS").total for s, q, p in orders)
         assert cnc == pytest.approx(intraday, abs=0.011 * len(orders))  # paise per fill
+
+
+def _in_parts(a: Account, qty: int, at: datetime, price: float, parts: int) -> list[OrderFilled]:
+    """Target ``qty`` at ``at``: the order fills in ``parts`` equal fills, one per tick (each
+    tick's volume lets it take only that much)."""
+    n = next(_n)
+    s = TradingSignal(
+        signal_id=f"p{n}", correlation_id=f"cp{n}", strategy_id="t", broker="paper",
+        instrument_token=1, target_quantity=qty, price=price, timestamp=at, reason="",
+    )  # fmt: skip
+    out = a.on_item(s)
+    size = abs(qty - a.state.book.position(1)) // parts
+    for i in range(parts):
+        tick = ExecTick(to_us(at) + 1 + i, 1, price, (s.signal_id,), volume=size, seq=next(_n))
+        out += a.on_item(tick)
+    fills = [e for e in out if isinstance(e, OrderFilled)]
+    assert [f.quantity for f in fills] == [size] * parts
+    return fills
+
+
+def test_same_day_cnc_brokerage_is_capped_per_order_however_many_fills() -> None:
+    """Buy 1,000 @ 1,000 and sell 1,000 @ 1,010 the same day, each order in 4 fills. Zerodha
+    (CNC bought and sold the same day is intraday): brokerage 0.03% or ₹20, whichever is
+    lower, per executed order; STT 0.025% on the sell; NSE 0.00297%; SEBI ₹10/crore; stamp
+    0.003% on the buy; GST 18% on brokerage + NSE + SEBI; nothing delivered, no DP."""
+    buy, sell = 1000 * 1000.0, 1000 * 1010.0
+    brokerage = min(0.0003 * buy, 20.0) + min(0.0003 * sell, 20.0)  # ₹40: one cap per order
+    nse, sebi = 0.0000297 * (buy + sell), 10.0 * (buy + sell) / 1e7
+    by_hand = brokerage + 0.00025 * sell + nse + sebi + 0.00003 * buy
+    by_hand += 0.18 * (brokerage + nse + sebi)  # 402.51
+    t0 = CUT - timedelta(hours=3)
+    totals = {}
+    for product in (Product.CNC, Product.MIS):
+        a = _account(product, cash=2e6)
+        fills = _in_parts(a, 1000, t0, 1000.0, 4)
+        fills += _in_parts(a, 0, t0 + timedelta(hours=1), 1010.0, 4)
+        assert all(f.product == product for f in fills)
+        fees = sum(f.fees for f in fills)
+        assert sum(f.brokerage for f in fills) == pytest.approx(40.0, abs=1e-3)  # not 160
+        assert sum(f.dp for f in fills) == 0.0
+        for f in fills:  # each fill's fee is its columns to the paisa (MIS: the order's
+            cols = f.brokerage + f.stt + f.exchange + f.sebi + f.stamp + f.gst + f.dp
+            assert f.fees == pytest.approx(cols, abs=0.0101)  # so far less its earlier fills)
+        book = a.state.book.total.book  # flat again: the cash is the round trip less its fees
+        assert a.state.book.position(1) == 0 and book.fees == pytest.approx(fees, abs=1e-9)
+        assert book.cash == pytest.approx(2e6 - buy + sell - fees, abs=1e-6)
+        assert book.cash == pytest.approx(book.starting_cash + book.realized - book.fees, abs=1e-6)
+        totals[product] = fees
+    assert totals[Product.CNC] == pytest.approx(by_hand, abs=0.04)  # 8 fills, each to the paisa
+    assert totals[Product.CNC] == pytest.approx(totals[Product.MIS], abs=0.04)
+
+
+def test_a_cnc_sell_partly_matching_the_days_buys_pays_intraday_brokerage_on_that_part() -> None:
+    """600 held from Friday; Monday: buy 400 @ 250 (4 fills), then sell all 1,000 @ 252 (4
+    fills). 400 of the sell match Monday's buys: intraday for both orders, brokerage 0.03% or
+    ₹20 per order on the matched part; the 600 sold from the holding are delivery: no
+    brokerage, STT 0.1%, and the DP charge ₹13 + GST. Rates as in the test above; stamp
+    0.015% on a delivery buy, 0.003% intraday."""
+    a = _account(Product.CNC)
+    friday = CUT - timedelta(hours=3)
+    [held] = [e for e in _trade(a, 600, friday, 250.0) if isinstance(e, OrderFilled)]
+    monday = friday + timedelta(days=3)
+    buys = _in_parts(a, 1000, monday, 250.0, 4)
+    sells = _in_parts(a, 0, monday + timedelta(hours=1), 252.0, 4)
+    assert a.state.book.position(1) == 0
+    bought, matched, delivered = 400 * 250.0, 400 * 252.0, 600 * 252.0
+    b_buy, b_sell = min(0.0003 * bought, 20.0), min(0.0003 * matched, 20.0)  # 20 (30), 20 (30.24)
+    assert sum(f.brokerage for f in buys + sells) == pytest.approx(b_buy + b_sell, abs=1e-3)
+    nse_sebi = (0.0000297 + 10.0 / 1e7) * (bought + matched)
+    intraday = b_buy + b_sell + 0.00003 * bought + 0.00025 * matched + nse_sebi
+    intraday += 0.18 * (b_buy + b_sell + nse_sebi)
+    nse_sebi = (0.0000297 + 10.0 / 1e7) * delivered
+    delivery = 0.001 * delivered + nse_sebi + 13.0 + 0.18 * (nse_sebi + 13.0)
+    monday_fees = sum(f.fees for f in buys + sells)
+    assert monday_fees == pytest.approx(intraday + delivery, abs=0.04)  # 8 fills, to the paisa
+    assert sum(f.dp for f in sells) == 13.0
+    assert held.fees == round(_delivery("BUY", 600, 250.0), 2)  # Friday's: delivery, untouched
+    book = a.state.book.total.book
+    assert book.fees == pytest.approx(held.fees + monday_fees, abs=1e-9)
+    assert book.cash == pytest.approx(1e6 - 1000 * 250.0 + 1000 * 252.0 - book.fees, abs=1e-6)

@@ -243,7 +243,7 @@ class PaperVenue:
             return part, fee
         session = self.session_end(ts) if self.session_end is not None else ts // (86_400 * US)
         key = (session, v.signal.instrument_token)
-        part = self.state.cnc.charge(self.costs, key, v.side, qty, price)
+        part = self.state.cnc.charge(self.costs, key, v.side, qty, price, v.order_id)
         return part, part.total
 
     def _price(self, r: Resting, tick_price: float) -> float | None:
