@@ -34,6 +34,7 @@ from schemas.arrow import (
     DEPTH_FIELDS,
     REQUIRED_TICK_COLUMNS,
     ReplayProblem,
+    decimal_f64,
     depth_type_error,
     read_depth,
     tick_column_problem,
@@ -86,7 +87,7 @@ def int_column(col: pa.ChunkedArray, fill: int) -> np.ndarray:
 def float_column(col: pa.ChunkedArray) -> np.ndarray:
     vals, ok = values(col)
     out = np.full(len(vals), np.nan)
-    out[ok] = vals[ok].astype(np.float64)
+    out[ok] = decimal_f64(vals[ok])
     return out
 
 

@@ -223,9 +223,10 @@ def accounts(
                     cfg.costs, plan.placer, setup.order_types, state, worker, timeout_us
                 )
             closes = setup.session.closes if bc.risk.enforce_session else None
+            hours = setup.session.open_mask if bc.risk.enforce_session else None
             protection = cfg.paper_protection()
             return PaperVenue(
-                bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us, protection
+                bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us, protection, hours
             )
 
         return Account(b, bc, setup, venue, _inbox(plan, b), resume)

@@ -47,6 +47,8 @@ class MarketSession:
         self._day: tuple[int, int, date] = (0, 0, date.min)
         self._open: tuple[int, int] = (0, 0)  # that day's session, µs (empty if closed)
         self._cut: int | None = None  # that day's MIS cut-off, µs
+        close, cut = (datetime.combine(date.min, t) for t in (cfg.close, cfg.mis_cutoff))
+        self._cut_gap_s = (close - cut).total_seconds()  # cut-off to close on a regular day
 
     def local(self, ts_us: int) -> datetime:
         return datetime.fromtimestamp(ts_us / US, tz=timezone.utc).astimezone(self.tz)
@@ -74,6 +76,8 @@ class MarketSession:
         closes = datetime.combine(d, c, self.tz).timestamp()
         self._open = (int(opens * US), int(closes * US)) if trades else (0, 0)
         cut = datetime.combine(d, self.cfg.mis_cutoff, self.tz).timestamp()
+        if d in self.special:  # a special session's cut-off is as far from its close
+            cut = closes - self._cut_gap_s
         self._cut = int(cut * US) if trades else None
         return d
 
@@ -108,6 +112,22 @@ class MarketSession:
         days = [self._date(int(q) * QUARTER_US) for q in quarters.tolist()]
         trades = np.array([d is not None and self.hours(d) is not None for d in days], dtype=bool)
         return trades[inverse.reshape(-1)]
+
+    def open_mask(self, ts: I64) -> npt.NDArray[np.bool_]:
+        """Which of the instants ``ts`` (µs) fall inside a session (``is_open``), per day."""
+        out = np.zeros(len(ts), dtype=bool)
+        if not len(ts):
+            return out
+        days, inverse = np.unique(ts // QUARTER_US, return_inverse=True)
+        for i, q in enumerate(days.tolist()):
+            at = np.flatnonzero(inverse.reshape(-1) == i)
+            try:
+                self.trading_day(int(q) * QUARTER_US)
+            except (OverflowError, ValueError, OSError):
+                continue
+            lo, hi = self._open
+            out[at] = (ts[at] >= lo) & (ts[at] < hi)
+        return out
 
     def _date(self, ts_us: int) -> date | None:
         """The local date of ``ts_us``; None where no calendar date exists (out of range)."""

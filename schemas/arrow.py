@@ -130,6 +130,14 @@ def depth_type_error(schema: pa.Schema) -> str | None:
     return None
 
 
+def decimal_f64(values: np.ndarray) -> np.ndarray:
+    """Floats as float64; a float32 (or float16) value becomes the float64 of its shortest
+    decimal (100.05 stays 100.05, not 100.05000305), as the recorder meant it."""
+    if values.dtype.kind == "f" and values.dtype.itemsize < 8:
+        return values.astype(str).astype(np.float64)
+    return values.astype(np.float64)
+
+
 def read_depth(table: pa.Table) -> Depth | None:
     """The depth columns of a replay table (None: it has none). A row whose lists are not
     five finite numbers a side (whole quantities, positive prices) has no depth; the file's
@@ -141,11 +149,12 @@ def read_depth(table: pa.Table) -> Depth | None:
         col = table[f.name].combine_chunks()
         lens = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
         good = lens == DEPTH_LEVELS
-        flat = pc.list_flatten(col.filter(pa.array(good))).cast(pa.float64(), safe=False)
+        flat = pc.list_flatten(col.filter(pa.array(good)))
+        if not pa.types.is_floating(flat.type):
+            flat = flat.cast(pa.float64(), safe=False)
         values = np.full((n, DEPTH_LEVELS), np.nan)
-        values[good] = (
-            flat.fill_null(np.nan).to_numpy(zero_copy_only=False).reshape(-1, DEPTH_LEVELS)
-        )
+        raw = flat.fill_null(np.nan).to_numpy(zero_copy_only=False)
+        values[good] = decimal_f64(raw).reshape(-1, DEPTH_LEVELS)
         ok &= good
         parts.append(values)
     bid_p, bid_q, ask_p, ask_q = parts

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from operators.account.paper import slipped_price
+from operators.account.prices import slipped_price
 from operators.accounting import Book, fees
 from schemas.config import CostModel
 

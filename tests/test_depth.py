@@ -14,10 +14,11 @@ import pytest
 
 from connectors.kite.ticks import Capture, book_depth
 from connectors.replay import list_files
+from flows.config import parse_config
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, depth_columns, read_depth
 from schemas.config import ConfigError
 from schemas.ticks import Depth, TickBatch
-from tests.support import INSTRUMENTS, T, advance, make_config, run_graph
+from tests.support import INSTRUMENTS, T, advance, config_dict, make_config, run_graph
 
 RELIANCE = 738561
 START = T + timedelta(minutes=90)  # 11:00 IST
@@ -193,3 +194,19 @@ def test_depth_columns_of_the_wrong_type_are_refused_by_file_and_column(tmp_path
     pq.write_table(table, tmp_path / "strings.parquet")
     with pytest.raises(ConfigError, match=r"strings\.parquet column bid_price is string"):
         list_files(tmp_path / "strings.parquet")
+
+
+def test_float32_prices_and_depth_are_read_as_the_decimals_they_were(tmp_path: Path) -> None:
+    # float32 can't hold 100.05 (it stores 100.05000305): read as float64 that would round
+    # a buy up a whole tick, and a depth level would fill off the grid
+    path = _tape(tmp_path / "t", [100.05] * 5, [[]] * 3 + [[(100.15, 10)], [(100.15, 10)]])
+    table = pq.read_table(path / "ticks.parquet")
+    f32 = pa.list_(pa.float32(), 5)
+    for name, typ in (("last_price", pa.float32()), ("ask_price", f32), ("bid_price", f32)):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table[name].cast(typ))
+    pq.write_table(table, path / "ticks.parquet")
+    raw = config_dict(path, strategies=[_buyer("MARKET")], execution={"max_participation": None})
+    raw["brokers"]["paper"]["slippage_bps"] = 0
+    rows, _ = run_graph(parse_config(raw, Path(".")), tmp_path / "out")
+    assert [(f.quantity, f.fill_price) for f in rows["fills"]] == [(10, 100.15), (20, 100.15)]

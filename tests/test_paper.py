@@ -278,5 +278,13 @@ def test_circuit_bands_refuse_orders_outside_and_no_fill_lands_outside() -> None
     out = a.on_item(_signal(20, monday, sid="s2").model_copy(update={"price": 106.0}))
     assert [str(r) for e in out if hasattr(e, "reasons") for r in e.reasons] == ["CIRCUIT_LIMIT"]
     a.on_item(_signal(20, monday, sid="s3").model_copy(update={"price": 104.0}))
-    got = a.on_item(ExecTick(to_us(monday) + 1, 1, 106.5, ("s3",)))  # a print beyond the band
-    assert [e.fill_price for e in got if isinstance(e, OrderFilled)] == [105.0]  # its edge
+    got = a.on_item(ExecTick(to_us(monday) + 1, 1, 105.0, ("s3",)))  # locked at the upper
+    assert not [e for e in got if isinstance(e, OrderFilled)]  # circuit: no seller, no fill
+    a.on_item(_signal(30, monday + timedelta(seconds=5), sid="s4").model_copy(
+        update={"price": 104.0}))  # fmt: skip
+    got = a.on_item(ExecTick(to_us(monday) + 5 * US + 1, 1, 106.5, ("s4",)))  # beyond the band
+    assert not [e for e in got if isinstance(e, OrderFilled)]  # a bad print, never a price
+    a.on_item(_signal(40, monday + timedelta(seconds=9), sid="s5").model_copy(
+        update={"price": 104.0}))  # fmt: skip
+    got = a.on_item(ExecTick(to_us(monday) + 9 * US + 1, 1, 104.5, ("s5",)))  # inside
+    assert [e.fill_price for e in got if isinstance(e, OrderFilled)] == [104.5]

@@ -102,6 +102,14 @@ class AccountBook:
             if o.token == token and (strategy_id is None or o.strategy_id == strategy_id)
         )
 
+    def pending_sells(self, token: int, strategy_id: str) -> int:
+        """Signed (≤ 0) quantity of a strategy's open sell orders on ``token``."""
+        return sum(
+            o.remaining
+            for o in self.open.values()
+            if o.token == token and o.strategy_id == strategy_id and o.remaining < 0
+        )
+
     def closing(self, token: int, strategy_id: str, held: int) -> int:
         """Signed quantity of a strategy's open orders on ``token`` that reduce ``held``."""
         return sum(

@@ -21,7 +21,6 @@ tick that triggered them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,25 +29,14 @@ import numpy as np
 
 from operators.account import orders
 from operators.account.costs import CncDays
+from operators.account.prices import Pricer
 from operators.accounting import Charges, charges
-from operators.market import nse_tick_size
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType, StateReason
 from schemas.events import OrderEvent, ValidatedSignal
 from schemas.ids import content_id
 from schemas.kite import OrderUpdate
 from schemas.ticks import F64, I64, US, ExecTick, OrderLatency, from_us, to_us
-
-DEPTH_SANITY = 0.10  # a depth level further than this from the tick's price is not used
-
-
-def slipped_price(price: float, side: SignalType | str, bps: float, tick: float) -> float:
-    """Move ``price`` against the order by ``bps`` and round outward to a multiple of ``tick``."""
-    buy = SignalType(side) is SignalType.BUY
-    raw = price * (1 + bps / 1e4) if buy else price * (1 - bps / 1e4)
-    steps = raw / tick
-    n = math.ceil(steps - 1e-9) if buy else max(1, math.floor(steps + 1e-9))
-    return round(n * tick, 2)
 
 
 @dataclass
@@ -92,17 +80,17 @@ class PaperVenue:
         state: PaperState | None = None,
         limit_timeout_us: int = 0,
         protection: float = 0.0,
+        in_session: Callable[[I64], np.ndarray] | None = None,
     ) -> None:
-        self.bps, self.costs, self.tick_sizes = slippage_bps, costs, tick_sizes
-        self.protection = protection  # MARKET orders: a fraction of the signal price
+        self.costs, self.px = costs, Pricer(slippage_bps, tick_sizes, protection)
+        self.in_session = in_session  # µs → in a session's hours (the account's own orders)
         self.limit_timeout_us = limit_timeout_us  # 0: a LIMIT rests until the session ends
         self.session_end = session_end  # µs → when that instant's session closes
         self.state = state or PaperState()
-        self.bands: Callable[[int], tuple[float, float] | None] = lambda _token: None
 
     def use_bands(self, bands: Callable[[int], tuple[float, float] | None]) -> None:
         """Circuit bands by instrument: no fill is ever outside them."""
-        self.bands = bands
+        self.px.bands = bands
 
     def send(
         self, v: ValidatedSignal, order_type: str, on_mark: bool = False, square_off: bool = False
@@ -120,20 +108,14 @@ class PaperVenue:
         return [orders.placed(v, None, order_type, v.signal.timestamp)]
 
     def _protected(self, v: ValidatedSignal, price: float | None = None) -> float | None:
-        """The price a MARKET order may not fill beyond: ``price`` (default: the signal
-        price) moved by the market protection, rounded inward to the tick (None: none)."""
-        if self.protection <= 0:
-            return None
+        """A MARKET order's protection bound from ``price`` (default: its signal's)."""
         buy = SignalType(v.side) is SignalType.BUY
-        price = v.signal.price if price is None else price
-        bound = price * (1 + self.protection if buy else 1 - self.protection)
-        tick = self._tick(v.signal.instrument_token, bound)
-        steps = math.floor(bound / tick + 1e-9) if buy else math.ceil(bound / tick - 1e-9)
-        return round(steps * tick, 2) if steps > 0 else None
+        token = v.signal.instrument_token
+        return self.px.protected(token, buy, v.signal.price if price is None else price)
 
-    def _tick(self, token: int, price: float) -> float:
-        size = self.tick_sizes.get(token, 0.05)
-        return nse_tick_size(price) if size == "auto" else float(size)
+    def _price(self, r: Resting, tick_price: float) -> float | None:
+        """What ``r`` fills at against a tick at ``tick_price`` (None: it misses)."""
+        return self.px.price(*_side(r), tick_price)
 
     def _ends(self, r: Resting, ts: int) -> tuple[str, int] | None:
         """Why ``r`` can no longer fill at ``ts``, and since when, if so."""
@@ -197,7 +179,7 @@ class PaperVenue:
         ended = self._ends(r, e.ts)
         if ended is not None:
             return self._end(r, *ended)
-        inside = self._usable(r, e, book)
+        inside = self.px.usable(*_side(r), e, book)
         if inside is None:
             return self._take(r, self._price(r, e.price), e)
         if not inside:
@@ -215,23 +197,6 @@ class PaperVenue:
             out += self._fill(r, worse, e.ts, want)
         return out
 
-    def _usable(
-        self, r: Resting, e: ExecTick, book: tuple[tuple[float, int], ...]
-    ) -> list[tuple[float, int]] | None:
-        """The book's levels ``r`` may take, best first (asks up, bids down, whatever the
-        record's order), within its limit (empty: it rests). Levels outside the circuit band
-        or further than DEPTH_SANITY from the tick's price are bad records, never prices: a
-        book of nothing else is no book (None)."""
-        buy, lim = SignalType(r.v.side) is SignalType.BUY, r.limit
-        band = self.bands(r.v.signal.instrument_token)
-        lo, hi = e.price * (1 - DEPTH_SANITY), e.price * (1 + DEPTH_SANITY)
-        if band is not None:
-            lo, hi = max(lo, band[0]), min(hi, band[1])
-        sane = sorted(((p, q) for p, q in book if lo <= p <= hi and q > 0), reverse=not buy)
-        if not sane:
-            return None
-        return [(p, q) for p, q in sane if lim is None or (p <= lim if buy else p >= lim)]
-
     def _charges(self, r: Resting, qty: int, price: float, ts: int) -> tuple[Charges, float]:
         """This fill's charges and fee. MIS: the whole order's so far less what its earlier
         fills paid (brokerage is capped per order); CNC: across its day (costs.CncDays)."""
@@ -245,25 +210,6 @@ class PaperVenue:
         key = (session, v.signal.instrument_token)
         part = self.state.cnc.charge(self.costs, key, v.side, qty, price, v.order_id)
         return part, part.total
-
-    def _price(self, r: Resting, tick_price: float) -> float | None:
-        """What ``r`` fills at against a tick at ``tick_price`` (None: a LIMIT it misses)."""
-        bps = self.bps / 1e4 if SignalType(r.v.side) is SignalType.BUY else -self.bps / 1e4
-        tick = self._tick(r.v.signal.instrument_token, tick_price * (1 + bps))
-        px = slipped_price(tick_price, r.v.side, self.bps, tick)
-        band = self.bands(r.v.signal.instrument_token)
-        if band is not None:  # inside the band, on the tick grid
-            lo, hi = (
-                math.ceil(band[0] / tick - 1e-9) * tick,
-                math.floor(band[1] / tick + 1e-9) * tick,
-            )
-            px = round(min(max(px, lo), hi), 2)
-        if r.limit is None:
-            return px
-        buy = SignalType(r.v.side) is SignalType.BUY
-        if (tick_price > r.limit) if buy else (tick_price < r.limit):
-            return None
-        return min(px, r.limit) if buy else max(px, r.limit)
 
     def on_exec(self, e: ExecTick) -> list[OrderEvent]:
         """A tick that executes the orders of ``e.signals`` (those the account placed): the
@@ -281,7 +227,7 @@ class PaperVenue:
             if e.cross is not None:
                 side = SignalType(r.v.side).value
                 if r.rested and e.cross == side and e.seq > r.since_seq:
-                    out += self._take(r, r.limit, e)
+                    out += self._take(r, self.px.at_limit(*_side(r), e.price), e)
             elif not r.rested:
                 r.seen = True
                 book = e.asks if SignalType(r.v.side) is SignalType.BUY else e.bids
@@ -303,7 +249,11 @@ class PaperVenue:
     def _first(self, r: Resting, times: I64, tokens: I64, prices: F64) -> int | None:
         """Index of the first mark (time-sorted) that fills or ends waiting order ``r``."""
         mine = (tokens == r.v.signal.instrument_token) & (times > max(r.placed_us, r.since_us))
-        hit = mine if r.on_mark else np.zeros(len(times), dtype=bool)  # others: end only
+        hit = np.zeros(len(times), dtype=bool)  # others: end only
+        if r.on_mark:  # the account's own fill at marks in a session's hours only
+            hit = mine.copy()
+            if self.in_session is not None and hit.any():
+                hit[hit] = self.in_session(times[hit])
         ends = [t for t in (self._close_after(r), self._expiry(r)) if t is not None]
         if ends:
             hit = hit | (mine & (times >= min(ends)))
@@ -334,12 +284,24 @@ class PaperVenue:
             if i is None:
                 continue
             ts, ended = int(times[i]), self._ends(r, int(times[i]))
+            if ended is not None and r.square_off:
+                out += self._square_off_unticked(r, ended[1])
+                continue
             price = self._price(r, float(prices[i])) if r.on_mark else None
             if ended is not None or price is None:
                 out += self._end(r, *(ended or ("CANCELLED", ts)))
             else:
                 out += self._fill(r, price, ts, r.v.quantity)
         return out
+
+    def _square_off_unticked(self, r: Resting, at: int) -> list[OrderEvent]:
+        """The broker's square-off of an instrument with no tick in the session after the
+        cut-off: filled at ``at`` (the close, or the end of the data) at the last price it
+        had at the cut-off (its signal's), slipped; nothing if that is outside the band."""
+        price = self._price(r, r.v.signal.price)
+        if price is None:
+            return self._end(r, "CANCELLED: the square-off price is outside the circuit", at)
+        return self._fill(r, price, max(at, r.placed_us), r.v.quantity - r.filled)
 
     def _waiting(self) -> list[Resting]:
         return sorted(
@@ -355,11 +317,15 @@ class PaperVenue:
     def expire(self, ts: int) -> list[OrderEvent]:
         """End of the stream: whatever still rests is cancelled."""
         why = "CANCELLED: no tick executed it before the end of the data"
-        return [
-            e
-            for oid in sorted(self.state.resting)
-            for e in self._end(self.state.resting[oid], why, ts)
-        ]
+        out: list[OrderEvent] = []
+        for oid in sorted(self.state.resting):
+            r = self.state.resting[oid]
+            if r.square_off:  # the broker squares off whatever the data holds
+                close = self._close_after(r)
+                out += self._square_off_unticked(r, ts if close is None else min(ts, close))
+            else:
+                out += self._end(r, why, ts)
+        return out
 
     def knows(self, v: ValidatedSignal) -> bool:
         return False  # the paper book is recovered with the account: a signal is never seen twice
@@ -386,3 +352,8 @@ class PaperVenue:
 def _cancelled(v: ValidatedSignal, why: str, ts: int, unfilled: int) -> OrderEvent:
     """The order ended at ``ts`` with ``unfilled`` left (released)."""
     return orders.failed(v, None, OrderStatus.CANCELLED, unfilled, why, from_us(ts))
+
+
+def _side(r: Resting) -> tuple[int, bool, float | None]:
+    """``r``'s instrument, whether it buys, and its limit (the Pricer's arguments)."""
+    return r.v.signal.instrument_token, SignalType(r.v.side) is SignalType.BUY, r.limit

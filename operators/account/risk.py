@@ -99,13 +99,14 @@ class RiskChecks:
         ]
 
     def _product(self, r: Request, book: AccountBook, shrinks: bool) -> Findings:
-        if r.product is Product.CNC:
+        if r.product is Product.CNC:  # sells only what is held: an unfilled buy is not
             s = r.signal
             held = book.strategy_position(s.strategy_id, s.instrument_token)
-            after = held + book.pending(s.instrument_token, s.strategy_id)
-            after += signed(r.side, r.quantity)
-            if after < 0:
-                return [(RejectReason.CNC_SHORT_NOT_ALLOWED, f"CNC holds {held}, would go {after}")]
+            selling = book.pending_sells(s.instrument_token, s.strategy_id)
+            after = held + selling + signed(r.side, r.quantity)
+            if r.side is SignalType.SELL and after < 0:
+                why = f"CNC holds {held}, {-selling} already selling, would go {after}"
+                return [(RejectReason.CNC_SHORT_NOT_ALLOWED, why)]
             return []
         cut = self.session.cutoff(r.ts)
         if not shrinks and cut is not None and cut <= r.ts < self.session.closes(r.ts):
