@@ -19,9 +19,9 @@ OPEN = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)  # Fri 10:30 IST
 T0 = to_us(OPEN)
 
 
-def _account(rule: ExitRule) -> Account:
+def _account(rule: ExitRule, slippage_bps: float = 0.0) -> Account:
     session = MarketSession(SessionConfig())
-    venue = PaperVenue(0.0, CostModel(), {}, session.closes)
+    venue = PaperVenue(slippage_bps, CostModel(), {}, session.closes)
     setup = AccountSetup(CostModel(), session, {}, {}, (1, 2), exits={"t": rule})
     cfg = BrokerConfig(starting_cash=1e6, slippage_bps=0)
     return Account(Broker.PAPER, cfg, setup, lambda _s: venue, None)
@@ -106,6 +106,25 @@ def test_a_short_trailing_stop_fires_whatever_the_grouping() -> None:
         _target(a, -10, 0, "s1")
         out = [x for g in groups for x in a.on_item(_run(g))]
         assert _exit_reasons(out) == ["TRAILING_STOP"] and _fills(out) == [("BUY", 10, 97.6, 3)]
+
+
+def test_the_trailing_stop_starts_at_the_first_mark_not_at_the_slipped_fill() -> None:
+    flat = [(s, 100.0) for s in range(1, 9)]  # 0.2% worse than the fill (20 bps): no move
+    long = [(9, 100.5), (10, 100.45), (11, 100.3), (12, 100.2)]  # 0.2% off 100.5 at 11 s
+    short = [(9, 99.5), (10, 99.55), (11, 99.7), (12, 99.8)]  # 0.2% over 99.5 at 11 s
+    cases = ((10, long, "SELL", 100.2, 99.95), (-10, short, "BUY", 99.8, 100.0))
+    for qty, moves, side, paid, got in cases:  # got: the next mark's 100.2 / 99.8, slipped
+        marks = flat + moves
+        for groups in ([flat], [[m] for m in flat]):  # a flat tape never fires, however sent
+            a = _account(ExitRule(trailing_stop_pct=0.1), slippage_bps=20)
+            assert _fills(_target(a, qty, 0, "s1"))[0][2] == paid
+            assert _exit_reasons([x for g in groups for x in a.on_item(_run(g))]) == []
+        for groups in ([marks], [[m] for m in marks], [flat, moves[:2], moves[2:]]):
+            a = _account(ExitRule(trailing_stop_pct=0.1), slippage_bps=20)
+            _target(a, qty, 0, "s1")
+            out = [x for g in groups for x in a.on_item(_run(g))]
+            assert _exit_reasons(out) == ["TRAILING_STOP"], groups
+            assert _fills(out) == [(side, 10, got, 12)]  # filled at the next mark
 
 
 def test_an_exit_that_does_not_fill_is_judged_again() -> None:

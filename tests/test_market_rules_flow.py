@@ -289,6 +289,34 @@ def test_strategy_exits_close_at_the_mark_after_the_first_mark_past_their_percen
     assert tape[TOKENS[0]][12][0] < seen["STOP_LOSS"]  # the dip between marks did not trigger
 
 
+def test_the_trailing_stop_trails_the_best_mark_never_the_slipped_fill(tmp_path: Path) -> None:
+    # two ticks a second at one price each second: the marks are these prices
+    flat = [1000.0] * 40  # never moves: a 0.01% trailing stop must never fire
+    per_second = [999.9] * 3 + [999.95, 1000.0, 1000.0]  # the peak mark 1000.0 < the fill
+    per_second += [round(1000.0 - 0.05 * k, 2) for k in range(1, 200)]  # then down 0.05 a mark
+    peak = [p for p in per_second for _ in range(2)]
+    rules = {"flat": (TOKENS[0], 0.01), "peak": (TOKENS[1], 0.5)}
+    ticks = write_tape(tmp_path / "ticks", {TOKENS[0]: flat, TOKENS[1]: peak})
+    strategies = [{"id": sid, "class": f"{HERE}:Enter", "instruments": [tok],
+                   "brokers": ["paper"], "params": {"at": 3, "quantity": 5},
+                   "trailing_stop_pct": pct} for sid, (tok, pct) in rules.items()]  # fmt: skip
+    brokers = {"paper": {"starting_cash": 1_000_000, "slippage_bps": 2}}
+    rows, _ = run_graph(make_config(ticks, strategies=strategies, brokers=brokers), tmp_path)
+    tape = read_tape(ticks)
+    exits = {s.strategy_id: s for s in rows["signals"] if s.reason.startswith("TRAILING_STOP")}
+    fills = {sid: [f for f in rows["fills"] if f.strategy_id == sid] for sid in rules}
+    (entry,) = fills["flat"]  # bought at 1000.20 (2 bps), held to the end: no exit
+    assert entry.fill_price > 1000.0 and "flat" not in exits
+    entry, out = fills["peak"]
+    tok, pct = rules["peak"]
+    assert (entry.timestamp, entry.fill_price) == (tape[tok][3][0], 1000.1)  # 999.9 + 2 bps
+    marks = [m for m in marks_of(tape[tok]) if m[0] > entry.timestamp]
+    k, hit = first_exit(marks, entry.fill_price, True, {"trailing_stop_pct": pct})
+    assert hit == {"TRAILING_STOP"} and marks[k][1] == 995.0  # exactly 0.5% off the 1000.0 peak
+    assert exits["peak"].timestamp == marks[k][0] and exits["peak"].target_quantity == 0
+    assert (out.side, out.quantity, out.timestamp) == ("SELL", 5, marks[k + 1][0])
+
+
 # -- tick_size: auto ----------------------------------------------------------------------
 SWEEPS = dict(zip(TOKENS, [(246.0, 254.0), (992.0, 1008.0), (4970.0, 5030.0), (9950.0, 10050.0),
                            (19900.0, 20100.0), (590.0, 610.0)], strict=True))  # fmt: skip

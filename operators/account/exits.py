@@ -1,10 +1,12 @@
 """Per-strategy exits the account runs on every mark: stop loss, take profit and a trailing
 stop, in % of the position's average price (the trailing stop: of its best mark since it
-opened). A triggered exit closes the strategy's position at the next mark and latches: the
-strategy's target is not ordered again until it changes."""
+opened, from its first mark on, never its fill price, whose slippage is no move). A
+triggered exit closes the strategy's position at the next mark and latches: the strategy's
+target is not ordered again until it changes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +31,8 @@ class ExitRule:
 class Held:
     qty: int
     avg: float
-    best: float  # the best mark since it opened: highest (long) or lowest (short)
+    best: float  # the best mark since it opened: highest (long) or lowest (short); NaN
+    # until its first mark (the fill price is no mark: its slippage is no move)
     exiting: bool = False  # its exit order is out: not judged again unless that fails
 
 
@@ -50,7 +53,8 @@ class Exits:
         st.latched = {k: t for k, t in st.latched.items() if k[0] in self.rules}
 
     def on_fill(self, sid: str, token: int, qty: int, avg: float, price: float) -> None:
-        """The strategy's position after a fill (``qty`` signed, ``avg`` its average)."""
+        """The strategy's position after a fill (``qty`` signed, ``avg`` its average; the
+        fill ``price`` is not a mark, so the trailing stop does not start from it)."""
         if sid not in self.rules:
             return
         key, held = (sid, token), self.state.held
@@ -58,7 +62,7 @@ class Exits:
         if qty == 0:
             held.pop(key, None)
         elif before is None or (before.qty > 0) != (qty > 0):
-            held[key] = Held(qty, avg, price)  # opened (or flipped): tracked from here
+            held[key] = Held(qty, avg, math.nan)  # opened (or flipped): from its next mark
         else:
             before.qty, before.avg = qty, avg
 
@@ -93,10 +97,10 @@ class Exits:
         """Index of the first mark that triggers ``rule`` on ``h``, and which exit."""
         long = h.qty > 0
         move = (px - h.avg) / h.avg * (1 if long else -1)  # the position's gain, in %/100
-        best = (
-            np.maximum.accumulate(np.maximum(px, h.best))
+        best = (  # fmax / fmin: a NaN best (no mark yet) starts at the first mark
+            np.fmax.accumulate(np.fmax(px, h.best))
             if long
-            else np.minimum.accumulate(np.minimum(px, h.best))
+            else np.fmin.accumulate(np.fmin(px, h.best))
         )
         checks: list[tuple[np.ndarray, str]] = []
         if rule.stop_loss_pct is not None:
@@ -115,9 +119,9 @@ class Exits:
             k = np.flatnonzero(tokens == token)
             if len(k):
                 h.best = (
-                    max(h.best, float(high[k].max()))
+                    float(np.fmax(h.best, high[k].max()))
                     if h.qty > 0
-                    else min(h.best, float(low[k].min()))
+                    else float(np.fmin(h.best, low[k].min()))
                 )
 
     def may_trigger(self, tokens: I64, high: F64, low: F64) -> bool:
