@@ -225,9 +225,8 @@ def accounts(
             closes = setup.session.closes if bc.risk.enforce_session else None
             hours = setup.session.open_mask if bc.risk.enforce_session else None
             protection = cfg.paper_protection()
-            return PaperVenue(
-                bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us, protection, hours
-            )
+            return PaperVenue(bc.slippage_bps, cfg.costs, ticks, closes, state, timeout_us,
+                              protection, hours, setup.lot_sizes)  # fmt: skip
 
         return Account(b, bc, setup, venue, _inbox(plan, b), resume)
 

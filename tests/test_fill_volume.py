@@ -148,6 +148,46 @@ def test_a_volume_outlier_leaves_a_later_order_filling_on_the_normal_increments(
     assert got == want  # the outlier froze nothing: 5, 5 then the last 2
 
 
+def test_volume_fills_whole_lots_so_an_exit_sells_a_lot_multiple(tmp_path: Path) -> None:
+    # lot 5; shares traded a tick that would split a lot (7, 3, 6, 1, 2); BUY 20 at the 3rd
+    # tick, 100.0, then 101.0 from the 8th: the 0.5% take profit sells what was filled (by
+    # volume alone 19 shares, SELL 19; in whole lots 5 + 5, SELL 10)
+    lot, tok, qty = 5, INSTRUMENTS[0][0], 20
+    traded = [0, 3, 4, 7, 3, 6, 1, 2] + [2] * 12
+    volumes: list[int | None] = [100 + sum(traded[: i + 1]) for i in range(len(traded))]
+    ticks = _jump_tape(tmp_path / "t", [100.0] * 7 + [101.0] * 13, volumes=volumes)
+    inst = [{"instrument_token": t, "tradingsymbol": s, "tick_size": ts, "lot_size": lot}
+            for t, s, ts in INSTRUMENTS]  # fmt: skip
+    strategy = {"id": "c", "class": "tests.support:CountingStrategy", "instruments": [tok],
+                "brokers": ["paper"], "params": {"at": 3, "quantity": qty},
+                "take_profit_pct": 0.5}  # fmt: skip
+    cfg = make_config(ticks, instruments=inst, strategies=[strategy])
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    (out,) = [s for s in rows["signals"] if s.reason.startswith("TAKE_PROFIT")]
+    want, left, split = [], qty, 0  # from the tick after the signal's, until the exit
+    for i in range(3, len(traded)):
+        t = T + timedelta(minutes=90, seconds=10 * i)
+        if t >= out.timestamp:
+            break
+        take = min(left, traded[i]) // lot * lot  # whole lots of what the tick traded
+        split += min(left, traded[i]) % lot != 0
+        if take:
+            want.append((t, take))
+            left -= take
+    entry = [(f.timestamp, f.quantity) for f in rows["fills"] if f.side == "BUY"]
+    assert entry == want and split == 5 and [q for _, q in want] == [5, 5]
+    (ended,) = rows["order_failures"]  # the rest of the entry, cancelled by the exit
+    assert ended.quantity == left == 10 and ended.timestamp == out.timestamp
+    (sell,) = [o for o in rows["orders"] if o.side == "SELL"]
+    (sold,) = [f for f in rows["fills"] if f.side == "SELL"]
+    assert sell.quantity == sold.quantity == qty - left  # the position it closes: 2 lots
+    position = 0
+    for f in rows["fills"]:  # every fill and every position a whole number of lots
+        position += f.quantity if f.side == "BUY" else -f.quantity
+        assert f.quantity % lot == 0 and position % lot == 0
+    assert position == 0
+
+
 def _jump_tape(
     path: Path, prices: list[float], volumes: list[int | None] | None = None, step: int = 1000
 ) -> Path:

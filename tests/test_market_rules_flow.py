@@ -215,6 +215,9 @@ def test_orders_are_lot_multiples_and_misfit_targets_are_refused_lot_size_mismat
     assert refused == {("mom", TOKENS[2]), ("mr", TOKENS[4])}  # 6 on lot 4, 4 on lot 5
     traded = {f.instrument_token for f in rows["fills"] if lots[f.instrument_token] > 1}
     assert misfits > 0 and traded == {TOKENS[0], TOKENS[1], TOKENS[2], TOKENS[5]}
+    # by volume alone this tape fills parts that are not lot multiples: each fill takes
+    # whole lots of what its tick traded (by hand: tests/test_fill_volume.py)
+    assert not [f for f in rows["fills"] if f.quantity % lots[f.instrument_token]]
 
 
 # -- strategy exits -----------------------------------------------------------------------

@@ -81,8 +81,10 @@ class PaperVenue:
         limit_timeout_us: int = 0,
         protection: float = 0.0,
         in_session: Callable[[I64], np.ndarray] | None = None,
+        lot_sizes: Mapping[int, int] | None = None,
     ) -> None:
         self.costs, self.px = costs, Pricer(slippage_bps, tick_sizes, protection)
+        self.lot_sizes = lot_sizes or {}  # by instrument (default 1): volume fills whole lots
         self.in_session = in_session  # µs → in a session's hours (the account's own orders)
         self.limit_timeout_us = limit_timeout_us  # 0: a LIMIT rests until the session ends
         self.session_end = session_end  # µs → when that instant's session closes
@@ -159,7 +161,9 @@ class PaperVenue:
 
     def _share(self, r: Resting, e: ExecTick, qty: int | None = None) -> int:
         """What ``r`` may take of ``e`` (at most ``qty``): its orders share the tick's
-        volume in the order they were placed; taken from it at once."""
+        volume in the order they were placed; taken from it at once, in whole lots of the
+        instrument (less than a lot left: nothing at this tick), so that every fill and
+        every position stays a lot multiple."""
         want = r.v.quantity - r.filled if qty is None else qty
         if e.volume < 0:
             return want
@@ -167,6 +171,7 @@ class PaperVenue:
         room = self.state.room
         left = room[2] if room is not None and room[:2] == key else e.volume
         take = min(want, left)
+        take -= take % self.lot_sizes.get(e.instrument_token, 1)
         self.state.room = (*key, left - take)
         return take
 
