@@ -125,6 +125,7 @@ def _runner_options(cfg: AppConfig, session: MarketSession) -> RunnerOptions:
         order_types={s.id: s.order_type for s in cfg.strategies},
         stop_offsets=cfg.stop_offsets(),
         tick_size={i.instrument_token: i.tick_size for i in cfg.instruments},
+        lot_size={i.instrument_token: i.lot_size for i in cfg.instruments},
         limit_wait_us=round(ex.limit_timeout_s * US) or 86_400 * US,
         protection=cfg.paper_protection(),
         participation=ex.max_participation,

@@ -188,6 +188,29 @@ def test_volume_fills_whole_lots_so_an_exit_sells_a_lot_multiple(tmp_path: Path)
     assert position == 0
 
 
+def test_an_order_split_into_lots_keeps_its_ticks_until_it_is_filled(tmp_path: Path) -> None:
+    # lot 5; traded 7, 3, 6, 1, 2 then 5 a tick: whole lots 5, 0, 5, 0, 0, 5, 5 fill all 20
+    # (by raw volume the 20 were covered after the 6th tick: the rest was left to lapse)
+    lot, tok, qty = 5, INSTRUMENTS[0][0], 20
+    traded = [0, 3, 4, 7, 3, 6, 1, 2] + [5] * 6
+    volumes: list[int | None] = [100 + sum(traded[: i + 1]) for i in range(len(traded))]
+    ticks = _jump_tape(tmp_path / "t", [100.0] * len(traded), volumes=volumes)
+    inst = [{"instrument_token": t, "tradingsymbol": s, "tick_size": ts, "lot_size": lot}
+            for t, s, ts in INSTRUMENTS]  # fmt: skip
+    strategy = {"id": "c", "class": "tests.support:CountingStrategy", "instruments": [tok],
+                "brokers": ["paper"], "params": {"at": 3, "quantity": qty}}  # fmt: skip
+    rows, _ = run_graph(make_config(ticks, instruments=inst, strategies=[strategy]), tmp_path / "o")
+    want, left = [], qty
+    for i in range(3, len(traded)):
+        take = min(left, traded[i]) // lot * lot
+        if take:
+            want.append((T + timedelta(minutes=90, seconds=10 * i), take))
+            left -= take
+    assert left == 0 and [q for _, q in want] == [5, 5, 5, 5]
+    assert [(f.timestamp, f.quantity) for f in rows["fills"]] == want
+    assert not rows["order_failures"]
+
+
 def _jump_tape(
     path: Path, prices: list[float], volumes: list[int | None] | None = None, step: int = 1000
 ) -> Path:

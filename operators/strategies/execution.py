@@ -63,6 +63,7 @@ class ExecRules:
     protection: float = 0.0
     participation: float | None = None
     day_end: Callable[[int], int] | None = None  # µs → the end of that instant's trading day
+    lot: int = 1  # the instrument's lot size: an order takes whole lots of a tick
 
 
 class ExecFinder:
@@ -210,7 +211,9 @@ class ExecFinder:
         st.last_ts = int(b.ts[-1])
         if part is None or not st.searching:
             return None
-        return np.where(np.isfinite(traded), np.floor(part * traded + 1e-9), math.inf)
+        lot = self.rules.lot
+        share = np.floor(np.floor(part * traded + 1e-9) / lot) * lot  # whole lots
+        return np.where(np.isfinite(traded), share, math.inf)
 
 
 def traded_volume(vol: I64, base: int, new_day: npt.NDArray[np.bool_]) -> tuple[F64, int]:

@@ -80,6 +80,7 @@ class RunnerOptions:
     order_types: Mapping[str, str] = field(default_factory=dict)
     stop_offsets: Mapping[str, float] = field(default_factory=dict)
     tick_size: Mapping[int, float | str] = field(default_factory=dict)
+    lot_size: Mapping[int, int] = field(default_factory=dict)
     limit_wait_us: int = 86_400 * US
     protection: float = 0.0
     participation: float | None = None
@@ -108,7 +109,7 @@ class StrategyRunner:
         self.state = state if state is not None else KeyState()
         self.options = options
         self.finder = (
-            ExecFinder(token, _rules(options), self.state.execs)
+            ExecFinder(token, _rules(options, token), self.state.execs)
             if options.exec_latency_us is not None
             else None
         )
@@ -297,9 +298,10 @@ class StrategyRunner:
         )
 
 
-def _rules(o: RunnerOptions) -> ExecRules:
+def _rules(o: RunnerOptions, token: int) -> ExecRules:
+    lot = o.lot_size.get(token, 1)
     return ExecRules(
-        o.exec_latency_us or 0, o.limit_wait_us, o.protection, o.participation, o.day_end
+        o.exec_latency_us or 0, o.limit_wait_us, o.protection, o.participation, o.day_end, lot
     )
 
 
