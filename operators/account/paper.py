@@ -4,7 +4,9 @@ tick that triggered them.
 - A strategy's order fills at its ``ExecTick``: the instrument's first tick after the
   signal's own tick, at or after the signal time plus ``execution.latency_ms``.
 - An order the account starts itself (a flatten, a square-off, an exit) fills in full at
-  the instrument's first mark after it (its last tick before the next mark boundary).
+  the instrument's first mark after it in a session's hours (its last tick before the next
+  mark boundary); a square-off with no such mark before the close fills at the close at
+  the instrument's last price.
 - Fill price: that tick's price moved against the order by ``slippage_bps``, rounded
   outward to the tick size, never beyond the order's limit.
 - Limits: a LIMIT order's price; a MARKET order's market protection (the signal price
@@ -13,7 +15,8 @@ tick that triggered them.
   tick that reaches it from its side (an ExecTick with ``cross``). A LIMIT is cancelled
   after ``execution.limit_timeout_s`` (judged at marks).
 - Volume: each fill takes at most ``execution.max_participation`` of the volume traded at
-  its tick (the ExecTick's ``volume``); the rest fills at later ticks (partial fills).
+  its tick (the ExecTick's ``volume``), in whole lots; the rest fills at later ticks
+  (partial fills).
   Brokerage is capped per order across its fills.
 - An order whose tick falls outside the session it was placed in is cancelled (what is
   left of it), and so is every order still resting at the end of the stream.
