@@ -279,6 +279,11 @@ def faults(root: str, **kw: Any) -> None:
     assert requests.post(f"{root}/_sim/faults", json=kw, timeout=5).status_code == 200
 
 
+def to_tick(x: float, tick: float) -> float:
+    """``x`` at the nearest multiple of ``tick`` (what Kite accepts as a price), 2 decimals."""
+    return round(round(x / tick) * tick, 2)
+
+
 def place(kite: KiteConnect, qty: int = 5, tag: str | None = "t1", **kw: Any) -> str:
     """A MARKET order (protected by 5%, as Kite requires) unless ``kw`` says otherwise."""
     if kw.get("order_type", "MARKET") in ("MARKET", "SL-M"):

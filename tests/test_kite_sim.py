@@ -15,7 +15,7 @@ import requests
 from kiteconnect import exceptions as kex
 
 from connectors.kite.sim.http import SimApi
-from tests.support import KEY, ROOT, SECRET, TOKEN, advance, client, faults, place
+from tests.support import KEY, ROOT, SECRET, TOKEN, advance, client, faults, place, to_tick
 
 INFY = 408065
 
@@ -71,7 +71,8 @@ def test_limit_order_fills_only_when_the_price_crosses(sim: tuple[SimApi, str]) 
     kite = client(root)
     tape = api.ex.tape
     infy = tape.price[tape.token == INFY]
-    low, high = round(infy[0] * 0.8 + 1, 2), round(infy[0] * 1.2 - 1, 2)  # inside the band
+    tick = api.ex.tick_size(api.ex.instruments[INFY])  # 0.10 in the sample's file
+    low, high = to_tick(infy[0] * 0.8 + 1, tick), to_tick(infy[0] * 1.2 - 1, tick)  # in the band
     assert infy.min() > low
     advance(root, 50)
     oid = place(kite, order_type="LIMIT", price=low)  # far below the market

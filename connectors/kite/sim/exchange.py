@@ -27,6 +27,7 @@ from connectors.kite.sim.fills import (
 )
 from connectors.kite.sim.rules import (
     AUTO_PROTECTION_PCT,
+    INSUFFICIENT_HOLDINGS,
     MIS_BLOCKED,
     MIS_CUTOFF,
     NOT_FOUND,
@@ -34,6 +35,7 @@ from connectors.kite.sim.rules import (
     KiteError,
     Request,
     Settings,
+    check_grid,
     clock_us,
     ist,
     ist_clock_us,
@@ -45,6 +47,7 @@ from connectors.kite.sim.rules import (
     share,
     tape_traded,
 )
+from operators.market import nse_tick_size
 
 __all__ = ["Exchange", "Instrument", "KiteError", "Order", "Tape", "kite_time"]
 SQUARE_OFF_TAG = "AUTO-SQ"
@@ -141,16 +144,55 @@ class Exchange:
         raise refuse(f"Invalid `tradingsymbol`: {exchange}:{symbol}")
 
     def place(self, variety: str, p: dict[str, str]) -> Order:
-        """Check a placement as Kite does (``KiteError`` if refused) and book it."""
+        """Check a placement as Kite does (``KiteError`` if refused) and book it; a CNC sell
+        beyond what the account may sell is booked and REJECTED, as Kite's RMS does."""
         r = parse(variety, p)
         inst = self._instrument(p["exchange"], p["tradingsymbol"])
         if r.order_type in ("MARKET", "SL-M"):
             r = replace(r, protection=protection_pct(p))
         with self.lock:
+            check_grid(r, self.tick_size(inst), inst.lot_size)
             self._check(inst.token, r)
             if r.product == "MIS" and self._after_cutoff() and self._adds(inst, r.side, r.quantity):
                 raise refuse(MIS_BLOCKED)
-            return self._book(inst, r, p.get("tag") or None)
+            refused = None
+            if r.product == "CNC" and r.side == "SELL":
+                refused = self._beyond_holdings(inst, r.quantity)
+            return self._book(inst, r, p.get("tag") or None, refused)
+
+    def reference_price(self, token: int) -> float:
+        """The last price seen, else the instrument's first on the tape, else 0."""
+        if token in self.last:
+            return self.last[token]
+        hits = np.flatnonzero(self.tape.token == token)
+        return float(self.tape.price[hits[0]]) if len(hits) else 0.0
+
+    def tick_size(self, inst: Instrument) -> float:
+        """The instrument's tick size (``auto``: NSE's band for its reference price), as the
+        instrument master lists it."""
+        if inst.tick_size is not None:
+            return inst.tick_size
+        return nse_tick_size(self.reference_price(inst.token))
+
+    def sellable(self, tok: int, but: Order | None = None) -> int:
+        """Shares a CNC sell may take: demat holdings (T1 included, set through
+        /_sim/holdings) and the simulator's own CNC trades, less what the CNC sells still
+        open or pending ask (``but`` that one)."""
+        demat = self.demat.get(tok, (0, 0, 0.0, tok))[0]
+        pending = sum(
+            o.quantity - o.filled
+            for o in self.orders.values()
+            if o.inst.token == tok and o.product == "CNC" and o.transaction_type == "SELL"
+            and o.status in LIVE and o is not but
+        )  # fmt: skip
+        return demat + self._held(tok, "CNC") - pending
+
+    def _beyond_holdings(self, inst: Instrument, qty: int, but: Order | None = None) -> str | None:
+        """Kite's message if a CNC sell of ``qty`` more is beyond ``sellable``, else None."""
+        avail = self.sellable(inst.token, but)
+        if qty <= avail:
+            return None
+        return INSUFFICIENT_HOLDINGS.format(avail=max(avail, 0), symbol=inst.tradingsymbol, qty=qty)
 
     def _check(self, tok: int, r: Request) -> None:
         """Circuit band, LPP (LIMIT) and stop-loss trigger rules against the tape now."""
@@ -159,7 +201,9 @@ class Exchange:
         if r.order_type in ("LIMIT", "SL"):
             self.bands.check_price(tok, r.price, lpp=r.order_type == "LIMIT")
 
-    def _book(self, inst: Instrument, r: Request, tag: str | None) -> Order:
+    def _book(
+        self, inst: Instrument, r: Request, tag: str | None, refused: str | None = None
+    ) -> Order:
         oid = f"{2511200000000 + len(self.orders) + 1}"
         o = Order(oid, r.variety, inst, r.side, r.quantity, r.product, r.order_type, r.price,
                   tag, self.now, trigger=r.trigger, protection=r.protection)  # fmt: skip
@@ -167,8 +211,14 @@ class Exchange:
         if r.protection is not None and r.order_type == "MARKET" and last:
             o.limit = self.bands.clamp(inst.token, protected(last, r.side, r.protection))
         self.orders[oid] = o
-        for status in ("PUT ORDER REQ RECEIVED", "VALIDATION PENDING", "OPEN PENDING"):
+        for status in ("PUT ORDER REQ RECEIVED", "VALIDATION PENDING"):
             o.mark(status, self.now)
+        if refused is not None:  # RMS: rejected at validation, never open
+            o.status_message = refused
+            o.mark("REJECTED", self.now)
+            self._notify(o)
+            return o
+        o.mark("OPEN PENDING", self.now)
         o.mark("TRIGGER PENDING" if r.order_type in ("SL", "SL-M") else "OPEN", self.now)
         self._notify(o)
         return o
@@ -214,6 +264,14 @@ class Exchange:
             if qty < max(o.filled, 1):
                 raise refuse("Quantity should be greater than the filled quantity")
             kind = p.get("order_type") or o.order_type
+            if (qty, price, trigger) != (o.quantity, o.price, o.trigger):
+                asked = Request(o.variety, o.transaction_type, qty, o.product, kind, price,
+                                trigger, o.protection)  # fmt: skip
+                check_grid(asked, self.tick_size(o.inst), o.inst.lot_size)
+            if o.product == "CNC" and o.transaction_type == "SELL" and qty > o.quantity:
+                beyond = self._beyond_holdings(o.inst, qty - o.filled, but=o)
+                if beyond is not None:
+                    raise refuse(beyond)
             if kind in ("LIMIT", "SL") and price != o.price:
                 self.bands.check_price(o.inst.token, price, lpp=kind == "LIMIT")
             if o.status == "TRIGGER PENDING" and trigger != o.trigger:

@@ -8,10 +8,7 @@ import csv
 import io
 from typing import Any
 
-import numpy as np
-
 from connectors.kite.sim.exchange import Exchange
-from operators.market import nse_tick_size
 
 KITE_COLUMNS = (
     "instrument_token", "exchange_token", "tradingsymbol", "name", "last_price", "expiry",
@@ -35,21 +32,12 @@ class CsvBody(str):
     """A handler's answer sent as ``text/csv`` rather than in the JSON envelope."""
 
 
-def _price(ex: Exchange, token: int) -> float:
-    """The last price seen, else the instrument's first on the tape, else 0."""
-    if token in ex.last:
-        return ex.last[token]
-    hits = np.flatnonzero(ex.tape.token == token)
-    return float(ex.tape.price[hits[0]]) if len(hits) else 0.0
-
-
 def instrument_rows(ex: Exchange, exchange: str | None = None) -> list[dict[str, Any]]:
     """Kite's rows for the instruments of ``exchange`` (all exchanges when None)."""
     rows: list[dict[str, Any]] = []
     with ex.lock:
         for inst in ex.instruments.values():
-            price = _price(ex, inst.token)
-            tick = nse_tick_size(price) if inst.tick_size is None else inst.tick_size
+            price, tick = ex.reference_price(inst.token), ex.tick_size(inst)
             rows.append({
                 "instrument_token": inst.token, "exchange_token": inst.token // 256,
                 "tradingsymbol": inst.tradingsymbol, "name": inst.tradingsymbol,

@@ -1,6 +1,7 @@
-"""Kite's order rules in the simulator: input checks, market protection, stop-loss triggers,
-the daily circuit band and limit price protection (LPP), with Kite's messages, and the
-volume each tape tick traded (paper's rule, from the module that owns it)."""
+"""Kite's order rules in the simulator: input checks (prices and triggers on the tick size,
+quantities in lots), market protection, stop-loss triggers, the daily circuit band and
+limit price protection (LPP), with Kite's messages, and the volume each tape tick traded
+(paper's rule, from the module that owns it)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ LPP_CANCELLED = (
     "allowed limit price protection range."
 )
 NOT_FOUND = "Couldn't find that `order_id`: {}"
+TICK_SIZE = (  # Kite's wording (an InputException), the instrument's tick size in it
+    "Tick size for this script is {}. Kindly enter trigger price / price in the multiple of "
+    "tick size for this script"
+)
+LOT_SIZE = "Quantity should be a multiple of the lot size ({}) for this script."
+INSUFFICIENT_HOLDINGS = (  # an RMS rejection: the order is booked, then REJECTED
+    "Insufficient holdings: {avail} {symbol} can be sold under CNC (holdings and CNC buys, "
+    "less pending CNC sells), the order is for {qty}. Check your holdings or use MIS."
+)
 LPP_WINDOW_US = 30_000_000  # the reference price: the average trade price of the last 30 s
 TRIGGER_VS_PRICE = {"BUY": "Trigger price can't be higher than price",
                     "SELL": "Trigger price can't be lesser than price"}  # fmt: skip
@@ -103,6 +113,28 @@ def parse(variety: str, p: dict[str, str]) -> Request:
     if kind == "SL" and (trigger > price if side == "BUY" else trigger < price):
         raise refuse(TRIGGER_VS_PRICE[side])
     return Request(variety, side, qty, p["product"], kind, price, trigger, None)
+
+
+def on_grid(x: float, tick: float) -> bool:
+    """``x`` is a whole number of ``tick`` (within float noise)."""
+    steps = x / tick
+    return abs(steps - round(steps)) < 1e-6
+
+
+def tick_text(tick: float) -> str:
+    """A tick size as Kite writes it: two decimals (0.05, 0.10), more only if needed."""
+    return f"{tick:.2f}" if abs(tick * 100 - round(tick * 100)) < 1e-9 else f"{tick:g}"
+
+
+def check_grid(r: Request, tick: float, lot: int) -> None:
+    """Kite's checks of a placement against its instrument: the price (LIMIT, SL) and the
+    trigger (SL, SL-M) on the tick size, the quantity a multiple of the lot size."""
+    prices = [r.price] if r.order_type in ("LIMIT", "SL") else []
+    prices += [r.trigger] if r.order_type in ("SL", "SL-M") else []
+    if tick > 0 and not all(on_grid(x, tick) for x in prices):
+        raise refuse(TICK_SIZE.format(tick_text(tick)))
+    if lot > 1 and r.quantity % lot:
+        raise refuse(LOT_SIZE.format(lot))
 
 
 def protection_pct(p: dict[str, str]) -> float:
