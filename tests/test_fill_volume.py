@@ -24,18 +24,18 @@ PART = 0.05
 
 def _tape(ticks: Path) -> dict[int, list[tuple[int, float, int]]]:
     """Each instrument's ticks in order: (time, price, shares traded at that tick), worked
-    out here from the cumulative day volume: the rise over the count of the tick before it
-    (a fall trades nothing; the very first count traded nothing)."""
+    out here from the cumulative day volume: the rise over the higher of the two counts
+    before it (a fall trades nothing; the very first count trades nothing)."""
     rows = sorted(
         ds.dataset(ticks).to_table().to_pylist(),
         key=lambda r: (r["instrument_token"], r["timestamp"]),
     )
     tape: dict[int, list[tuple[int, float, int]]] = defaultdict(list)
-    prev: dict[int, int] = {}
+    prev: dict[int, list[int]] = defaultdict(list)
     for r in rows:
         tok, vol = r["instrument_token"], r["volume"]
-        traded = max(vol - prev[tok], 0) if tok in prev else 0
-        prev[tok] = vol
+        traded = max(vol - max(prev[tok][-2:]), 0) if prev[tok] else 0
+        prev[tok].append(vol)
         tape[tok].append((to_us(r["timestamp"]), r["last_price"], traded))
     return tape
 
@@ -136,16 +136,37 @@ def test_a_volume_outlier_leaves_a_later_order_filling_on_the_normal_increments(
     cfg = _one_buyer(ticks, execution={"max_participation": 1.0}, quantity=12)
     rows, _ = run_graph(cfg, tmp_path / "out")
     got = [(f.timestamp, f.quantity) for f in rows["fills"]]
-    # by hand, from the tick after the signal (the 3rd): each the rise over the tick before
+    # by hand, from the tick after the signal (the 3rd): each the rise over the higher of
+    # the two counts before it
     want, left = [], 12
     for i in range(3, len(vols)):
-        take = min(left, max(vols[i] - vols[i - 1], 0))
+        take = min(left, max(vols[i] - max(vols[i - 2 : i]), 0))
         if take:
             want.append((T + timedelta(minutes=90, seconds=10 * i), take))
             left -= take
     assert want == [(T + timedelta(minutes=90, seconds=10 * i), q) for i, q in
-                    ((3, 5), (4, 5), (5, 2))]  # fmt: skip
-    assert got == want  # the outlier froze nothing: 5, 5 then the last 2
+                    ((4, 5), (5, 5), (6, 2))]  # fmt: skip
+    assert got == want  # the outlier held back two ticks, not the day: 5, 5 then the last 2
+
+
+def test_a_zero_or_low_volume_row_lends_the_next_tick_no_volume(tmp_path: Path) -> None:
+    # +100 shares a tick, one row says 0 and another 40: each the next tick trades only 100
+    vols = [1000 + 100 * i for i in range(12)]
+    vols[4], vols[8] = 0, 40
+    ticks = _jump_tape(tmp_path / "t", [100.0] * 12, volumes=[*vols])
+    cfg = _one_buyer(ticks, execution={"max_participation": 0.1}, quantity=1000)
+    rows, _ = run_graph(cfg, tmp_path / "out")
+    known = [v for v in vols[:3] if v > 0]
+    want = []
+    for i in range(3, 12):  # 10% of each rise over the higher of the two known before it
+        take = max(vols[i] - max(known[-2:]), 0) // 10 if vols[i] > 0 else 0
+        known += [vols[i]] if vols[i] > 0 else []
+        if take:
+            want.append((T + timedelta(minutes=90, seconds=10 * i), take))
+    # a skipped row's 100 shares show at the next count (20), the low 40 lends nothing: the
+    # old rule gave the tick after the 0 the whole day's 1,500 and after the 40 its 1,860
+    assert [q for _, q in want] == [10, 20, 10, 10, 20, 10, 10]
+    assert [(f.timestamp, f.quantity) for f in rows["fills"]] == want
 
 
 def test_volume_fills_whole_lots_so_an_exit_sells_a_lot_multiple(tmp_path: Path) -> None:

@@ -53,22 +53,22 @@ def ticks_of(api: SimApi, token: int, start: int | None = None) -> list[int]:
 
 def traded(api: SimApi, i: int) -> int:
     """What the tape says tick ``i`` traded, counted here tick by tick as paper counts it:
-    the rise of its instrument's cumulative volume over the last count known before it
-    (a count that falls trades nothing and the count resumes from it; a missing one
-    trades nothing; the instrument's first tick in the tape trades nothing; a new IST
-    day's first tick trades its whole count)."""
+    the rise of its instrument's cumulative volume over the higher of the last two counts
+    known before it (a fall trades nothing; a count of 0 or less, or none, trades nothing
+    and is skipped; the instrument's first count in the tape trades nothing; a new IST
+    day starts from zero)."""
     tape = api.ex.tape
     assert tape.volume is not None
-    last: int | None = None  # the last count known (None: none known yet)
+    known: list[int] = []  # the counts known so far (their last two are the reference)
     day = None
     for j in ticks_of(api, int(tape.token[i]), 0):
         today, count = (int(tape.ts[j]) + IST_US) // DAY_US, int(tape.volume[j])
         if day is not None and today != day:
-            last = 0
+            known = [0]
         day = today
-        took = 0 if last is None or count < 0 else max(count - last, 0)
-        if count >= 0:
-            last = count
+        took = max(count - max(known[-2:]), 0) if known and count > 0 else 0
+        if count > 0:
+            known.append(count)
         if j == i:
             return took
     raise AssertionError(f"tick {i} not on the tape")
@@ -253,8 +253,8 @@ def glitch_tape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tup
 
 def test_a_volume_count_that_falls_never_lifts_the_cap(glitch_tape: tuple[SimApi, str]) -> None:
     """A falling count is a glitch, not a new day: the order takes nothing there (it once
-    took the whole 1390) and counting resumes from it (1395 traded 5); the next IST day's
-    first tick trades its whole count. Filled quantities are read through kiteconnect
+    took the whole 1390), nor at 1395, still under 1400; the next IST day's first tick
+    trades its whole count. Filled quantities are read through kiteconnect
     after each tick and compared with the count made here."""
     api, root = glitch_tape
     kite = client(root)
@@ -268,9 +268,11 @@ def test_a_volume_count_that_falls_never_lifts_the_cap(glitch_tape: tuple[SimApi
         got.append(now - filled)
         filled = now
         expect.append(math.floor(0.5 * traded(api, i)))
-    by_hand = [0, 100, 150, 150, 0, 5, 105, 200, 300, 150, 0, 160]  # each over the one before
+    # each over the higher of the two counts before it: 1390 and 1395 trade nothing (1400
+    # came before them), 1500 trades 105 over 1395; day 2 starts from 0
+    by_hand = [0, 100, 150, 150, 0, 0, 105, 200, 300, 150, 0, 150]
     assert [traded(api, i) for i in range(len(api.ex.tape))] == by_hand
-    assert got == expect == [50, 75, 75, 0, 2, 52, 100, 150, 75, 0, 80]
+    assert got == expect == [50, 75, 75, 0, 0, 52, 100, 150, 75, 0, 75]
     trades = kite.order_trades(oid)
     assert [t["quantity"] for t in trades] == [q for q in expect if q]
     o = kite.order_history(oid)[-1]

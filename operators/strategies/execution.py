@@ -48,7 +48,7 @@ class Search:
 @dataclass
 class ExecState:
     searching: list[Search] = field(default_factory=list)
-    volume: int = -1  # the last cumulative volume known (-1: none known yet)
+    volume: tuple[int, int] = (-1, -1)  # the last two cumulative counts known (-1: none)
     last_ts: int | None = None  # the key's last tick (a new trading day restarts volume)
     targets: dict[str, int] = field(default_factory=dict)  # each strategy's last target
 
@@ -216,27 +216,30 @@ class ExecFinder:
         return np.where(np.isfinite(traded), share, math.inf)
 
 
-def traded_volume(vol: I64, base: int, new_day: npt.NDArray[np.bool_]) -> tuple[F64, int]:
-    """Shares traded at each tick from the cumulative day volume: the rise over the last
-    count known before it (a count that falls trades nothing and counting resumes from it,
-    so a glitch only touches the ticks around it; a missing count trades nothing and is
-    skipped; a new trading day starts from zero; the first count ever known trades
-    nothing). A tape without any volume: inf (no cap). Returns them and the new baseline
-    (the last count known)."""
+def traded_volume(
+    vol: I64, base: tuple[int, int], new_day: npt.NDArray[np.bool_]
+) -> tuple[F64, tuple[int, int]]:
+    """Shares traded at each tick from the cumulative day volume: the rise over the higher
+    of the last two counts known before it. A count that falls trades nothing; a dip (a
+    stray low or zero row) is measured past, and a spike holds the counts back for at most
+    two ticks. A count of 0 or less, or none, is no count (trades nothing, skipped); a new
+    trading day starts from zero; the first count ever known trades nothing. A tape without
+    any volume: inf (no cap). ``base``: the last two counts known (last, the one before;
+    -1: none). Returns the shares and the new ``base``."""
     out = np.zeros(len(vol))
     cuts = [0, *np.flatnonzero(new_day).tolist(), len(vol)]
     for a, z in itertools.pairwise(cuts):
         if a == z:
             continue
         seg = vol[a:z]
-        start = 0 if new_day[a] else base
-        known = np.concatenate(([start], np.where(seg >= 0, seg, -1)))
-        at = np.maximum.accumulate(np.where(known >= 0, np.arange(len(known)), 0))
-        last = known[at]  # the last count known at each point (-1: none yet)
-        before = last[:-1]
-        t = np.where((seg >= 0) & (before >= 0), np.maximum(seg - before, 0), 0).astype(float)
-        out[a:z] = np.where((seg < 0) & (before < 0), math.inf, t)  # never any volume
-        base = int(last[-1])
+        last, before = (0, -1) if new_day[a] else base
+        known = seg > 0
+        counts = np.concatenate(([before, last], seg[known]))  # known counts, oldest first
+        seen = np.concatenate(([0], np.cumsum(known)[:-1]))  # known in seg before each tick
+        k1, k2 = counts[seen + 1], counts[seen]  # the last two known before each tick
+        t = np.where(known & (k1 >= 0), np.maximum(seg - np.maximum(k1, k2), 0), 0)
+        out[a:z] = np.where(~known & (k1 < 0), math.inf, t.astype(float))  # never any
+        base = (int(counts[-1]), int(counts[-2]))
     return out, base
 
 

@@ -218,9 +218,9 @@ NO_CAP = 1 << 62  # what a tick of a tape without volume lets our orders take: a
 def tape_traded(ts: np.ndarray, token: np.ndarray, volume: np.ndarray | None) -> np.ndarray:
     """The quantity each tick of a time-ordered tape traded, by paper's rule
     (``operators.strategies.execution.traded_volume``) per instrument: the rise of its
-    cumulative day volume over the last count known before it; a count that falls trades
-    nothing and counting resumes from it (a glitch touches only the ticks around it); a
-    missing (negative) count trades nothing; an instrument's first tick in the tape trades
+    cumulative day volume over the higher of the two counts known before it (a count that
+    falls trades nothing, a dip lends nothing, a spike holds back two ticks); a count of 0
+    or less trades nothing; an instrument's first tick in the tape trades
     nothing; the first tick of a new IST day (``ist_day``, as the circuit band and the MIS
     square-off count days) starts from zero. No volume ever known: ``NO_CAP``."""
     out = np.full(len(ts), NO_CAP, dtype=np.int64)
@@ -230,7 +230,7 @@ def tape_traded(ts: np.ndarray, token: np.ndarray, volume: np.ndarray | None) ->
     for idx in np.split(by_token, np.flatnonzero(np.diff(token[by_token])) + 1):
         day = (ts[idx] + IST_US) // DAY_US  # ist_day of each tick
         new_day = np.concatenate(([False], day[1:] != day[:-1]))
-        got, _ = traded_volume(volume[idx].astype(np.int64), -1, new_day)
+        got, _ = traded_volume(volume[idx].astype(np.int64), (-1, -1), new_day)
         out[idx] = np.where(np.isinf(got), NO_CAP, got).astype(np.int64)
     return out
 
