@@ -77,7 +77,7 @@ class MarketSession:
         self._open = (int(opens * US), int(closes * US)) if trades else (0, 0)
         cut = datetime.combine(d, self.cfg.mis_cutoff, self.tz).timestamp()
         if d in self.special:  # a special session's cut-off is as far from its close
-            cut = closes - self._cut_gap_s
+            cut = max(closes - self._cut_gap_s, opens)  # (a session shorter: at its open)
         self._cut = int(cut * US) if trades else None
         return d
 

@@ -76,7 +76,10 @@ def tick_column_problem(
         )
     accepts = {
         "instrument_token": (pa.types.is_integer, "an integer"),
-        "last_price": (lambda t: _numeric(t) or pa.types.is_decimal(t), "a number"),
+        "last_price": (
+            lambda t: (_numeric(t) or pa.types.is_decimal(t)) and not pa.types.is_float16(t),
+            "a number (not float16, too coarse for a price to the paisa)",
+        ),
         "volume": (_numeric, "a number"),
         "timestamp": (
             lambda t: pa.types.is_timestamp(t) or _stringy(t) or _numeric(t),
@@ -127,12 +130,14 @@ def depth_type_error(schema: pa.Schema) -> str | None:
             pa.types.is_integer(typ.value_type) or pa.types.is_floating(typ.value_type)
         ):
             return f"column {name} is {typ}, not a list of numbers"
+        if pa.types.is_float16(typ.value_type):
+            return f"column {name} is {typ}: float16 is too coarse for prices to the paisa"
     return None
 
 
 def decimal_f64(values: np.ndarray) -> np.ndarray:
-    """Floats as float64; a float32 (or float16) value becomes the float64 of its shortest
-    decimal (100.05 stays 100.05, not 100.05000305), as the recorder meant it."""
+    """Floats as float64; a float32 value becomes the float64 of its shortest decimal
+    (100.05 stays 100.05, not 100.05000305), as the recorder meant it."""
     if values.dtype.kind == "f" and values.dtype.itemsize < 8:
         return values.astype(str).astype(np.float64)
     return values.astype(np.float64)

@@ -350,7 +350,12 @@ class StubVenue:
     def cancel(self, order_id: str, ts: int, why: str) -> list[Any]:
         return []
 
+    simulated = False  # fills at once: no square-off is ever left for a close
+
     def expire(self, ts: int) -> list[Any]:
+        return []
+
+    def settle(self, close: int) -> list[Any]:
         return []
 
     def knows(self, v: Any) -> bool:

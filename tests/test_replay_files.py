@@ -158,6 +158,7 @@ def _cases() -> dict[str, tuple[ReplayProblem, str | None, Writer]]:
         "token_struct": (BAD, None, swap("instrument_token", structs)),
         "price_text": (BAD, None, swap("last_price", pa.array(["100.5"] * N))),
         "price_bool": (BAD, None, swap("last_price", pa.array([True] * N))),
+        "price_float16": (BAD, None, swap("last_price", pa.array(np.full(N, 100.05, np.float16)))),
         "volume_text": (BAD, None, swap("volume", text)),
         "timestamp_bool": (BAD, None, swap("timestamp", pa.array([True] * N))),
         "timestamp_date": (BAD, None, swap("timestamp", dates)),

@@ -126,7 +126,10 @@ def test_a_replay_in_indian_wall_clock_trades_like_the_same_ticks_in_utc(
     assert [f.model_dump() for f in got["fills"]] == [f.model_dump() for f in want["fills"]]
 
 
-@pytest.mark.parametrize("zone", ["Mars/Olympus", "../../etc/passwd", "", "IST+5:30"])
+@pytest.mark.parametrize(
+    "zone",
+    ["Mars/Olympus", "../../etc/passwd", "", "IST+5:30", "localtime", "Factory", "right/UTC"],
+)
 def test_an_unknown_zone_is_refused_naming_the_field(tmp_path: Path, zone: str) -> None:
     raw = config_dict(tmp_path)
     raw["source"]["timezone"] = zone

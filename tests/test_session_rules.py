@@ -22,7 +22,7 @@ from operators.session import MarketSession
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, depth_columns
 from schemas.config import BrokerConfig, CostModel, SessionConfig
 from schemas.enums import Broker, Product
-from schemas.events import OrderFilled, RejectedSignal, TradingSignal
+from schemas.events import OrderFailed, OrderFilled, RejectedSignal, TradingSignal
 from schemas.ticks import US, Depth, ExecTick, MarkEntries, MarkSet, to_us
 from tests.support import INSTRUMENTS, make_config, run_graph
 
@@ -105,6 +105,25 @@ def test_an_instrument_silent_after_the_cutoff_is_squared_off_at_the_close() -> 
     assert a.state.book.position(1) == 0
 
 
+def test_a_day_with_no_event_after_its_cutoff_is_squared_off_at_its_close() -> None:
+    a = _account(Product.MIS)
+    _trade(a, 10, _ist(FRI, 10, 0))
+    a.on_item(_marks([(_ist(FRI, 15, 10), 1, 101.0), (_ist(FRI, 15, 10), 2, 50.0)]))
+    # the whole tape stops at 15:10; Monday's first event is instrument 2's mark
+    out = a.on_item(_marks([(_ist(MON, 9, 15, 1), 2, 51.0)]))
+    assert _fills(out) == [("SELL", 10, 101.0, _ist(FRI, 15, 30), True)]
+    assert a.state.book.position(1) == 0  # flat before Monday's first decision
+
+
+def test_a_silent_instruments_square_off_settles_at_the_next_days_first_event() -> None:
+    a = _account(Product.MIS)
+    _trade(a, 10, _ist(FRI, 14, 0))
+    a.on_item(_marks([(_ist(FRI, 15, 10), 1, 101.0), (_ist(FRI, 15, 21), 2, 50.0)]))
+    out = a.on_item(_marks([(_ist(MON, 9, 15, 1), 2, 51.0)]))  # instrument 1 still silent
+    assert _fills(out) == [("SELL", 10, 101.0, _ist(FRI, 15, 30), True)]
+    assert a.state.book.position(1) == 0
+
+
 def test_the_data_ending_before_the_square_off_filled_still_squares_off() -> None:
     a = _account(Product.MIS)
     _trade(a, 10, _ist(FRI, 14, 0))
@@ -128,14 +147,40 @@ def test_a_special_session_keeps_the_cutoff_ten_minutes_before_its_close() -> No
     assert _fills(out) == [("SELL", 10, 102.0, _ist(muhurat, 18, 52), True)]
 
 
-def test_a_cnc_sell_never_counts_an_unfilled_buy_as_held() -> None:
+def test_a_special_session_shorter_than_the_gap_has_its_cutoff_at_its_open() -> None:
+    cfg = SessionConfig.model_validate(
+        {"special_sessions": [{"date": "2026-11-08", "open": "18:00", "close": "18:05"}]}
+    )
+    session = MarketSession(cfg)
+    at = _ist(date(2026, 11, 8), 18, 1)
+    assert session.cutoff(at) == _ist(date(2026, 11, 8), 18, 0)  # never before the open
+    assert session.closes(at) == _ist(date(2026, 11, 8), 18, 5)
+
+
+def test_a_cnc_target_below_what_is_bought_cancels_the_buy_and_never_sells_naked() -> None:
     a = _account(Product.CNC)
     _trade(a, 10, _ist(FRI, 11, 0), execute=False)  # the buy rests, nothing filled
-    out = _trade(a, 0, _ist(FRI, 11, 1))  # target flat: a sell of 10 would be naked
-    assert [str(r) for e in out if isinstance(e, RejectedSignal) for r in e.reasons] == [
-        "CNC_SHORT_NOT_ALLOWED"
+    out = _trade(a, 0, _ist(FRI, 11, 1))  # flat: the buy is cancelled, nothing is sold
+    assert [(e.status, e.quantity) for e in out if isinstance(e, OrderFailed)] == [
+        ("CANCELLED", 10)
     ]
-    assert a.state.book.position(1) == 0 and not _fills(out)
+    assert not _fills(out) and not [e for e in out if isinstance(e, RejectedSignal)]
+    assert a.state.book.position(1) == 0 and a.state.book.pending(1) == 0
+
+
+def test_a_cnc_flip_while_the_buy_fills_in_parts_sells_what_was_filled() -> None:
+    a = _account(Product.CNC)
+    buy = _trade(a, 50, _ist(FRI, 10, 0), execute=False)
+    sid = next(e.signal_id for e in buy if isinstance(e, TradingSignal))
+    a.on_item(ExecTick(_ist(FRI, 10, 0) + 1, 1, 100.0, (sid,), volume=10, seq=1))
+    assert a.state.book.position(1) == 10 and a.state.book.pending(1) == 40
+    out = _trade(a, -50, _ist(FRI, 10, 2))  # CNC: -50 means flat
+    assert [(e.status, e.quantity) for e in out if isinstance(e, OrderFailed)] == [
+        ("CANCELLED", 40)
+    ]
+    assert [(f[0], f[1]) for f in _fills(out)] == [("SELL", 10)]
+    assert not [e for e in out if isinstance(e, RejectedSignal)]
+    assert a.state.book.position(1) == 0 and a.state.book.pending(1) == 0
 
 
 def _depth_tape(path: Path, bid: float, ask: float) -> Path:

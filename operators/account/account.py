@@ -248,10 +248,10 @@ class Account(Closing, MarkRuns):
         held = st.book.strategy_position(s.strategy_id, token) + st.book.pending(
             token, s.strategy_id
         )
-        target = s.target_quantity
-        if target < 0 < held and self._product(s.strategy_id) is Product.CNC:
-            target = 0  # CNC sells what it holds and goes flat; it never goes short
-        diff = target - held
+        diff = s.target_quantity - held
+        if self._product(s.strategy_id) is Product.CNC and diff < 0:
+            cancelled, diff = self._cnc_sell(key, s.target_quantity, ts)
+            out += cancelled
         if diff == 0:
             return out
         side = SignalType.BUY if diff > 0 else SignalType.SELL
@@ -274,6 +274,22 @@ class Account(Closing, MarkRuns):
             **fields,
         )
         return [*out, rejected]
+
+    def _cnc_sell(self, key: tuple[str, int], target: int, ts: int) -> tuple[list[Any], int]:
+        """A CNC target below what is held and bought: the open buys are cancelled first and
+        the sell is of shares held, to flat at most (CNC never goes short; no buy is placed
+        here while cancels may be under way); with none held, the difference goes on (risk
+        refuses a short, CNC_SHORT_NOT_ALLOWED)."""
+        book, (sid, token) = self.state.book, key
+        why = "CANCELLED: the CNC target fell below what is held and being bought"
+        out = self._cancel_open(
+            ts, why, lambda o: (o.strategy_id, o.token) == key and o.remaining > 0
+        )
+        filled = book.strategy_position(sid, token)
+        sellable = filled + book.pending_sells(token, sid)  # held and not being sold yet
+        if sellable <= 0:
+            return out, target - filled - book.pending(token, sid)
+        return out, min(0, max(target, 0) - sellable)
 
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:
@@ -310,12 +326,13 @@ class Account(Closing, MarkRuns):
     def _route(self, item: AccountIn) -> list[AccountOut]:
         book = self.state.book
         outside = isinstance(item, (OrderUpdate, KiteAlert, KitePositions))  # no event time
-        ts = book.last_ts if outside else _ts(item)
+        ts, prev = book.last_ts if outside else _ts(item), book.last_ts
+        out = self.day_over(prev, ts) if ts is not None and prev is not None else []
         if ts is not None:
             book.last_ts = ts if book.last_ts is None else max(book.last_ts, ts)
         if ts is not None and (self.setup.circuits or self.circuit_pct is not None):
             self._new_day(ts)
-        out = self._commands(ts) if ts is not None else []
+        out += self._commands(ts) if ts is not None else []
         cut = self.square_off_due(ts) if ts is not None and not isinstance(item, MarkSet) else None
         if cut is not None:
             out += self.square_off(cut)

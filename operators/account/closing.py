@@ -104,6 +104,17 @@ class Closing:
             return None
         return cut
 
+    def day_over(self, prev: int, ts: int) -> list[Any]:
+        """A simulated venue, the session of ``prev`` closed before ``ts``: its MIS
+        square-off, if nothing came after its cut-off to do it, and any square-off no tick
+        filled, done at that close at the last prices (the broker closes them regardless)."""
+        session = self.setup.session
+        close, cut = session.closes(prev), session.cutoff(prev)
+        if not self.venue.simulated or ts < close or cut is None or prev >= close:
+            return []
+        out = self.square_off(cut) if self.state.squared_off < cut and self._mis_left() else []
+        return out + self._apply(self.venue.settle(close))
+
     def _mis_left(self) -> bool:
         """Some MIS strategy position has no closing order out for it."""
         book = self.state.book

@@ -322,6 +322,17 @@ class PaperVenue:
         r = self.state.resting.get(order_id)
         return [] if r is None else self._end(r, why, ts)
 
+    simulated = True
+
+    def settle(self, close: int) -> list[OrderEvent]:
+        """Square-offs resting from a session that closed at ``close``: filled at it."""
+        out: list[OrderEvent] = []
+        for oid in sorted(self.state.resting):
+            r = self.state.resting[oid]
+            if r.square_off and self._close_after(r) == close:
+                out += self._square_off_unticked(r, close)
+        return out
+
     def expire(self, ts: int) -> list[OrderEvent]:
         """End of the stream: whatever still rests is cancelled."""
         why = "CANCELLED: no tick executed it before the end of the data"

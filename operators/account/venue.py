@@ -45,6 +45,13 @@ class Venue(Protocol):
         """The end of the stream: what still rests and will never execute."""
         ...
 
+    simulated: bool  # the venue is the market (paper): it squares off what the day left
+
+    def settle(self, close: int) -> list[OrderEvent]:
+        """Simulated venues: the square-offs of a session that closed at ``close`` that no
+        tick filled, filled at that close at their last price."""
+        ...
+
     def knows(self, v: ValidatedSignal) -> bool:
         """The venue already has an order for ``v``'s signal (a replay after a resume)."""
         ...

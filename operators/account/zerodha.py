@@ -176,8 +176,13 @@ class ZerodhaVenue:
     def _kind(self, t: Tracked) -> str:
         return self.order_types.get(t.validated.signal.strategy_id, "MARKET")
 
+    simulated = False  # Kite squares off MIS itself; reconciliation sees what it did
+
     def expire(self, ts: int) -> list[OrderEvent]:
         return []  # orders still open at Kite stay tracked (updates, reconciliation)
+
+    def settle(self, close: int) -> list[OrderEvent]:
+        return []
 
     def send(
         self, v: ValidatedSignal, order_type: str, on_mark: bool = False, square_off: bool = False

@@ -31,13 +31,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
-def iana_zone(name: str) -> str:
-    """``name`` if it is a time zone the machine knows (an IANA name), else ValueError."""
-    from zoneinfo import ZoneInfo
+NOT_ZONES = frozenset({"localtime", "Factory"})  # the machine's setting; no zone at all
 
+
+def iana_zone(name: str) -> str:
+    """``name`` if it is an IANA time zone name (the same on every machine), else
+    ValueError: not "localtime", "Factory", a leap-second "right/..." or a path."""
+    from zoneinfo import ZoneInfo, available_timezones
+
+    if name in NOT_ZONES or name not in available_timezones():
+        raise ValueError(f"unknown timezone {name!r} (an IANA name: Asia/Kolkata)")
     try:
         ZoneInfo(name)
-    except Exception:  # not found, a path, a folder of zones: all "unknown"
+    except Exception:  # listed but unreadable: as unknown
         raise ValueError(f"unknown timezone {name!r} (an IANA name: Asia/Kolkata)") from None
     return name
 
