@@ -15,16 +15,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from connectors.control import FileControl
 from operators.account.account import Account, AccountSetup
 from operators.account.exits import ExitRule
 from operators.account.paper import PaperVenue
 from operators.session import MarketSession
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, depth_columns
 from schemas.config import BrokerConfig, CostModel, SessionConfig
+from schemas.control import ControlCommand
 from schemas.enums import Broker, Product
-from schemas.events import OrderFailed, OrderFilled, RejectedSignal, TradingSignal
+from schemas.events import (
+    OrderFailed,
+    OrderFilled,
+    RejectedSignal,
+    TradingSignal,
+    TradingStateChanged,
+)
 from schemas.ticks import US, Depth, ExecTick, MarkEntries, MarkSet, to_us
-from tests.support import INSTRUMENTS, make_config, run_graph
+from tests.support import INSTRUMENTS, StubVenue, make_config, run_graph
 
 IST = ZoneInfo("Asia/Kolkata")
 _n = iter(range(10**6))
@@ -35,13 +43,17 @@ def _ist(d: date, hh: int, mm: int, ss: int = 0) -> int:
 
 
 def _account(
-    product: Product, exits: dict[str, ExitRule] | None = None, cfg: SessionConfig | None = None
+    product: Product,
+    exits: dict[str, ExitRule] | None = None,
+    cfg: SessionConfig | None = None,
+    venue: Any = None,
+    inbox: Any = None,
 ) -> Account:
     session = MarketSession(cfg or SessionConfig())
-    venue = PaperVenue(0.0, CostModel(), {}, session.closes, in_session=session.open_mask)
+    paper = PaperVenue(0.0, CostModel(), {}, session.closes, in_session=session.open_mask)
     setup = AccountSetup(CostModel(), session, {}, {}, (1, 2), {"t": product}, exits=exits or {})
     broker = BrokerConfig(starting_cash=1e6, slippage_bps=0)
-    return Account(Broker.PAPER, broker, setup, lambda _s: venue, None)
+    return Account(Broker.PAPER, broker, setup, lambda _s: venue or paper, inbox)
 
 
 def _trade(a: Account, qty: int, at: int, price: float = 100.0, execute: bool = True) -> list[Any]:
@@ -115,6 +127,33 @@ def test_a_day_with_no_event_after_its_cutoff_is_squared_off_at_its_close() -> N
     assert a.state.book.position(1) == 0  # flat before Monday's first decision
 
 
+def test_a_close_still_resting_when_the_tape_stops_is_replaced_by_the_square_off() -> None:
+    a = _account(Product.MIS)
+    _trade(a, 10, _ist(FRI, 10, 0))
+    _trade(a, 0, _ist(FRI, 15, 9, 59), 101.0, execute=False)  # the strategy's own close rests
+    a.on_item(_marks([(_ist(FRI, 15, 10), 1, 101.0)]))  # and the whole tape stops
+    out = a.on_item(_marks([(_ist(MON, 9, 15, 1), 2, 51.0)]))
+    assert [(e.status, e.quantity) for e in out if isinstance(e, OrderFailed)] == [
+        ("CANCELLED", 10)  # at the cut-off, as the broker cancels pending MIS orders
+    ]
+    assert _fills(out) == [("SELL", 10, 101.0, _ist(FRI, 15, 30), True)]
+    assert a.state.book.position(1) == 0
+
+
+def test_commands_due_before_a_missed_cutoff_come_before_its_square_off() -> None:
+    cmd = ControlCommand(
+        ts=datetime.fromtimestamp(_ist(FRI, 15, 12) / US, timezone.utc), broker="paper",
+        command="halt", origin="test",
+    )  # fmt: skip
+    a = _account(Product.MIS, inbox=FileControl([cmd], Broker.PAPER))
+    _trade(a, 10, _ist(FRI, 10, 0))
+    a.on_item(_marks([(_ist(FRI, 15, 10), 1, 101.0)]))
+    out = a.on_item(_marks([(_ist(MON, 9, 15, 1), 2, 51.0)]))
+    kinds = [type(e).__name__ for e in out if isinstance(e, (TradingStateChanged, OrderFilled))]
+    assert kinds == ["TradingStateChanged", "OrderFilled"]  # halted at 15:12, then 15:30
+    assert a.state.book.position(1) == 0
+
+
 def test_a_silent_instruments_square_off_settles_at_the_next_days_first_event() -> None:
     a = _account(Product.MIS)
     _trade(a, 10, _ist(FRI, 14, 0))
@@ -166,6 +205,28 @@ def test_a_cnc_target_below_what_is_bought_cancels_the_buy_and_never_sells_naked
     ]
     assert not _fills(out) and not [e for e in out if isinstance(e, RejectedSignal)]
     assert a.state.book.position(1) == 0 and a.state.book.pending(1) == 0
+
+
+def test_a_cnc_target_lowered_inside_an_open_buy_ends_at_the_target() -> None:
+    a = _account(Product.CNC)
+    buy = _trade(a, 50, _ist(FRI, 10, 0), execute=False)
+    sid = next(e.signal_id for e in buy if isinstance(e, TradingSignal))
+    a.on_item(ExecTick(_ist(FRI, 10, 0) + 1, 1, 100.0, (sid,), volume=10, seq=1))
+    out = _trade(a, 30, _ist(FRI, 10, 2))  # 10 held, 40 coming: the 40 go, 20 are bought
+    assert [(e.status, e.quantity) for e in out if isinstance(e, OrderFailed)] == [
+        ("CANCELLED", 40)
+    ]
+    assert [(f[0], f[1]) for f in _fills(out)] == [("BUY", 20)]
+    assert a.state.book.position(1) == 30 and a.state.book.pending(1) == 0
+
+
+def test_a_cnc_cancel_under_way_at_a_live_broker_never_brings_a_naked_sell() -> None:
+    stub = StubVenue(rest=frozenset({1}))  # orders stay open; a cancel is only asked for
+    a = _account(Product.CNC, venue=stub)
+    _trade(a, 50, _ist(FRI, 10, 0), execute=False)
+    out = _trade(a, 30, _ist(FRI, 10, 2))  # nothing held: no sell, no buy while it cancels
+    assert [v.side for v in stub.sent] == ["BUY"]
+    assert not [e for e in out if isinstance(e, RejectedSignal)]
 
 
 def test_a_cnc_flip_while_the_buy_fills_in_parts_sells_what_was_filled() -> None:

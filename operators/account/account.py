@@ -276,20 +276,23 @@ class Account(Closing, MarkRuns):
         return [*out, rejected]
 
     def _cnc_sell(self, key: tuple[str, int], target: int, ts: int) -> tuple[list[Any], int]:
-        """A CNC target below what is held and bought: the open buys are cancelled first and
-        the sell is of shares held, to flat at most (CNC never goes short; no buy is placed
-        here while cancels may be under way); with none held, the difference goes on (risk
-        refuses a short, CNC_SHORT_NOT_ALLOWED)."""
+        """A CNC target below what is held and being bought: the strategy's open buys are
+        cancelled, then it goes to the target from the shares held (not being sold), never
+        below flat; a buy back up to the target waits while a cancel is under way (a live
+        broker's). A target below flat with nothing held goes on: risk refuses the short
+        (CNC_SHORT_NOT_ALLOWED)."""
         book, (sid, token) = self.state.book, key
         why = "CANCELLED: the CNC target fell below what is held and being bought"
         out = self._cancel_open(
             ts, why, lambda o: (o.strategy_id, o.token) == key and o.remaining > 0
         )
-        filled = book.strategy_position(sid, token)
-        sellable = filled + book.pending_sells(token, sid)  # held and not being sold yet
-        if sellable <= 0:
-            return out, target - filled - book.pending(token, sid)
-        return out, min(0, max(target, 0) - sellable)
+        selling = book.pending_sells(token, sid)
+        sellable = book.strategy_position(sid, token) + selling
+        if target < 0 and sellable <= 0:
+            return out, target - sellable
+        diff = max(target, 0) - sellable
+        buying = book.pending(token, sid) - selling > 0  # cancels not yet confirmed
+        return out, 0 if diff > 0 and buying else diff
 
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:

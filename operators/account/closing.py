@@ -37,6 +37,9 @@ class Closing:
     def _apply(self, events: list[Any]) -> list[Any]:
         raise NotImplementedError  # the Account's
 
+    def _commands(self, ts: int, final: bool = False) -> list[Any]:
+        raise NotImplementedError  # the Account's
+
     def _close(
         self,
         ids: tuple[Any, ...],
@@ -110,9 +113,11 @@ class Closing:
         filled, done at that close at the last prices (the broker closes them regardless)."""
         session = self.setup.session
         close, cut = session.closes(prev), session.cutoff(prev)
-        if not self.venue.simulated or ts < close or cut is None or prev >= close:
+        if not self.venue.simulated or ts < close or cut is None:
             return []
-        out = self.square_off(cut) if self.state.squared_off < cut and self._mis_left() else []
+        out: list[Any] = []
+        if self.state.squared_off < cut:  # commands due before the cut-off come first
+            out += self._commands(cut) + self.square_off(cut)
         return out + self._apply(self.venue.settle(close))
 
     def _mis_left(self) -> bool:
