@@ -26,8 +26,10 @@ def nse_tick_size(price: float) -> float:
 
 def stop_trigger(price: float, buy: bool, offset_bps: float, tick: float | str) -> float:
     """The trigger of a stop order (SL / SL-M) for a signal at ``price``: ``offset_bps``
-    beyond it in the order's direction (a buy above, a sell below), outward to the tick."""
+    beyond it in the order's direction (a buy above, a sell below), outward to the tick
+    (``auto``: the tick of ``price``'s band, the instrument's as Kite checks it, even when
+    the trigger itself lies across a band edge)."""
     raw = price * (1 + offset_bps / 1e4) if buy else price * (1 - offset_bps / 1e4)
-    size = nse_tick_size(raw) if tick == "auto" else float(tick)
+    size = nse_tick_size(price) if tick == "auto" else float(tick)
     steps = math.ceil(raw / size - 1e-9) if buy else max(1, math.floor(raw / size + 1e-9))
     return round(steps * size, 2)

@@ -325,10 +325,11 @@ SWEEPS = dict(zip(TOKENS, [(246.0, 254.0), (992.0, 1008.0), (4970.0, 5030.0), (9
                            (19900.0, 20100.0), (590.0, 610.0)], strict=True))  # fmt: skip
 
 
-def outward(price: float, buy: bool, bps: float) -> float:
-    """``price`` moved ``bps`` against the order, out to the NSE grid at that price."""
+def outward(price: float, buy: bool, bps: float, tick: float | None = None) -> float:
+    """``price`` moved ``bps`` against the order, out to the NSE grid at that price (or
+    to ``tick``)."""
     raw = price * (1 + bps / 1e4) if buy else price * (1 - bps / 1e4)
-    tick = band_tick(raw)
+    tick = band_tick(raw) if tick is None else tick
     steps = math.ceil(raw / tick - 1e-9) if buy else math.floor(raw / tick + 1e-9)
     return round(steps * tick, 2)
 
@@ -359,7 +360,7 @@ def test_tick_size_auto_puts_fills_and_stop_triggers_on_the_nse_band_grid(tmp_pa
             bands.add(band_tick(tick * (1.0002 if f.side == "BUY" else 0.9998)))
             sides.add(f.side)
     stops = [o for o in rows["orders"] if o.order_type == "SL-M"]
-    for o in stops:  # the trigger 7 bps beyond the signal price, out to the grid
-        assert o.trigger_price == outward(o.price, o.side == "BUY", 7.0), o
+    for o in stops:  # the trigger 7 bps beyond the signal price, out to that price's grid
+        assert o.trigger_price == outward(o.price, o.side == "BUY", 7.0, band_tick(o.price)), o
     assert bands == {0.01, 0.05, 0.10, 0.50, 1.0, 5.0} and sides == {"BUY", "SELL"}
     assert stops and [f for f in rows["fills"] if f.strategy_id == "stops"]

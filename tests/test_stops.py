@@ -94,3 +94,19 @@ def test_a_resting_sl_fills_at_a_tick_in_the_second_it_missed_one(tmp_path: Path
     rows = _run(tmp_path, prices, "SL", seconds=[0, 10, 20, 30, 40, 50, 50])
     (fill,) = rows["fills"]
     assert (fill.fill_price, fill.timestamp) == (101.0, START + timedelta(seconds=50))
+
+
+@pytest.mark.parametrize(
+    ("price", "buy", "want"),
+    [
+        (250.10, False, 249.90),  # 7 bps under is 249.925, in the 0.01 band; the instrument
+        (249.90, True, 250.08),  # trades in 0.05 at 250.10, in 0.01 at 249.90 (250.0749)
+        (1000.5, False, 999.70),  # 999.79965 down to 0.10 (999.75 on the 0.05 grid)
+    ],
+)
+def test_an_auto_tick_trigger_sits_on_the_grid_of_the_signal_price(
+    price: float, buy: bool, want: float
+) -> None:
+    from operators.market import stop_trigger
+
+    assert stop_trigger(price, buy, 7.0, "auto") == want
