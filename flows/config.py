@@ -78,6 +78,7 @@ def _short(value: Any) -> str:
 
 _CSV_INTS = ("instrument_token", "lot_size")
 _CSV_FLOATS = ("tick_size", "circuit_pct")
+KITE_MASTER_COLUMNS = frozenset({"exchange_token", "instrument_type", "segment", "expiry"})
 
 
 def _csv_row(row: dict[str | None, Any]) -> dict[str | None, Any]:
@@ -104,8 +105,15 @@ def _instruments(value: Any, base: Path) -> Any:
     path = _resolve(base, value, "instruments")
     _regular(path, "instruments")
     try:
-        with path.open(newline="") as fh:
-            return [_csv_row(r) for r in csv.DictReader(fh)]
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM too
+            reader = csv.DictReader(fh)
+            if KITE_MASTER_COLUMNS <= set(reader.fieldnames or ()):
+                raise ConfigError(
+                    f"instruments: {path} is Kite's instrument master as downloaded; write "
+                    f"the instrument file from it: alpha-panda instruments --from {path} "
+                    "--out instruments.csv"
+                )
+            return [_csv_row(r) for r in reader]
     except OSError as exc:
         raise ConfigError(f"instruments: cannot read {path}: {exc.strerror}") from None
     except (UnicodeDecodeError, csv.Error) as exc:

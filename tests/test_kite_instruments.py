@@ -22,7 +22,7 @@ from connectors.kite.instruments import main
 from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
 from connectors.kite.sim.fills import Instrument
 from connectors.kite.sim.http import SimApi, serve
-from flows.config import parse_config
+from flows.config import ConfigError, parse_config
 from operators.market import nse_tick_size
 from tests.support import KEY, ROOT, TOKEN, config_dict, flow_env, free_ports
 
@@ -130,6 +130,25 @@ def test_download_round_trips_through_the_config_loader(
     got = [(i.instrument_token, i.tradingsymbol, i.exchange, i.tick_size, i.lot_size)
            for i in cfg.instruments]  # fmt: skip
     assert got == want
+
+
+def test_a_saved_master_converts_offline_and_the_loader_points_to_it(
+    master: tuple[SimApi, str, Path], tmp_path: Path, capsys: Any
+) -> None:
+    api, root, path = master
+    reply = requests.get(f"{root}/instruments/NSE",
+                         headers={"Authorization": f"token {KEY}:{TOKEN}"}, timeout=5)  # fmt: skip
+    saved = tmp_path / "master.csv"  # as a browser or a spreadsheet saves it: with a BOM
+    saved.write_bytes(b"\xef\xbb\xbf" + reply.text.encode())
+    raw = config_dict(tmp_path / "ticks", instruments=str(saved))
+    with pytest.raises(ConfigError, match=r"^instruments: .* Kite's instrument master .*--from"):
+        parse_config(raw, tmp_path)  # never read as an instrument file
+    out = tmp_path / "instruments.csv"
+    code, _, err = run(capsys, "--from", str(saved), "--out", str(out))
+    assert code == 0 and err == [] and written(out) == expected(api, path)
+    out.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())  # a BOM is read past
+    got = parse_config(config_dict(tmp_path / "ticks", instruments=str(out)), tmp_path)
+    assert [i.instrument_token for i in got.instruments] == [t for t, *_ in expected(api, path)]
 
 
 def test_symbols_and_tokens_narrow_it_and_missing_ones_warn(

@@ -1,5 +1,6 @@
 """``python -m connectors.kite.instruments --out FILE``: Kite's instrument master
-(``kite.instruments(exchange)``) written as the project's instrument file.
+(``kite.instruments(exchange)``, or ``--from`` a copy saved as CSV) written as the project's
+instrument file.
 
 Kept: the exchange's equity cash instruments, i.e. Kite's rows with ``instrument_type`` EQ
 in the cash segment (``segment`` NSE for NSE): stocks, ETFs and the other trading series
@@ -100,6 +101,16 @@ def download(cfg: KiteConfig, exchange: str) -> list[dict[str, Any]]:
         raise Refused(f"Kite: {type(e).__name__}: {str(e)[:200]}") from None
     except (ValueError, KeyError) as e:
         raise Refused(f"Kite's instrument master is malformed ({type(e).__name__}: {e})") from None
+    return rows
+
+
+def read_master(path: Path, exchange: str) -> list[dict[str, Any]]:
+    """The ``exchange`` rows of Kite's instrument master saved as CSV (all exchanges)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("exchange") == exchange]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise Refused(f"--from: cannot read {path} ({type(e).__name__}: {e})") from None
     return rows
 
 
@@ -223,6 +234,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--exchange", default="NSE", help="Kite exchange to download (NSE)")
     ap.add_argument("--segment", help="Kite segment to keep (default: the exchange's cash)")
     ap.add_argument("--api-root", help="Kite HTTP API base URL (default: kite.api_root)")
+    ap.add_argument("--from", dest="master", type=Path,
+                    help="Kite's instrument master saved as CSV (offline)")  # fmt: skip
     pick = ap.add_mutually_exclusive_group()
     pick.add_argument("--symbols", help="comma-separated trading symbols to keep")
     pick.add_argument("--tokens", help="comma-separated instrument tokens to keep")
@@ -250,7 +263,10 @@ def run(args: argparse.Namespace) -> str:
         if not prev:
             raise Refused(f"--keep-symbols: {args.out} has no instruments to keep")
         args.symbols = sorted({r.get("tradingsymbol", "") for r in prev} - {""})
-    raw = download(kite_config(args.api_root), args.exchange)
+    if args.master is not None:
+        raw = read_master(args.master, args.exchange)
+    else:
+        raw = download(kite_config(args.api_root), args.exchange)
     listed = equity(raw, args.segment)
     kept, missing = select(listed, args.symbols, args.tokens)
     for name in missing:
