@@ -297,6 +297,16 @@ def place(kite: KiteConnect, qty: int = 5, tag: str | None = "t1", **kw: Any) ->
     return order_id
 
 
+def drain(part: Any) -> list[Any]:
+    """Everything a finite source partition emits, batch after batch, until it ends."""
+    items: list[Any] = []
+    while True:
+        try:
+            items.extend(part.next_batch())
+        except StopIteration:
+            return items
+
+
 class StubVenue:
     """A venue for account tests: fills like paper at the signal price, except that orders
     on ``reject`` instruments are refused (as Kite's RMS would) and on ``down`` ones the

@@ -37,6 +37,7 @@ from operators.ticks import MAX_AHEAD_US, MAX_PRICE, MAX_VOLUME, PLAUSIBLE_FROM
 from schemas.config import ConfigError, SessionConfig
 from schemas.events import DeadLetter
 from schemas.ticks import US, TickBatch, from_us, to_us
+from tests.support import drain
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -287,15 +288,7 @@ def run_replay(table: pa.Table) -> list[Any] | None:
         src = ReplaySource(path, sorted(KNOWN), 7, 2, TRADING)
     except ConfigError:
         return None
-    items: list[Any] = []
-    for name in src.list_parts():
-        part = src.build_part("fuzz", name, None)
-        while True:
-            try:
-                items.extend(part.next_batch())
-            except StopIteration:
-                break
-    return items
+    return [item for name in src.list_parts() for item in drain(src.build_part("fuzz", name, None))]
 
 
 @FUZZ
@@ -324,13 +317,9 @@ def _replay_files(tables: list[pa.Table], batch: int) -> list[Any]:
     path.mkdir()
     for name, table in zip("abcdefgh", tables, strict=False):
         pq.write_table(table, path / f"{name}.parquet")
-    part = ReplaySource(path, sorted(KNOWN), batch, 1, TRADING).build_part("t", "replay-0", None)
-    items: list[Any] = []
-    while True:
-        try:
-            items.extend(part.next_batch())
-        except StopIteration:
-            return items
+    return drain(
+        ReplaySource(path, sorted(KNOWN), batch, 1, TRADING).build_part("t", "replay-0", None)
+    )
 
 
 def test_replay_a_row_dated_2100_first_never_moves_the_order_check() -> None:

@@ -365,17 +365,9 @@ def test_a_resume_after_its_topic_was_recreated_reads_the_new_one(kafka: str) ->
         [token],
     )
 
-    def until(part: Any, n: int) -> list[Any]:
-        got: list[Any] = []
-        for _ in range(20_000):  # a bound on polls, not a timing
-            got.extend(part.next_batch())
-            if sum(len(b) for b in got if isinstance(b, TickBatch)) == n:
-                return got
-        raise AssertionError(f"never came: {got}")
-
     send(range(0, 20))
     first = src.build_part("t", src.list_parts()[0], None)
-    until(first, 20)
+    assert _ticks(_poll_until(first, 20)) == 20
     state = first.snapshot()
     first.close()
     assert state.offset == 20 and state.topic_id
@@ -384,8 +376,8 @@ def test_a_resume_after_its_topic_was_recreated_reads_the_new_one(kafka: str) ->
     create_topic(kafka, topic, 1)
     send(range(20, 25))
     resumed = src.build_part("t", src.list_parts()[0], state)
-    got = until(resumed, 5)
-    assert isinstance(got[0], FeedStale) and got[0].lost
+    got = _poll_until(resumed, 5)
+    assert _ticks(got) == 5 and isinstance(got[0], FeedStale) and got[0].lost
     assert resumed.snapshot().topic_id not in ("", state.topic_id)
     resumed.close()
     stop.reset()  # forget these partitions (see above)
@@ -415,16 +407,27 @@ def test_a_resume_offset_beyond_the_log_is_said_and_the_log_read_from_its_start(
     )
     state = KafkaTickState(offset=1000, last_ts={token: 1})
     part = src.build_part("t", src.list_parts()[0], state)
-    got: list[Any] = []
-    for _ in range(20_000):  # a bound on polls, not a timing
-        try:
-            got.extend(part.next_batch())
-        except StopIteration:
-            break
-        if sum(len(b) for b in got if isinstance(b, TickBatch)) == 6:
-            break
-    assert sum(len(b) for b in got if isinstance(b, TickBatch)) == 6
+    got = _poll_until(part, 6)
+    assert _ticks(got) == 6
     assert isinstance(got[0], FeedStale) and got[0].lost
     assert "the resume offset 1000 is beyond the log's end" in caplog.text
     part.close()
     stop.reset()
+
+
+def _ticks(items: list[Any]) -> int:
+    return sum(len(b) for b in items if isinstance(b, TickBatch))
+
+
+def _poll_until(part: Any, n: int) -> list[Any]:
+    """What a Kafka partition emits until ``n`` ticks came or it ended (a bound on polls,
+    not a timing)."""
+    got: list[Any] = []
+    for _ in range(20_000):
+        try:
+            got.extend(part.next_batch())
+        except StopIteration:
+            break
+        if _ticks(got) == n:
+            break
+    return got

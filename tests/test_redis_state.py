@@ -31,7 +31,7 @@ from schemas.enums import Stage
 from schemas.events import PnlSnapshot, StageHealth
 from schemas.redis_keys import KeyKind, LiveKeys, decode
 from tests.redis_server import RedisServer, shared_url
-from tests.support import ROOT, TOKENS, config_dict, flow_env, make_config, run_graph
+from tests.support import ROOT, TOKENS, config_dict, drain, flow_env, make_config, run_graph
 
 FAST = {"flush_interval_s": 0.05, "heartbeat_s": 0.2, "retry_max_s": 0.2, "timeout_s": 1.0}
 
@@ -194,13 +194,7 @@ def test_every_key_written_or_read_comes_from_the_key_module(
 
 
 def _replay_items(ticks: Path) -> list[Any]:
-    part = ReplaySource(ticks, TOKENS, 700, 1).build_part("ticks", "replay-0", None)
-    items: list[Any] = []
-    while True:
-        try:
-            items.extend(part.next_batch())
-        except StopIteration:
-            return items
+    return drain(ReplaySource(ticks, TOKENS, 700, 1).build_part("ticks", "replay-0", None))
 
 
 class Gates:

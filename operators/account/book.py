@@ -103,12 +103,9 @@ class AccountBook:
         )
 
     def pending_sells(self, token: int, strategy_id: str) -> int:
-        """Signed (≤ 0) quantity of a strategy's open sell orders on ``token``."""
-        return sum(
-            o.remaining
-            for o in self.open.values()
-            if o.token == token and o.strategy_id == strategy_id and o.remaining < 0
-        )
+        """Signed (≤ 0) quantity of a strategy's open sell orders on ``token``: what would
+        close a long."""
+        return self.closing(token, strategy_id, 1)
 
     def closing(self, token: int, strategy_id: str, held: int) -> int:
         """Signed quantity of a strategy's open orders on ``token`` that reduce ``held``."""
