@@ -268,25 +268,12 @@ def test_a_lost_tick_topic_is_reported_and_read_again_from_its_start(kafka: str)
     its start, instead of waiting silently until it grows past the old offsets."""
     from confluent_kafka.admin import AdminClient
 
-    from connectors.kafka.source import KafkaTickSource
-    from schemas.config import KafkaConfig, KafkaSourceConfig
     from schemas.ticks import FeedStale
 
     topic, token = "lost.ticks", 738561
     create_topic(kafka, topic, 1)
-    p = Producer({"bootstrap.servers": kafka})
-
-    def send(minutes: range) -> None:
-        for i in minutes:
-            p.produce(topic, minute(i, token), str(token).encode())
-        p.flush()
-
-    send(range(0, 30))
-    src = KafkaTickSource(
-        KafkaSourceConfig(kind="kafka", topic=topic, tail=True),
-        KafkaConfig(brokers=[kafka], timeout_s=2),
-        [token],
-    )
+    _publish(kafka, topic, token, range(0, 30))
+    src = _tick_source(kafka, topic, token, tail=True)
     part = src.build_part("t", src.list_parts()[0], None)
     assert part.lost is not None
     part.lost[0].every_s = 0.0  # look at every idle poll
@@ -307,7 +294,7 @@ def test_a_lost_tick_topic_is_reported_and_read_again_from_its_start(kafka: str)
     admin.delete_topics([topic])[topic].result()
     gone = until(lambda got: any(isinstance(x, FeedStale) for x in got))
     create_topic(kafka, topic, 1)
-    send(range(30, 35))
+    _publish(kafka, topic, token, range(30, 35))
     back = until(lambda got: len(ticks(got)) == 5)
     assert [x for x in gone if isinstance(x, FeedStale)] == [
         FeedStale(max(ticks(first)), 0.0, True)
@@ -346,26 +333,12 @@ def test_a_resume_after_its_topic_was_recreated_reads_the_new_one(kafka: str) ->
     partition sees another topic id than its snapshot's, says so, and reads from the start."""
     from confluent_kafka.admin import AdminClient
 
-    from connectors.kafka.source import KafkaTickSource
-    from schemas.config import KafkaConfig, KafkaSourceConfig
     from schemas.ticks import FeedStale
 
     topic, token = "remade.ticks", 738561
     create_topic(kafka, topic, 1)
-    p = Producer({"bootstrap.servers": kafka})
-
-    def send(minutes: range) -> None:
-        for i in minutes:
-            p.produce(topic, minute(i, token), str(token).encode())
-        p.flush()
-
-    src = KafkaTickSource(
-        KafkaSourceConfig(kind="kafka", topic=topic, tail=True),
-        KafkaConfig(brokers=[kafka], timeout_s=2),
-        [token],
-    )
-
-    send(range(0, 20))
+    src = _tick_source(kafka, topic, token, tail=True)
+    _publish(kafka, topic, token, range(0, 20))
     first = src.build_part("t", src.list_parts()[0], None)
     assert _ticks(_poll_until(first, 20)) == 20
     state = first.snapshot()
@@ -374,7 +347,7 @@ def test_a_resume_after_its_topic_was_recreated_reads_the_new_one(kafka: str) ->
     admin = AdminClient({"bootstrap.servers": kafka})  # kept: its futures need it
     admin.delete_topics([topic])[topic].result()
     create_topic(kafka, topic, 1)
-    send(range(20, 25))
+    _publish(kafka, topic, token, range(20, 25))
     resumed = src.build_part("t", src.list_parts()[0], state)
     got = _poll_until(resumed, 5)
     assert _ticks(got) == 5 and isinstance(got[0], FeedStale) and got[0].lost
@@ -390,21 +363,13 @@ def test_a_resume_offset_beyond_the_log_is_said_and_the_log_read_from_its_start(
     """The same topic, but its log holds less than the snapshot's offset (truncated, or a
     broker back empty under the same id): the partition logs it, health hears TOPIC_LOST,
     and what the log holds is read, instead of waiting silently for offset 1,000."""
-    from connectors.kafka.source import KafkaTickSource, KafkaTickState
-    from schemas.config import KafkaConfig, KafkaSourceConfig
+    from connectors.kafka.source import KafkaTickState
     from schemas.ticks import FeedStale
 
     topic, token = f"short.ticks.{int(tail)}", 738561
     create_topic(kafka, topic, 1)
-    p = Producer({"bootstrap.servers": kafka})
-    for i in range(6):
-        p.produce(topic, minute(i, token), str(token).encode())
-    p.flush()
-    src = KafkaTickSource(
-        KafkaSourceConfig(kind="kafka", topic=topic, tail=tail),
-        KafkaConfig(brokers=[kafka], timeout_s=2),
-        [token],
-    )
+    _publish(kafka, topic, token, range(6))
+    src = _tick_source(kafka, topic, token, tail)
     state = KafkaTickState(offset=1000, last_ts={token: 1})
     part = src.build_part("t", src.list_parts()[0], state)
     got = _poll_until(part, 6)
@@ -431,3 +396,22 @@ def _poll_until(part: Any, n: int) -> list[Any]:
         if _ticks(got) == n:
             break
     return got
+
+
+def _publish(kafka: str, topic: str, token: int, minutes: range) -> None:
+    """One tick of ``token`` per minute in ``minutes``, keyed by its token."""
+    p = Producer({"bootstrap.servers": kafka})
+    for i in minutes:
+        p.produce(topic, minute(i, token), str(token).encode())
+    p.flush()
+
+
+def _tick_source(kafka: str, topic: str, token: int, tail: bool) -> Any:
+    from connectors.kafka.source import KafkaTickSource
+    from schemas.config import KafkaConfig, KafkaSourceConfig
+
+    return KafkaTickSource(
+        KafkaSourceConfig(kind="kafka", topic=topic, tail=tail),
+        KafkaConfig(brokers=[kafka], timeout_s=2),
+        [token],
+    )
