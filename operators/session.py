@@ -5,35 +5,17 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, time, timedelta, timezone
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
+from schemas.calendar import calendar_days
 from schemas.config import SessionConfig
 from schemas.ticks import I64, US
 
 log = logging.getLogger("alpha_panda.session")
 QUARTER_US = 15 * 60 * US  # local dates change on quarter hours in every time zone
-
-
-@lru_cache(maxsize=4)
-def calendar_days(name: str) -> tuple[frozenset[date], date, date]:
-    """The sessions of exchange calendar ``name`` over all the years it records holidays for
-    (a fixed range: never one that moves with today's date)."""
-    import exchange_calendars
-    from exchange_calendars import calendar_utils
-
-    kinds = getattr(calendar_utils, "_default_calendar_factories", {})  # the library's table
-    kind = kinds.get(name)
-    start, end = (kind.bound_min(), kind.bound_max()) if kind is not None else (None, None)
-    if start is None or end is None:  # no recorded bounds: the library's default range
-        cal = exchange_calendars.get_calendar(name)
-    else:
-        cal = exchange_calendars.get_calendar(name, start=start, end=end)
-    days = frozenset(d.date() for d in cal.sessions)
-    return days, cal.first_session.date(), cal.last_session.date()
 
 
 class MarketSession:

@@ -66,6 +66,37 @@ def test_an_unknown_calendar_is_a_config_error_naming_the_field(tmp_path: Path) 
         parse_config(raw, tmp_path)
 
 
+def test_the_calendar_is_kept_on_disk_and_rebuilt_when_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exchange_calendars
+
+    from schemas import calendar
+
+    monkeypatch.setenv("ALPHA_PANDA_CACHE", str(tmp_path))
+    calendar.calendar_days.cache_clear()
+    built = calendar.calendar_days("XBOM")
+    path = calendar.calendar_cache("XBOM")
+    assert path is not None and path.parent.parent == tmp_path and path.is_file()
+    # The library's own sessions over the same span, asked directly.
+    cal = exchange_calendars.get_calendar("XBOM", start="2025-01-01", end="2026-12-31")
+    lib = {d.date() for d in cal.sessions}
+    assert {d for d in built[0] if d.year >= 2025} == lib
+    calendar.calendar_days.cache_clear()
+    assert calendar.calendar_days("XBOM") == built  # read back from the file
+    path.write_text('{"days": [1, "x"]')  # damaged: rebuilt, and written again whole
+    calendar.calendar_days.cache_clear()
+    assert calendar.calendar_days("XBOM") == built
+    assert calendar._read_days(path) == built
+    assert calendar.known_calendar("XBOM") and not calendar.known_calendar("XNOPE")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("ALPHA_PANDA_CACHE", str(blocked))  # cannot be a folder
+    calendar.calendar_days.cache_clear()
+    assert calendar.calendar_days("XBOM") == built
+    calendar.calendar_days.cache_clear()
+
+
 def test_holiday_ticks_are_dead_letters_and_never_mark_a_position(tmp_path: Path) -> None:
     ticks = tmp_path / "ticks"
     generate(ticks, INSTRUMENTS, [MON, TUE, WED], seed=5, mean_gap_s=6.0)

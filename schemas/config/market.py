@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from schemas.calendar import known_calendar
 from schemas.config.base import ClockTime, Day, Section, Token, iana_zone
 
 
@@ -97,11 +98,8 @@ class SessionConfig(Section):
     @field_validator("calendar")
     @classmethod
     def _known_calendar(cls, name: str | None) -> str | None:
-        if name is not None:
-            import exchange_calendars  # pandas: only when a calendar is asked for
-
-            if name not in exchange_calendars.get_calendar_names():
-                raise ValueError(f"unknown exchange calendar {name!r}")
+        if name is not None and not known_calendar(name):
+            raise ValueError(f"unknown exchange calendar {name!r}")
         return name
 
     _known_zone = field_validator("timezone")(iana_zone)
