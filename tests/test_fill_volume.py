@@ -10,11 +10,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from operators.strategies.execution import enough
 from schemas.ids import tick_id
 from schemas.ticks import to_us
 from tests.support import INSTRUMENTS, TOKENS, T, make_config, run_graph, small_ticks
@@ -309,3 +313,22 @@ def test_paper_protection_follows_the_kite_orders_unless_set(tmp_path: Path) -> 
     cfg = _one_buyer(ticks, kite={"market_protection": 5}, execution={"market_protection": 2})
     rows, _ = run_graph(cfg, tmp_path / "b")
     assert [f.fill_price for f in rows["fills"]] == []  # 2%: rests at 102.00, never reached
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 1.0, 5.0, 10.0, 100.0, math.inf]), min_size=1, max_size=900),
+    st.floats(min_value=0.5, max_value=20_000),
+)
+def test_a_search_sums_only_the_ticks_it_needs_with_the_same_answer(
+    shares: list[float], need: float
+) -> None:
+    """The growing window finds the same tick, and the same running total up to it, as a
+    running total over every tick the search may take."""
+    allowed = np.array(shares)
+    hits = np.arange(len(shares))[:: 1 + len(shares) % 3]
+    part, got, k = enough(hits, allowed, need)
+    whole = np.cumsum(allowed[hits])
+    assert k == int(np.searchsorted(whole, need, "left"))
+    assert np.array_equal(got, whole[: len(part)]) and np.array_equal(part, hits[: len(part)])
+    assert k < len(part) or len(part) == len(hits)

@@ -156,8 +156,7 @@ class ExecFinder:
         if allowed is None or s.need <= 0:
             hits, done = hits[:1], True
         else:
-            got = np.cumsum(allowed[hits])
-            k = int(np.searchsorted(got, s.need, "left"))
+            hits, got, k = enough(hits, allowed, s.need)
             done = k < len(hits)
             s.need -= float(got[min(k, len(hits) - 1)])
             hits = hits[: k + 1]
@@ -188,17 +187,15 @@ class ExecFinder:
         start = max(s.after, int(np.searchsorted(b.ts, s.due, "left")))
         if start >= len(b):
             return np.zeros(0, dtype=np.int64)
-        until = s.due + self.rules.max_wait_us
+        # A batch's ticks are in time order: those within the wait are a run from ``start``.
+        end = int(np.searchsorted(b.ts, s.due + self.rules.max_wait_us, "right"))
         if s.kind == "next":
             if not s.started and s.need <= 0:
                 return np.arange(start, start + 1)
-            idx = np.arange(start, len(b))
-            first = idx == start if not s.started else np.zeros(len(idx), dtype=bool)
-            return idx[first | (b.ts[idx] <= until)]
-        px = b.price[start:]
+            return np.arange(start, end if s.started else max(end, start + 1))
+        px = b.price[start:end]
         up = s.kind in ("SELL", "STOP_BUY")  # a resting sell, a buy stop: reached from below
-        idx = start + np.flatnonzero(px >= s.limit if up else px <= s.limit)
-        return idx[b.ts[idx] <= until]
+        return start + np.flatnonzero(px >= s.limit if up else px <= s.limit)
 
     def _allowed(self, b: TickBatch) -> F64 | None:
         """Shares an order may take at each tick (inf: the tape has no volumes); None: no
@@ -214,6 +211,21 @@ class ExecFinder:
         lot = self.rules.lot
         share = np.floor(np.floor(part * traded + 1e-9) / lot) * lot  # whole lots
         return np.where(np.isfinite(traded), share, math.inf)
+
+
+def enough(hits: I64, allowed: F64, need: float) -> tuple[I64, F64, int]:
+    """The first of ``hits`` whose running total of ``allowed`` reaches ``need`` (index
+    ``k``; ``len`` if none), summed over a window that grows until it does: a search
+    costs what it takes, not the rest of the day. Returns the window, its running total
+    and ``k`` (the same as over all of ``hits``: a running total's prefix is its own)."""
+    n = 64
+    while True:
+        part = hits[:n]
+        got = np.cumsum(allowed[part])
+        k = int(np.searchsorted(got, need, "left"))
+        if k < len(part) or len(part) == len(hits):
+            return part, got, k
+        n *= 8
 
 
 def traded_volume(
