@@ -5,6 +5,7 @@ pinged), the control file, the run folder. ``build_flow`` only wires steps."""
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import sys
@@ -216,6 +217,16 @@ def _parts(cfg: AppConfig) -> list[str]:
     return [f"replay-{k}" for k in range(cfg.source.partitions)]
 
 
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Collect cycles less often: a run makes millions of short-lived objects, and with
+    Python's default thresholds (700, 10, 10) about a thousand collections took 1.4 s of a
+    12 s bench replay (0.24 s with these): cyclic garbage waits longer, nothing else changes."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def prepare(
     cfg: AppConfig,
     *,
@@ -237,6 +248,7 @@ def prepare(
     ``flows.main`` loads), where the first process writes ``config.yaml`` once every check
     has passed."""
     started = time.perf_counter()
+    tune_gc()
     flags = flags or run_flags()
     fresh = out_dir is None
     out = out_dir or run_folder(
