@@ -1,5 +1,10 @@
 """Exchange trading days from exchange_calendars, kept on disk per library version: building
-a calendar imports pandas and costs about a second, which every run and config check paid."""
+a calendar imports pandas and costs about a second, which every run and config check paid.
+
+Only calendars whose range the library fixes (XBOM: the years it records holidays for) are
+kept; the others span years around today's date, so a kept copy would go stale. A kept
+file is believed only if it names its calendar, the library version and format, and its
+days lie inside its range; anything else is rebuilt from the library."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from datetime import date
 from functools import lru_cache
 from importlib import metadata
@@ -14,82 +20,105 @@ from pathlib import Path
 
 log = logging.getLogger("alpha_panda.session")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+FORMAT = 1  # of the kept file; a change to what is kept raises it
+Days = tuple[frozenset[date], date, date]  # the sessions, the first and the last day
 
 
 @lru_cache(maxsize=4)
-def calendar_days(name: str) -> tuple[frozenset[date], date, date]:
+def calendar_days(name: str) -> Days:
     """The sessions of exchange calendar ``name`` over all the years it records holidays for
-    (a fixed range: never one that moves with today's date). Kept on disk per library
-    version (see calendar_cache): building them costs about a second per run."""
+    (a fixed range: never one that moves with today's date, for the calendars kept)."""
     path = calendar_cache(name)
-    cached = _read_days(path) if path is not None else None
+    cached = _read_days(path, name) if path is not None else None
     if cached is not None:
         return cached
-    days = _library_days(name)
-    if path is not None:
-        _write_days(path, days)
+    days, fixed = _library_days(name)
+    if path is not None and fixed:
+        _write_days(path, name, days)
     return days
+
+
+def _version() -> str | None:
+    try:
+        return metadata.version("exchange_calendars")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def calendar_cache(name: str) -> Path | None:
     """Where calendar ``name``'s sessions are kept: ``$ALPHA_PANDA_CACHE`` (or the user's
     cache folder)/calendars/<name>-<exchange_calendars version>.json; None if unknown."""
-    try:
-        version = metadata.version("exchange_calendars")
-    except metadata.PackageNotFoundError:
+    version = _version()
+    if version is None or not (_NAME.fullmatch(name) and _NAME.fullmatch(version)):
         return None
     root = os.environ.get("ALPHA_PANDA_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "alpha-panda"
     )
-    if not (_NAME.fullmatch(name) and _NAME.fullmatch(version)):
-        return None
     return Path(root) / "calendars" / f"{name}-{version}.json"
 
 
-def _read_days(path: Path) -> tuple[frozenset[date], date, date] | None:
-    """The cached sessions, or None if absent or not as written (then they are rebuilt)."""
+def _read_days(path: Path, name: str) -> Days | None:
+    """The kept sessions of ``name``, or None if absent or not exactly as written."""
     try:
         doc = json.loads(path.read_text())
-        days = frozenset(date.fromordinal(int(d)) for d in doc["days"])
-        return days, date.fromordinal(int(doc["first"])), date.fromordinal(int(doc["last"]))
-    except (OSError, ValueError, TypeError, KeyError, OverflowError):
+        head = (doc["format"], doc["calendar"], doc["version"])
+        ordinals, first, last = doc["days"], doc["first"], doc["last"]
+    except (OSError, ValueError, TypeError, KeyError):
         return None
+    if head != (FORMAT, name, _version()):
+        return None
+    numbers = [first, last, *ordinals] if isinstance(ordinals, list) else None
+    if not numbers or not all(type(n) is int and 0 < n < 3_652_060 for n in numbers):
+        return None
+    if not ordinals or not first <= min(ordinals) <= max(ordinals) <= last:
+        return None
+    days = frozenset(date.fromordinal(d) for d in ordinals)
+    return days, date.fromordinal(first), date.fromordinal(last)
 
 
-def _write_days(path: Path, days: tuple[frozenset[date], date, date]) -> None:
-    """Write atomically (a concurrent run reads the old file or the new, never half); a
-    cache that cannot be written is only a slower next start."""
+def _write_days(path: Path, name: str, days: Days) -> None:
+    """Write atomically (a concurrent run reads the old file or the new, never half; the
+    temporary file is made new, never through an existing name); a cache that cannot be
+    written is only a slower next start."""
     sessions, first, last = days
-    doc = {"days": sorted(d.toordinal() for d in sessions), "first": first.toordinal(),
-           "last": last.toordinal()}  # fmt: skip
+    doc = {"format": FORMAT, "calendar": name, "version": _version(),
+           "first": first.toordinal(), "last": last.toordinal(),
+           "days": sorted(d.toordinal() for d in sessions)}  # fmt: skip
+    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(doc, separators=(",", ":")))
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(doc, separators=(",", ":")))
         os.replace(tmp, path)
     except OSError as e:
         log.debug("calendar cache %s not written: %s", path, e)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
-def _library_days(name: str) -> tuple[frozenset[date], date, date]:
+def _library_days(name: str) -> tuple[Days, bool]:
+    """The library's sessions of ``name``, and whether their range is fixed (keepable)."""
     import exchange_calendars
     from exchange_calendars import calendar_utils
 
     kinds = getattr(calendar_utils, "_default_calendar_factories", {})  # the library's table
     kind = kinds.get(name)
     start, end = (kind.bound_min(), kind.bound_max()) if kind is not None else (None, None)
-    if start is None or end is None:  # no recorded bounds: the library's default range
+    fixed = start is not None and end is not None
+    if not fixed:  # no recorded bounds: the library's default range, around today
         cal = exchange_calendars.get_calendar(name)
     else:
         cal = exchange_calendars.get_calendar(name, start=start, end=end)
     days = frozenset(d.date() for d in cal.sessions)
-    return days, cal.first_session.date(), cal.last_session.date()
+    return (days, cal.first_session.date(), cal.last_session.date()), fixed
 
 
 def known_calendar(name: str) -> bool:
-    """Whether exchange_calendars has a calendar ``name`` (a cached one is known)."""
+    """Whether exchange_calendars has a calendar ``name`` (one kept for it, read back whole
+    and naming it, is proof enough)."""
     path = calendar_cache(name)
-    if path is not None and path.is_file():
+    if path is not None and _read_days(path, name) is not None:
         return True
     import exchange_calendars
 

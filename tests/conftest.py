@@ -3,6 +3,9 @@ simulator, a Kafka-protocol broker."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +16,16 @@ from connectors.kite.sim.http import SimApi, serve
 from schemas.config import AppConfig
 from tests.live_sim import Recorder
 from tests.support import ROOT, make_config, small_ticks
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's own cache folder (schemas.calendar): never the user's, which a test could
+    neither trust nor leave alone; runs started by tests inherit it."""
+    os.environ["ALPHA_PANDA_CACHE"] = tempfile.mkdtemp(prefix="alpha-panda-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("ALPHA_PANDA_CACHE", ""), ignore_errors=True)
 
 
 @pytest.fixture

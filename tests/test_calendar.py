@@ -4,6 +4,7 @@ overridable in config; ticks on other days are dead letters and never mark a pos
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -66,7 +67,7 @@ def test_an_unknown_calendar_is_a_config_error_naming_the_field(tmp_path: Path) 
         parse_config(raw, tmp_path)
 
 
-def test_the_calendar_is_kept_on_disk_and_rebuilt_when_unreadable(
+def test_the_calendar_is_kept_on_disk_and_rebuilt_unless_read_back_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import exchange_calendars
@@ -80,20 +81,74 @@ def test_the_calendar_is_kept_on_disk_and_rebuilt_when_unreadable(
     assert path is not None and path.parent.parent == tmp_path and path.is_file()
     # The library's own sessions over the same span, asked directly.
     cal = exchange_calendars.get_calendar("XBOM", start="2025-01-01", end="2026-12-31")
-    lib = {d.date() for d in cal.sessions}
-    assert {d for d in built[0] if d.year >= 2025} == lib
+    assert {d for d in built[0] if d.year >= 2025} == {d.date() for d in cal.sessions}
     calendar.calendar_days.cache_clear()
     assert calendar.calendar_days("XBOM") == built  # read back from the file
-    path.write_text('{"days": [1, "x"]')  # damaged: rebuilt, and written again whole
+    good = json.loads(path.read_text())
+    poisoned = [
+        "{not json",
+        json.dumps(good | {"days": []}),  # no trading day at all
+        json.dumps(good | {"first": good["last"] + 1}),  # days outside the range
+        json.dumps(good | {"days": [*good["days"], good["last"] + 5]}),
+        json.dumps(good | {"days": [True, *good["days"][1:]]}),
+        json.dumps(good | {"days": [float(good["days"][0]), *good["days"][1:]]}),
+        json.dumps(good | {"calendar": "XNSE"}),  # another calendar's days
+        json.dumps(good | {"version": "0.0.1"}),  # another library version's
+        json.dumps(good | {"format": 0}),
+        json.dumps(good | {"days": good["days"][::2]}),  # believed: well formed
+    ]
+    for text in poisoned:
+        path.write_text(text)
+        calendar.calendar_days.cache_clear()
+        days = calendar.calendar_days("XBOM")
+        assert days == built or text == poisoned[-1], text[:60]
+    # The one well-formed file is used as kept (the cache is the user's own folder).
+    assert len(days[0]) == len(good["days"][::2])
+    path.write_text(json.dumps(good))
+    other = tmp_path / "calendars" / path.name.replace("XBOM", "XNSE")
+    other.write_text("{}")  # a file by a name is no proof that the calendar exists
+    assert calendar.known_calendar("XBOM") and not calendar.known_calendar("XNSE")
+    with pytest.raises(ValueError, match="unknown exchange calendar 'XNSE'"):
+        SessionConfig(calendar="XNSE")
     calendar.calendar_days.cache_clear()
-    assert calendar.calendar_days("XBOM") == built
-    assert calendar._read_days(path) == built
-    assert calendar.known_calendar("XBOM") and not calendar.known_calendar("XNOPE")
-    blocked = tmp_path / "file"
-    blocked.write_text("")
-    monkeypatch.setenv("ALPHA_PANDA_CACHE", str(blocked))  # cannot be a folder
+
+
+def test_a_calendar_whose_range_moves_with_today_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from schemas import calendar
+
+    monkeypatch.setenv("ALPHA_PANDA_CACHE", str(tmp_path))
     calendar.calendar_days.cache_clear()
+    days, first, last = calendar.calendar_days("XNYS")  # the library's range around today
+    assert date(2026, 12, 25) not in days and first < date(2026, 1, 1) < last
+    assert not (tmp_path / "calendars").exists() or not any((tmp_path / "calendars").iterdir())
+    calendar.calendar_days.cache_clear()
+
+
+@pytest.mark.parametrize("where", ["file", "long", "unwritable"])
+def test_a_cache_folder_that_cannot_be_used_only_costs_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from schemas import calendar
+
+    calendar.calendar_days.cache_clear()
+    monkeypatch.setenv("ALPHA_PANDA_CACHE", str(tmp_path / "kept"))
+    built = calendar.calendar_days("XBOM")
+    root = tmp_path / "x"
+    if where == "file":
+        root.write_text("")  # a file where the folder should be
+    elif where == "long":
+        root = tmp_path / ("y" * 300)  # longer than a file name may be
+    else:
+        (root / "calendars").mkdir(parents=True)
+        (root / "calendars").chmod(0o500)
+    monkeypatch.setenv("ALPHA_PANDA_CACHE", str(root))
+    calendar.calendar_days.cache_clear()
+    assert SessionConfig(calendar="XBOM").calendar == "XBOM"
     assert calendar.calendar_days("XBOM") == built
+    if where == "unwritable":
+        assert list((root / "calendars").iterdir()) in ([], [calendar.calendar_cache("XBOM")])
     calendar.calendar_days.cache_clear()
 
 

@@ -179,6 +179,24 @@ def test_session_reset_strategies_start_afresh_each_trading_day() -> None:
     assert fired[True] == [fri + 2 * US, mon + 2 * US]  # warms up again on Monday
 
 
+@pytest.mark.parametrize("wait_s", [5, 20])
+def test_a_search_finds_no_tick_beyond_its_wait(wait_s: int) -> None:
+    """A resting buy limit at 100 is reached only at 10 s: found with a 20 s wait, not with
+    a 5 s one (then it lapses); the sell side and the next tick are found either way."""
+    from operators.strategies.execution import ExecFinder, ExecRules, ExecState
+    from schemas.ticks import TickBatch
+
+    ts = np.array([0, 1, 2, 10, 30], dtype=np.int64) * US + 7 * US
+    px = np.array([100.0, 101.0, 101.0, 99.0, 98.0])
+    tape = TickBatch(1, ts, px, np.full(5, -1, dtype=np.int64), int(ts[-1]))
+    finder = ExecFinder(1, ExecRules(0, wait_s * US), ExecState())
+    finder.add(tape, 0, "s0", "s", 10, "LIMIT")
+    found = {(e.cross, e.ts) for e in finder.found(tape)}
+    buy = {("BUY", int(ts[3]))} if wait_s == 20 else set()
+    assert found == {(None, int(ts[1])), ("SELL", int(ts[1]))} | buy
+    assert not finder.state.searching  # done, or lapsed at the end of its wait
+
+
 def test_limit_searches_per_key_stay_bounded() -> None:
     from operators.strategies.execution import MAX_CROSSING, ExecFinder, ExecRules, ExecState
     from schemas.ticks import TickBatch
