@@ -9,7 +9,6 @@ world was resolved by ``flows.plan.prepare`` first.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +47,7 @@ from operators.strategies.runner import (
     run_strategies,
 )
 from operators.ticks import route_ticks
-from schemas.config import AppConfig, BrokerConfig, KafkaSourceConfig
+from schemas.config import AppConfig, KafkaSourceConfig
 from schemas.enums import Broker, Stage
 from schemas.events import (
     DeadLetter,
@@ -76,8 +75,6 @@ PER_BROKER_KINDS = (
     "trading_states",
 )
 ACCOUNT_STAGES = (Stage.RISK_VALIDATION, Stage.ORDER_EXECUTION, Stage.PORTFOLIO_UPDATES)
-
-log = logging.getLogger("alpha_panda.flow")
 
 
 @dataclass(frozen=True)
@@ -172,19 +169,6 @@ def _inbox(plan: Plan, broker: Broker) -> Inbox | None:
     return None
 
 
-def broker_config(plan: Plan, broker: Broker) -> BrokerConfig:
-    """A broker's config; the zerodha account starts from the day's opening cash Kite's
-    margins report (config ``starting_cash`` only when there is no Kite to ask)."""
-    bc = plan.cfg.brokers[broker]
-    cash = getattr(plan.placer, "opening_cash", None) if broker is Broker.ZERODHA else None
-    if cash is None or cash <= 0:
-        return bc
-    if cash != bc.starting_cash:
-        log.info("zerodha: starting cash %.2f from Kite's margins (config: %.2f)", cash,
-                 bc.starting_cash)  # fmt: skip
-    return bc.model_copy(update={"starting_cash": float(cash)})
-
-
 @operator
 def accounts(
     step_id: str,
@@ -215,7 +199,7 @@ def accounts(
 
     def make(key: str, resume: Any) -> Account:
         b = Broker(key)
-        bc = broker_config(plan, b)
+        bc = plan.broker_config(b)
 
         def venue(state: Any) -> Any:
             if b is Broker.ZERODHA and plan.placer is not None:

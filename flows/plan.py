@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import re
 import sys
@@ -25,7 +26,13 @@ from connectors.replay import ReplaySource
 from flows.config import CONFIG_ENV, DEFAULT_CONFIG
 from operators.report import RunReport
 from operators.session import MarketSession
-from schemas.config import AppConfig, ConfigError, KafkaSourceConfig, KiteSourceConfig
+from schemas.config import (
+    AppConfig,
+    BrokerConfig,
+    ConfigError,
+    KafkaSourceConfig,
+    KiteSourceConfig,
+)
 from schemas.control import ControlCommand, load_control_file
 from schemas.enums import Broker
 
@@ -33,6 +40,9 @@ RUNS = Path("runs")  # run folders when output.dir is not set (relative to the w
 RUN_NAME_ENV = "ALPHA_PANDA_RUN_NAME"  # `alpha-panda run --name`
 CONFIG_FILE = "config.yaml"  # the resolved config, in every run folder
 SECRET_KEY = re.compile(r"(password|secret|api_key|access_token|\.pem|oauthbearer\.config)$")
+
+
+log = logging.getLogger("alpha_panda.flow")
 
 
 @dataclass
@@ -49,6 +59,18 @@ class Plan:
     progress: ProgressSpec | None = None  # None: no progress lines
     started: float = field(default_factory=time.perf_counter)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # wall clock
+
+    def broker_config(self, broker: Broker) -> BrokerConfig:
+        """A broker's config; the zerodha account starts from the day's opening cash Kite's
+        margins report (config ``starting_cash`` only when there is no Kite to ask)."""
+        bc = self.cfg.brokers[broker]
+        cash = getattr(self.placer, "opening_cash", None) if broker is Broker.ZERODHA else None
+        if cash is None or cash <= 0:
+            return bc
+        if cash != bc.starting_cash:
+            log.info("zerodha: starting cash %.2f from Kite's margins (config: %.2f)", cash,
+                     bc.starting_cash)  # fmt: skip
+        return bc.model_copy(update={"starting_cash": float(cash)})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from bytewax.testing import TestingSource
 from connectors.kite.orders import IntentStore, KiteOrders, kite_orders
 from connectors.kite.sim.http import SimApi
 from flows.config import parse_config
-from flows.graph import broker_config
 from flows.plan import Plan
 from schemas.config import Instrument, KiteConfig, SourceUnavailable
 from schemas.enums import Broker
@@ -137,8 +136,8 @@ def test_live_orders_refuse_a_redis_that_keeps_nothing_on_disk(
             assert placer.opening_cash == opening  # the zerodha account starts from it
             plan = Plan(cfg, TestingSource([]), [], tmp_path)
             plan.placer = placer
-            assert broker_config(plan, Broker.ZERODHA).starting_cash == opening != 123_456.0
-            assert broker_config(plan, Broker.PAPER).starting_cash == 123_456.0
+            assert plan.broker_config(Broker.ZERODHA).starting_cash == opening != 123_456.0
+            assert plan.broker_config(Broker.PAPER).starting_cash == 123_456.0
         else:
             with pytest.raises(SourceUnavailable, match="keeps no data on disk"):
                 kite_orders(cfg)

@@ -1,5 +1,6 @@
 """What the account needs of a venue (paper: operators.account.paper; Kite:
-operators.account.zerodha) and of an operator command inbox (connectors.control)."""
+operators.account.zerodha) and of an operator command inbox (connectors.control); what the
+Kite venue needs of its placer and placement worker (connectors.kite)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any, Protocol
 
 from schemas.enums import StateReason
 from schemas.events import OrderEvent, ValidatedSignal
-from schemas.kite import OrderUpdate
+from schemas.kite import OrderUpdate, PlacementOutcome
+from schemas.redis_keys import OrderIntent
 from schemas.ticks import F64, I64, ExecTick, OrderLatency
 
 
@@ -84,3 +86,31 @@ class Inbox(Protocol):
         """Commands to apply now (``event_us``: the account's event time, µs since epoch UTC)
         and the new cursor (opaque, picklable; None at first)."""
         ...
+
+
+class Placer(Protocol):
+    """What this venue needs of connectors.kite.orders.KiteOrders (tests may pass another)."""
+
+    def submit(self, intent: OrderIntent, order_type: str) -> Any: ...
+
+    def recall(self, tag: str) -> OrderIntent | None: ...
+
+    def today(self) -> list[dict[str, Any]]: ...
+
+    def cancel(self, kite_order_id: str) -> None: ...
+
+    def contract_note(self, order: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Worker(Protocol):
+    """connectors.kite.placement.PlacementWorker: placing off the dataflow thread."""
+
+    def offer(self, intent: OrderIntent, order_type: str) -> bool: ...
+
+    def offer_cancel(self, kite_order_id: str) -> bool: ...
+
+    def offer_note(self, tag: str, order: dict[str, Any]) -> bool: ...
+
+    def outcomes(self) -> list[PlacementOutcome]: ...
+
+    def finish(self, timeout_s: float) -> None: ...

@@ -14,11 +14,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from operators.account import orders
+from operators.account.venue import Placer, Worker
 from operators.accounting import Charges, charges
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType, StateReason
@@ -37,34 +38,6 @@ from schemas.ticks import F64, I64, ExecTick, OrderLatency, to_us
 
 log = logging.getLogger("alpha_panda.zerodha")
 FINISH_S = 30.0  # at the end of the stream: how long placements under way are waited for
-
-
-class Placer(Protocol):
-    """What this venue needs of connectors.kite.orders.KiteOrders (tests may pass another)."""
-
-    def submit(self, intent: OrderIntent, order_type: str) -> Any: ...
-
-    def recall(self, tag: str) -> OrderIntent | None: ...
-
-    def today(self) -> list[dict[str, Any]]: ...
-
-    def cancel(self, kite_order_id: str) -> None: ...
-
-    def contract_note(self, order: dict[str, Any]) -> dict[str, Any]: ...
-
-
-class Worker(Protocol):
-    """connectors.kite.placement.PlacementWorker: placing off the dataflow thread."""
-
-    def offer(self, intent: OrderIntent, order_type: str) -> bool: ...
-
-    def offer_cancel(self, kite_order_id: str) -> bool: ...
-
-    def offer_note(self, tag: str, order: dict[str, Any]) -> bool: ...
-
-    def outcomes(self) -> list[PlacementOutcome]: ...
-
-    def finish(self, timeout_s: float) -> None: ...
 
 
 @dataclass
