@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from connectors.kite.sim.exchange import Exchange, Tape, load_instruments
+from connectors.kite.sim.exchange import Exchange
 from connectors.kite.sim.http import Account, Faults, SimApi, serve
 from connectors.kite.sim.rules import Settings
+from connectors.kite.sim.tape import Tape, load_instruments
 from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, API_SECRET_ENV
 
 ROOT = Path(__file__).resolve().parents[3]
