@@ -11,6 +11,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.dataset as ds
 import requests
 import yaml
@@ -551,3 +552,33 @@ def long_replay(tmp: Path, out: Path) -> Path:
     path = tmp / "long.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+IST_US, DAY_US = 19_800_000_000, 86_400_000_000  # India's UTC offset, a day (µs)
+
+
+def ist_us(day: str, hhmm: str) -> int:
+    """µs UTC of ``hhmm`` Indian time on ``day`` (ISO date)."""
+    at = datetime.fromisoformat(f"{day}T{hhmm}:00+05:30")
+    return int(at.timestamp() * 1_000_000)
+
+
+def tape_ticks(api: Any, token: int, start: int | None = None) -> list[int]:
+    """The Kite simulator's tape indexes of the instrument's ticks from ``start`` (default:
+    its cursor)."""
+    tape = api.ex.tape
+    first = api.ex.cursor if start is None else start
+    return [i for i in np.flatnonzero(tape.token == token).tolist() if i >= first]
+
+
+def advance_to(root: str, api: Any, i: int) -> None:
+    """Advance the simulator so that tape index ``i`` is the last tick seen."""
+    advance(root, i + 1 - api.ex.cursor)
+
+
+def sim_config(root: str, **kw: Any) -> dict[str, Any]:
+    """Change the simulator's exchange settings; what they are now."""
+    r = requests.post(f"{root}/_sim/config", json=kw, timeout=5)
+    assert r.ok, r.text
+    data: dict[str, Any] = r.json()["data"]
+    return data
