@@ -119,9 +119,12 @@ class AccountBook:
         """Cash the open orders would tie up once they all fill, netted per instrument:
         what they add to a long (buys) or to a short (sells beyond the long), at their
         price. Opposing open orders on one instrument net out."""
-        out = 0.0
-        for token in {o.token for o in self.open.values() if o.remaining}:
-            mine = [o for o in self.open.values() if o.token == token and o.remaining]
+        out, by_token = 0.0, dict[int, list[OpenOrder]]()
+        for o in self.open.values():  # grouped once: O(open orders), not O(tokens x orders)
+            if o.remaining:
+                by_token.setdefault(o.token, []).append(o)
+        for token in sorted(by_token):
+            mine = by_token[token]
             pos = self.position(token)
             final = pos + sum(o.remaining for o in mine)
             grows = max(0, final - max(pos, 0)) + max(0, min(pos, 0) - final)
