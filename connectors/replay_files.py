@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from schemas.config import ConfigError
 from schemas.ticks import Depth
 
 log = logging.getLogger("alpha_panda.replay")
+CHECK_PROGRESS_S = 5.0  # a check of the replay files that long says how far it has got
 
 YEAR_US = 365.2425 * 86_400 * 1_000_000
 PLAUSIBLE_YEARS = (1990, 2100)  # an epoch column read as a whole file outside: wrong unit
@@ -249,8 +251,7 @@ def list_files(
     With ``is_open`` (the session's hours, µs UTC), naive times read as UTC that fall
     mostly outside them, but inside once read in ``session_zone``, are warned of."""
     files = find_files(path)
-    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:  # Arrow frees the GIL
-        spans = sorted(pool.map(lambda f: check_file(f, ts_unit, zone), files), key=_order)
+    spans = sorted(_check_all(files, ts_unit, zone), key=_order)
     if is_open is not None and zone == "UTC":
         hint = zone_hint(spans, is_open, session_zone)
         if hint:
@@ -264,6 +265,24 @@ def list_files(
                 after.path.name,
             )
     return [s.path for s in spans]
+
+
+def _check_all(files: list[Path], ts_unit: str | None, zone: str) -> list[FileSpan]:
+    """``check_file`` on every file, a few at once (Arrow frees the GIL); a long check says
+    how far it has got every ``CHECK_PROGRESS_S`` and how long it took."""
+    spans: list[FileSpan] = []
+    started = said = time.monotonic()
+    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+        for span in pool.map(lambda f: check_file(f, ts_unit, zone), files):
+            spans.append(span)
+            now = time.monotonic()
+            if now - said >= CHECK_PROGRESS_S and len(spans) < len(files):
+                log.info("checking replay files: %d of %d", len(spans), len(files))
+                said = now
+    took = time.monotonic() - started
+    if took >= CHECK_PROGRESS_S:
+        log.info("checked %d replay files in %.1f s", len(files), took)
+    return spans
 
 
 def _order(span: FileSpan) -> tuple[int, str]:

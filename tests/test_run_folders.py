@@ -21,7 +21,15 @@ from flows.config import load_config
 from flows.plan import CONFIG_FILE, RUNS, RunFlags, prepare, run_flags, run_folder, write_config
 from schemas.config import ConfigError
 from schemas.events import StageHealth
-from tests.support import ROOT, config_dict, flow_env, free_ports, ledger_bytes, make_config
+from tests.support import (
+    ROOT,
+    config_dict,
+    flow_env,
+    free_ports,
+    ledger_bytes,
+    make_config,
+    small_ticks,
+)
 
 NOW = datetime(2026, 12, 2, 10, 43)
 STAMP = re.compile(r"^bt-ticks-\d{8}-\d{4}(-\d+)?$")
@@ -243,3 +251,22 @@ def test_a_run_that_cannot_start_leaves_the_last_run_alone(ticks_dir: Path, tmp_
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["day1"]
     assert [p.name for p in earlier.rglob("*")] == ["fills", "paper-00000.parquet"]
     assert (earlier / "fills" / "paper-00000.parquet").read_bytes() == b"the run before"
+
+
+def test_a_long_check_of_the_replay_files_says_how_far_it_has_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import connectors.replay_files as rf
+
+    days = small_ticks(tmp_path, days=3, bad_rows=False)
+    monkeypatch.setattr(rf, "CHECK_PROGRESS_S", 0.0)  # every file counts as a long wait
+    with caplog.at_level("INFO", logger="alpha_panda.replay"):
+        assert len(rf.list_files(days)) == 3
+    said = [r.getMessage() for r in caplog.records]
+    assert said[:-1] == ["checking replay files: 1 of 3", "checking replay files: 2 of 3"]
+    assert said[-1].startswith("checked 3 replay files in ")
+    caplog.clear()
+    monkeypatch.setattr(rf, "CHECK_PROGRESS_S", 3600.0)  # a quick check says nothing
+    with caplog.at_level("INFO", logger="alpha_panda.replay"):
+        rf.list_files(days)
+    assert not caplog.records
