@@ -21,10 +21,11 @@ US = 1_000_000
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_US = timedelta(microseconds=1)
 
 
 def to_us(dt: datetime) -> int:
-    return (dt - EPOCH) // timedelta(microseconds=1)
+    return (dt - EPOCH) // ONE_US
 
 
 def from_us(us: int) -> datetime:

@@ -130,6 +130,7 @@ class Account(Closing, MarkRuns):
         st.venue = self.venue.venue_state()
         self.exits = Exits(dict(setup.exits), st.exits)
         self.circuit_pct = cfg.risk.circuit_pct
+        self._products = {sid: Product(p) for sid, p in setup.products.items()}
         self._pruned = 0
         use_bands = getattr(self.venue, "use_bands", None)  # a simulated venue clamps fills
         if use_bands is not None:
@@ -222,7 +223,7 @@ class Account(Closing, MarkRuns):
         return [v, *self._apply(sent), *self.venue.drain_latency()]
 
     def _product(self, strategy_id: str) -> Product:
-        return Product(self.setup.products.get(strategy_id, Product.MIS))
+        return self._products.get(strategy_id, Product.MIS)
 
     def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
         return dict(
