@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,17 +268,25 @@ def list_files(
 
 
 def _check_all(files: list[Path], ts_unit: str | None, zone: str) -> list[FileSpan]:
-    """``check_file`` on every file, a few at once (Arrow frees the GIL); a long check says
-    how far it has got every ``CHECK_PROGRESS_S`` and how long it took."""
-    spans: list[FileSpan] = []
-    started = said = time.monotonic()
+    """``check_file`` on every file, a few at once (Arrow frees the GIL); the first bad file
+    in file order is the one refused. A long check says how many files are done every
+    ``CHECK_PROGRESS_S`` (whichever finished), then how long it took."""
+    started, told = time.monotonic(), 0
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-        for span in pool.map(lambda f: check_file(f, ts_unit, zone), files):
-            spans.append(span)
-            now = time.monotonic()
-            if now - said >= CHECK_PROGRESS_S and len(spans) < len(files):
-                log.info("checking replay files: %d of %d", len(spans), len(files))
-                said = now
+        futures = [pool.submit(check_file, f, ts_unit, zone) for f in files]
+        pending: set[Future[FileSpan]] = set(futures)
+        while pending:
+            done, pending = wait(pending, CHECK_PROGRESS_S, FIRST_EXCEPTION)
+            if any(f.exception() is not None for f in done):
+                break
+            if pending and len(files) - len(pending) > told:
+                told = len(files) - len(pending)
+                log.info("checking replay files: %d of %d", told, len(files))
+        try:
+            spans = [f.result() for f in futures]  # raises the first bad file's error
+        finally:
+            for f in futures:
+                f.cancel()  # those not started yet
     took = time.monotonic() - started
     if took >= CHECK_PROGRESS_S:
         log.info("checked %d replay files in %.1f s", len(files), took)

@@ -555,6 +555,7 @@ def long_replay(tmp: Path, out: Path) -> Path:
 
 
 IST_US, DAY_US = 19_800_000_000, 86_400_000_000  # India's UTC offset, a day (µs)
+INFY = 408065  # the sample's INFY (data/instruments.csv)
 
 
 def ist_us(day: str, hhmm: str) -> int:

@@ -28,9 +28,8 @@ from schemas.events import FeesSettled, OrderFilled, OrderPlaced, ValidatedSigna
 from schemas.kite import OrderUpdate, PlacementOutcome, order_tag
 from schemas.redis_keys import LiveKeys, OrderIntent
 from tests.redis_server import shared_url
-from tests.support import StubPlacer, StubWorker, advance, client, zerodha_validated
+from tests.support import INFY, StubPlacer, StubWorker, advance, client, zerodha_validated
 
-INFY = 408065
 T = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
 
 

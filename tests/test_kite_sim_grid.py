@@ -22,6 +22,7 @@ from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
 from connectors.kite.sim.http import SimApi, serve
 from tests.support import (
     DAY_US,
+    INFY,
     INSTRUMENTS,
     IST_US,
     ROOT,
@@ -36,7 +37,6 @@ from tests.support import (
     to_tick,
 )
 
-INFY = 408065
 CIRCUIT = "Price exceeds circuit limits for the instrument. Place an order within the daily range."
 
 

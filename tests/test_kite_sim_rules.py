@@ -26,6 +26,7 @@ from connectors.kite.sim.http import SimApi, serve
 from tests.live_sim import Recorder, wait
 from tests.support import (
     DAY_US,
+    INFY,
     IST_US,
     ROOT,
     advance,
@@ -38,9 +39,6 @@ from tests.support import (
     sim_config,
     tape_ticks,
 )
-
-INFY = 408065
-CIRCUIT = "Price exceeds circuit limits for the instrument. Place an order within the daily range."
 
 
 def traded(api: SimApi, i: int) -> int:

@@ -11,6 +11,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 import pytest
@@ -256,17 +257,33 @@ def test_a_run_that_cannot_start_leaves_the_last_run_alone(ticks_dir: Path, tmp_
 def test_a_long_check_of_the_replay_files_says_how_far_it_has_got(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The first file is slow: the count goes on with those that finished after it; a bad
+    file is still refused in file order, whichever finished first."""
+    import time
+
     import connectors.replay_files as rf
 
-    days = small_ticks(tmp_path, days=3, bad_rows=False)
-    monkeypatch.setattr(rf, "CHECK_PROGRESS_S", 0.0)  # every file counts as a long wait
+    days = sorted(small_ticks(tmp_path, days=3, bad_rows=False).glob("*.parquet"))
+    check = rf.check_file
+
+    def slow_first(path: Path, *args: Any) -> Any:
+        if path == days[0]:
+            time.sleep(1.0)
+        return check(path, *args)
+
+    monkeypatch.setattr(rf, "check_file", slow_first)
+    monkeypatch.setattr(rf, "CHECK_PROGRESS_S", 0.1)
     with caplog.at_level("INFO", logger="alpha_panda.replay"):
-        assert len(rf.list_files(days)) == 3
+        assert len(rf.list_files(days[0].parent)) == 3
     said = [r.getMessage() for r in caplog.records]
-    assert said[:-1] == ["checking replay files: 1 of 3", "checking replay files: 2 of 3"]
+    assert "checking replay files: 2 of 3" in said  # the two quick ones, the slow one left
     assert said[-1].startswith("checked 3 replay files in ")
     caplog.clear()
     monkeypatch.setattr(rf, "CHECK_PROGRESS_S", 3600.0)  # a quick check says nothing
     with caplog.at_level("INFO", logger="alpha_panda.replay"):
-        rf.list_files(days)
+        rf.list_files(days[0].parent)
     assert not caplog.records
+    days[1].write_bytes(b"not parquet")  # the second file (in order) and the third are bad
+    days[2].write_bytes(b"")
+    with pytest.raises(rf.ReplayFileError, match=days[1].name):
+        rf.list_files(days[0].parent)
