@@ -554,7 +554,6 @@ def long_replay(tmp: Path, out: Path) -> Path:
     return path
 
 
-IST_US, DAY_US = 19_800_000_000, 86_400_000_000  # India's UTC offset, a day (µs)
 INFY = 408065  # the sample's INFY (data/instruments.csv)
 
 

@@ -20,11 +20,10 @@ from kiteconnect import exceptions as kex
 
 from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
 from connectors.kite.sim.http import SimApi, serve
+from connectors.kite.sim.rules import DAY_US, IST_US
 from tests.support import (
-    DAY_US,
     INFY,
     INSTRUMENTS,
-    IST_US,
     ROOT,
     advance,
     advance_to,

@@ -23,11 +23,10 @@ from kiteconnect import exceptions as kex
 
 from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
 from connectors.kite.sim.http import SimApi, serve
+from connectors.kite.sim.rules import DAY_US, IST_US
 from tests.live_sim import Recorder, wait
 from tests.support import (
-    DAY_US,
     INFY,
-    IST_US,
     ROOT,
     advance,
     advance_to,

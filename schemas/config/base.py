@@ -4,6 +4,7 @@ int, no NaN or inf), bounds, the error types."""
 from __future__ import annotations
 
 from datetime import date, time
+from functools import cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
@@ -34,12 +35,20 @@ class Section(BaseModel):
 NOT_ZONES = frozenset({"localtime", "Factory"})  # the machine's setting; no zone at all
 
 
+@cache
+def _iana_names() -> frozenset[str]:
+    """The IANA zone names this machine has (read from disk once: ~10 ms a listing)."""
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones())
+
+
 def iana_zone(name: str) -> str:
     """``name`` if it is an IANA time zone name (the same on every machine), else
     ValueError: not "localtime", "Factory", a leap-second "right/..." or a path."""
-    from zoneinfo import ZoneInfo, available_timezones
+    from zoneinfo import ZoneInfo
 
-    if name in NOT_ZONES or name not in available_timezones():
+    if name in NOT_ZONES or name not in _iana_names():
         raise ValueError(f"unknown timezone {name!r} (an IANA name: Asia/Kolkata)")
     try:
         ZoneInfo(name)
