@@ -81,6 +81,8 @@ def int_column(col: pa.ChunkedArray, fill: int) -> np.ndarray:
             ok &= np.isfinite(vals) & (np.floor(vals) == vals) & (np.abs(vals) < 2.0**63)
     elif vals.dtype == np.uint64:
         ok &= vals <= np.uint64(I64_MAX)
+    if ok.all():
+        return vals.astype(np.int64)
     out = np.full(len(vals), fill, dtype=np.int64)
     out[ok] = vals[ok].astype(np.int64)
     return out
@@ -88,6 +90,8 @@ def int_column(col: pa.ChunkedArray, fill: int) -> np.ndarray:
 
 def float_column(col: pa.ChunkedArray) -> np.ndarray:
     vals, ok = values(col)
+    if ok.all():
+        return decimal_f64(vals)
     out = np.full(len(vals), np.nan)
     out[ok] = decimal_f64(vals[ok])
     return out

@@ -25,6 +25,8 @@ NAIVE_EPOCH = datetime(1970, 1, 1)
 
 def values(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """numpy values (nulls as 0) and the validity mask of a numeric column."""
+    if len(col) and col.null_count == 0 and not pa.types.is_decimal(col.type):
+        return np.asarray(col.to_numpy()), np.ones(len(col), dtype=bool)
     valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     if pa.types.is_decimal(col.type):
         col = col.cast(pa.float64(), safe=False)
@@ -34,22 +36,30 @@ def values(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def epoch_us(vals: np.ndarray, ok: np.ndarray, unit: str) -> np.ndarray:
     """Epoch numbers in ``unit`` (s, ms, us, ns) → int64 µs; out of range → MISSING_TS."""
-    out = np.full(len(vals), MISSING_TS, dtype=np.int64)
     if vals.dtype.kind == "f":
         with np.errstate(invalid="ignore", over="ignore"):
             scaled = vals * (1e-3 if unit == "ns" else US_PER[unit])
             ok = ok & np.isfinite(scaled) & (np.abs(scaled) < 2.0**62)
-        out[ok] = np.round(scaled[ok]).astype(np.int64)
-        return out
+        return _where_ok(np.round(scaled), ok)
     if vals.dtype == np.uint64:
         ok = ok & (vals <= np.uint64(I64_MAX))
-    v = vals.astype(np.int64)
+    v = vals.astype(np.int64)  # a copy, scaled in place
     if unit == "ns":
-        out[ok] = v[ok] // 1_000
-        return out
-    limit = 2**62 // US_PER[unit]
-    ok = ok & (v > -limit) & (v < limit)
-    out[ok] = v[ok] * US_PER[unit]
+        v //= 1_000
+    else:
+        limit = 2**62 // US_PER[unit]
+        ok = ok & (v > -limit) & (v < limit)
+        if US_PER[unit] != 1:
+            np.multiply(v, US_PER[unit], out=v, where=ok)
+    return _where_ok(v, ok)
+
+
+def _where_ok(us: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``us`` as int64 where ``ok``, MISSING_TS elsewhere (no copy when all are ok)."""
+    if ok.all():
+        return us.astype(np.int64, copy=False)
+    out = np.full(len(us), MISSING_TS, dtype=np.int64)
+    out[ok] = us[ok].astype(np.int64)
     return out
 
 
