@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -67,7 +69,11 @@ class _FileData:
     bounds: Bounds | None = None  # plausible tick times (operators.ticks.recording_bounds)
 
 
-_CACHE: dict[tuple[Path, str | None, str], _FileData] = {}
+FileKey = tuple[Path, str | None, str, int, int]  # + mtime_ns and size: a changed file is new
+_CACHE: dict[FileKey, _FileData] = {}  # the file being replayed
+_NEXT: dict[FileKey, Future[_FileData]] = {}  # the next one, read while it is replayed
+_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-read")
+_LOCK = threading.Lock()  # workers of one process share these
 
 
 def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
@@ -80,20 +86,51 @@ def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
     return {int(tok[g[0]]): g for g in np.split(order, cuts) if len(g)}
 
 
-def _read(path: Path, ts_unit: str | None = None, zone: str = "UTC") -> _FileData:
-    """Read (and cache the most recent) file; partitions in one process share it."""
-    key = (path, ts_unit, zone)
-    if key in _CACHE:
-        return _CACHE[key]
+def _decode(path: Path, ts_unit: str | None, zone: str) -> _FileData:
     c = read_ticks(pq.read_table(path), ts_unit, zone)
     bounds = recording_bounds(c.ts)
     sane = c.ts[~implausible(c.ts, bounds)]  # a wild time never moves the file-end mark
     max_ts = int(sane.max()) if len(sane) else MISSING_TS  # MISSING_TS is the int64 minimum
     groups = group_rows(c.tokens)
-    data = _FileData(c.tokens, c.ts, c.price, c.volume, c.raw_ts, max_ts, groups, c.depth, bounds)
-    _CACHE.clear()
-    _CACHE[key] = data
+    return _FileData(c.tokens, c.ts, c.price, c.volume, c.raw_ts, max_ts, groups, c.depth, bounds)
+
+
+def _key(path: Path, ts_unit: str | None, zone: str) -> FileKey:
+    st = path.stat()
+    return path, ts_unit, zone, st.st_mtime_ns, st.st_size
+
+
+def _read(path: Path, ts_unit: str | None = None, zone: str = "UTC") -> _FileData:
+    """Read (and cache the most recent) file; partitions in one process share it. A file
+    asked for by ``prefetch`` is taken from its background read (errors raised here)."""
+    key = _key(path, ts_unit, zone)
+    with _LOCK:
+        data = _CACHE.get(key)
+        ahead = _NEXT.pop(key, None) if data is None else None
+    if data is not None:
+        return data
+    data = ahead.result() if ahead is not None else _decode(path, ts_unit, zone)
+    with _LOCK:
+        _CACHE.clear()
+        _CACHE[key] = data
     return data
+
+
+def prefetch(path: Path, ts_unit: str | None = None, zone: str = "UTC") -> None:
+    """Start reading ``path`` on a background thread (Arrow and numpy free the GIL for most
+    of it), so the replay of one file overlaps the read of the next. At most one file is
+    read ahead; one asked for and never replayed is dropped at the next ask."""
+    try:
+        key = _key(path, ts_unit, zone)
+    except OSError:
+        return  # gone: the replay's own read reports it
+    with _LOCK:
+        if key in _CACHE or key in _NEXT:
+            return
+        for stale in _NEXT.values():
+            stale.cancel()
+        _NEXT.clear()
+        _NEXT[key] = _READER.submit(_decode, path, ts_unit, zone)
 
 
 def _unreadable(path: Path, exc: BaseException) -> NoReturn:
@@ -143,6 +180,8 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
             data = _read(path, self.ts_unit, self.zone)
         except Exception as exc:
             _unreadable(path, exc)
+        if self.state.file_idx + 1 < len(self.files):
+            prefetch(self.files[self.state.file_idx + 1], self.ts_unit, self.zone)
         chunks: list[tuple[tuple[int, int, int], int, np.ndarray]] = []
         for token, group in data.groups.items():
             if (0 if token < 0 else token % self.buckets) != self.bucket:

@@ -1,0 +1,80 @@
+"""Replay reads ahead: the next file is read on a background thread while one is replayed;
+what it reads is what a direct read gives, and a file damaged after the check still stops
+the run with one line naming it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from connectors import replay
+from tests.support import ROOT, TOKENS, small_ticks
+
+
+def test_a_file_read_ahead_is_the_file_a_direct_read_gives(tmp_path: Path) -> None:
+    first, second = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
+    direct = replay._decode(second, None, "UTC")
+    replay._read(first)
+    replay.prefetch(second)
+    assert [k[0] for k in replay._NEXT] == [second]  # read while the first is replayed
+    ahead = replay._read(second)
+    assert not replay._NEXT and ahead is replay._read(second)
+    for col in ("tokens", "ts", "price", "volume"):
+        np.testing.assert_array_equal(getattr(ahead, col), getattr(direct, col))
+    assert ahead.max_ts == direct.max_ts and ahead.bounds == direct.bounds
+    assert ahead.groups.keys() == direct.groups.keys()
+    for tok, rows in direct.groups.items():
+        np.testing.assert_array_equal(ahead.groups[tok], rows)
+
+
+def test_a_second_ask_drops_a_read_ahead_that_was_never_taken(tmp_path: Path) -> None:
+    first, second, third = sorted(small_ticks(tmp_path, days=3).glob("*.parquet"))
+    replay.prefetch(second)
+    replay.prefetch(third)
+    assert [k[0] for k in replay._NEXT] == [third]
+    assert replay._read(third).max_ts == replay._decode(third, None, "UTC").max_ts
+    assert replay._read(first).max_ts < replay._read(third).max_ts
+
+
+def test_a_file_changed_in_place_is_read_anew(tmp_path: Path) -> None:
+    first, second = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
+    before = replay._read(first).max_ts
+    replay.prefetch(second)
+    shutil.copyfile(second, first)  # another day's ticks under the first day's name
+    assert replay._read(first).max_ts == replay._decode(second, None, "UTC").max_ts != before
+
+
+def test_a_file_damaged_after_the_check_and_read_ahead_stops_the_run_with_one_line(
+    tmp_path: Path,
+) -> None:
+    first, second = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from connectors.replay import ReplaySource
+        src = ReplaySource({str(first.parent)!r}, {TOKENS[:3]!r}, 100, 1)
+        Path({str(second)!r}).write_bytes(b"gone")
+        part = src.build_part("s", "replay-0", None)
+        for _ in range(10_000):
+            part.next_batch()
+        print("not reached")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "not reached" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(second) in lines[0], proc.stderr[-2000:]
+    assert "became unreadable during the run" in lines[0] and lines[0].endswith("[CORRUPT]")
