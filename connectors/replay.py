@@ -58,13 +58,16 @@ SourceItem = TickBatch | DeadLetter | RowsRead
 
 @dataclass
 class _FileData:
-    tokens: np.ndarray  # int64, -1 where null
+    """A file's columns with each instrument's rows side by side (so a chunk is a slice),
+    each instrument's in file order; ``rows`` holds their row numbers in the file."""
+
+    rows: np.ndarray  # int64
     ts: np.ndarray
     price: np.ndarray
     volume: np.ndarray
     raw_ts: list[Any] | None
     max_ts: int
-    groups: dict[int, np.ndarray]  # token → its row indices, in file order
+    spans: dict[int, tuple[int, int]]  # token (-1: none) → its [start, end) in the columns
     depth: Depth | None = None
     bounds: Bounds | None = None  # plausible tick times (operators.ticks.recording_bounds)
 
@@ -77,13 +80,23 @@ _LOCK = threading.Lock()  # workers of one process share these
 
 
 def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
-    """Row indices of each token, in file order (dictionary codes + a stable radix sort)."""
+    """Row indices of each token, in file order."""
+    order, spans = group_order(tok)
+    return {t: order[a:b] for t, (a, b) in spans.items()}
+
+
+def group_order(tok: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """The row order that puts each token's rows side by side, each token's in file order
+    (dictionary codes + a stable radix sort), and each token's [start, end) in it."""
     enc = pc.dictionary_encode(pa.array(tok))
     codes = enc.indices.to_numpy()
     codes = codes.astype(np.int16) if len(enc.dictionary) < 2**15 else codes
-    order = np.argsort(codes, kind="stable")
-    cuts = np.flatnonzero(np.diff(codes[order])) + 1
-    return {int(tok[g[0]]): g for g in np.split(order, cuts) if len(g)}
+    order = np.argsort(codes, kind="stable").astype(np.int64, copy=False)
+    if not len(order):
+        return order, {}
+    cuts = [0, *(np.flatnonzero(np.diff(codes[order])) + 1).tolist(), len(order)]
+    firsts = tok[order[cuts[:-1]]].tolist()
+    return order, {t: (a, b) for t, a, b in zip(firsts, cuts[:-1], cuts[1:], strict=True)}
 
 
 def _decode(path: Path, ts_unit: str | None, zone: str) -> _FileData:
@@ -91,8 +104,12 @@ def _decode(path: Path, ts_unit: str | None, zone: str) -> _FileData:
     bounds = recording_bounds(c.ts)
     sane = c.ts[~implausible(c.ts, bounds)]  # a wild time never moves the file-end mark
     max_ts = int(sane.max()) if len(sane) else MISSING_TS  # MISSING_TS is the int64 minimum
-    groups = group_rows(c.tokens)
-    return _FileData(c.tokens, c.ts, c.price, c.volume, c.raw_ts, max_ts, groups, c.depth, bounds)
+    rows, spans = group_order(c.tokens)
+    raw_ts = [c.raw_ts[i] for i in rows.tolist()] if c.raw_ts is not None else None
+    depth = c.depth.take(rows) if c.depth is not None else None
+    return _FileData(
+        rows, c.ts[rows], c.price[rows], c.volume[rows], raw_ts, max_ts, spans, depth, bounds
+    )
 
 
 def _key(path: Path, ts_unit: str | None, zone: str) -> FileKey:
@@ -168,7 +185,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
         self.ts_unit, self.zone = ts_unit, zone
         self.mine = sorted(t for t in known if t % buckets == bucket)
         self.state = state or ReplayState()
-        self.chunks: list[tuple[int, np.ndarray]] | None = None
+        self.chunks: list[tuple[int, int, int]] | None = None  # token, rows [a, b)
         self.data: _FileData | None = None
         self.rows = 0
         self.logged = time.monotonic()
@@ -182,38 +199,38 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
             _unreadable(path, exc)
         if self.state.file_idx + 1 < len(self.files):
             prefetch(self.files[self.state.file_idx + 1], self.ts_unit, self.zone)
-        chunks: list[tuple[tuple[int, int, int], int, np.ndarray]] = []
-        for token, group in data.groups.items():
+        chunks: list[tuple[tuple[int, int, int], int, int, int]] = []
+        for token, (first, end) in data.spans.items():
             if (0 if token < 0 else token % self.buckets) != self.bucket:
                 continue
             key = MISSING_TS
-            for j, start in enumerate(range(0, len(group), self.batch_size)):
-                idx = group[start : start + self.batch_size]
-                key = max(key, int(data.ts[idx[0]]))
-                chunks.append(((key, token, j), token, idx))
+            for j, start in enumerate(range(first, end, self.batch_size)):
+                key = max(key, int(data.ts[start]))
+                chunks.append(((key, token, j), token, start, min(end, start + self.batch_size)))
         chunks.sort(key=lambda c: c[0])
-        self.chunks = [(token, idx) for _, token, idx in chunks]
+        self.chunks = [(token, a, b) for _, token, a, b in chunks]
         self.data = data
 
-    def _chunk(self, token: int, idx: np.ndarray) -> list[SourceItem]:
+    def _chunk(self, token: int, a: int, b: int) -> list[SourceItem]:
+        """Rows [a, b) of the file's grouped columns: one instrument's, validated."""
         assert self.data is not None
         d = self.data
         raw = RawTicks(
             source=str(self.files[self.state.file_idx].name),
             partition=self.name,
             instrument_token=None if token < 0 else token,
-            offsets=idx.astype(np.int64),
-            ts=d.ts[idx],
-            price=d.price[idx],
-            volume=d.volume[idx],
-            raw_ts=[d.raw_ts[i] for i in idx.tolist()] if d.raw_ts is not None else None,
-            depth=d.depth.take(idx) if d.depth is not None else None,
+            offsets=d.rows[a:b],
+            ts=d.ts[a:b],
+            price=d.price[a:b],
+            volume=d.volume[a:b],
+            raw_ts=d.raw_ts[a:b] if d.raw_ts is not None else None,
+            depth=d.depth.take(slice(a, b)) if d.depth is not None else None,
         )
         last = self.state.last_ts.get(token, MISSING_TS)
         batch, dead, new_last = validate(raw, self.known, last, self.trading, d.bounds)
         if token in self.known:
             self.state.last_ts[token] = new_last
-        items: list[SourceItem] = [RowsRead(len(idx)), *dead]
+        items: list[SourceItem] = [RowsRead(b - a), *dead]
         if batch is not None:
             items.append(batch)
         return items
@@ -238,11 +255,11 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
             self._load()
         assert self.chunks is not None
         if st.chunk_idx < len(self.chunks):
-            token, idx = self.chunks[st.chunk_idx]
+            token, a, b = self.chunks[st.chunk_idx]
             st.chunk_idx += 1
-            self.rows += len(idx)
+            self.rows += b - a
             self._progress()
-            return self._chunk(token, idx)
+            return self._chunk(token, a, b)
         items = self._file_end()
         st.file_idx, st.chunk_idx = st.file_idx + 1, 0
         self.chunks = None

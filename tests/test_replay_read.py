@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from connectors import replay
 from tests.support import ROOT, TOKENS, small_ticks
@@ -25,12 +26,10 @@ def test_a_file_read_ahead_is_the_file_a_direct_read_gives(tmp_path: Path) -> No
     assert [k[0] for k in replay._NEXT] == [second]  # read while the first is replayed
     ahead = replay._read(second)
     assert not replay._NEXT and ahead is replay._read(second)
-    for col in ("tokens", "ts", "price", "volume"):
+    for col in ("rows", "ts", "price", "volume"):
         np.testing.assert_array_equal(getattr(ahead, col), getattr(direct, col))
     assert ahead.max_ts == direct.max_ts and ahead.bounds == direct.bounds
-    assert ahead.groups.keys() == direct.groups.keys()
-    for tok, rows in direct.groups.items():
-        np.testing.assert_array_equal(ahead.groups[tok], rows)
+    assert ahead.spans == direct.spans
 
 
 def test_a_second_ask_drops_a_read_ahead_that_was_never_taken(tmp_path: Path) -> None:
@@ -78,3 +77,17 @@ def test_a_file_damaged_after_the_check_and_read_ahead_stops_the_run_with_one_li
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(second) in lines[0], proc.stderr[-2000:]
     assert "became unreadable during the run" in lines[0] and lines[0].endswith("[CORRUPT]")
+
+
+def test_each_instruments_rows_lie_side_by_side_as_the_file_holds_them(tmp_path: Path) -> None:
+    (day,) = sorted(small_ticks(tmp_path).glob("*.parquet"))  # with bad rows, null tokens
+    table = pq.read_table(day).to_pydict()
+    data = replay._read(day)
+    assert sum(b - a for a, b in data.spans.values()) == len(table["timestamp"])
+    for token, (a, b) in data.spans.items():
+        tokens = [-1 if t is None else t for t in table["instrument_token"]]
+        want = [i for i, t in enumerate(tokens) if t == token]
+        assert data.rows[a:b].tolist() == want
+        prices = [table["last_price"][i] for i in want]
+        expected = np.array([np.nan if p is None else p for p in prices], dtype=float)
+        np.testing.assert_array_equal(data.price[a:b], expected)
