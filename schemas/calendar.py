@@ -8,17 +8,14 @@ days lie inside its range; anything else is rebuilt from the library."""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import re
-import tempfile
 from datetime import date
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-log = logging.getLogger("alpha_panda.session")
+from schemas.kept import kept_root, read_kept, write_kept
+
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 FORMAT = 1  # of the kept file; a change to what is kept raises it
 Days = tuple[frozenset[date], date, date]  # the sessions, the first and the last day
@@ -46,24 +43,21 @@ def _version() -> str | None:
 
 
 def calendar_cache(name: str) -> Path | None:
-    """Where calendar ``name``'s sessions are kept: ``$ALPHA_PANDA_CACHE`` (or the user's
-    cache folder)/calendars/<name>-<exchange_calendars version>.json; None if unknown."""
+    """Where calendar ``name``'s sessions are kept (schemas.kept): calendars/<name>-<
+    exchange_calendars version>.json; None if unknown."""
     version = _version()
     if version is None or not (_NAME.fullmatch(name) and _NAME.fullmatch(version)):
         return None
-    root = os.environ.get("ALPHA_PANDA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "alpha-panda"
-    )
-    return Path(root) / "calendars" / f"{name}-{version}.json"
+    return kept_root() / "calendars" / f"{name}-{version}.json"
 
 
 def _read_days(path: Path, name: str) -> Days | None:
     """The kept sessions of ``name``, or None if absent or not exactly as written."""
+    doc = read_kept(path)
     try:
-        doc = json.loads(path.read_text())
         head = (doc["format"], doc["calendar"], doc["version"])
         ordinals, first, last = doc["days"], doc["first"], doc["last"]
-    except (OSError, ValueError, TypeError, KeyError):
+    except (TypeError, KeyError, IndexError):
         return None
     if head != (FORMAT, name, _version()):
         return None
@@ -77,24 +71,11 @@ def _read_days(path: Path, name: str) -> Days | None:
 
 
 def _write_days(path: Path, name: str, days: Days) -> None:
-    """Write atomically (a concurrent run reads the old file or the new, never half; the
-    temporary file is made new, never through an existing name); a cache that cannot be
-    written is only a slower next start."""
     sessions, first, last = days
     doc = {"format": FORMAT, "calendar": name, "version": _version(),
            "first": first.toordinal(), "last": last.toordinal(),
            "days": sorted(d.toordinal() for d in sessions)}  # fmt: skip
-    tmp = None
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(doc, separators=(",", ":")))
-        os.replace(tmp, path)
-    except OSError as e:
-        log.debug("calendar cache %s not written: %s", path, e)
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    write_kept(path, doc)
 
 
 def _library_days(name: str) -> tuple[Days, bool]:
