@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from connectors.replay_kept import file_key, keep_span, kept_span, now, settled
 from connectors.replay_times import (
     I64_MAX,
     MISSING_TS,
@@ -155,9 +156,17 @@ def _check_schema(path: Path, schema: pa.Schema, ts_unit: str | None) -> list[st
 
 def check_file(path: Path, ts_unit: str | None, zone: str = "UTC") -> FileSpan:
     """Read every page of the columns the replay uses, one row group at a time (a damaged
-    page raises here, not mid-run), decode the times; the file's time span."""
+    page raises here, not mid-run), decode the times; the file's time span. A file that
+    passed before, unchanged since, is not read again (connectors.replay_kept)."""
+    key, started = file_key(path, ts_unit, zone), now()
+    kept = kept_span(key) if key is not None else None
+    if kept is not None:
+        return FileSpan(path, *kept)
     with _footer(path) as pf:
-        return _check_open(path, pf, ts_unit, zone)
+        span = _check_open(path, pf, ts_unit, zone)
+    if key is not None and settled(key, started) and file_key(path, ts_unit, zone) == key:
+        keep_span(key, span.median, span.first, span.last, span.naive, span.sample)
+    return span
 
 
 def _check_open(path: Path, pf: pq.ParquetFile, ts_unit: str | None, zone: str) -> FileSpan:
