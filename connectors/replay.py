@@ -24,11 +24,10 @@ from typing import Any, NoReturn
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import stop
-from connectors.replay_files import ReplayFileError, list_files, read_ticks
+from connectors.replay_files import ReplayFileError, list_files, read_file, read_ticks
 from operators.session import MarketSession
 from operators.ticks import (
     MISSING_TS,
@@ -100,7 +99,7 @@ def group_order(tok: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, int]]
 
 
 def _decode(path: Path, ts_unit: str | None, zone: str) -> _FileData:
-    c = read_ticks(pq.read_table(path), ts_unit, zone)
+    c = read_ticks(read_file(path), ts_unit, zone)
     bounds = recording_bounds(c.ts)
     sane = c.ts[~implausible(c.ts, bounds)]  # a wild time never moves the file-end mark
     max_ts = int(sane.max()) if len(sane) else MISSING_TS  # MISSING_TS is the int64 minimum

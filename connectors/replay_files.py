@@ -98,6 +98,19 @@ def float_column(col: pa.ChunkedArray) -> np.ndarray:
     return out
 
 
+def used_columns(names: list[str]) -> list[str]:
+    """The columns of a replay file that the replay reads (``names``: all of its columns)."""
+    optional = ("volume", *DEPTH_FIELDS.names)
+    return [*REQUIRED_TICK_COLUMNS, *(c for c in optional if c in names)]
+
+
+def read_file(path: Path) -> pa.Table:
+    """The columns the replay reads of one (checked) file; a wide export's other columns
+    are never decoded."""
+    with pq.ParquetFile(path, pre_buffer=True) as pf:
+        return pf.read(columns=used_columns(pf.schema_arrow.names), use_threads=True)
+
+
 def read_ticks(table: pa.Table, ts_unit: str | None, zone: str = "UTC") -> TickColumns:
     """Decode a replay table (its column types checked by ``check_file``)."""
     names = set(table.column_names)
@@ -139,8 +152,7 @@ def _check_schema(path: Path, schema: pa.Schema, ts_unit: str | None) -> list[st
     missing = [c for c in REQUIRED_TICK_COLUMNS if c not in schema.names]
     if missing:
         raise ReplayFileError(path, ReplayProblem.MISSING_COLUMN, f"lacks column(s) {missing}")
-    used = [*REQUIRED_TICK_COLUMNS, *(c for c in ("volume",) if c in schema.names)]
-    used += [c for c in DEPTH_FIELDS.names if c in schema.names]
+    used = used_columns(schema.names)
     twice = sorted({c for c in used if schema.names.count(c) > 1})
     if twice:
         raise ReplayFileError(path, ReplayProblem.DUPLICATE_COLUMN, f"has column(s) {twice} twice")

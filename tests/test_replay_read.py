@@ -12,9 +12,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors import replay
+from connectors.replay_files import read_file
 from tests.support import ROOT, TOKENS, small_ticks
 
 
@@ -91,3 +93,20 @@ def test_each_instruments_rows_lie_side_by_side_as_the_file_holds_them(tmp_path:
         prices = [table["last_price"][i] for i in want]
         expected = np.array([np.nan if p is None else p for p in prices], dtype=float)
         np.testing.assert_array_equal(data.price[a:b], expected)
+
+
+def test_columns_the_replay_does_not_use_are_never_decoded(tmp_path: Path) -> None:
+    (day,) = sorted(small_ticks(tmp_path).glob("*.parquet"))
+    table = pq.read_table(day)
+    n = len(table)
+    wide = table.append_column("ohlc", pa.array([{"open": 1.0}] * n)).append_column(
+        "note", pa.array([b"\xff" * 8] * n, pa.binary())
+    )
+    pq.write_table(wide, tmp_path / "wide.parquet")
+    assert read_file(tmp_path / "wide.parquet").column_names == table.column_names
+    plain, extra = (
+        replay._decode(day, None, "UTC"),
+        replay._decode(tmp_path / "wide.parquet", None, "UTC"),
+    )
+    for col in ("rows", "ts", "price", "volume"):
+        np.testing.assert_array_equal(getattr(plain, col), getattr(extra, col))
