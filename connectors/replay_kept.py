@@ -80,6 +80,10 @@ def kept_span(key: list[object]) -> tuple[int, int, int, bool, np.ndarray] | Non
     if not all(type(v) is int and _INT64[0] <= v <= _INT64[1] for v in values):
         return None
     median, first, last = numbers
+    if not (-(2**63) < first <= median <= last < 2**63 - 1) or naive != bool(sample):
+        return None
+    if not all(first <= v <= last for v in sample):
+        return None
     return median, first, last, naive, np.array(sample, dtype=np.int64)
 
 

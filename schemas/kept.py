@@ -26,8 +26,10 @@ def kept_root() -> Path:
 def read_kept(path: Path) -> Any:
     """The JSON document at ``path``; None if absent or unreadable."""
     try:
+        if not path.is_file() or path.stat().st_size > 4_000_000:  # no FIFO, no giant
+            return None
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except Exception:  # OSError, ValueError, RecursionError (deep nesting): not kept
         return None
 
 
