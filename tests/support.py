@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,18 @@ def bytewax_run(args: list[str], config: Path | None, cwd: Path) -> subprocess.P
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def python_script(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (dedented) in a fresh interpreter with the project importable."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

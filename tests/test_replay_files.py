@@ -4,11 +4,9 @@ time order whatever their names."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -24,7 +22,15 @@ from hypothesis import strategies as st
 from connectors.replay_files import ReplayFileError, list_files, read_ticks
 from flows.config import parse_config
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, ReplayProblem
-from tests.support import ROOT, TOKENS, config_dict, flow_env, make_config, run_graph, small_ticks
+from tests.support import (
+    TOKENS,
+    config_dict,
+    flow_env,
+    make_config,
+    python_script,
+    run_graph,
+    small_ticks,
+)
 
 P = ReplayProblem
 START = datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc)
@@ -351,7 +357,7 @@ def test_hidden_and_underscore_files_in_a_folder_are_skipped(tmp_path: Path) -> 
 def test_a_file_damaged_during_the_run_ends_it_in_one_line_exit_2(tmp_path: Path) -> None:
     """Checked before the run, then damaged: the replay stops with exit 2 and one line."""
     path = _write(_good_table(), tmp_path / "day.parquet")
-    script = textwrap.dedent(
+    proc = python_script(
         f"""
         from pathlib import Path
         from connectors.replay import ReplaySource
@@ -360,14 +366,6 @@ def test_a_file_damaged_during_the_run_ends_it_in_one_line_exit_2(tmp_path: Path
         src.build_part("s", "replay-0", None).next_batch()
         print("not reached")
         """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert proc.returncode == 2 and "not reached" not in proc.stdout
     lines = proc.stderr.strip().splitlines()

@@ -4,11 +4,7 @@ the run with one line naming it."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +13,7 @@ import pyarrow.parquet as pq
 
 from connectors import replay
 from connectors.replay_files import read_file
-from tests.support import ROOT, TOKENS, small_ticks
+from tests.support import TOKENS, python_script, small_ticks
 
 
 def test_a_file_read_ahead_is_the_file_a_direct_read_gives(tmp_path: Path) -> None:
@@ -55,7 +51,7 @@ def test_a_file_damaged_after_the_check_and_read_ahead_stops_the_run_with_one_li
     tmp_path: Path,
 ) -> None:
     first, second = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
-    script = textwrap.dedent(
+    proc = python_script(
         f"""
         from pathlib import Path
         from connectors.replay import ReplaySource
@@ -66,14 +62,6 @@ def test_a_file_damaged_after_the_check_and_read_ahead_stops_the_run_with_one_li
             part.next_batch()
         print("not reached")
         """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert proc.returncode == 2 and "not reached" not in proc.stdout
     lines = proc.stderr.strip().splitlines()
