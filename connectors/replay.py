@@ -13,34 +13,24 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import stop
-from connectors.replay_files import ReplayFileError, list_files, read_file, read_ticks
+from connectors.replay_files import ReplayFileError, list_files
+from connectors.replay_kept import forget
+from connectors.replay_read import FileData, FileReader
 from operators.session import MarketSession
-from operators.ticks import (
-    MISSING_TS,
-    Bounds,
-    RawTicks,
-    TradingDays,
-    implausible,
-    recording_bounds,
-    validate,
-)
+from operators.ticks import MISSING_TS, RawTicks, TradingDays, validate
 from schemas.arrow import ReplayProblem
 from schemas.events import DeadLetter
-from schemas.ticks import Depth, TickBatch
+from schemas.ticks import TickBatch
 
 log = logging.getLogger("alpha_panda.replay")
 
@@ -55,103 +45,11 @@ class RowsRead:
 SourceItem = TickBatch | DeadLetter | RowsRead
 
 
-@dataclass
-class _FileData:
-    """A file's columns with each instrument's rows side by side (so a chunk is a slice),
-    each instrument's in file order; ``rows`` holds their row numbers in the file."""
-
-    rows: np.ndarray  # int64
-    ts: np.ndarray
-    price: np.ndarray
-    volume: np.ndarray
-    raw_ts: list[Any] | None
-    max_ts: int
-    spans: dict[int, tuple[int, int]]  # token (-1: none) → its [start, end) in the columns
-    depth: Depth | None = None
-    bounds: Bounds | None = None  # plausible tick times (operators.ticks.recording_bounds)
-
-
-FileKey = tuple[Path, str | None, str, int, int]  # + mtime_ns and size: a changed file is new
-_CACHE: dict[FileKey, _FileData] = {}  # the file being replayed
-_NEXT: dict[FileKey, Future[_FileData]] = {}  # the next one, read while it is replayed
-_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-read")
-_LOCK = threading.Lock()  # workers of one process share these
-
-
-def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
-    """Row indices of each token, in file order."""
-    order, spans = group_order(tok)
-    return {t: order[a:b] for t, (a, b) in spans.items()}
-
-
-def group_order(tok: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
-    """The row order that puts each token's rows side by side, each token's in file order
-    (dictionary codes + a stable radix sort), and each token's [start, end) in it."""
-    enc = pc.dictionary_encode(pa.array(tok))
-    codes = enc.indices.to_numpy()
-    codes = codes.astype(np.int16) if len(enc.dictionary) < 2**15 else codes
-    order = np.argsort(codes, kind="stable").astype(np.int64, copy=False)
-    if not len(order):
-        return order, {}
-    cuts = [0, *(np.flatnonzero(np.diff(codes[order])) + 1).tolist(), len(order)]
-    firsts = tok[order[cuts[:-1]]].tolist()
-    return order, {t: (a, b) for t, a, b in zip(firsts, cuts[:-1], cuts[1:], strict=True)}
-
-
-def _decode(path: Path, ts_unit: str | None, zone: str) -> _FileData:
-    c = read_ticks(read_file(path), ts_unit, zone)
-    bounds = recording_bounds(c.ts)
-    sane = c.ts[~implausible(c.ts, bounds)]  # a wild time never moves the file-end mark
-    max_ts = int(sane.max()) if len(sane) else MISSING_TS  # MISSING_TS is the int64 minimum
-    rows, spans = group_order(c.tokens)
-    raw_ts = [c.raw_ts[i] for i in rows.tolist()] if c.raw_ts is not None else None
-    depth = c.depth.take(rows) if c.depth is not None else None
-    return _FileData(
-        rows, c.ts[rows], c.price[rows], c.volume[rows], raw_ts, max_ts, spans, depth, bounds
-    )
-
-
-def _key(path: Path, ts_unit: str | None, zone: str) -> FileKey:
-    st = path.stat()
-    return path, ts_unit, zone, st.st_mtime_ns, st.st_size
-
-
-def _read(path: Path, ts_unit: str | None = None, zone: str = "UTC") -> _FileData:
-    """Read (and cache the most recent) file; partitions in one process share it. A file
-    asked for by ``prefetch`` is taken from its background read (errors raised here)."""
-    key = _key(path, ts_unit, zone)
-    with _LOCK:
-        data = _CACHE.get(key)
-        ahead = _NEXT.pop(key, None) if data is None else None
-    if data is not None:
-        return data
-    data = ahead.result() if ahead is not None else _decode(path, ts_unit, zone)
-    with _LOCK:
-        _CACHE.clear()
-        _CACHE[key] = data
-    return data
-
-
-def prefetch(path: Path, ts_unit: str | None = None, zone: str = "UTC") -> None:
-    """Start reading ``path`` on a background thread (Arrow and numpy free the GIL for most
-    of it), so the replay of one file overlaps the read of the next. At most one file is
-    read ahead; one asked for and never replayed is dropped at the next ask."""
-    try:
-        key = _key(path, ts_unit, zone)
-    except OSError:
-        return  # gone: the replay's own read reports it
-    with _LOCK:
-        if key in _CACHE or key in _NEXT:
-            return
-        for stale in _NEXT.values():
-            stale.cancel()
-        _NEXT.clear()
-        _NEXT[key] = _READER.submit(_decode, path, ts_unit, zone)
-
-
-def _unreadable(path: Path, exc: BaseException) -> NoReturn:
+def _unreadable(reader: FileReader, path: Path, exc: BaseException) -> NoReturn:
     """A file that passed the check before the run but fails now (changed or damaged since):
-    one line, exit 2, no traceback."""
+    one line, exit 2, no traceback; its kept check is dropped, so the next run refuses it
+    before it starts."""
+    forget(path, reader.ts_unit, reader.zone)
     err = ReplayFileError(path, ReplayProblem.CORRUPT, f"became unreadable during the run: {exc}")
     sys.stderr.write(f"alpha-panda: {err}\n")
     sys.stderr.flush()
@@ -169,35 +67,31 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
     def __init__(
         self,
         name: str,
-        files: Sequence[Path],
+        reader: FileReader,
         bucket: int,
         buckets: int,
         known: frozenset[int],
         batch_size: int,
         state: ReplayState | None,
         trading: TradingDays | None = None,
-        ts_unit: str | None = None,
-        zone: str = "UTC",
     ) -> None:
-        self.name, self.files, self.bucket, self.buckets = name, files, bucket, buckets
+        self.name, self.reader, self.bucket, self.buckets = name, reader, bucket, buckets
+        self.files = reader.files
         self.known, self.batch_size, self.trading = known, batch_size, trading
-        self.ts_unit, self.zone = ts_unit, zone
         self.mine = sorted(t for t in known if t % buckets == bucket)
         self.state = state or ReplayState()
         self.chunks: list[tuple[int, int, int]] | None = None  # token, rows [a, b)
-        self.data: _FileData | None = None
+        self.data: FileData | None = None
         self.rows = 0
         self.logged = time.monotonic()
+        reader.join(name, self.state.file_idx)
         stop.tick_part_open(name)
 
     def _load(self) -> None:
-        path = self.files[self.state.file_idx]
         try:
-            data = _read(path, self.ts_unit, self.zone)
+            data = self.reader.take(self.name, self.state.file_idx)
         except Exception as exc:
-            _unreadable(path, exc)
-        if self.state.file_idx + 1 < len(self.files):
-            prefetch(self.files[self.state.file_idx + 1], self.ts_unit, self.zone)
+            _unreadable(self.reader, self.files[self.state.file_idx], exc)
         chunks: list[tuple[tuple[int, int, int], int, int, int]] = []
         for token, (first, end) in data.spans.items():
             if (0 if token < 0 else token % self.buckets) != self.bucket:
@@ -249,6 +143,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
     def next_batch(self) -> list[SourceItem]:
         st = self.state
         if st.file_idx >= len(self.files) or stop.requested():
+            self.reader.join(self.name, len(self.files))  # holds no file back
             raise stop.tick_part_ended(self.name)
         if self.chunks is None:
             self._load()
@@ -300,7 +195,7 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
         zone but are read as UTC are warned of."""
         hours = (session.is_open, session.cfg.timezone) if session else (None, "Asia/Kolkata")
         self.files = list_files(path, ts_unit, zone, *hours)
-        self.ts_unit, self.zone = ts_unit, zone
+        self.reader = FileReader(self.files, ts_unit, zone)  # shared by this process's parts
         self.trading = trading
         self.known = frozenset(instruments)
         self.batch_size = batch_size
@@ -318,13 +213,11 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
         k = int(for_part.rsplit("-", 1)[1])
         return _ReplayPartition(
             for_part,
-            self.files,
+            self.reader,
             k,
             self.partitions,
             self.known,
             self.batch_size,
             resume_state,
             self.trading,
-            self.ts_unit,
-            self.zone,
         )

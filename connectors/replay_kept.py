@@ -1,21 +1,28 @@
 """Replay files checked before are not read twice: a file that passed the check keeps its
 time span (schemas.kept) under a key of everything that could change what the check saw:
 the file's absolute path, device, inode, size, modification and change times, the
-``source.timestamp_unit`` and ``source.timezone`` it was read with, and the source of the
-code that checks. Any difference, or a kept file that does not read back whole, and the file
-is checked again. Files that fail are never kept: they are refused on every run. As git does
-with its index, a file changed less than ``SETTLED_S`` before its check is not kept: file
-times are coarse, so a change right after the check could leave them as they were."""
+``source.timestamp_unit`` and ``source.timezone`` it was read with (and that zone's rules),
+the source of the code that checks and the Python, pyarrow and numpy it ran on. Any
+difference, or a kept file that does not read back whole, and the file is checked again;
+each file has one entry per unit and zone, replaced when the file changes. Files that fail
+are never kept: they are refused on every run, and a file that fails during a run loses its
+entry. As git does with its index, a file changed less than ``SETTLED_S`` before its check
+is not kept: file times are coarse, so a change right after the check could leave them as
+they were."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
+import zoneinfo
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from schemas.kept import kept_root, read_kept, write_kept
 
@@ -25,27 +32,64 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 
 @lru_cache(maxsize=1)
-def checker_digest() -> str:
-    """Of the source of the modules whose code decides what a check finds."""
+def checker_digest() -> str | None:
+    """Of the source of the modules whose code decides what a check finds and of the
+    libraries it runs on; None (nothing kept) if a source cannot be read."""
     import connectors.replay_files as files
     import connectors.replay_times as times
     import schemas.arrow as arrow
 
-    h = hashlib.blake2b(digest_size=16)
-    for mod in (files, times, arrow):
-        h.update(Path(str(mod.__file__)).read_bytes())
+    h = hashlib.blake2b(
+        repr((sys.version, pa.__version__, np.__version__)).encode(), digest_size=16
+    )
+    try:
+        for mod in (files, times, arrow):
+            h.update(Path(str(mod.__file__)).read_bytes())
+    except OSError:
+        return None
     return h.hexdigest()
+
+
+@lru_cache(maxsize=8)
+def zone_digest(zone: str) -> str:
+    """Of the rules of IANA ``zone`` as zoneinfo finds them (the system's zone files first,
+    then the tzdata package): new rules, new checks."""
+    h = hashlib.blake2b(zone.encode(), digest_size=16)
+    if zone == "UTC" or os.path.isabs(zone) or ".." in zone.split("/"):
+        return h.hexdigest()
+    for folder in zoneinfo.TZPATH:
+        try:
+            h.update(Path(folder, zone).read_bytes())
+            return h.hexdigest()
+        except OSError:
+            continue
+    try:
+        h.update(metadata.version("tzdata").encode())
+    except metadata.PackageNotFoundError:
+        pass
+    return h.hexdigest()
+
+
+def stamp(path: Path) -> tuple[int, int, int, int, int] | None:
+    """(device, inode, size, mtime_ns, ctime_ns) of ``path``: a file with the same stamp
+    is taken as unchanged; None if it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def file_key(path: Path, ts_unit: str | None, zone: str) -> list[object] | None:
     """What a kept check of ``path`` is valid for; None if the file cannot be stat'ed."""
+    st, digest = stamp(path), checker_digest()
     try:
-        st = os.stat(path)
         where = str(path.resolve())
     except (OSError, RuntimeError):
         return None
-    stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-    return [FORMAT, checker_digest(), where, *stamp, ts_unit, zone]
+    if st is None or digest is None:
+        return None
+    return [FORMAT, digest, where, *st, ts_unit, zone, zone_digest(zone)]
 
 
 def settled(key: list[object], checked_at: float) -> bool:
@@ -60,9 +104,22 @@ def now() -> float:
     return time.time()
 
 
-def _kept_path(key: list[object]) -> Path:
-    name = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+def _entry(where: object, ts_unit: object, zone: object) -> Path:
+    """One entry per file, unit and zone (a changed file replaces its entry)."""
+    name = hashlib.blake2b(repr((where, ts_unit, zone)).encode(), digest_size=16).hexdigest()
     return kept_root() / "replay-checks" / f"{name}.json"
+
+
+def _kept_path(key: list[object]) -> Path:
+    return _entry(key[2], key[8], key[9])
+
+
+def forget(path: Path, ts_unit: str | None, zone: str) -> None:
+    """Drop the kept check of ``path`` (it failed after passing): the next run checks it."""
+    try:
+        _entry(str(path.resolve()), ts_unit, zone).unlink(missing_ok=True)
+    except (OSError, RuntimeError):
+        pass
 
 
 def kept_span(key: list[object]) -> tuple[int, int, int, bool, np.ndarray] | None:

@@ -118,7 +118,7 @@ def phase_passthrough(data: Path, batch: int) -> dict[str, Any]:
 
 
 def phase_plain(data: Path, batch: int) -> dict[str, Any]:
-    from connectors.replay import _read
+    from connectors.replay_read import decode
     from flows.config import build_strategies
     from operators.strategies.runner import StrategyRunner
     from schemas.enums import Broker
@@ -133,7 +133,7 @@ def phase_plain(data: Path, batch: int) -> dict[str, Any]:
     runners: dict[int, StrategyRunner] = {}
     ticks = signals = 0
     for f in sorted(data.glob("*.parquet")):
-        d = _read(f)  # the replay source's own reader: same columns and grouping
+        d = decode(f, None, "UTC")  # the replay source's own reader: same columns, grouping
         ts, price, vol = d.ts, d.price, d.volume
         for token, (first, end) in d.spans.items():
             r = runners.setdefault(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import zoneinfo
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import connectors.replay_files as files
+import connectors.replay_kept as kept_mod
 from connectors.replay_files import ReplayFileError, check_file, list_files
 from tests.support import small_ticks
 
@@ -35,12 +38,14 @@ class Checks:
 
 
 @pytest.fixture
-def kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A folder of its own, with checks run as if 10 s after the files were written."""
     root = tmp_path / "kept"
     monkeypatch.setenv("ALPHA_PANDA_CACHE", str(root))
     monkeypatch.setattr(files, "now", lambda: time.time() + 10)
-    return root
+    yield root
+    kept_mod.checker_digest.cache_clear()  # digests taken under a test's changes
+    kept_mod.zone_digest.cache_clear()
 
 
 def _same(a: files.FileSpan, b: files.FileSpan) -> None:
@@ -85,6 +90,35 @@ def test_a_file_changed_since_is_checked_again_and_a_bad_one_refused(
     assert checks.n == 3
 
 
+def test_new_libraries_zone_rules_or_checking_code_check_again_in_one_entry_per_file(
+    tmp_path: Path, kept: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (day,) = small_ticks(tmp_path).glob("*.parquet")
+    check_file(day, None, "Asia/Kolkata")
+    checks = Checks(monkeypatch)
+    changes = [
+        lambda: monkeypatch.setattr(np, "__version__", "0.0.1"),
+        lambda: monkeypatch.setattr(pa, "__version__", "0.0.1"),
+        lambda: monkeypatch.setattr(zoneinfo, "TZPATH", (str(tmp_path / "no-zones"),)),
+        lambda: monkeypatch.setattr(files, "__file__", str(tmp_path / "edited.py")),
+    ]
+    (tmp_path / "edited.py").write_text("# the checking code, edited\n")
+    for n, change in enumerate(changes, 1):
+        change()
+        kept_mod.checker_digest.cache_clear()
+        kept_mod.zone_digest.cache_clear()
+        check_file(day, None, "Asia/Kolkata")
+        assert checks.n == n
+        check_file(day, None, "Asia/Kolkata")
+        assert checks.n == n  # kept again under the new key, in the file's one entry
+        assert len(list((kept / "replay-checks").iterdir())) == 1
+    (tmp_path / "edited.py").unlink()  # the checking code cannot be read: nothing is kept
+    kept_mod.checker_digest.cache_clear()
+    check_file(day, None, "Asia/Kolkata")
+    check_file(day, None, "Asia/Kolkata")
+    assert checks.n == len(changes) + 2
+
+
 def test_a_file_written_just_before_its_check_is_not_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,7 +141,7 @@ def test_a_kept_check_that_does_not_read_back_whole_is_checked_again(
     poisoned = [
         "{not json",
         "[]",
-        json.dumps(good | {"key": [*good["key"][:-1], "Asia/Kolkata"]}),  # another zone's
+        json.dumps(good | {"key": [*good["key"][:9], "Asia/Kolkata", *good["key"][10:]]}),
         json.dumps(good | {"span": good["span"][:2]}),
         json.dumps(good | {"span": [True, *good["span"][1:]]}),
         json.dumps(good | {"span": [float(good["span"][0]), *good["span"][1:]]}),

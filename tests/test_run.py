@@ -105,7 +105,7 @@ class _AbortingReplay(ReplaySource):
     def build_part(self, step_id: str, for_part: str, resume_state: ReplayState | None) -> Any:
         k = int(for_part.rsplit("-", 1)[1])
         return _AbortingPartition(
-            for_part, self.files, k, self.partitions, self.known, self.batch_size, resume_state
+            for_part, self.reader, k, self.partitions, self.known, self.batch_size, resume_state
         )
 
 
