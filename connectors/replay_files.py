@@ -83,7 +83,7 @@ def int_column(col: pa.ChunkedArray, fill: int) -> np.ndarray:
     elif vals.dtype == np.uint64:
         ok &= vals <= np.uint64(I64_MAX)
     if ok.all():
-        return vals.astype(np.int64)
+        return vals.astype(np.int64, copy=False)  # may be a read-only view of the column
     out = np.full(len(vals), fill, dtype=np.int64)
     out[ok] = vals[ok].astype(np.int64)
     return out

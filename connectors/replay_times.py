@@ -43,7 +43,7 @@ def epoch_us(vals: np.ndarray, ok: np.ndarray, unit: str) -> np.ndarray:
         return _where_ok(np.round(scaled), ok)
     if vals.dtype == np.uint64:
         ok = ok & (vals <= np.uint64(I64_MAX))
-    v = vals.astype(np.int64)  # a copy, scaled in place
+    v = vals.astype(np.int64, copy=unit != "us")  # a copy where it is scaled in place
     if unit == "ns":
         v //= 1_000
     else:

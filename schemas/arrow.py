@@ -140,7 +140,7 @@ def decimal_f64(values: np.ndarray) -> np.ndarray:
     (100.05 stays 100.05, not 100.05000305), as the recorder meant it."""
     if values.dtype.kind == "f" and values.dtype.itemsize < 8:
         return values.astype(str).astype(np.float64)
-    return values.astype(np.float64)
+    return values.astype(np.float64, copy=False)
 
 
 def read_depth(table: pa.Table) -> Depth | None:

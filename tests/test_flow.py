@@ -10,6 +10,8 @@ import pytest
 
 from data.generate import BAD_ROWS
 from flows.config import parse_config
+from flows.graph import build_flow
+from flows.plan import prepare
 from operators.report import RunReport
 from schemas.config import AppConfig
 from schemas.events import OrderFilled, PnlSnapshot, StageHealth, TradingSignal
@@ -22,6 +24,25 @@ def result(
     config: AppConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, list[Any]], RunReport]:
     return run_graph(config, tmp_path_factory.mktemp("run"))
+
+
+def _steps(step: Any) -> list[Any]:
+    return [step, *(s for sub in getattr(step, "substeps", []) for s in _steps(sub))]
+
+
+def test_the_graph_is_the_readme_spine_with_each_stage_nesting_its_steps(
+    config: AppConfig, tmp_path: Path
+) -> None:
+    flow = build_flow(prepare(config, out_dir=tmp_path))
+    spine = [s.step_id for s in flow.substeps]
+    stages = ["ingest", "signals", "account", "health", "dead_letters", "sinks"]
+    assert spine == [f"alpha_panda.{name}" for name in stages]
+    for stage in flow.substeps:
+        inner = [s.step_id for s in _steps(stage)[1:]]
+        assert all(i.startswith(f"{stage.step_id}.") for i in inner), stage.step_id
+    account = [s.step_id for s in _steps(flow.substeps[2])]
+    assert "alpha_panda.account.logic_logic" in account  # one stateful step per broker
+    assert not [i for i in account if "risk" in i or "portfolio" in i]  # no separate book
 
 
 def test_every_emitted_event_validates_against_its_model(result: Any) -> None:
