@@ -35,7 +35,16 @@ class Charges:
         return round(sum(parts) + self.dp + self.square_off, 2)
 
     def columns(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.__dict__.items()}
+        return {
+            "brokerage": round(self.brokerage, 4),
+            "stt": round(self.stt, 4),
+            "exchange": round(self.exchange, 4),
+            "sebi": round(self.sebi, 4),
+            "stamp": round(self.stamp, 4),
+            "gst": round(self.gst, 4),
+            "dp": round(self.dp, 4),
+            "square_off": round(self.square_off, 4),
+        }
 
     def __add__(self, other: Charges) -> Charges:
         mine, theirs = self.__dict__, other.__dict__
@@ -47,8 +56,45 @@ class Charges:
 
     def minus(self, earlier: Charges) -> Charges:
         """What is charged beyond ``earlier`` (a partial fill: the whole so far less before)."""
-        mine, theirs = self.__dict__, earlier.__dict__
-        return Charges(**{k: max(mine[k] - theirs[k], 0.0) for k in mine})
+        e = earlier
+        return Charges(
+            max(self.brokerage - e.brokerage, 0.0),
+            max(self.stt - e.stt, 0.0),
+            max(self.exchange - e.exchange, 0.0),
+            max(self.sebi - e.sebi, 0.0),
+            max(self.stamp - e.stamp, 0.0),
+            max(self.gst - e.gst, 0.0),
+            max(self.dp - e.dp, 0.0),
+            max(self.square_off - e.square_off, 0.0),
+        )
+
+
+def _heads(
+    costs: CostModel,
+    side: SignalType | str,
+    quantity: int,
+    price: float,
+    product: Product | str,
+    dp: bool,
+    square_off: bool,
+) -> tuple[float, float, float, float, float, float, float, float]:
+    """The charges' heads, in ``Charges``' field order."""
+    turnover = quantity * price
+    sell = not buys(side)
+    if is_cnc(product):
+        brokerage = costs.delivery_brokerage_pct * turnover
+        stt = costs.delivery_stt_pct * turnover
+        stamp = 0.0 if sell else costs.delivery_stamp_buy_pct * turnover
+    else:
+        brokerage = min(costs.brokerage_cap, costs.brokerage_pct * turnover)
+        stt = costs.stt_sell_pct * turnover if sell else 0.0
+        stamp = 0.0 if sell else costs.stamp_buy_pct * turnover
+    exchange = costs.transaction_pct * turnover
+    sebi = costs.sebi_per_crore * turnover / 1e7
+    dp_fee = costs.dp_per_scrip if dp and sell else 0.0
+    sq = costs.square_off_charge if square_off else 0.0
+    gst = costs.gst_pct * (brokerage + exchange + sebi + dp_fee + sq)
+    return brokerage, stt, exchange, sebi, stamp, gst, dp_fee, sq
 
 
 def charges(
@@ -62,22 +108,7 @@ def charges(
 ) -> Charges:
     """Charges of one fill under Zerodha's schedule for its product; ``dp``: the first CNC
     sell of the scrip that day (DP charge), ``square_off``: the broker squared it off."""
-    turnover = quantity * price
-    sell = SignalType(side) is SignalType.SELL
-    if Product(product) is Product.CNC:
-        brokerage = costs.delivery_brokerage_pct * turnover
-        stt = costs.delivery_stt_pct * turnover
-        stamp = 0.0 if sell else costs.delivery_stamp_buy_pct * turnover
-    else:
-        brokerage = min(costs.brokerage_cap, costs.brokerage_pct * turnover)
-        stt = costs.stt_sell_pct * turnover if sell else 0.0
-        stamp = 0.0 if sell else costs.stamp_buy_pct * turnover
-    exchange = costs.transaction_pct * turnover
-    sebi = costs.sebi_per_crore * turnover / 1e7
-    dp_fee = costs.dp_per_scrip if dp and sell else 0.0
-    sq = costs.square_off_charge if square_off else 0.0
-    gst = costs.gst_pct * (brokerage + exchange + sebi + dp_fee + sq)
-    return Charges(brokerage, stt, exchange, sebi, stamp, gst, dp_fee, sq)
+    return Charges(*_heads(costs, side, quantity, price, product, dp, square_off))
 
 
 def fees(
@@ -87,12 +118,34 @@ def fees(
     price: float,
     product: Product | str = Product.MIS,
 ) -> float:
-    """Charges of one fill under the cost model, rounded to the paisa."""
-    return charges(costs, side, quantity, price, product).total
+    """Charges of one fill under the cost model, rounded to the paisa (``Charges.total``,
+    without building them)."""
+    *parts, dp, square_off = _heads(costs, side, quantity, price, product, False, False)
+    return round(sum(parts) + dp + square_off, 2)
+
+
+def buys(side: SignalType | str) -> bool:
+    """``SignalType(side) is SignalType.BUY`` (raising like it), without the enum call for
+    the two values."""
+    if side == "BUY":
+        return True
+    if side == "SELL":
+        return False
+    return SignalType(side) is SignalType.BUY
+
+
+def is_cnc(product: Product | str) -> bool:
+    """``Product(product) is Product.CNC`` (raising like it), without the enum call for the
+    two values."""
+    if product == "MIS":
+        return False
+    if product == "CNC":
+        return True
+    return Product(product) is Product.CNC
 
 
 def signed(side: SignalType | str, quantity: int) -> int:
-    return quantity if SignalType(side) is SignalType.BUY else -quantity
+    return quantity if buys(side) else -quantity
 
 
 @dataclass
@@ -263,14 +316,26 @@ class Book:
     def copy_marks(self, other: Book) -> None:
         """Take ``other``'s marks (one vector copy when both books share their slots)."""
         n = len(self._slot)
-        if n == len(other._slot) and np.array_equal(self._sorted, other._sorted):
-            if np.array_equal(self._order, other._order):
-                self._mark[:n], self._seen[:n] = other._mark[:n], other._seen[:n]
-                return
+        if n == len(other._slot) and self._same_slots(other):
+            self._mark[:n], self._seen[:n] = other._mark[:n], other._seen[:n]
+            return
         for token, slot in self._slot.items():
             theirs = other._slot.get(token)
             if theirs is not None and other._seen[theirs]:
                 self._mark[slot], self._seen[slot] = other._mark[theirs], True
+
+    def _same_slots(self, other: Book) -> bool:
+        """Both books (with as many slots) give every token the same slot. The arrays are
+        replaced, never written in place, when a slot is added: once found equal they are
+        shared, so later calls cost an identity test."""
+        if self._sorted is other._sorted and self._order is other._order:
+            return True
+        if np.array_equal(self._sorted, other._sorted) and np.array_equal(
+            self._order, other._order
+        ):
+            self._sorted, self._order = other._sorted, other._order
+            return True
+        return False
 
     def _q(self) -> F64:
         return self._qty[: len(self._slot)]
@@ -315,11 +380,12 @@ class Book:
     def positions(self) -> list[dict[str, float | int]]:
         """Open or traded positions, as Position field dicts (validated by the snapshot)."""
         out: list[dict[str, float | int]] = []
+        marks, slots = self._mark.tolist(), self._slot  # Python floats, as float() gives
         for token in sorted(self.lots):
             lot = self.lots[token]
             if lot.quantity == 0 and lot.realized == 0.0:
                 continue
-            mark = float(self._mark[self._slot[token]])
+            mark = marks[slots[token]]
             out.append(
                 {
                     "instrument_token": token,

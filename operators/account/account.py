@@ -318,8 +318,10 @@ class Account(Closing, MarkRuns):
     def _held(self, item: AccountIn) -> list[AccountOut]:
         """Halts found before the first event time: applied at the first item that has
         one, before it is decided."""
+        if not self.state.held_alerts or self.state.book.last_ts is not None:
+            return []
         ts = _ts(item)
-        if not self.state.held_alerts or ts is None or self.state.book.last_ts is not None:
+        if ts is None:
             return []
         if isinstance(item, (OrderUpdate, KiteAlert, KitePositions)):
             return []

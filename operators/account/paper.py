@@ -33,7 +33,7 @@ import numpy as np
 from operators.account import orders
 from operators.account.costs import CncDays
 from operators.account.prices import Pricer
-from operators.accounting import Charges, charges
+from operators.accounting import Charges, buys, charges, is_cnc
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType, StateReason
 from schemas.events import OrderEvent, ValidatedSignal
@@ -114,7 +114,7 @@ class PaperVenue:
 
     def _protected(self, v: ValidatedSignal, price: float | None = None) -> float | None:
         """A MARKET order's protection bound from ``price`` (default: its signal's)."""
-        buy = SignalType(v.side) is SignalType.BUY
+        buy = buys(v.side)
         token = v.signal.instrument_token
         return self.px.protected(token, buy, v.signal.price if price is None else price)
 
@@ -209,7 +209,7 @@ class PaperVenue:
         """This fill's charges and fee. MIS: the whole order's so far less what its earlier
         fills paid (brokerage is capped per order); CNC: across its day (costs.CncDays)."""
         v = r.v
-        if Product(v.product) is not Product.CNC:
+        if not is_cnc(v.product):
             whole = charges(self.costs, v.side, 1, r.turnover, Product.MIS, False, r.square_off)
             part, fee = whole.minus(r.charged), round(whole.total - r.charged.total, 2)
             r.charged = whole
@@ -238,7 +238,7 @@ class PaperVenue:
                     out += self._take(r, self.px.at_limit(*_side(r), e.price), e)
             elif not r.rested:
                 r.seen = True
-                book = e.asks if SignalType(r.v.side) is SignalType.BUY else e.bids
+                book = e.asks if buys(r.v.side) else e.bids
                 out += self._walk(r, e, book) if book else self._take(r, self._price(r, e.price), e)
         return out
 
@@ -375,4 +375,4 @@ def _cancelled(v: ValidatedSignal, why: str, ts: int, unfilled: int) -> OrderEve
 
 def _side(r: Resting) -> tuple[int, bool, float | None]:
     """``r``'s instrument, whether it buys, and its limit (the Pricer's arguments)."""
-    return r.v.signal.instrument_token, SignalType(r.v.side) is SignalType.BUY, r.limit
+    return r.v.signal.instrument_token, buys(r.v.side), r.limit

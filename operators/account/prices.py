@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+from operators.accounting import buys
 from operators.market import nse_tick_size
 from schemas.enums import SignalType
 from schemas.ticks import ExecTick
@@ -18,7 +19,7 @@ Levels = tuple[tuple[float, int], ...]
 
 def slipped_price(price: float, side: SignalType | str, bps: float, tick: float) -> float:
     """Move ``price`` against the order by ``bps`` and round outward to a multiple of ``tick``."""
-    buy = SignalType(side) is SignalType.BUY
+    buy = buys(side)
     raw = price * (1 + bps / 1e4) if buy else price * (1 - bps / 1e4)
     steps = raw / tick
     n = math.ceil(steps - 1e-9) if buy else max(1, math.floor(steps + 1e-9))
