@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import stop
-from connectors.replay_files import ReplayFileError, list_files
+from connectors.replay_files import ReplayFileError, checked
 from connectors.replay_kept import forget
 from connectors.replay_read import FileData, FileReader
 from operators.session import MarketSession
@@ -45,12 +46,22 @@ class RowsRead:
 SourceItem = TickBatch | DeadLetter | RowsRead
 
 
+_DYING = threading.Lock()
+
+
 def _unreadable(reader: FileReader, path: Path, exc: BaseException) -> NoReturn:
     """A file that passed the check before the run but fails now (changed or damaged since):
     one line, exit 2, no traceback; its kept check is dropped, so the next run refuses it
     before it starts."""
+    _DYING.acquire()  # partitions waiting on one failed read: the first says it, then exits
     forget(path, reader.ts_unit, reader.zone)
-    err = ReplayFileError(path, ReplayProblem.CORRUPT, f"became unreadable during the run: {exc}")
+    err = (
+        exc
+        if isinstance(exc, ReplayFileError)
+        else ReplayFileError(
+            path, ReplayProblem.CORRUPT, f"became unreadable during the run: {exc}"
+        )
+    )
     sys.stderr.write(f"alpha-panda: {err}\n")
     sys.stderr.flush()
     os._exit(2)
@@ -194,8 +205,10 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
         names the file); with ``session``, naive times that look written in the session's
         zone but are read as UTC are warned of."""
         hours = (session.is_open, session.cfg.timezone) if session else (None, "Asia/Kolkata")
-        self.files = list_files(path, ts_unit, zone, *hours)
-        self.reader = FileReader(self.files, ts_unit, zone)  # shared by this process's parts
+        spans = checked(path, ts_unit, zone, *hours)
+        self.files = [s.path for s in spans]
+        stamps = [s.stamp for s in spans]
+        self.reader = FileReader(self.files, stamps, ts_unit, zone)  # this process's parts
         self.trading = trading
         self.known = frozenset(instruments)
         self.batch_size = batch_size

@@ -10,6 +10,7 @@ tick time (robust to a stray bad timestamp), ties by name, whatever their names.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -23,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors.replay_kept import file_key, keep_span, kept_span, now, settled
+from connectors.replay_kept import file_key, keep_span, kept_span, now, settled, stamp_of
 from connectors.replay_times import (
     I64_MAX,
     MISSING_TS,
@@ -132,6 +133,7 @@ class FileSpan:
     last: int
     naive: bool = False  # its times carry no zone (read in source.timezone)
     sample: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    stamp: tuple[int, int, int, int, int] | None = None  # the file's, when it was checked
 
 
 def _footer(path: Path) -> pq.ParquetFile:
@@ -171,14 +173,15 @@ def check_file(path: Path, ts_unit: str | None, zone: str = "UTC") -> FileSpan:
     page raises here, not mid-run), decode the times; the file's time span. A file that
     passed before, unchanged since, is not read again (connectors.replay_kept)."""
     key, started = file_key(path, ts_unit, zone), now()
+    st = stamp_of(key) if key is not None else None
     kept = kept_span(key) if key is not None else None
     if kept is not None:
-        return FileSpan(path, *kept)
+        return FileSpan(path, *kept, stamp=st)
     with _footer(path) as pf:
         span = _check_open(path, pf, ts_unit, zone)
     if key is not None and settled(key, started) and file_key(path, ts_unit, zone) == key:
         keep_span(key, span.median, span.first, span.last, span.naive, span.sample)
-    return span
+    return dataclasses.replace(span, stamp=st)
 
 
 def _check_open(path: Path, pf: pq.ParquetFile, ts_unit: str | None, zone: str) -> FileSpan:
@@ -272,6 +275,17 @@ def list_files(
     is_open: Callable[[int], bool] | None = None,
     session_zone: str = "Asia/Kolkata",
 ) -> list[Path]:
+    """Every replay file under ``path``, checked whole, in time order (see ``checked``)."""
+    return [s.path for s in checked(path, ts_unit, zone, is_open, session_zone)]
+
+
+def checked(
+    path: str | Path,
+    ts_unit: str | None = None,
+    zone: str = "UTC",
+    is_open: Callable[[int], bool] | None = None,
+    session_zone: str = "Asia/Kolkata",
+) -> list[FileSpan]:
     """Every replay file under ``path``, checked whole, in time order (see the module).
     With ``is_open`` (the session's hours, µs UTC), naive times read as UTC that fall
     mostly outside them, but inside once read in ``session_zone``, are warned of."""
@@ -289,7 +303,7 @@ def list_files(
                 before.path.name,
                 after.path.name,
             )
-    return [s.path for s in spans]
+    return spans
 
 
 def _check_all(files: list[Path], ts_unit: str | None, zone: str) -> list[FileSpan]:

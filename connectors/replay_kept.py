@@ -80,6 +80,12 @@ def stamp(path: Path) -> tuple[int, int, int, int, int] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
+def stamp_of(key: list[object]) -> tuple[int, int, int, int, int]:
+    """The file's stamp within its ``file_key``."""
+    dev, ino, size, mtime_ns, ctime_ns = (int(v) for v in key[3:8])  # type: ignore[call-overload]
+    return dev, ino, size, mtime_ns, ctime_ns
+
+
 def file_key(path: Path, ts_unit: str | None, zone: str) -> list[object] | None:
     """What a kept check of ``path`` is valid for; None if the file cannot be stat'ed."""
     st, digest = stamp(path), checker_digest()

@@ -3,14 +3,15 @@ columns grouped by instrument (so a partition's chunk is a slice), the next file
 background thread while one is replayed.
 
 Partitions drift apart (a partition with few instruments runs ahead): a file stays held
-until every partition of the process has taken it or moved past it, up to ``MAX_HELD``
-files (beyond that the oldest is dropped and read again if still needed: memory is capped,
-at the cost of a re-read). A changed file (another stamp, connectors.replay_kept) is read
-anew. Read-ahead threads are daemons and none starts once a stop is requested, so a stopped
-run exits without waiting for a read it will not use."""
+until every partition of the process has taken it, and only the ``MAX_HELD`` files from the
+slowest partition's next are held or read ahead (one further ahead is read by its taker
+alone, as without sharing): memory is capped and no read is thrown away. A file changed
+since its check is refused. No read ahead starts once a stop is requested, and a stopped
+run exits without waiting for one in flight."""
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -23,12 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors import stop
-from connectors.replay_files import read_file, read_ticks
+from connectors.replay_files import ReplayFileError, read_file, read_ticks
 from connectors.replay_kept import stamp
 from operators.ticks import MISSING_TS, Bounds, implausible, recording_bounds
+from schemas.arrow import ReplayProblem
 from schemas.ticks import Depth
 
-MAX_HELD = 4  # decoded files held at once: the slowest partition's, the fastest's, the next
+MAX_HELD = 4  # files held at once: the slowest partition's next and those just after it
 
 
 @dataclass
@@ -87,22 +89,36 @@ def decode(path: Path, ts_unit: str | None, zone: str) -> FileData:
 
 
 Stamp = tuple[int, int, int, int, int] | None
+_READING: set[threading.Thread] = set()  # read-ahead threads not yet done
+
+
+@atexit.register
+def _join_reads() -> None:
+    """At a normal exit, wait for reads in flight: a daemon thread still inside Arrow while
+    the interpreter finalizes can abort it. (A stop exits at once, before this runs:
+    connectors.stop's hook is registered later, so runs first.)"""
+    for t in list(_READING):
+        t.join()
 
 
 class FileReader:
     """The files of one replay source, read for the partitions of this process (worker
-    threads share it; processes each have their own)."""
+    threads share it; processes each have their own). ``stamps``: each file's stamp when
+    it was checked (connectors.replay_kept.stamp); a file whose stamp differs when it is
+    read changed since its check and is refused (ReplayFileError CHANGED)."""
 
     def __init__(
         self,
         files: Sequence[Path],
+        stamps: Sequence[Stamp],
         ts_unit: str | None = None,
         zone: str = "UTC",
         read: Callable[[Path, str | None, str], FileData] = decode,
     ) -> None:
-        self.files, self.ts_unit, self.zone, self._read = list(files), ts_unit, zone, read
+        self.files, self.stamps = list(files), list(stamps)
+        self.ts_unit, self.zone, self._read = ts_unit, zone, read
         self._lock = threading.Lock()
-        self._held: dict[int, tuple[Stamp, Future[FileData]]] = {}
+        self._held: dict[int, Future[FileData]] = {}
         self._next: dict[str, int] = {}  # partition → the file it takes next
 
     def join(self, part: str, idx: int) -> None:
@@ -112,54 +128,84 @@ class FileReader:
             self._prune()
 
     def take(self, part: str, idx: int) -> FileData:
-        """File ``idx`` for ``part`` (errors of its read raised here); starts reading the
-        next file unless it is held or a stop was requested."""
-        path = self.files[idx]
-        st = stamp(path)
+        """File ``idx`` for ``part`` (errors of its read raised here; a read ahead that
+        failed is tried once more); then reads ahead the next file."""
         with self._lock:
-            held = self._held.get(idx)
-            mine = held is None or held[0] != st
-            if mine:
-                held = (st, Future())
-                self._held[idx] = held
-        assert held is not None
+            fut = self._held.get(idx)
+            mine = fut is None
+            if fut is None:
+                fut = Future()
+                if self._in_window(idx):
+                    self._held[idx] = fut
         if mine:
-            _fill(held[1], lambda: self._read(path, self.ts_unit, self.zone))
+            _fill(fut, lambda: self._checked_read(idx))
         try:
-            return held[1].result()
-        finally:
-            with self._lock:
-                self._next[part] = idx + 1
-                self._prune()
-            self._ahead(idx + 1)
+            data = fut.result()
+        except Exception:
+            if mine:
+                raise
+            data = self._checked_read(idx)
+        with self._lock:
+            self._next[part] = idx + 1
+            self._prune()
+        self._ahead(idx + 1)
+        return data
+
+    def _checked_read(self, idx: int) -> FileData:
+        path, want = self.files[idx], self.stamps[idx]
+        if stamp(path) != want:
+            raise _changed(path)
+        data = self._read(path, self.ts_unit, self.zone)
+        if stamp(path) != want:  # changed while it was read
+            raise _changed(path)
+        return data
 
     def _ahead(self, idx: int) -> None:
+        """Read file ``idx`` on a thread, unless held, beyond the window or stopping."""
         if idx >= len(self.files) or stop.requested():
             return
-        path = self.files[idx]
+        fut: Future[FileData] = Future()
         with self._lock:
-            if idx in self._held:
+            if idx in self._held or not self._in_window(idx):
                 return
-            fut: Future[FileData] = Future()
-            self._held[idx] = (stamp(path), fut)
-            self._prune()
+            self._held[idx] = fut
 
         def run() -> None:
-            _fill(fut, lambda: self._read(path, self.ts_unit, self.zone))
+            try:
+                _fill(fut, lambda: self._checked_read(idx))
+            finally:
+                _READING.discard(thread)
 
-        threading.Thread(target=run, name="replay-read", daemon=True).start()
+        thread = threading.Thread(target=run, name="replay-read", daemon=True)
+        try:
+            _READING.add(thread)
+            thread.start()
+        except Exception as exc:  # no thread to be had: the taker reads it itself
+            _READING.discard(thread)
+            with self._lock:
+                self._held.pop(idx, None)
+            fut.set_exception(exc)
+
+    def _in_window(self, idx: int) -> bool:
+        """Files held are those the slowest partition takes next and the MAX_HELD - 1
+        after it: a partition further ahead reads its own (as if alone) and no read is
+        ever thrown away."""
+        return idx < min(self._next.values(), default=0) + MAX_HELD
 
     def _prune(self) -> None:
-        """Drop files every partition has taken; beyond MAX_HELD, the oldest."""
+        """Drop files every partition has taken."""
         low = min(self._next.values(), default=0)
-        for idx in sorted(self._held):
-            if idx < low or len(self._held) > MAX_HELD:
-                del self._held[idx]
+        for idx in [i for i in self._held if i < low]:
+            del self._held[idx]
 
     def held(self) -> list[int]:
         """Indexes of the files held now (read or being read)."""
         with self._lock:
             return sorted(self._held)
+
+
+def _changed(path: Path) -> ReplayFileError:
+    return ReplayFileError(path, ReplayProblem.CHANGED, "changed during the run, after its check")
 
 
 def _fill(fut: Future[FileData], read: Callable[[], FileData]) -> None:

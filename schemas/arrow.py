@@ -50,6 +50,7 @@ class ReplayProblem(StrEnum):
     EPOCH_UNIT_IMPLAUSIBLE = "EPOCH_UNIT_IMPLAUSIBLE"  # read with that unit: no plausible year
     ALL_NULL = "ALL_NULL"  # a required column has no value in any row
     NO_VALID_TIMESTAMP = "NO_VALID_TIMESTAMP"
+    CHANGED = "CHANGED"  # changed during the run, after it was checked
 
 
 def _numeric(t: pa.DataType) -> bool:

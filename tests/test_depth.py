@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.kite.ticks import Capture, book_depth
-from connectors.replay import list_files
+from connectors.replay_files import list_files
 from flows.config import parse_config
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, depth_columns, read_depth
 from schemas.config import ConfigError

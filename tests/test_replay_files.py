@@ -219,7 +219,8 @@ def test_every_unusable_file_is_refused_in_one_line_naming_it(tmp_path: Path, na
 
 def test_the_case_list_covers_every_problem_but_unreadable() -> None:
     covered = {p for p, _, _ in CASES.values()}
-    assert set(ReplayProblem) - covered == {P.UNREADABLE}  # root reads any file: not testable
+    # root reads any file: not testable; CHANGED only arises mid-run (tests/test_replay_read)
+    assert set(ReplayProblem) - covered == {P.UNREADABLE, P.CHANGED}
 
 
 def _config_file(tmp: Path, source: Path, unit: str | None = None) -> Path:
@@ -355,14 +356,17 @@ def test_hidden_and_underscore_files_in_a_folder_are_skipped(tmp_path: Path) -> 
 
 
 def test_a_file_damaged_during_the_run_ends_it_in_one_line_exit_2(tmp_path: Path) -> None:
-    """Checked before the run, then damaged: the replay stops with exit 2 and one line."""
+    """Checked before the run, then damaged in a way its stamp does not show (a failing
+    disk): the replay stops with exit 2 and one line."""
     path = _write(_good_table(), tmp_path / "day.parquet")
     proc = python_script(
         f"""
         from pathlib import Path
         from connectors.replay import ReplaySource
+        from connectors.replay_kept import stamp
         src = ReplaySource({str(path)!r}, {TOKENS[:3]!r}, 100, 1)
         Path({str(path)!r}).write_bytes(b"gone")
+        src.reader.stamps = [stamp(Path({str(path)!r}))]
         src.build_part("s", "replay-0", None).next_batch()
         print("not reached")
         """

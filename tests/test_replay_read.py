@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,25 +17,30 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors import stop
-from connectors.replay_files import read_file
+from connectors.replay import ReplaySource
+from connectors.replay_files import ReplayFileError, read_file
+from connectors.replay_kept import stamp
 from connectors.replay_read import MAX_HELD, FileData, FileReader, decode
 from tests.support import TOKENS, python_script, small_ticks
 
 
 class Reads:
-    """A reader over ``files`` that counts the decodes of each file."""
+    """A reader over ``files`` (stamped now) that counts the decodes of each file; the
+    reads of files behind ``gate`` wait for it."""
 
-    def __init__(self, files: list[Path], gate: threading.Event | None = None) -> None:
+    def __init__(self, files: list[Path], gate: dict[Path, threading.Event] | None = None):
         self.n: Counter[Path] = Counter()
-        self.gate = gate
+        self.lock = threading.Lock()
+        self.gate = gate or {}
 
         def read(path: Path, unit: str | None, zone: str) -> FileData:
-            self.n[path] += 1
-            if self.gate is not None and path != files[0]:
-                self.gate.wait(30)
+            with self.lock:
+                self.n[path] += 1
+            if path in self.gate:
+                assert self.gate[path].wait(30)
             return decode(path, unit, zone)
 
-        self.reader = FileReader(files, read=read)
+        self.reader = FileReader(files, [stamp(f) for f in files], read=read)
 
 
 def _same(a: FileData, b: FileData) -> None:
@@ -66,50 +72,114 @@ def test_partitions_apart_in_the_files_read_each_file_once(tmp_path: Path) -> No
     assert r.reader.held() == [] and r.n == Counter(files) and got["a"] == got["b"]
 
 
-def test_a_partition_far_behind_costs_a_read_again_never_unbounded_memory(
-    tmp_path: Path,
-) -> None:
+def test_two_partitions_asking_for_a_file_at_once_read_it_once(tmp_path: Path) -> None:
+    files = sorted(small_ticks(tmp_path, days=1).glob("*.parquet"))
+    gate = {files[0]: threading.Event()}
+    r = Reads(files, gate)
+    got: dict[str, FileData] = {}
+    for part in "ab":
+        r.reader.join(part, 0)
+    threads = [
+        threading.Thread(target=lambda p=part: got.setdefault(p, r.reader.take(p, 0)))
+        for part in "ab"
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while r.n[files[0]] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the second taker has asked by now, while the first still reads
+    gate[files[0]].set()
+    for t in threads:
+        t.join(30)
+    assert r.n == Counter(files) and got["a"] is got["b"]
+
+
+def test_a_partition_far_ahead_reads_alone_and_memory_stays_capped(tmp_path: Path) -> None:
     files = sorted(small_ticks(tmp_path, days=7).glob("*.parquet"))
     r = Reads(files)
     r.reader.join("slow", 0)
     r.reader.join("fast", 0)
-    for i in range(6):
+    for i in range(7):
         r.reader.take("fast", i)
         assert len(r.reader.held()) <= MAX_HELD
-    assert r.reader.held() == [3, 4, 5, 6]
-    _same(r.reader.take("slow", 0), decode(files[0], None, "UTC"))
-    assert r.n[files[0]] == 2 and r.n[files[3]] == 1
+    assert r.reader.held() == list(range(MAX_HELD))  # what the slow one takes next
+    for i in range(7):
+        _same(r.reader.take("slow", i), decode(files[i], None, "UTC"))
+        assert len(r.reader.held()) <= MAX_HELD
+    # each file read once, but for those the fast one took beyond the window: twice
+    assert r.n == Counter({f: 1 if i < MAX_HELD else 2 for i, f in enumerate(files)})
 
 
-def test_no_read_ahead_once_a_stop_is_asked_and_reads_ahead_never_hold_the_exit(
+def test_partitions_of_one_source_share_its_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = small_ticks(tmp_path, days=3)
+    src = ReplaySource(folder, TOKENS, 50, 2)
+    n: Counter[Path] = Counter()
+    real = src.reader._read
+
+    def counted(path: Path, unit: str | None, zone: str) -> FileData:
+        n[path] += 1
+        return real(path, unit, zone)
+
+    monkeypatch.setattr(src.reader, "_read", counted)
+    parts = [src.build_part("s", name, None) for name in src.list_parts()]
+    live = list(parts)
+    while live:
+        for part in list(live):
+            try:
+                part.next_batch()
+            except StopIteration:
+                live.remove(part)
+    assert n == Counter(src.files) and len(src.files) == 3
+
+
+def test_no_read_ahead_once_a_stop_is_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = sorted(small_ticks(tmp_path, days=3).glob("*.parquet"))
-    gate = threading.Event()
+    gate = {files[1]: threading.Event()}
     r = Reads(files, gate)
     r.reader.join("p", 0)
     r.reader.take("p", 0)
-    readers = [t for t in threading.enumerate() if t.name == "replay-read" and t.is_alive()]
-    assert readers and all(t.daemon for t in readers)  # waiting on the gate: exit is free
+    reading = [t for t in threading.enumerate() if t.name == "replay-read" and t.is_alive()]
+    assert reading and all(t.daemon for t in reading)  # a stop (os._exit) never waits on it
     monkeypatch.setattr(stop, "requested", lambda: True)
-    gate.set()
+    gate[files[1]].set()
     r.reader.take("p", 1)  # read ahead before the stop; the third is never started
     assert r.reader.held() == [] and r.n == Counter(files[:2])
 
 
-def test_a_file_changed_in_place_is_read_anew(tmp_path: Path) -> None:
+def test_a_file_changed_after_its_check_is_refused_and_a_failed_read_ahead_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first, second = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
-    r = Reads([first, second])
+    r = Reads([first, second], {second: threading.Event()})
     r.reader.join("p", 0)
-    r.reader.join("q", 0)  # "q" holds the first file's read
-    before = r.reader.take("p", 0).max_ts
-    shutil.copyfile(second, first)  # another day's ticks under the first day's name
-    after = r.reader.take("q", 0)
-    _same(after, decode(second, None, "UTC"))
-    assert after.max_ts != before and r.n[first] == 2
+    r.reader.join("q", 0)
+    took = r.reader.take("p", 0)  # the second is read ahead: held at the gate
+    shutil.copyfile(first, second)  # another day's ticks under the second day's name
+    assert r.reader.take("q", 0) is took  # held before the change: what every part sees
+    r.gate[second].set()
+    with pytest.raises(ReplayFileError, match=r"changed during the run.*\[CHANGED\]"):
+        r.reader.take("p", 1)  # changed while read ahead, and again when retried
+    calls: list[Path] = []
+
+    def flaky(path: Path, unit: str | None, zone: str) -> FileData:
+        calls.append(path)
+        if len(calls) == 2:  # the read ahead
+            raise OSError("Too many open files")
+        return decode(path, unit, zone)
+
+    again = FileReader([second, second], [stamp(second)] * 2, read=flaky)
+    again.join("p", 0)
+    again.take("p", 0)  # reads the next ahead, which fails once
+    _same(again.take("p", 1), decode(second, None, "UTC"))
+    assert len(calls) == 3
 
 
-def test_a_file_damaged_after_the_check_and_read_ahead_stops_the_run_with_one_line(
+def test_a_file_damaged_after_the_check_stops_the_run_with_one_line_and_loses_its_check(
     tmp_path: Path,
 ) -> None:
     first, second = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
@@ -134,7 +204,7 @@ def test_a_file_damaged_after_the_check_and_read_ahead_stops_the_run_with_one_li
     assert proc.returncode == 2 and "not reached" not in proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(second) in lines[0], proc.stderr[-2000:]
-    assert "became unreadable during the run" in lines[0] and lines[0].endswith("[CORRUPT]")
+    assert "changed during the run" in lines[0] and lines[0].endswith("[CHANGED]")
     assert len(list((kept / "replay-checks").iterdir())) == 1  # the next run checks it again
 
 

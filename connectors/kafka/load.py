@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, Producer
 
 from connectors.kafka import KafkaUnavailable, client_config, partitions_of
-from connectors.replay import list_files
+from connectors.replay_files import list_files
 from data.generate import SAMPLE_FILE
 from flows.config import load_config
 from schemas.config import ConfigError, KafkaConfig, KafkaSourceConfig
