@@ -194,6 +194,7 @@ class Book:
     _basis: float = 0.0  # Σ qty · average price
     _universe_n: int = field(init=False)
     _universe_id: int = field(init=False)
+    _value: float | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.cash = self.starting_cash
@@ -212,6 +213,7 @@ class Book:
         if slot is not None:
             return slot
         slot = self._slot[token] = len(self._slot)
+        self._value = None
         if slot >= len(self._qty):
             grow = max(8, len(self._qty))
             self._qty = np.concatenate((self._qty, np.zeros(grow)))
@@ -263,6 +265,7 @@ class Book:
         self._basis += lot.quantity * lot.average_price
         self._qty[slot] = lot.quantity
         self._mark[slot], self._seen[slot] = price, True
+        self._value = None
         return Applied(realized, trip)
 
     def mark(self, token: int, price: float) -> None:
@@ -270,6 +273,7 @@ class Book:
         slot = self._slot.get(token)
         if slot is not None:
             self._mark[slot], self._seen[slot] = price, True
+            self._value = None
 
     def slots_of(self, tokens: I64) -> tuple[I64, npt.NDArray[np.bool_]]:
         """Each token's slot (valid where the mask is true: the book has a slot for it)."""
@@ -306,6 +310,7 @@ class Book:
             at, prices = at[hit], prices[hit]
         self._mark[at] = prices
         self._seen[at] = True
+        self._value = None
 
     def quantities(self, slots: I64) -> F64:
         return self._qty[slots]
@@ -315,7 +320,7 @@ class Book:
 
     def copy_marks(self, other: Book) -> None:
         """Take ``other``'s marks (one vector copy when both books share their slots)."""
-        n = len(self._slot)
+        n, self._value = len(self._slot), None
         if n == len(other._slot) and self._same_slots(other):
             self._mark[:n], self._seen[:n] = other._mark[:n], other._seen[:n]
             return
@@ -344,8 +349,10 @@ class Book:
         return self._mark[: len(self._slot)]
 
     def market_value(self) -> float:
-        """Σ quantity × mark."""
-        return float(np.dot(self._q(), self._m()))
+        """Σ quantity × mark (kept until a quantity, a mark or the slots change)."""
+        if self._value is None:
+            self._value = float(np.dot(self._q(), self._m()))
+        return self._value
 
     def unrealized(self) -> float:
         return self.market_value() - self._basis

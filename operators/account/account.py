@@ -162,6 +162,8 @@ class Account(Closing, MarkRuns):
         """Apply a state verdict. ``why`` names what asked (a command's origin); a loss
         breach is named by its trading day, so a replay after a restart gives the same
         flatten orders (the same Kite tags) whenever it happens to be noticed."""
+        if not v.changes and v.flatten is None:
+            return []
         st = self.state
         st.changes.extend(v.changes)
         out: list[AccountOut] = list(v.changes)
@@ -227,7 +229,7 @@ class Account(Closing, MarkRuns):
 
     def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
         return dict(
-            order_id=content_id("ord", s.signal_id),
+            order_id=orders.order_id(s.signal_id),
             correlation_id=s.correlation_id,
             causation_id=s.signal_id,
             broker=self.broker,

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from operators.accounting import Charges
 from schemas.enums import OrderStatus
 from schemas.events import FeesSettled, OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal
 from schemas.ids import content_id
+
+
+@lru_cache(maxsize=4096)
+def order_id(signal_id: str) -> str:
+    """The order id of a signal's order (kept: asked at its decision and at its ticks)."""
+    return content_id("ord", signal_id)
+
+
+@lru_cache(maxsize=4096)
+def placed_id(order_id: str) -> str:
+    """The id of an order's placement, every later event's cause (kept: asked per event)."""
+    return content_id("placed", order_id)
 
 
 def _common(
@@ -36,7 +49,7 @@ def placed(
     """The venue accepted the order."""
     return OrderPlaced(
         **_common(v, broker_order_id, OrderStatus.PLACED, ts),
-        event_id=content_id("placed", v.order_id),
+        event_id=placed_id(v.order_id),
         causation_id=v.event_id,
         quantity=v.quantity,
         order_type=order_type,
@@ -63,7 +76,7 @@ def filled(
     return OrderFilled(
         **_common(v, broker_order_id, status, ts),
         event_id=content_id("fill", v.order_id, cumulative),
-        causation_id=content_id("placed", v.order_id),
+        causation_id=placed_id(v.order_id),
         quantity=quantity,
         fill_price=price,
         fees=charged.total if fee is None else fee,
@@ -85,7 +98,7 @@ def failed(
     return OrderFailed(
         **_common(v, broker_order_id, status, ts),
         event_id=content_id("failed", v.order_id, status.value),
-        causation_id=content_id("placed", v.order_id),
+        causation_id=placed_id(v.order_id),
         quantity=unfilled,
         reason=reason,
     )
@@ -138,7 +151,7 @@ def fees_settled(
     return FeesSettled(
         **_common(v, broker_order_id, OrderStatus.FILLED, ts),
         event_id=content_id("note", v.order_id),
-        causation_id=content_id("placed", v.order_id),
+        causation_id=placed_id(v.order_id),
         quantity=filled,
         model_fees=round(model_fees, 2),
         note_fees=total,

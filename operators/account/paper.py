@@ -37,7 +37,6 @@ from operators.accounting import Charges, buys, charges, is_cnc
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType, StateReason
 from schemas.events import OrderEvent, ValidatedSignal
-from schemas.ids import content_id
 from schemas.kite import OrderUpdate
 from schemas.ticks import F64, I64, US, ExecTick, OrderLatency, from_us, to_us
 
@@ -226,7 +225,7 @@ class PaperVenue:
         from its side (``cross``) fills it there."""
         out: list[OrderEvent] = []
         for sid in e.signals:
-            r = self.state.resting.get(content_id("ord", sid))
+            r = self.state.resting.get(orders.order_id(sid))
             if r is None or r.on_mark:
                 continue  # ended, or the account's own (filled at marks)
             if r.trigger is not None and not r.triggered:

@@ -32,6 +32,9 @@ class Verdict:
     flatten: StateReason | None = None
 
 
+NOTHING = Verdict()  # the usual answer to a time step (immutable: shared)
+
+
 class TradingControl:
     """Pure logic of the trading state; the account applies its verdicts."""
 
@@ -80,7 +83,7 @@ class TradingControl:
                 )
         loss = -self.day_pnl(net_pnl)
         if st.loss_breached or loss < self.risk.max_daily_loss:
-            return Verdict(changes)
+            return Verdict(changes) if changes else NOTHING
         st.loss_breached = True
         detail = f"day loss {loss:,.2f} >= limit {self.risk.max_daily_loss:,.2f} on {day}"
         if st.state is not TradingState.HALTED:
