@@ -69,6 +69,9 @@ class Charges:
         )
 
 
+NO_CHARGES = Charges()  # immutable: shared by every order with nothing charged yet
+
+
 def _heads(
     costs: CostModel,
     side: SignalType | str,

@@ -299,7 +299,9 @@ class Account(Closing, MarkRuns):
 
     # -- the stream ----------------------------------------------------------------------
     def on_item(self, item: AccountIn) -> list[AccountOut]:
-        out = self._apply(self.venue.collect()) + self._held(item) + self._route(item)
+        collected = self.venue.collect()
+        out = self._apply(collected) if collected else []
+        out += self._held(item) + self._route(item)
         alerts = self.venue.drain_alerts()
         if isinstance(item, KiteAlert):
             alerts.append((StateReason.TOKEN_INVALID, item.detail))

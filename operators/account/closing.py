@@ -112,8 +112,11 @@ class Closing:
         square-off, if nothing came after its cut-off to do it, and any square-off no tick
         filled, done at that close at the last prices (the broker closes them regardless)."""
         session = self.setup.session
-        close, cut = session.closes(prev), session.cutoff(prev)
-        if not self.venue.simulated or ts < close or cut is None:
+        close = session.closes(prev)
+        if not self.venue.simulated or ts < close:
+            return []
+        cut = session.cutoff(prev)
+        if cut is None:
             return []
         out: list[Any] = []
         if self.state.squared_off < cut:  # commands due before the cut-off come first

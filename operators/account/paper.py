@@ -33,7 +33,7 @@ import numpy as np
 from operators.account import orders
 from operators.account.costs import CncDays
 from operators.account.prices import Pricer
-from operators.accounting import Charges, buys, charges, is_cnc
+from operators.accounting import NO_CHARGES, Charges, buys, charges, is_cnc
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType, StateReason
 from schemas.events import OrderEvent, ValidatedSignal
@@ -60,7 +60,7 @@ class Resting:
     rested: bool = False  # it missed a tick: it fills only where the tape reaches its limit
     filled: int = 0
     turnover: float = 0.0
-    charged: Charges = field(default_factory=Charges)  # the whole order's so far (MIS)
+    charged: Charges = NO_CHARGES  # the whole order's so far (MIS)
 
 
 @dataclass
