@@ -239,7 +239,9 @@ class Book:
         self, token: int, side: SignalType | str, quantity: int, price: float, fee: float
     ) -> Applied:
         """Apply one fill (marking the instrument at its price)."""
-        lot = self.lots.setdefault(token, Lot())
+        lot = self.lots.get(token)
+        if lot is None:
+            lot = self.lots[token] = Lot()
         slot = self._slot_of(token)
         self._basis -= lot.quantity * lot.average_price
         delta = signed(side, quantity)

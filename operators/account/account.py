@@ -251,15 +251,15 @@ class Account(Closing, MarkRuns):
         held = st.book.strategy_position(s.strategy_id, token) + st.book.pending(
             token, s.strategy_id
         )
-        diff = s.target_quantity - held
-        if self._product(s.strategy_id) is Product.CNC and diff < 0:
+        diff, product = s.target_quantity - held, self._product(s.strategy_id)
+        if product is Product.CNC and diff < 0:
             cancelled, diff = self._cnc_sell(key, s.target_quantity, ts)
             out += cancelled
         if diff == 0:
             return out
         side = SignalType.BUY if diff > 0 else SignalType.SELL
         kind = self.setup.order_types.get(s.strategy_id, "MARKET")
-        req = Request(s, side, abs(diff), kind, ts, self._product(s.strategy_id), self.band(token))
+        req = Request(s, side, abs(diff), kind, ts, product, self.band(token))
         found = self.risk.check(req, st.book, self.trading.state)
         fields = self._request(s, side, abs(diff))
         offset = self.setup.stops.get(s.strategy_id)

@@ -135,7 +135,11 @@ class OrderRates:
 
     def breach(self, ts_us: int) -> str | None:
         """None if one more order at ``ts_us`` fits every cap, else what it would break."""
-        found = [d for d in (self._breach_of(c, ts_us) for c in self.caps) if d is not None]
+        found: list[str] = []
+        for cap in self.caps:
+            hit = self._breach_of(cap, ts_us)
+            if hit is not None:
+                found.append(hit)
         return "; ".join(found) if found else None
 
     def record(self, ts_us: int) -> None:
