@@ -393,8 +393,9 @@ class Book:
         """Open or traded positions, as Position field dicts (validated by the snapshot)."""
         out: list[dict[str, float | int]] = []
         marks, slots = self._mark.tolist(), self._slot  # Python floats, as float() gives
-        for token in sorted(self.lots):
-            lot = self.lots[token]
+        lots = self.lots
+        for token in sorted(lots):
+            lot = lots[token]
             if lot.quantity == 0 and lot.realized == 0.0:
                 continue
             mark = marks[slots[token]]

@@ -119,7 +119,8 @@ class AccountBook:
         """Cash the open orders would tie up once they all fill, netted per instrument:
         what they add to a long (buys) or to a short (sells beyond the long), at their
         price. Opposing open orders on one instrument net out."""
-        out, by_token = 0.0, dict[int, list[OpenOrder]]()
+        out = 0.0
+        by_token: dict[int, list[OpenOrder]] = {}  # a literal: no generic alias built per call
         for o in self.open.values():  # grouped once: O(open orders), not O(tokens x orders)
             if o.remaining:
                 by_token.setdefault(o.token, []).append(o)
