@@ -1,4 +1,5 @@
-"""Accounting of the account's books: fees, average-cost positions, round trips net of fees.
+"""Accounting of the account's books: average-cost positions, round trips net of fees (the
+fees themselves: operators.charges).
 
 Identity kept at every step: cash + Σ qty·mark = starting cash + realized + unrealized − fees.
 """
@@ -11,120 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from schemas.config import CostModel
 from schemas.enums import Product, SignalType
 from schemas.ticks import universe_id
-
-
-@dataclass(frozen=True)
-class Charges:
-    """One fill's charges by head (each to 0.0001); ``total`` is their sum to the paisa."""
-
-    brokerage: float = 0.0
-    stt: float = 0.0
-    exchange: float = 0.0
-    sebi: float = 0.0
-    stamp: float = 0.0
-    gst: float = 0.0
-    dp: float = 0.0
-    square_off: float = 0.0
-
-    @property
-    def total(self) -> float:
-        parts = (self.brokerage, self.stt, self.exchange, self.sebi, self.stamp, self.gst)
-        return round(sum(parts) + self.dp + self.square_off, 2)
-
-    def columns(self) -> dict[str, float]:
-        return {
-            "brokerage": round(self.brokerage, 4),
-            "stt": round(self.stt, 4),
-            "exchange": round(self.exchange, 4),
-            "sebi": round(self.sebi, 4),
-            "stamp": round(self.stamp, 4),
-            "gst": round(self.gst, 4),
-            "dp": round(self.dp, 4),
-            "square_off": round(self.square_off, 4),
-        }
-
-    def __add__(self, other: Charges) -> Charges:
-        mine, theirs = self.__dict__, other.__dict__
-        return Charges(**{k: mine[k] + theirs[k] for k in mine})
-
-    def __sub__(self, other: Charges) -> Charges:
-        mine, theirs = self.__dict__, other.__dict__
-        return Charges(**{k: mine[k] - theirs[k] for k in mine})
-
-    def minus(self, earlier: Charges) -> Charges:
-        """What is charged beyond ``earlier`` (a partial fill: the whole so far less before)."""
-        e = earlier
-        return Charges(
-            max(self.brokerage - e.brokerage, 0.0),
-            max(self.stt - e.stt, 0.0),
-            max(self.exchange - e.exchange, 0.0),
-            max(self.sebi - e.sebi, 0.0),
-            max(self.stamp - e.stamp, 0.0),
-            max(self.gst - e.gst, 0.0),
-            max(self.dp - e.dp, 0.0),
-            max(self.square_off - e.square_off, 0.0),
-        )
-
-
-NO_CHARGES = Charges()  # immutable: shared by every order with nothing charged yet
-
-
-def _heads(
-    costs: CostModel,
-    side: SignalType | str,
-    quantity: int,
-    price: float,
-    product: Product | str,
-    dp: bool,
-    square_off: bool,
-) -> tuple[float, float, float, float, float, float, float, float]:
-    """The charges' heads, in ``Charges``' field order."""
-    turnover = quantity * price
-    sell = not buys(side)
-    if is_cnc(product):
-        brokerage = costs.delivery_brokerage_pct * turnover
-        stt = costs.delivery_stt_pct * turnover
-        stamp = 0.0 if sell else costs.delivery_stamp_buy_pct * turnover
-    else:
-        brokerage = min(costs.brokerage_cap, costs.brokerage_pct * turnover)
-        stt = costs.stt_sell_pct * turnover if sell else 0.0
-        stamp = 0.0 if sell else costs.stamp_buy_pct * turnover
-    exchange = costs.transaction_pct * turnover
-    sebi = costs.sebi_per_crore * turnover / 1e7
-    dp_fee = costs.dp_per_scrip if dp and sell else 0.0
-    sq = costs.square_off_charge if square_off else 0.0
-    gst = costs.gst_pct * (brokerage + exchange + sebi + dp_fee + sq)
-    return brokerage, stt, exchange, sebi, stamp, gst, dp_fee, sq
-
-
-def charges(
-    costs: CostModel,
-    side: SignalType | str,
-    quantity: int,
-    price: float,
-    product: Product | str = Product.MIS,
-    dp: bool = False,
-    square_off: bool = False,
-) -> Charges:
-    """Charges of one fill under Zerodha's schedule for its product; ``dp``: the first CNC
-    sell of the scrip that day (DP charge), ``square_off``: the broker squared it off."""
-    return Charges(*_heads(costs, side, quantity, price, product, dp, square_off))
-
-
-def fees(
-    costs: CostModel,
-    side: SignalType | str,
-    quantity: int,
-    price: float,
-    product: Product | str = Product.MIS,
-) -> float:
-    """Charges of one fill under the cost model, rounded to the paisa (``Charges.total``,
-    without building them)."""
-    *parts, dp, square_off = _heads(costs, side, quantity, price, product, False, False)
-    return round(sum(parts) + dp + square_off, 2)
 
 
 def buys(side: SignalType | str) -> bool:
@@ -206,8 +95,8 @@ class Book:
         n = max(len(tokens), 8)
         self._qty, self._mark = np.zeros(n), np.zeros(n)
         self._seen = np.zeros(n, dtype=bool)
-        self._sorted = np.array(tokens, dtype=np.int64)
-        self._order = np.arange(len(tokens), dtype=np.int64)
+        self._sorted = _frozen(np.array(tokens, dtype=np.int64))
+        self._order = _frozen(np.arange(len(tokens), dtype=np.int64))
         self._universe_n = len(tokens)
         self._universe_id = universe_id(self._sorted)
 
@@ -223,8 +112,8 @@ class Book:
             self._mark = np.concatenate((self._mark, np.zeros(grow)))
             self._seen = np.concatenate((self._seen, np.zeros(grow, dtype=bool)))
         tokens = np.fromiter(self._slot, dtype=np.int64, count=len(self._slot))
-        self._order = np.argsort(tokens, kind="stable")
-        self._sorted = tokens[self._order]
+        self._order = _frozen(np.argsort(tokens, kind="stable"))
+        self._sorted = _frozen(tokens[self._order])
         return slot
 
     def recount(self) -> None:
@@ -410,3 +299,9 @@ class Book:
                 }
             )
         return out
+
+
+def _frozen(a: I64) -> I64:
+    """Read-only: books that share their slots share these arrays (see ``_same_slots``)."""
+    a.setflags(write=False)
+    return a

@@ -339,7 +339,7 @@ class StubVenue:
         self, v: Any, order_type: str, on_mark: bool = False, square_off: bool = False
     ) -> list[Any]:
         from operators.account import orders
-        from operators.accounting import Charges
+        from operators.charges import Charges
         from schemas.enums import OrderStatus
 
         self.sent.append(v)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from operators.account.prices import slipped_price
-from operators.accounting import Book, fees
+from operators.accounting import Book
+from operators.charges import fees
 from schemas.config import CostModel
 
 
@@ -63,6 +64,39 @@ def test_identity_holds_after_random_fills_and_marks() -> None:
     assert b.unrealized() == pytest.approx(fresh, abs=1e-6)
 
 
+def test_market_value_follows_every_fill_mark_and_copy() -> None:
+    """Against the test's own record of positions and last prices, after every step: the
+    value kept between changes is never stale."""
+    rnd = random.Random(11)
+    books = {"a": Book(1e6, universe=(1, 2, 3)), "b": Book(1e6)}
+    marks: dict[str, dict[int, float]] = {"a": {}, "b": {}}
+    slots: dict[str, set[int]] = {"a": {1, 2, 3}, "b": set()}
+    for _ in range(3000):
+        name = rnd.choice("ab")
+        b, mine, tok = books[name], marks[name], rnd.randint(1, 12)
+        px, op = round(rnd.uniform(90, 110), 2), rnd.random()
+        if op < 0.3:
+            b.mark(tok, px)
+            mine.update({tok: px} if tok in slots[name] else {})
+        elif op < 0.5:
+            toks = np.array(sorted({tok, rnd.randint(1, 12)}), dtype=np.int64)
+            pxs = np.array([px + i for i in range(len(toks))])
+            b.mark_many(toks, pxs)
+            got = zip(toks.tolist(), pxs.tolist(), strict=True)
+            mine.update({t: p for t, p in got if t in slots[name]})
+        elif op < 0.6:
+            other = "b" if name == "a" else "a"
+            b.copy_marks(books[other])
+            mine.update({t: p for t, p in marks[other].items() if t in slots[name]})
+        else:
+            b.apply(tok, rnd.choice(["BUY", "SELL"]), rnd.randint(1, 50), px, 0.0)
+            slots[name].add(tok)
+            mine[tok] = px
+        for key, book in books.items():
+            want = sum(lot.quantity * marks[key][t] for t, lot in book.lots.items())
+            assert book.market_value() == pytest.approx(want, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("price", "side", "bps", "tick", "want"),
     [
@@ -112,7 +146,7 @@ def test_book_trusts_universe_slots_only_for_its_own_unchanged_universe() -> Non
 
 
 def test_charges_follow_the_published_schedules_per_product() -> None:
-    from operators.accounting import charges
+    from operators.charges import charges
 
     costs = CostModel()
     # delivery buy of 10 at 2,500 (turnover 25,000): no brokerage, STT 0.1%, stamp 0.015%

@@ -180,7 +180,7 @@ def test_same_day_cnc_orders_cost_what_the_same_orders_cost_intraday() -> None:
     """Whatever the split into orders: the day's matched CNC orders cost exactly their
     intraday charges (brokerage capped per order, no DP when nothing is delivered)."""
     from operators.account.costs import CncDays
-    from operators.accounting import charges
+    from operators.charges import charges
 
     costs = CostModel()
     days = [

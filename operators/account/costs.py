@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from operators.accounting import Charges, charges
+from operators.charges import Charges, charges
 from schemas.config import CostModel
 from schemas.enums import Product, SignalType
 

@@ -7,19 +7,19 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from operators.accounting import Charges
+from operators.charges import Charges
 from schemas.enums import OrderStatus
 from schemas.events import FeesSettled, OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal
 from schemas.ids import content_id
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096, typed=True)
 def order_id(signal_id: str) -> str:
     """The order id of a signal's order (kept: asked at its decision and at its ticks)."""
     return content_id("ord", signal_id)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096, typed=True)
 def placed_id(order_id: str) -> str:
     """The id of an order's placement, every later event's cause (kept: asked per event)."""
     return content_id("placed", order_id)

@@ -33,7 +33,8 @@ import numpy as np
 from operators.account import orders
 from operators.account.costs import CncDays
 from operators.account.prices import Pricer
-from operators.accounting import NO_CHARGES, Charges, buys, charges, is_cnc
+from operators.accounting import buys, is_cnc
+from operators.charges import NO_CHARGES, Charges, charges
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType, StateReason
 from schemas.events import OrderEvent, ValidatedSignal

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from operators.account.book import AccountBook
 from operators.account.rates import OrderRates, RateState, kite_caps
-from operators.accounting import fees, signed
+from operators.accounting import signed
+from operators.charges import fees
 from operators.session import MarketSession
 from schemas.config import CostModel, RiskConfig
 from schemas.enums import Product, RejectReason, SignalType, TradingState

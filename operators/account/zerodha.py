@@ -20,7 +20,7 @@ import numpy as np
 
 from operators.account import orders
 from operators.account.venue import Placer, Worker
-from operators.accounting import Charges, charges
+from operators.charges import Charges, charges
 from schemas.config import CostModel
 from schemas.enums import OrderStatus, Product, SignalType, StateReason
 from schemas.events import OrderEvent, ValidatedSignal
