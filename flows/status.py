@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 from pydantic import AwareDatetime, Field
@@ -20,7 +20,15 @@ from flows.config import load_config
 from schemas.config import ConfigError, RedisConfig
 from schemas.enums import Broker, HealthReason, HealthStatus, Stage
 from schemas.events import Model, PnlSnapshot, Position, StageHealth
-from schemas.redis_keys import BrokerCounters, KeyKind, LiveKeys, RunCounters, WriterBeat, decode
+from schemas.redis_keys import (
+    BrokerCounters,
+    KeyKind,
+    LiveKeys,
+    RunCounters,
+    RunMeta,
+    WriterBeat,
+    decode,
+)
 
 SEVERITY = [HealthStatus.HEALTHY, HealthStatus.IDLE, HealthStatus.STARTUP]
 SEVERITY += [HealthStatus.WARNING, HealthStatus.CRITICAL]
@@ -104,6 +112,26 @@ def read_status(
         detail = f"no live state under prefix {keys.prefix!r} (is sinks: [redis] set?)"
         return StatusView(**base, flow="no data", detail=detail, exit_code=NO_DATA)
     meta = decode(KeyKind.META, raw_meta)
+    values, hist_raw = _fetch(client, keys, meta, history)
+    writers = _writers(values, keys, meta.workers, datetime.now(timezone.utc))
+    flow, detail = _flow_state(writers, stale_after_s)
+    brokers = [
+        _broker_view(b, keys, values, hist) for b, hist in zip(meta.brokers, hist_raw, strict=True)
+    ]
+    code = NO_DATA if flow == "stale" else 0
+    if flow != "stale" and brokers:
+        code = max(EXIT_OF.get(HealthStatus(v.status), 0) for v in brokers)
+    return StatusView(
+        **base, flow=flow, detail=detail, exit_code=code, source=meta.source, writers=writers,
+        run=values.get(keys.run_counters()), brokers=brokers,
+    )  # fmt: skip
+
+
+def _fetch(
+    client: redis.Redis, keys: LiveKeys, meta: RunMeta, history: int
+) -> tuple[dict[str, Any], list[list[bytes]]]:
+    """Every key of the deployment, decoded, read in one transaction; and each broker's
+    last ``history`` health entries (raw)."""
     wanted = [keys.writer(i) for i in range(meta.workers)] + [keys.run_counters()]
     for b in meta.brokers:
         wanted += [keys.pnl(b), keys.positions(b), keys.counters(b)]
@@ -121,60 +149,53 @@ def read_status(
             parsed = keys.parse(key)
             assert parsed is not None
             values[key] = decode(parsed.kind, raw)
-    stages_n = len(Stage)
+    n, k0 = len(Stage), len(wanted)
     hist_raw = [
-        [m for ms in got[len(wanted) + k * stages_n : len(wanted) + (k + 1) * stages_n] for m in ms]
+        [m for ms in got[k0 + k * n : k0 + (k + 1) * n] for m in ms]
         for k in range(len(meta.brokers))
     ]
+    return values, hist_raw
 
-    now = datetime.now(timezone.utc)
-    writers = []
-    for i in range(meta.workers):
+
+def _writers(
+    values: dict[str, Any], keys: LiveKeys, workers: int, now: datetime
+) -> list[WriterView]:
+    out = []
+    for i in range(workers):
         beat: WriterBeat | None = values.get(keys.writer(i))
         age = (now - beat.updated_at).total_seconds() if beat else None
         flow_age = (now - beat.flow_at).total_seconds() if beat and beat.flow_at else None
-        writers.append(
-            WriterView(
-                worker=i, state=beat.state if beat else "missing", age_s=age, flow_age_s=flow_age
-            )
-        )
+        state = beat.state if beat else "missing"
+        out.append(WriterView(worker=i, state=state, age_s=age, flow_age_s=flow_age))
+    return out
+
+
+def _flow_state(writers: list[WriterView], stale_after_s: float) -> tuple[FlowState, str]:
     stale = [
         w
         for w in writers
         if w.state == "missing" or (w.state == "running" and (w.age_s or 0) > stale_after_s)
     ]
-    flow: FlowState
     if stale:
-        flow = "stale"
-        detail = (
+        return "stale", (
             f"writer {stale[0].worker} silent for more than {stale_after_s:g} s: the flow stopped"
         )
-    elif all(w.state == "finished" for w in writers):
-        flow, detail = "finished", "the run finished; this is its final state"
-    else:
-        flow, detail = "running", "state written by the running flow"
+    if all(w.state == "finished" for w in writers):
+        return "finished", "the run finished; this is its final state"
+    return "running", "state written by the running flow"
 
-    brokers = []
-    for b, hist in zip(meta.brokers, hist_raw, strict=True):
-        stages = [_stage_view(s, values.get(keys.health(b, s))) for s in Stage]
-        worst = _worst(stages)
-        brokers.append(
-            BrokerView(
-                broker=b, status=worst.status, reason=worst.reason, worst_stage=worst.stage,
-                stages=stages, counters=values.get(keys.counters(b)), pnl=values.get(keys.pnl(b)),
-                positions=values.get(keys.positions(b), []),
-                history=sorted(
-                    (decode(KeyKind.HEALTH_HISTORY, m) for m in hist),
-                    key=lambda h: (h.window_start, h.stage),
-                ),
-            )
-        )  # fmt: skip
-    code = NO_DATA if flow == "stale" else 0
-    if flow != "stale" and brokers:
-        code = max(EXIT_OF.get(HealthStatus(v.status), 0) for v in brokers)
-    return StatusView(
-        **base, flow=flow, detail=detail, exit_code=code, source=meta.source, writers=writers,
-        run=values.get(keys.run_counters()), brokers=brokers,
+
+def _broker_view(b: str, keys: LiveKeys, values: dict[str, Any], hist: list[bytes]) -> BrokerView:
+    stages = [_stage_view(s, values.get(keys.health(b, s))) for s in Stage]
+    worst = _worst(stages)
+    return BrokerView(
+        broker=b, status=worst.status, reason=worst.reason, worst_stage=worst.stage,
+        stages=stages, counters=values.get(keys.counters(b)), pnl=values.get(keys.pnl(b)),
+        positions=values.get(keys.positions(b), []),
+        history=sorted(
+            (decode(KeyKind.HEALTH_HISTORY, m) for m in hist),
+            key=lambda h: (h.window_start, h.stage),
+        ),
     )  # fmt: skip
 
 
