@@ -284,83 +284,87 @@ class LostResponse(Exception):
         self.delay_s = delay_s
 
 
-def handler_for(api: SimApi) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(BaseHTTPRequestHandler):
+    """The simulator's HTTP front (``handler_for`` binds it to one ``SimApi``)."""
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return None  # tokens travel in headers; never log requests
+    api: SimApi
+    protocol_version = "HTTP/1.1"
 
-        def _params(self) -> dict[str, Any]:
-            url = urlsplit(self.path)
-            params: dict[str, Any] = dict(parse_qsl(url.query))
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            if body:
-                if "json" in (self.headers.get("Content-Type") or ""):
-                    got = json.loads(body)
-                    params.update(got if isinstance(got, dict) else {"_list": got})
-                else:
-                    params.update(parse_qsl(body.decode()))
-            return params
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # tokens travel in headers; never log requests
 
-        def _reply(self, status: int, payload: dict[str, Any] | CsvBody) -> None:
-            csv = isinstance(payload, CsvBody)
-            body = str(payload).encode() if csv else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/csv" if csv else "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def _params(self) -> dict[str, Any]:
+        url = urlsplit(self.path)
+        params: dict[str, Any] = dict(parse_qsl(url.query))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if body:
+            if "json" in (self.headers.get("Content-Type") or ""):
+                got = json.loads(body)
+                params.update(got if isinstance(got, dict) else {"_list": got})
+            else:
+                params.update(parse_qsl(body.decode()))
+        return params
 
-        def _websocket(self) -> None:
-            q = dict(parse_qsl(urlsplit(self.path).query))
-            a = api.account
-            key = self.headers.get("Sec-WebSocket-Key")
-            if (
-                not key
-                or q.get("api_key") != a.api_key
-                or not api.token_valid(q.get("access_token"))
-            ):
-                self._reply(403, {"status": "error", "message": "Invalid api_key or access_token",
-                                  "data": None, "error_type": "TokenException"})  # fmt: skip
-                return
-            self.send_response(101)
-            self.send_header("Upgrade", "websocket")
-            self.send_header("Connection", "Upgrade")
-            self.send_header("Sec-WebSocket-Accept", accept_key(key))
-            self.end_headers()
-            self.wfile.flush()
+    def _reply(self, status: int, payload: dict[str, Any] | CsvBody) -> None:
+        csv = isinstance(payload, CsvBody)
+        body = str(payload).encode() if csv else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/csv" if csv else "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _websocket(self) -> None:
+        q = dict(parse_qsl(urlsplit(self.path).query))
+        a = self.api.account
+        key = self.headers.get("Sec-WebSocket-Key")
+        if (
+            not key
+            or q.get("api_key") != a.api_key
+            or not self.api.token_valid(q.get("access_token"))
+        ):
+            self._reply(403, {"status": "error", "message": "Invalid api_key or access_token",
+                              "data": None, "error_type": "TokenException"})  # fmt: skip
+            return
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept_key(key))
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        self.api.ticker.serve(self.connection, self.rfile)
+
+    def _handle(self) -> None:
+        if (self.headers.get("Upgrade") or "").lower() == "websocket":
+            self._websocket()
+            return
+        try:
+            params = self._params()
+            data = self.api.dispatch(
+                self.command,
+                urlsplit(self.path).path,
+                params,
+                self.headers.get("Authorization"),
+            )
+            self._reply(200, data if isinstance(data, CsvBody) else
+                        {"status": "success", "data": data})  # fmt: skip
+        except KiteError as e:
+            self._reply(e.status, {"status": "error", "message": e.message,
+                                   "data": None, "error_type": e.error_type})  # fmt: skip
+        except LostResponse as e:
+            time.sleep(e.delay_s)
             self.close_connection = True
-            api.ticker.serve(self.connection, self.rfile)
+        except (ValueError, KeyError) as e:
+            self._reply(400, {"status": "error", "message": f"Invalid input: {e}",
+                              "data": None, "error_type": "InputException"})  # fmt: skip
 
-        def _handle(self) -> None:
-            if (self.headers.get("Upgrade") or "").lower() == "websocket":
-                self._websocket()
-                return
-            try:
-                params = self._params()
-                data = api.dispatch(
-                    self.command,
-                    urlsplit(self.path).path,
-                    params,
-                    self.headers.get("Authorization"),
-                )
-                self._reply(200, data if isinstance(data, CsvBody) else
-                            {"status": "success", "data": data})  # fmt: skip
-            except KiteError as e:
-                self._reply(e.status, {"status": "error", "message": e.message,
-                                       "data": None, "error_type": e.error_type})  # fmt: skip
-            except LostResponse as e:
-                time.sleep(e.delay_s)
-                self.close_connection = True
-            except (ValueError, KeyError) as e:
-                self._reply(400, {"status": "error", "message": f"Invalid input: {e}",
-                                  "data": None, "error_type": "InputException"})  # fmt: skip
+    do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-    return Handler
+def handler_for(api: SimApi) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"api": api})
 
 
 def serve(api: SimApi, host: str, port: int) -> ThreadingHTTPServer:
