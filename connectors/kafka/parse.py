@@ -124,38 +124,41 @@ def parse_batch(
         tok, ts, price, vol, ok = got
         cols.append((idx[ok], tok[ok], ts[ok], price[ok], vol[ok]))
         for i in idx[~ok].tolist():
-            got_one = parse_tick(values[i], max_bytes, topic, part, offsets[i])
-            if isinstance(got_one, DeadLetter):
-                dead.append(got_one)
-            else:  # refused by the columnar checks: never accepted, whatever the model says
-                detail = (
-                    "refused by the tick checks (token > 0, price > 0, aware timestamp, "
-                    f"volume 0..{MAX_VOLUME})"
-                )
-                dead.append(
-                    message_dead_letter(
-                        values[i], DeadLetterReason.INVALID_FIELD, detail, topic, part, offsets[i]
-                    )
-                )
+            dead.append(_refused(values[i], max_bytes, topic, part, offsets[i]))
 
     plain = [i for i, v in enumerate(values) if v and len(v) <= max_bytes and _plain(v)]
     if plain:
         run(np.array(plain, dtype=np.int64))
     for i in sorted(set(range(len(values))) - set(plain)):
         one(i)
+    return _in_poll_order(cols), dead
+
+
+def _refused(value: bytes | None, max_bytes: int, topic: str, part: str, offset: int) -> DeadLetter:
+    """A message the columnar checks refused: never accepted, whatever the model says (its
+    reason is the model's where the model refuses it too)."""
+    got = parse_tick(value, max_bytes, topic, part, offset)
+    if isinstance(got, DeadLetter):
+        return got
+    checks = f"token > 0, price > 0, aware timestamp, volume 0..{MAX_VOLUME}"
+    detail = f"refused by the tick checks ({checks})"
+    return message_dead_letter(value, DeadLetterReason.INVALID_FIELD, detail, topic, part, offset)
+
+
+def _in_poll_order(cols: list[tuple[np.ndarray, ...]]) -> Columns:
+    """Accepted columns, each part led by its messages' positions in the poll, in poll order."""
     if not cols:
         e = np.zeros(0, dtype=np.int64)
-        return Columns(e, e, e, np.zeros(0), e), dead
+        return Columns(e, e, e, np.zeros(0), e)
     pos, tok, ts, price, vol = (np.concatenate(c) for c in zip(*cols, strict=True))
     order = np.argsort(pos, kind="stable")
-    columns = Columns(
+    return Columns(
         pos[order],
         tok[order].astype(np.int64),
         ts[order].astype(np.int64),
         price[order].astype(np.float64),
         vol[order].astype(np.int64),
     )
-    return columns, dead
 
 
 def _reason(err: ValidationError) -> tuple[DeadLetterReason, str]:
