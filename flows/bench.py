@@ -202,9 +202,6 @@ PHASES = {
 
 def kafka_bench(address: str, data: Path) -> None:
     """Kafka → flow → Kafka (1 and 2 processes) against a plain consume-and-produce loop."""
-    import os
-    import socket
-
     import yaml
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -235,12 +232,7 @@ def kafka_bench(address: str, data: Path) -> None:
             raw["instruments"] = str(data.resolve() / "instruments.csv")
             path = Path(tmp) / "bench.yaml"
             path.write_text(yaml.safe_dump(raw))
-            socks = [socket.socket() for _ in range(procs)]
-            for sk in socks:
-                sk.bind(("127.0.0.1", 0))
-            addrs = ";".join(f"127.0.0.1:{sk.getsockname()[1]}" for sk in socks)
-            for sk in socks:
-                sk.close()
+            addrs = _addresses(procs)
             env = {**os.environ, "ALPHA_PANDA_CONFIG": str(path)}
             args = [sys.executable, "-m", "bytewax.run", "flows.main"]
             started = time.perf_counter()
@@ -262,6 +254,19 @@ def kafka_bench(address: str, data: Path) -> None:
     for procs in (1, 2):
         name = f"kafka flow {procs}p"
         print(f"{name} / plain loop = {rates[name] / rates['plain']:.2f}")
+
+
+def _addresses(n: int) -> str:
+    """``-a`` for a cluster of ``n`` processes on free loopback ports."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for sk in socks:
+        sk.bind(("127.0.0.1", 0))
+    addrs = ";".join(f"127.0.0.1:{sk.getsockname()[1]}" for sk in socks)
+    for sk in socks:
+        sk.close()
+    return addrs
 
 
 def kafka_plain(address: str, topic: str) -> dict[str, Any]:
