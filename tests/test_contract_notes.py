@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from connectors.kite.orders import IntentStore, KiteOrders
+from connectors.kite.intents import IntentStore
+from connectors.kite.orders import KiteOrders
 from connectors.kite.placement import PlacementWorker
 from operators.account.book import AccountBook
 from operators.account.portfolio import summary

@@ -15,7 +15,8 @@ import requests
 import yaml
 
 from connectors.kite.client import OrderFeed
-from connectors.kite.orders import IntentStore, KiteOrders
+from connectors.kite.intents import IntentStore
+from connectors.kite.orders import KiteOrders
 from operators.account.account import Account, AccountSetup
 from operators.account.zerodha import ZerodhaVenue
 from operators.session import MarketSession

@@ -14,7 +14,8 @@ import pytest
 import redis
 from bytewax.testing import TestingSource
 
-from connectors.kite.orders import IntentStore, KiteOrders, kite_orders
+from connectors.kite.intents import IntentStore
+from connectors.kite.orders import KiteOrders, kite_orders
 from connectors.kite.sim.http import SimApi
 from flows.config import parse_config
 from flows.plan import Plan

@@ -18,7 +18,8 @@ import redis
 import yaml
 
 from connectors.kite.client import OrderFeed
-from connectors.kite.orders import IntentStore, KiteOrders
+from connectors.kite.intents import IntentStore
+from connectors.kite.orders import KiteOrders
 from connectors.kite.placement import PlacementWorker
 from operators.account.account import Account, AccountSetup
 from operators.account.zerodha import ZerodhaVenue

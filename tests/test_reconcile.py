@@ -12,7 +12,8 @@ import redis
 import requests
 
 from connectors.kite.client import OrderFeed
-from connectors.kite.orders import IntentStore, KiteOrders
+from connectors.kite.intents import IntentStore
+from connectors.kite.orders import KiteOrders
 from operators.account.account import Account, AccountSetup
 from operators.account.reconcile import ReconcileState, judge
 from operators.account.zerodha import ZerodhaVenue

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from connectors.kite.orders import IntentStore, KiteOrders, RateLimiter
+from connectors.kite.intents import IntentStore
+from connectors.kite.orders import KiteOrders, RateLimiter
 from connectors.kite.sim.http import SimApi
 from operators.account.book import AccountBook
 from operators.account.zerodha import ZerodhaState, ZerodhaVenue

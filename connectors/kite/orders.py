@@ -30,10 +30,11 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
+from connectors.kite.intents import IntentStore, check_persistent
 from schemas.config import AppConfig, Instrument, KiteConfig, SourceUnavailable
 from schemas.enums import Product
 from schemas.kite import IST, BrokerLocked, KiteUnavailable, OrderRejected, is_our_tag
-from schemas.redis_keys import KeyKind, LiveKeys, OrderIntent, decode
+from schemas.redis_keys import LiveKeys, OrderIntent
 
 log = logging.getLogger("alpha_panda.kite.orders")
 
@@ -60,32 +61,6 @@ class RateLimiter:
                 self.sleep(self.next - now)
                 now = self.next
             self.next = now + self.gap
-
-
-class IntentStore:
-    """Order intents in Redis, under the one key module's ``intent`` keys."""
-
-    def __init__(self, client: redis.Redis, keys: LiveKeys, ttl_s: int) -> None:
-        self.client, self.keys, self.ttl_s = client, keys, ttl_s
-
-    def claim(self, intent: OrderIntent) -> bool:
-        """Record the intent (stamped with the wall clock); False if it was already
-        recorded (by us, earlier)."""
-        key = self.keys.intent(intent.tag)
-        stamped = intent.model_copy(update={"claimed_us": time.time_ns() // 1000})
-        return bool(self.client.set(key, stamped.model_dump_json(), nx=True, ex=self.ttl_s))
-
-    def mark_sent(self, tag: str) -> None:
-        """Note that the order is about to go to Kite: from here its fate can be unknown,
-        and an order whose fate is unknown is never placed again."""
-        got = self.get(tag)
-        if got is not None:
-            sent = got.model_copy(update={"sent": True})
-            self.client.set(self.keys.intent(tag), sent.model_dump_json(), xx=True, keepttl=True)
-
-    def get(self, tag: str) -> OrderIntent | None:
-        raw = self.client.get(self.keys.intent(tag))
-        return None if raw is None else decode(KeyKind.INTENT, raw)
 
 
 AMBIGUOUS = (
@@ -366,7 +341,7 @@ def kite_orders(cfg: AppConfig) -> KiteOrders:
             "the zerodha broker records order intents there before placing"
         ) from None
     if cfg.kite.require_persistent_redis:
-        _check_persistent(client, cfg)
+        check_persistent(client, cfg)
     store = IntentStore(client, LiveKeys(cfg.redis.key_prefix), cfg.kite.intent_ttl_s)
     instruments = {i.instrument_token: i for i in cfg.instruments}
     placer = KiteOrders(http_client(cfg.kite), store, cfg.kite, instruments)
@@ -379,24 +354,3 @@ def kite_orders(cfg: AppConfig) -> KiteOrders:
             "live orders are not placed without knowing which exist"
         ) from None
     return placer
-
-
-def _check_persistent(client: redis.Redis, cfg: AppConfig) -> None:
-    """Redis must keep the intents across its own restart (AOF or RDB snapshots)."""
-    from connectors.redis_state import redact
-
-    where = redact(cfg.redis.resolved_url())
-    try:
-        aof = client.config_get("appendonly").get("appendonly")
-        save = client.config_get("save").get("save")
-    except redis.RedisError as e:
-        raise SourceUnavailable(
-            f"redis.url: {where} does not say whether it persists ({type(e).__name__}); "
-            "set kite.require_persistent_redis: false if you know it does"
-        ) from None
-    if aof != "yes" and not save:
-        raise SourceUnavailable(
-            f"redis.url: {where} keeps no data on disk (appendonly no, no save points): a "
-            "restart would forget the order intents. Enable AOF (appendonly yes) or set "
-            "kite.require_persistent_redis: false"
-        )
