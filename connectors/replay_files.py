@@ -24,7 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors.replay_kept import file_key, keep_span, kept_span, now, settled, stamp_of
+from connectors.replay_kept import (
+    Stamp,
+    file_key,
+    keep_span,
+    kept_span,
+    now,
+    settled,
+    stamp_of,
+)
 from connectors.replay_times import (
     I64_MAX,
     MISSING_TS,
@@ -133,7 +141,7 @@ class FileSpan:
     last: int
     naive: bool = False  # its times carry no zone (read in source.timezone)
     sample: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    stamp: tuple[int, int, int, int, int] | None = None  # the file's, when it was checked
+    stamp: Stamp | None = None  # the file's, when it was checked
 
 
 def _footer(path: Path) -> pq.ParquetFile:

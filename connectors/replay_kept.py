@@ -70,7 +70,10 @@ def zone_digest(zone: str) -> str:
     return h.hexdigest()
 
 
-def stamp(path: Path) -> tuple[int, int, int, int, int] | None:
+Stamp = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
+
+
+def stamp(path: Path) -> Stamp | None:
     """(device, inode, size, mtime_ns, ctime_ns) of ``path``: a file with the same stamp
     is taken as unchanged; None if it cannot be stat'ed."""
     try:
@@ -80,7 +83,7 @@ def stamp(path: Path) -> tuple[int, int, int, int, int] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def stamp_of(key: list[object]) -> tuple[int, int, int, int, int]:
+def stamp_of(key: list[object]) -> Stamp:
     """The file's stamp within its ``file_key``."""
     dev, ino, size, mtime_ns, ctime_ns = (int(v) for v in key[3:8])  # type: ignore[call-overload]
     return dev, ino, size, mtime_ns, ctime_ns

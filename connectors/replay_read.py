@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from connectors import stop
 from connectors.replay_files import ReplayFileError, read_file, read_ticks
-from connectors.replay_kept import stamp
+from connectors.replay_kept import Stamp, stamp
 from operators.ticks import MISSING_TS, Bounds, implausible, recording_bounds
 from schemas.arrow import ReplayProblem
 from schemas.ticks import Depth
@@ -88,7 +88,6 @@ def decode(path: Path, ts_unit: str | None, zone: str) -> FileData:
     return FileData(rows, ts, price, volume, raw_ts, max_ts, spans, depth, bounds)
 
 
-Stamp = tuple[int, int, int, int, int] | None
 _READING: set[threading.Thread] = set()  # read-ahead threads not yet done
 
 
@@ -110,7 +109,7 @@ class FileReader:
     def __init__(
         self,
         files: Sequence[Path],
-        stamps: Sequence[Stamp],
+        stamps: Sequence[Stamp | None],
         ts_unit: str | None = None,
         zone: str = "UTC",
         read: Callable[[Path, str | None, str], FileData] = decode,
