@@ -28,6 +28,7 @@ log = logging.getLogger("alpha_panda.control")
 
 STREAM_MAXLEN = 1000
 READ_COUNT = 100
+MAX_SEQ = 2**64 - 1  # the largest sequence number of a Redis stream id
 ENTRY_FIELDS = frozenset({"broker", "command"})
 
 
@@ -72,7 +73,10 @@ class RedisControl:
         self.poll_s = poll_s
         self.key = LiveKeys(cfg.key_prefix).control(self.broker)
         start = since_ms if since_ms is not None else int(time.time() * 1000)
-        self.start_id = f"{start}-0"  # the run's start: commands sent before its first tick count
+        self.start_ms = start
+        # XREAD returns ids strictly after this one: every entry of the start's millisecond
+        # (``start-0`` included) belongs to the run; earlier ones are the standing state.
+        self.start_id = f"{start - 1}-{MAX_SEQ}"
         self.where = redact(cfg.resolved_url())
         self._client: redis.Redis | None = None
         self._next_poll = float("-inf")
@@ -118,7 +122,7 @@ class RedisControl:
     def _standing(self, client: redis.Redis) -> list[ControlCommand]:
         """A fresh run starts as the operator last left it: if the newest command sent
         before the run is a halt or a flatten, the run starts halted (until a resume)."""
-        before = f"{int(self.start_id.split('-')[0]) - 1}"
+        before = f"{self.start_ms - 1}"
         rows: Any = client.xrevrange(self.key, max=before, min="-", count=1)
         for raw_id, fields in rows or []:
             entry = _text(raw_id)

@@ -346,6 +346,24 @@ def test_garbage_entries_are_logged_once_and_skipped(
     assert any("unknown command 'explode'" in m for m in bad)
 
 
+def test_an_entry_in_the_start_millisecond_belongs_to_the_run(rcfg: RedisConfig) -> None:
+    start = 1_796_277_107_302
+    client = redis.Redis.from_url(str(rcfg.url))
+    key = LiveKeys(rcfg.key_prefix).control(Broker.PAPER)
+    client.xadd(key, {"broker": "paper", "command": "halt"}, id=f"{start - 1}-7")
+    client.xadd(key, {"broker": "paper", "command": "flatten"}, id=f"{start}-0")
+    client.xadd(key, {"broker": "paper", "command": "resume"}, id=f"{start}-1")
+    client.close()
+    inbox = RedisControl(rcfg, Broker.PAPER, poll_s=0.0, since_ms=start)
+    got, cursor = inbox.due(0, None)
+    assert [(c.command, c.origin) for c in got] == [
+        ("halt", f"redis:{start - 1}-7:standing"),  # sent before the run: its standing state
+        ("flatten", f"redis:{start}-0"),
+        ("resume", f"redis:{start}-1"),
+    ]
+    assert cursor == f"{start}-1"
+
+
 def test_redis_control_polls_at_most_every_poll_s(rcfg: RedisConfig) -> None:
     inbox = RedisControl(rcfg, Broker.PAPER, poll_s=0.4)
     assert inbox.due(0, None) == ([], inbox.start_id)
