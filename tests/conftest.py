@@ -6,15 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from connectors.kite.sim.__main__ import SIM_DEFAULTS, build
 from connectors.kite.sim.http import SimApi, serve
-from schemas.config import AppConfig
+from schemas.config import AppConfig, RedisConfig
 from tests.live_sim import Recorder
+from tests.redis_server import shared_url
 from tests.support import ROOT, make_config, small_ticks
 
 
@@ -69,3 +72,14 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tests.kafka_broker import start_broker
 
     yield from start_broker(tmp_path_factory.mktemp("tansu") / "tansu.log")
+
+
+@pytest.fixture
+def rcfg() -> Iterator[RedisConfig]:
+    """The shared Redis with a key prefix of the test's own, cleaned up afterwards."""
+    cfg = RedisConfig(url=shared_url(), key_prefix=f"ctl-{uuid.uuid4().hex[:10]}:")
+    yield cfg
+    client = redis.Redis.from_url(str(cfg.url))
+    for key in client.scan_iter(match=f"{cfg.key_prefix}*"):
+        client.delete(key)
+    client.close()
