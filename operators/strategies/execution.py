@@ -144,6 +144,12 @@ class ExecFinder:
     def _search(self, b: TickBatch, s: Search, allowed: F64 | None) -> tuple[bool, list[Search]]:
         """Record the ticks of ``b`` that ``s`` finds: whether it is done, and the searches
         its first tick starts (a MARKET order resting at its protected price)."""
+        if s.kind == "next" and (j := self._one_tick(b, s, allowed)) is not None:
+            s.started = True
+            if allowed is not None and s.need > 0:
+                s.need -= float(allowed[j])
+            self._found.setdefault((j, s.kind), []).append(s.signal_id)
+            return True, self._protect(b, s, [j]) if s.cap > 0 else []
         hits = self._hits(b, s)
         if not len(hits):
             return False, []
@@ -167,28 +173,41 @@ class ExecFinder:
             self._found.setdefault((j, s.kind), []).append(s.signal_id)
         return done, self._protect(b, s, hits) if s.kind == "next" and s.cap > 0 else []
 
-    def _protect(self, b: TickBatch, s: Search, hits: npt.NDArray[np.int64]) -> list[Search]:
+    def _one_tick(self, b: TickBatch, s: Search, allowed: F64 | None) -> int | None:
+        """The tick of ``b`` that alone completes the ``next`` search ``s`` (its first tick,
+        when that may take the whole order: most orders), else None. The same tick as
+        ``_hits`` and ``enough`` find, without building their arrays."""
+        start, end = self._span(b, s)
+        if start >= len(b) or (s.started and start >= end):
+            return None
+        if allowed is None or s.need <= 0 or float(allowed[start]) >= s.need:
+            return start
+        return None
+
+    def _protect(self, b: TickBatch, s: Search, hits: I64 | list[int]) -> list[Search]:
         """A MARKET order that meets a tick beyond its protection rests (what is left of it)
         at the protected price: where the tape comes back to it."""
         out: list[Search] = []
+        if s.protected:
+            return out
         for side, bound in (("BUY", s.limit * (1 + s.cap)), ("SELL", s.limit * (1 - s.cap))):
-            if s.protected:
-                break
-            px = b.price[hits]
-            beyond = np.flatnonzero(px > bound if side == "BUY" else px < bound)
-            if len(beyond):
-                j = int(hits[beyond[0]])
+            j = _first_beyond(b.price, hits, bound, side == "BUY")
+            if j is not None:
                 out.append(Search(int(b.ts[j]), s.signal_id, j + 1, side, bound, s.budget))
-        s.protected = s.protected or bool(out)
+        s.protected = bool(out)
         return out
+
+    def _span(self, b: TickBatch, s: Search) -> tuple[int, int]:
+        """The first index of ``b`` the search may take, and the end of its wait there."""
+        start = max(s.after, int(b.ts.searchsorted(s.due, "left")))
+        return start, int(b.ts.searchsorted(s.due + self.rules.max_wait_us, "right"))
 
     def _hits(self, b: TickBatch, s: Search) -> npt.NDArray[np.int64]:
         """Indexes of ``b`` the search may take (its first tick regardless of the wait)."""
-        start = max(s.after, int(np.searchsorted(b.ts, s.due, "left")))
+        # A batch's ticks are in time order: those within the wait are a run from ``start``.
+        start, end = self._span(b, s)
         if start >= len(b):
             return np.zeros(0, dtype=np.int64)
-        # A batch's ticks are in time order: those within the wait are a run from ``start``.
-        end = int(np.searchsorted(b.ts, s.due + self.rules.max_wait_us, "right"))
         if s.kind == "next":
             if not s.started and s.need <= 0:
                 return np.arange(start, start + 1)
@@ -246,6 +265,9 @@ def traded_volume(
         seg = vol[a:z]
         last, before = (0, -1) if new_day[a] else base
         known = seg > 0
+        if known.all():  # the usual tape: every tick has a count
+            out[a:z], base = _all_known(seg, last, before)
+            continue
         counts = np.concatenate(([before, last], seg[known]))  # known counts, oldest first
         seen = np.concatenate(([0], np.cumsum(known)[:-1]))  # known in seg before each tick
         k1, k2 = counts[seen + 1], counts[seen]  # the last two known before each tick
@@ -253,6 +275,26 @@ def traded_volume(
         out[a:z] = np.where(~known & (k1 < 0), math.inf, t.astype(float))  # never any
         base = (int(counts[-1]), int(counts[-2]))
     return out, base
+
+
+def _all_known(seg: I64, last: int, before: int) -> tuple[I64, tuple[int, int]]:
+    """``traded_volume`` of a run of ticks that all have a count: the last two counts known
+    before each tick are then those of the two ticks before it."""
+    counts = np.concatenate(([before, last], seg))
+    t = np.maximum(seg - np.maximum(counts[1:-1], counts[:-2]), 0)
+    if last < 0:
+        t[0] = 0  # the first count ever known trades nothing
+    return t, (int(counts[-1]), int(counts[-2]))
+
+
+def _first_beyond(px: F64, hits: I64 | list[int], bound: float, above: bool) -> int | None:
+    """The first of ``hits`` whose price is above ``bound`` (``above``) or below it."""
+    if len(hits) == 1:  # most searches: one tick, compared without building arrays
+        j = int(hits[0])
+        p = float(px[j])
+        return j if (p > bound if above else p < bound) else None
+    at = np.flatnonzero(px[hits] > bound if above else px[hits] < bound)
+    return int(hits[int(at[0])]) if len(at) else None
 
 
 def _new_days(
