@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -210,3 +211,47 @@ def test_limit_searches_per_key_stay_bounded() -> None:
     finder.found(rising)
     kept = [x for x in finder.state.searching if x.kind != "next"]
     assert len(kept) == MAX_CROSSING and kept[-1].signal_id == "s399"  # the newest kept
+
+
+def _plain_mean_reversion(paise: list[int], p: MeanReversionParams) -> list[tuple[int, float]]:
+    """Regime and RSI at each tick from the textbook sums over its own windows."""
+    history = max(p.rsi_period + 1, p.bollinger_lookback)
+    out = []
+    for i, px in enumerate(paise):
+        rsi, side = 50.0, 0
+        if i >= p.rsi_period:
+            moves = [paise[k] - paise[k - 1] for k in range(i - p.rsi_period + 1, i + 1)]
+            up, down = sum(m for m in moves if m > 0), -sum(m for m in moves if m < 0)
+            rsi = 100.0 * up / (up + down) if up + down else 50.0
+        if i >= history - 1:
+            window = paise[i - p.bollinger_lookback + 1 : i + 1]
+            mean = sum(window) / p.bollinger_lookback
+            var = sum(x * x for x in window) / p.bollinger_lookback - mean * mean
+            band = p.bollinger_width * math.sqrt(max(var, 0.0))
+            side = int(rsi < p.oversold and px < mean - band)
+            side -= int(rsi > p.overbought and px > mean + band)
+        out.append((side, rsi))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.integers(-40, 40), min_size=1, max_size=200),
+    period=st.integers(2, 20),
+    lookback=st.integers(2, 40),
+    width=st.sampled_from([0.5, 1.0, 2.0]),
+    prev=st.integers(0, 200),
+)
+def test_mean_reversion_is_the_textbook_rsi_and_bands(
+    steps: list[int], period: int, lookback: int, width: float, prev: int
+) -> None:
+    """Exactly (RSI and regime) what the sums over each tick's own windows give."""
+    p = MeanReversionParams(rsi_period=period, bollinger_lookback=lookback,
+                            bollinger_width=width, oversold=35, overbought=65)  # fmt: skip
+    paise = 100_000 + np.cumsum(np.array(steps, dtype=np.int64) * 5)
+    prev = min(prev, len(paise))
+    reg, rsi = MeanReversion(p).regime(paise, prev)
+    plain = _plain_mean_reversion(paise.tolist(), p)
+    if len(paise) < max(period + 1, lookback):  # too short to judge: nothing
+        plain = [(0, 0.0)] * len(paise)
+    assert list(zip(reg.tolist(), rsi.tolist(), strict=True)) == plain[prev:]

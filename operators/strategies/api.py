@@ -99,8 +99,9 @@ class VectorStrategy(ABC):
 
 def rolling_sum(x: I64, width: int) -> I64:
     """r[i] = x[i-width+1] + ... + x[i] for i >= width-1 (exact in int64); others are junk."""
-    cs = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(x, dtype=np.int64)))
+    cs = np.zeros(len(x) + 1, dtype=np.int64)
+    np.cumsum(x, dtype=np.int64, out=cs[1:])
     out = np.zeros(len(x), dtype=np.int64)
     if len(x) >= width:
-        out[width - 1 :] = cs[width:] - cs[: len(cs) - width]
+        np.subtract(cs[width:], cs[: len(cs) - width], out=out[width - 1 :])
     return out

@@ -42,26 +42,44 @@ class MeanReversion(VectorStrategy):
         n = len(paise) - n_prev
         if len(paise) < self.history:
             return np.zeros(n, dtype=np.int8), np.zeros(n)
-        diff = np.diff(paise)  # diff[i-1] = paise[i] - paise[i-1]
-        gains = rolling_sum(np.maximum(diff, 0), p.rsi_period)
-        losses = rolling_sum(np.maximum(-diff, 0), p.rsi_period)
-        # RSI at tick i uses diff[i-period .. i-1], i.e. gains[i-1].
-        g = np.concatenate(([0], gains)).astype(np.float64)
-        lo = np.concatenate(([0], losses)).astype(np.float64)
-        tot = g + lo
-        rsi = np.divide(100.0 * g, tot, out=np.full(len(paise), 50.0), where=tot > 0)
+        rsi = _rsi(paise, p.rsi_period)
+        reg = np.zeros(len(paise), dtype=np.int8)
+        first = max(n_prev, self.history - 1)  # warm-up: not enough ticks before
+        tail = rsi[first:]
+        # Both bands need an extreme RSI: the bands are worked out at those ticks only.
+        at = first + np.flatnonzero((tail < p.oversold) | (tail > p.overbought))
         w = p.bollinger_lookback
-        s = rolling_sum(paise, w).astype(np.float64)
-        ss = rolling_sum(paise * paise, w).astype(np.float64)
+        s = _window_sums(paise, w, at).astype(np.float64)
+        ss = _window_sums(paise * paise, w, at).astype(np.float64)
         mean = s / w
         std = np.sqrt(np.maximum(ss / w - mean * mean, 0.0))
-        price = paise.astype(np.float64)
-        buy = (rsi < p.oversold) & (price < mean - p.bollinger_width * std)
-        sell = (rsi > p.overbought) & (price > mean + p.bollinger_width * std)
-        reg = buy.astype(np.int8) - sell.astype(np.int8)
-        reg[: self.history - 1] = 0  # warm-up: not enough ticks yet
+        price, r = paise[at].astype(np.float64), rsi[at]
+        buy = (r < p.oversold) & (price < mean - p.bollinger_width * std)
+        sell = (r > p.overbought) & (price > mean + p.bollinger_width * std)
+        reg[at] = buy.astype(np.int8) - sell.astype(np.int8)
         return reg[n_prev:], rsi[n_prev:]
 
     def describe(self, value: float, side: int) -> str:
         band = "below the lower" if side > 0 else "above the upper"
         return f"RSI {value:.1f}, price {band} Bollinger band"
+
+
+def _rsi(paise: I64, period: int) -> F64:
+    """RSI at each tick over the ``period`` price changes before it (50 where nothing moved
+    and before ``period`` changes). A window's gains less its losses are the change across
+    it, so one running sum (of the absolute changes) gives both."""
+    diff = np.diff(paise)  # diff[i-1] = paise[i] - paise[i-1]
+    moved = rolling_sum(np.abs(diff), period)  # gains + losses (0 before a full window)
+    net = np.zeros(len(diff), dtype=np.int64)
+    net[period - 1 :] = paise[period:] - paise[: len(paise) - period]  # gains - losses
+    # RSI at tick i uses diff[i-period .. i-1], i.e. the window ending at diff[i-1].
+    g, tot = np.zeros(len(paise)), np.zeros(len(paise))
+    g[1:], tot[1:] = (moved + net) // 2, moved
+    return np.divide(100.0 * g, tot, out=np.full(len(paise), 50.0), where=tot > 0)
+
+
+def _window_sums(x: I64, width: int, at: I64) -> I64:
+    """x[i-width+1] + ... + x[i] for each i of ``at`` (all >= width-1; exact in int64)."""
+    cs = np.zeros(len(x) + 1, dtype=np.int64)
+    np.cumsum(x, dtype=np.int64, out=cs[1:])
+    return cs[at + 1] - cs[at + 1 - width]
