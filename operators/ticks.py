@@ -251,10 +251,20 @@ def window_counts(batch: TickBatch, window_us: int) -> WindowCounts:
     if not len(batch):
         empty = np.zeros(0, dtype=np.int64)
         return WindowCounts(empty, empty, empty)
-    win = batch.ts // window_us
-    ends = np.concatenate((np.flatnonzero(np.diff(win)) + 1, [len(win)]))
-    starts = np.concatenate(([0], ends[:-1]))
-    return WindowCounts(win[starts], ends - starts, batch.ts[ends - 1])
+    ts = batch.ts
+    first, last = int(ts[0]) // window_us, int(ts[-1]) // window_us
+    if last - first > len(ts):  # more windows than ticks (long gaps): from each tick's own
+        win = ts // window_us
+        ends = np.concatenate((np.flatnonzero(np.diff(win)) + 1, [len(win)]))
+        starts = np.concatenate(([0], ends[:-1]))
+        return WindowCounts(win[starts], ends - starts, ts[ends - 1])
+    # The ticks are in time order: each window's first tick is where its start would go.
+    edges = np.empty(last - first + 2, dtype=np.int64)  # each window's first tick, then the end
+    edges[0], edges[-1] = 0, len(ts)
+    edges[1:-1] = ts.searchsorted(np.arange(first + 1, last + 1, dtype=np.int64) * window_us)
+    count = np.diff(edges)
+    used = np.flatnonzero(count)
+    return WindowCounts(first + used, count[used], ts[edges[used + 1] - 1])
 
 
 def boundary_marks(

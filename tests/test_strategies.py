@@ -14,6 +14,7 @@ from operators.strategies.mean_reversion import MeanReversion, MeanReversionPara
 from operators.strategies.momentum import Momentum, MomentumParams
 from operators.strategies.registry import build_strategy
 from operators.strategies.runner import StrategyRunner
+from operators.ticks import window_counts
 from schemas.config import StrategyConfig
 from schemas.enums import Broker
 from schemas.events import TradingSignal
@@ -255,3 +256,25 @@ def test_mean_reversion_is_the_textbook_rsi_and_bands(
     if len(paise) < max(period + 1, lookback):  # too short to judge: nothing
         plain = [(0, 0.0)] * len(paise)
     assert list(zip(reg.tolist(), rsi.tolist(), strict=True)) == plain[prev:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gaps=st.lists(st.sampled_from([0, 1, 3, 59, 60, 61, 500, 10**6]), min_size=1, max_size=80),
+    start=st.integers(0, 10**12),
+)
+def test_window_counts_are_the_tick_by_tick_count(gaps: list[int], start: int) -> None:
+    """Ticks per 60 µs window, and each window's last tick, as counted tick by tick (also
+    with more windows than ticks between the first and the last)."""
+    ts = start + np.cumsum(np.array(gaps, dtype=np.int64))
+    plain: list[list[int]] = []
+    for t in ts.tolist():
+        if plain and plain[-1][0] == t // 60:
+            plain[-1][1:] = [plain[-1][1] + 1, t]
+        else:
+            plain.append([t // 60, 1, t])
+    b = TickBatch(1, ts, np.ones(len(ts)), np.ones(len(ts), dtype=np.int64), int(ts[-1]))
+    got = window_counts(b, 60)
+    assert got.window.dtype == got.count.dtype == got.last_ts.dtype == np.int64
+    rows = zip(got.window.tolist(), got.count.tolist(), got.last_ts.tolist(), strict=True)
+    assert [list(r) for r in rows] == plain
