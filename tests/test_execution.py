@@ -12,7 +12,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.strategies.execution import ExecFinder, ExecRules, ExecState, traded_volume
+from operators.strategies.execution import (
+    DayEnd,
+    ExecFinder,
+    ExecRules,
+    ExecState,
+    traded_volume,
+)
 from schemas.ticks import TickBatch
 
 DAY = 1_000  # µs: a short trading day, so that random tapes cross several
@@ -113,3 +119,22 @@ def test_a_search_done_at_its_first_tick_is_the_general_search(
     rules = ExecRules(latency, 400, protection, participation, _day_end, lot)
     mine = [(i, t, k) for i, t, k in signals if i < len(rows)]
     assert _run(tape, rules, mine, False) == _run(tape, rules, mine, True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 50), min_size=1, max_size=20),
+    st.lists(st.integers(0, 600), min_size=1, max_size=60),
+)
+def test_a_remembered_day_end_is_the_one_asked_for(days: list[int], asked: list[int]) -> None:
+    """Days of any lengths, asked in any order (mostly forward, as ticks come)."""
+    ends = np.cumsum(days)
+
+    def day_end(t: int) -> int:  # the first boundary after t (beyond the last: a day each)
+        k = int(np.searchsorted(ends, t, "right"))
+        return int(ends[k]) if k < len(ends) else t - t % 50 + 50
+
+    remembered = DayEnd(day_end)
+    forward = sorted(asked)
+    for t in [*forward, *asked, *forward]:
+        assert remembered(t) == day_end(t)

@@ -72,6 +72,7 @@ class ExecFinder:
     def __init__(self, token: int, rules: ExecRules, state: ExecState) -> None:
         self.token, self.rules, self.state = token, rules, state
         self._found: dict[tuple[int, str], list[str]] = {}
+        self._day_end = DayEnd(rules.day_end) if rules.day_end is not None else None
 
     def add(
         self,
@@ -133,7 +134,8 @@ class ExecFinder:
     def _exec(
         self, b: TickBatch, j: int, kind: str, ids: list[str], allowed: F64 | None
     ) -> ExecTick:
-        vol = -1 if allowed is None or not np.isfinite(allowed[j]) else int(allowed[j])
+        share = math.inf if allowed is None else float(allowed[j])
+        vol = int(share) if math.isfinite(share) else -1
         cross = None if kind == "next" else kind
         tick = ExecTick(int(b.ts[j]), self.token, float(b.price[j]), tuple(ids), cross, vol,
                         seq=self._seen + j)  # fmt: skip
@@ -222,14 +224,32 @@ class ExecFinder:
         if not len(b):
             return None
         st, part = self.state, self.rules.participation
-        new_day = _new_days(b.ts, st.last_ts, self.rules.day_end)
+        new_day = _new_days(b.ts, st.last_ts, self._day_end)
         traded, st.volume = traded_volume(b.volume, st.volume, new_day)
         st.last_ts = int(b.ts[-1])
         if part is None or not st.searching:
             return None
         lot = self.rules.lot
-        share = np.floor(np.floor(part * traded + 1e-9) / lot) * lot  # whole lots
-        return np.where(np.isfinite(traded), share, math.inf)
+        share = part * traded + 1e-9
+        np.floor(share, out=share)
+        if lot != 1:  # whole lots
+            np.floor(share / lot, out=share)
+            share *= lot
+        np.copyto(share, math.inf, where=~np.isfinite(traded))
+        return share
+
+
+class DayEnd:
+    """``day_end`` remembered from the last instant asked: every instant from it to that end
+    is in the same trading day, so has the same end (the session is asked once a day)."""
+
+    def __init__(self, day_end: Callable[[int], int]) -> None:
+        self.day_end, self.asked, self.end = day_end, 0, 0  # [asked, end): known
+
+    def __call__(self, ts: int) -> int:
+        if not self.asked <= ts < self.end:
+            self.asked, self.end = ts, self.day_end(ts)
+        return self.end
 
 
 def enough(hits: I64, allowed: F64, need: float) -> tuple[I64, F64, int]:
