@@ -73,9 +73,9 @@ def _rsi(paise: I64, period: int) -> F64:
     net = np.zeros(len(diff), dtype=np.int64)
     net[period - 1 :] = paise[period:] - paise[: len(paise) - period]  # gains - losses
     # RSI at tick i uses diff[i-period .. i-1], i.e. the window ending at diff[i-1].
-    g, tot = np.zeros(len(paise)), np.zeros(len(paise))
-    g[1:], tot[1:] = (moved + net) // 2, moved
-    return np.divide(100.0 * g, tot, out=np.full(len(paise), 50.0), where=tot > 0)
+    gains2, tot = np.zeros(len(paise)), np.zeros(len(paise))  # twice the gains: 100 g = 50 (2 g)
+    gains2[1:], tot[1:] = moved + net, moved
+    return np.divide(50.0 * gains2, tot, out=np.full(len(paise), 50.0), where=tot > 0)
 
 
 def _window_sums(x: I64, width: int, at: I64) -> I64:
