@@ -13,7 +13,7 @@ from operators.strategies.api import Signal, Tick
 from operators.strategies.mean_reversion import MeanReversion, MeanReversionParams
 from operators.strategies.momentum import Momentum, MomentumParams
 from operators.strategies.registry import build_strategy
-from operators.strategies.runner import StrategyRunner
+from operators.strategies.runner import StrategyRunner, _entries
 from operators.ticks import window_counts
 from schemas.config import StrategyConfig
 from schemas.enums import Broker
@@ -278,3 +278,24 @@ def test_window_counts_are_the_tick_by_tick_count(gaps: list[int], start: int) -
     assert got.window.dtype == got.count.dtype == got.last_ts.dtype == np.int64
     rows = zip(got.window.tolist(), got.count.tolist(), got.last_ts.tolist(), strict=True)
     assert [list(r) for r in rows] == plain
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    regimes=st.lists(st.sampled_from([-1, 0, 0, 1]), max_size=60),
+    repeat=st.integers(1, 4),
+    last=st.sampled_from([-1, 0, 1]),
+)
+def test_targets_fire_where_a_tick_by_tick_walk_would(
+    regimes: list[int], repeat: int, last: int
+) -> None:
+    """A target fires at a zoned tick whose side differs from the last zone's."""
+    reg = np.repeat(np.array(regimes, dtype=np.int8), repeat)
+    fired, side = [], last
+    for i, r in enumerate(reg.tolist()):
+        if r and r != side:
+            fired.append(i)
+        side = r or side
+    got, after = _entries(reg, last)
+    assert got.tolist() == fired
+    assert after == (side if reg.any() else None)

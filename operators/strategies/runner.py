@@ -18,7 +18,7 @@ from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
 from operators.market import stop_trigger
-from operators.strategies.api import Signal, Tick, TickStrategy, VectorStrategy
+from operators.strategies.api import Regime, Signal, Tick, TickStrategy, VectorStrategy
 from operators.strategies.execution import ExecFinder, ExecRules, ExecState
 from operators.ticks import boundary_marks, dead_letter, window_counts
 from schemas.enums import Broker, DeadLetterReason
@@ -159,15 +159,10 @@ class StrategyRunner:
             reg, value = strat.regime(full, len(hist))
         except Exception as e:
             raise StrategyFailure(0, f"{type(e).__name__}: {e}", []) from None
-        # Fire where the zone differs from the side of the last target: +q once on entering
-        # the buy zone, then nothing until the sell zone (and vice versa).
-        zoned = np.flatnonzero(reg)
-        sides = reg[zoned]
-        prev = np.concatenate(([st.regime.get(sid, 0)], sides[:-1]))
-        fire = zoned[sides != prev]
+        fire, last = _entries(reg, st.regime.get(sid, 0))
         st.history[sid] = full[-strat.history :].copy()
-        if len(sides):
-            st.regime[sid] = int(sides[-1])
+        if last is not None:
+            st.regime[sid] = last
         out = []
         for i in fire.tolist():
             side = int(reg[i])
@@ -296,6 +291,21 @@ class StrategyRunner:
             tuple(d for _, d in failures),
             execs,
         )
+
+
+def _entries(reg: Regime, last: int) -> tuple[I64, int | None]:
+    """Where to fire: where the zone differs from the side of the last target (``last``),
+    +q once on entering the buy zone, then nothing until the sell zone (and vice versa).
+    Only the first tick of a run of one regime can: runs are compared, not zoned ticks.
+    Returns those ticks and the side of the last zone (None: no tick in any)."""
+    starts = np.flatnonzero(reg[1:] != reg[:-1]) + 1
+    if len(reg):
+        starts = np.concatenate(([0], starts))
+    sides = reg[starts]
+    zoned = sides != 0
+    starts, sides = starts[zoned], sides[zoned]
+    prev = np.concatenate(([last], sides[:-1]))
+    return starts[sides != prev], int(sides[-1]) if len(sides) else None
 
 
 def _rules(o: RunnerOptions, token: int) -> ExecRules:
