@@ -179,8 +179,8 @@ class ExecFinder:
         """The tick of ``b`` that alone completes the ``next`` search ``s`` (its first tick,
         when that may take the whole order: most orders), else None. The same tick as
         ``_hits`` and ``enough`` find, without building their arrays."""
-        start, end = self._span(b, s)
-        if start >= len(b) or (s.started and start >= end):
+        start = self._start(b, s)
+        if start >= len(b) or (s.started and start >= self._end(b, s)):
             return None
         if allowed is None or s.need <= 0 or float(allowed[start]) >= s.need:
             return start
@@ -199,15 +199,18 @@ class ExecFinder:
         s.protected = bool(out)
         return out
 
-    def _span(self, b: TickBatch, s: Search) -> tuple[int, int]:
-        """The first index of ``b`` the search may take, and the end of its wait there."""
-        start = max(s.after, int(b.ts.searchsorted(s.due, "left")))
-        return start, int(b.ts.searchsorted(s.due + self.rules.max_wait_us, "right"))
+    def _start(self, b: TickBatch, s: Search) -> int:
+        """The first index of ``b`` the search may take."""
+        return max(s.after, int(b.ts.searchsorted(s.due, "left")))
+
+    def _end(self, b: TickBatch, s: Search) -> int:
+        """The end of the search's wait in ``b`` (an index)."""
+        return int(b.ts.searchsorted(s.due + self.rules.max_wait_us, "right"))
 
     def _hits(self, b: TickBatch, s: Search) -> npt.NDArray[np.int64]:
         """Indexes of ``b`` the search may take (its first tick regardless of the wait)."""
         # A batch's ticks are in time order: those within the wait are a run from ``start``.
-        start, end = self._span(b, s)
+        start, end = self._start(b, s), self._end(b, s)
         if start >= len(b):
             return np.zeros(0, dtype=np.int64)
         if s.kind == "next":
