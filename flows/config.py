@@ -192,12 +192,36 @@ class _UniqueKeys(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_CONFIG_VALUES = 200_000
+"""Values (keys, scalars, lists, mappings) a config may hold with every YAML alias counted as
+the copy it stands for: nested aliases grow tenfold a level, a billion values in 1 KB."""
+
+
+def _expanded(raw: Any) -> Any:
+    """``raw``, refused once it holds more than MAX_CONFIG_VALUES values with aliases expanded;
+    counting stops there, so a huge or self-referencing tree costs no more than that."""
+    todo, count = [raw], 0
+    while todo:
+        node = todo.pop()
+        count += 1 + (len(node) if isinstance(node, dict) else 0)
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                "config: too large once YAML aliases are expanded "
+                f"(over {MAX_CONFIG_VALUES:,} values)"
+            )
+        if isinstance(node, dict):
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return raw
+
+
 def load_config(path: str | Path | None = None) -> AppConfig:
     """Config from ``path``, else ``$ALPHA_PANDA_CONFIG``, else the bundled default."""
     p = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     _regular(p, "config")
     try:
-        raw = yaml.load(p.read_text(), Loader=_UniqueKeys)
+        raw = _expanded(yaml.load(p.read_text(), Loader=_UniqueKeys))
     except OSError as exc:
         raise ConfigError(f"{CONFIG_ENV}: cannot read {p}: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -1,0 +1,87 @@
+"""Config and instruments files refused before they cost anything: YAML aliases that
+expand without bound, instruments.csv rows and headers that do not line up, tick sizes
+that are not whole paise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import load_config
+from schemas.config import ConfigError
+from tests.support import config_dict, flow_env
+
+ANYTHING = """
+class Anything:
+    def __init__(self, extra=None, quantity: int = 1):
+        self.quantity = quantity
+
+    def on_tick(self, tick, state):
+        return None
+"""
+
+
+def _alias_config(tmp: Path, depth: int) -> Path:
+    """A config whose user strategy's unannotated param nests ``depth`` levels of ten
+    aliases (10**depth values once expanded, in a few hundred bytes)."""
+    module = f"anything_{depth}"
+    (tmp / f"{module}.py").write_text(ANYTHING)
+    raw = config_dict(tmp / "ticks")
+    raw["strategies"] = [
+        {"id": "s", "class": f"{module}:Anything", "instruments": raw["strategies"][0]
+         ["instruments"], "brokers": ["paper"], "params": {"quantity": 1, "extra": "BOMB"}}
+    ]  # fmt: skip
+    lines = ["a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"] + [
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, depth)
+    ]
+    bomb = "\n" + "\n".join(" " * 8 + line for line in lines)
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, width=10_000).replace(" BOMB", bomb))
+    return path
+
+
+def test_yaml_aliases_that_expand_past_the_budget_are_refused_at_once(tmp_path: Path) -> None:
+    path = _alias_config(tmp_path, 6)
+    assert path.stat().st_size < 2_000  # the whole config, instruments included
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: config: too large once YAML aliases are expanded (over 200,000 values)"
+    )
+    assert time.monotonic() - start < 2
+
+
+def test_a_self_referencing_alias_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text("source: &s [*s]\n")
+    with pytest.raises(ConfigError, match="too large once YAML aliases are expanded"):
+        load_config(path)
+
+
+def test_the_entry_point_refuses_an_alias_bomb_in_one_line(tmp_path: Path) -> None:
+    path = _alias_config(tmp_path, 9)
+    cmd = [sys.executable, "-m", "bytewax.run", "flows.main"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=flow_env(path), capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert str(path) in lines[0] and "too large once YAML aliases are expanded" in lines[0]
+
+
+def test_plain_anchors_and_aliases_still_load(tmp_path: Path) -> None:
+    raw = config_dict(tmp_path / "ticks")
+    mom = raw["strategies"][0]
+    raw["strategies"].append({**mom, "id": "mom2"})  # the same params and instruments
+    text = yaml.safe_dump(raw)
+    assert "&id001" in text and "*id001" in text  # written as an anchor and an alias
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    by_id = {s.id: s for s in load_config(path).strategies}
+    assert by_id["mom2"].params == by_id["mom"].params
+    assert by_id["mom2"].instruments == by_id["mom"].instruments
