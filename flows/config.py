@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from operators.strategies.registry import StrategyImpl, build_strategy
-from schemas.config import AppConfig, ConfigError
+from schemas.config import AppConfig, ConfigError, Instrument
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
@@ -81,12 +81,12 @@ _CSV_FLOATS = ("tick_size", "circuit_pct")
 KITE_MASTER_COLUMNS = frozenset({"exchange_token", "instrument_type", "segment", "expiry"})
 
 
-def _csv_row(row: dict[str | None, Any]) -> dict[str | None, Any]:
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
     """A CSV row's numbers as numbers (text that is not one stays text, and is refused by
     name); empty cells are left out (defaults)."""
-    out: dict[str | None, Any] = {}
+    out: dict[str, Any] = {}
     for k, v in row.items():
-        if v is None or v == "":
+        if v == "":
             continue
         try:
             if k in _CSV_INTS:
@@ -106,18 +106,45 @@ def _instruments(value: Any, base: Path) -> Any:
     _regular(path, "instruments")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM too
-            reader = csv.DictReader(fh)
-            if KITE_MASTER_COLUMNS <= set(reader.fieldnames or ()):
-                raise ConfigError(
-                    f"instruments: {path} is Kite's instrument master as downloaded; write "
-                    f"the instrument file from it: alpha-panda instruments --from {path} "
-                    "--out instruments.csv"
-                )
-            return [_csv_row(r) for r in reader]
+            return _csv_instruments(path, csv.reader(fh))
     except OSError as exc:
         raise ConfigError(f"instruments: cannot read {path}: {exc.strerror}") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(f"instruments: {path} is not a CSV text file: {exc}") from None
+
+
+def _csv_instruments(path: Path, reader: Any) -> list[dict[str, Any]]:
+    """The rows of an instruments CSV as mappings, each checked as an Instrument: a column
+    named twice, a row of more or fewer fields than the header or a bad value is refused
+    naming the file, line and field. A column absent from the header takes its default."""
+    header: list[str] = next(reader, [])
+    if KITE_MASTER_COLUMNS <= set(header):
+        raise ConfigError(
+            f"instruments: {path} is Kite's instrument master as downloaded; write "
+            f"the instrument file from it: alpha-panda instruments --from {path} "
+            "--out instruments.csv"
+        )
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise ConfigError(f"instruments: {path} line 1: column {name!r} given twice")
+        seen.add(name)
+    rows = []
+    for fields in reader:
+        if not fields:
+            continue  # a blank line
+        line = f"instruments: {path} line {reader.line_num}"
+        if len(fields) != len(header):
+            raise ConfigError(f"{line}: {len(fields)} fields, the header has {len(header)}")
+        row = _csv_row(dict(zip(header, fields, strict=True)))
+        try:
+            Instrument.model_validate(row)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where, msg = _message(err, _where(tuple(err["loc"]), row))
+            raise ConfigError(f"{line}: {where}: {msg}" if where else f"{line}: {msg}") from None
+        rows.append(row)
+    return rows
 
 
 MAX_TEXT_BYTES = 256 * 2**20  # an instruments or config file larger than this is not one

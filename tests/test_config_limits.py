@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.config import load_config
+from flows.config import load_config, parse_config
 from schemas.config import ConfigError
 from tests.support import config_dict, flow_env
 
@@ -85,3 +85,49 @@ def test_plain_anchors_and_aliases_still_load(tmp_path: Path) -> None:
     by_id = {s.id: s for s in load_config(path).strategies}
     assert by_id["mom2"].params == by_id["mom"].params
     assert by_id["mom2"].instruments == by_id["mom"].instruments
+
+
+HEADER = "instrument_token,tradingsymbol,exchange,tick_size,lot_size\n"
+TWICE = HEADER.replace("\n", ",lot_size\n")
+
+
+def _csv_error(tmp: Path, text: str) -> str:
+    (tmp / "instruments.csv").write_text(text)
+    raw = config_dict(tmp / "ticks", instruments="instruments.csv")
+    raw["strategies"] = [{**raw["strategies"][0], "instruments": "all"}]
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, tmp)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (TWICE + "7,A,NSE,0.05,1,7\n", "line 1: column 'lot_size' given twice"),
+        (HEADER + "7,A,NSE,0.05,1\n8,B\n", "line 3: 2 fields, the header has 5"),
+        (HEADER + "7,A,NSE,0.05,1\n\n8,B,NSE,0.05,1,9,9\n", "line 4: 7 fields, the header has 5"),
+        (HEADER + '7,"A\nB",NSE,0.05\n', "line 3: 4 fields, the header has 5"),  # a quoted newline
+        (HEADER + "7,A,NSE,0.05,0\n", "line 2: lot_size: Input should be greater than 0"),
+        (HEADER + "7,A,NSE,0.05,1\n8,B,NSE,0.05,1,\n", "line 3: 6 fields, the header has 5"),
+    ],
+    ids=["column-twice", "short-row", "long-row", "quoted-newline", "bad-value", "trailing-comma"],
+)
+def test_instrument_csv_rows_that_do_not_fit_the_header_are_refused(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    msg = _csv_error(tmp_path, text)
+    assert msg.startswith(f"instruments: {tmp_path / 'instruments.csv'} {problem}"), msg
+    assert "\n" not in msg
+
+
+def test_instrument_csv_columns_absent_from_the_header_take_their_defaults(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "instruments.csv").write_text(
+        "instrument_token,tradingsymbol\n7,A\n\n8,B\n"  # a blank line is skipped
+    )
+    raw = config_dict(tmp_path / "ticks", instruments="instruments.csv")
+    raw["strategies"] = [{**raw["strategies"][0], "instruments": "all"}]
+    got = [(i.instrument_token, i.exchange, i.tick_size, i.lot_size)
+           for i in parse_config(raw, tmp_path).instruments]  # fmt: skip
+    assert got == [(7, "NSE", 0.05, 1), (8, "NSE", 0.05, 1)]
