@@ -131,3 +131,28 @@ def test_instrument_csv_columns_absent_from_the_header_take_their_defaults(
     got = [(i.instrument_token, i.exchange, i.tick_size, i.lot_size)
            for i in parse_config(raw, tmp_path).instruments]  # fmt: skip
     assert got == [(7, "NSE", 0.05, 1), (8, "NSE", 0.05, 1)]
+
+
+@pytest.mark.parametrize("tick", ["10000", "100.01", "0.003", "1e-9", "0", "-0.05", "0.055"])
+def test_tick_sizes_that_are_not_whole_paise_up_to_100_are_refused(
+    tmp_path: Path, tick: str
+) -> None:
+    msg = _csv_error(tmp_path, HEADER + f"7,A,NSE,0.05,1\n8,B,NSE,{tick},1\n")
+    assert msg.startswith(
+        f"instruments: {tmp_path / 'instruments.csv'} line 3: tick_size: must be a whole "
+        "number of paise from 0.01 to 100 (₹), or auto"
+    ), msg
+    raw = config_dict(tmp_path / "ticks")
+    raw["instruments"][1]["tick_size"] = float(tick)
+    with pytest.raises(ConfigError, match=r"^instruments\[1\]\.tick_size: must be a whole"):
+        parse_config(raw, tmp_path)
+
+
+def test_tick_sizes_in_whole_paise_are_kept_exactly(tmp_path: Path) -> None:
+    ticks = ["0.01", "0.05", "0.10", "0.15", "0.3", "5", "100", "auto"]
+    lines = "".join(f"{7 + k},S{k},NSE,{t},1\n" for k, t in enumerate(ticks))
+    (tmp_path / "instruments.csv").write_text(HEADER + lines)
+    raw = config_dict(tmp_path / "ticks", instruments="instruments.csv")
+    raw["strategies"] = [{**raw["strategies"][0], "instruments": "all"}]
+    got = [i.tick_size for i in parse_config(raw, tmp_path).instruments]
+    assert got == [0.01, 0.05, 0.1, 0.15, 0.3, 5.0, 100.0, "auto"]

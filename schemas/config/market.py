@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import time
 from typing import Literal
 
@@ -10,21 +11,35 @@ from pydantic import Field, field_validator, model_validator
 from schemas.calendar import known_calendar
 from schemas.config.base import ClockTime, Day, Section, Token, iana_zone
 
+MAX_TICK = 100.0
+"""The largest tick size in ₹ (NSE's largest band is 5.00): a bigger one moves fill prices
+far past the market."""
+
 
 class Instrument(Section):
     instrument_token: Token
     tradingsymbol: str = Field(min_length=1)
     exchange: str = Field(default="NSE", min_length=1)
     tick_size: float | Literal["auto"] = Field(
-        default=0.05, description="₹, or auto: NSE's band for the price (operators.market)"
+        default=0.05,
+        description=f"₹, whole paise up to {MAX_TICK:g}, or auto: NSE's band for the price",
     )
 
     @field_validator("tick_size")
     @classmethod
-    def _positive_tick(cls, tick: float | str) -> float | str:
-        if tick != "auto" and not (isinstance(tick, float | int) and 0 < tick <= 10_000):
-            raise ValueError("must be > 0 (at most 10000) or auto")
-        return tick
+    def _paise_tick(cls, tick: float | str) -> float | str:
+        """A whole number of paise (0.01 to MAX_TICK ₹, within float noise of a CSV's
+        decimal text), kept as paise / 100; or auto."""
+        if tick == "auto":
+            return tick
+        paise = tick * 100 if isinstance(tick, float | int) and math.isfinite(tick) else -1.0
+        whole = round(paise)
+        if not (1 <= whole <= MAX_TICK * 100 and abs(paise - whole) < 1e-6):
+            raise ValueError(
+                f"must be a whole number of paise from 0.01 to {MAX_TICK:g} (₹), or auto; "
+                f"got {tick!r}"
+            )
+        return whole / 100
 
     lot_size: int = Field(default=1, gt=0, le=10_000_000)
     circuit_pct: float | None = Field(
