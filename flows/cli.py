@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from connectors.progress import PROGRESS_ENV
 from flows.config import CONFIG_ENV
@@ -153,15 +154,72 @@ _delegate("kafka", "connectors.kafka.devbroker", "Start a local Kafka-protocol b
 _delegate("sim", "connectors.kite.sim.__main__", "A local Kite Connect simulator", False)
 _delegate("login", "connectors.kite.login", "Exchange a Kite request token for a session")
 _delegate("instruments", "connectors.kite.instruments", "Write Kite's instrument master")
-_delegate("generate", "data.generate", "Generate synthetic tick data", False)
 _delegate("bench", "flows.bench", "Benchmark replay throughput", False)
 
 
-def _failed(exc: Exception) -> click.ClickException:
-    """A run folder the analysis cannot read: one line, exit 2."""
+def _failed(exc: Exception | str) -> click.ClickException:
+    """A run folder the analysis cannot read, or a bad option value: one line, exit 2."""
     err = click.ClickException(str(exc))
     err.exit_code = 2
     return err
+
+
+def _at_least_one(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A whole number >= 1, else one line naming the option."""
+    if value is None:
+        return None
+    try:
+        if int(value) >= 1:
+            return int(value)
+    except ValueError:
+        pass
+    raise _failed(f"--{param.name}: {value!r} is not a whole number >= 1")
+
+
+@main.command(
+    "generate",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    short_help="Generate synthetic tick data",
+)
+@click.option("--instruments", metavar="N", callback=_at_least_one,
+              help="N synthetic instruments over --days, with their instruments.csv "
+              "[default: the bundled sample: its 20 instruments, one day]")  # fmt: skip
+@click.option("--days", metavar="N", default="1", show_default=True, callback=_at_least_one,
+              help="trading days (with --instruments)")  # fmt: skip
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              help="folder, or a .parquet file for one day [default: data/sample_ticks.parquet]")  # fmt: skip  # noqa: E501
+def generate_cmd(instruments: int | None, days: int, seed: int, out: Path | None) -> None:
+    """Generate synthetic tick data: Parquet files, one per day (python -m data.generate)."""
+    from data.generate import main as generate
+
+    args = ["--days", str(days), "--seed", str(seed)]
+    args += ["--instruments", str(instruments)] if instruments else []
+    args += ["--out", str(out)] if out is not None else []
+    with _named(f"{PROG} generate", args):
+        generate()
+
+
+def _config_readable(run_dir: Path) -> None:
+    """A run folder's ``config.yaml``, when there, must read as YAML: one line naming it."""
+    from flows.analysis.load import CONFIG_FILE
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    try:
+        yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise _failed(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise _failed(f"{path}: not UTF-8 text") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise _failed(f"{path}: invalid YAML: {exc.problem or exc.context}{at}") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise _failed(f"{path}: invalid YAML: {first}") from None
 
 
 class RunDir(click.Path):
@@ -193,6 +251,7 @@ def report_cmd(run_dir: Path, risk_free: float) -> None:
     """Analyse a run folder: print the report; write report.txt, .json and .html there."""
     from flows.analysis import render_text, report, write_reports
 
+    _config_readable(run_dir)
     try:
         analysed = report(run_dir, risk_free)
         written = write_reports(run_dir, risk_free, analysed)
@@ -215,6 +274,8 @@ def compare_cmd(run_dirs: tuple[Path, ...], risk_free: float) -> None:
 
     if len(run_dirs) < 2:
         raise click.UsageError("give two or more run folders")
+    for run_dir in run_dirs:
+        _config_readable(run_dir)
     try:
         click.echo(compare(list(run_dirs), risk_free).rstrip("\n"))
     except (FileNotFoundError, ValueError) as exc:

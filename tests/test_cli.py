@@ -22,7 +22,7 @@ from tests.support import ROOT, config_dict, flow_env, free_ports, ledger_bytes
 
 COMMANDS = ["run", "status", "control", "report", "compare", "sim", "login", "topics", "load",
             "kafka", "instruments", "generate", "bench"]  # fmt: skip
-OWN = {"run", "report", "compare"}  # the others are argparse mains of their modules
+OWN = {"run", "report", "compare", "generate"}  # the others are argparse mains of their modules
 
 
 def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -90,6 +90,39 @@ def test_report_and_compare_read_run_folders(conf: Path, tmp_path: Path) -> None
     assert runner.invoke(main, ["compare", str(a)]).exit_code == 2
     empty = runner.invoke(main, ["report", str(tmp_path)])
     assert empty.exit_code == 2 and "not a run folder" in empty.output
+
+
+def test_a_run_folder_whose_config_is_not_yaml_is_named_in_one_line(
+    conf: Path, tmp_path: Path
+) -> None:
+    _run(tmp_path, "-c", str(conf), "--name", "a", "--progress", "off")
+    a = tmp_path / "runs" / "a"
+    shutil.copytree(a, tmp_path / "runs" / "b")
+    (a / "config.yaml").write_text("source: [\n")
+    for args in (["report", str(a)], ["compare", str(tmp_path / "runs" / "b"), str(a)]):
+        done = CliRunner().invoke(main, args)
+        assert done.exit_code == 2, done.output
+        assert done.output == (
+            f"Error: {a / 'config.yaml'}: invalid YAML: expected the node content, but found "
+            "'<stream end>' (line 2)\n"
+        )
+    (a / "config.yaml").write_bytes(b"\xff\xfe")
+    done = CliRunner().invoke(main, ["report", str(a)])
+    assert done.exit_code == 2 and done.output == f"Error: {a / 'config.yaml'}: not UTF-8 text\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--instruments", "-1"], ["--instruments", "0"], ["--instruments", "x"], ["--days", "0"]],
+)
+def test_generate_refuses_counts_below_one_in_one_line(tmp_path: Path, args: list[str]) -> None:
+    """``--instruments -1`` failed in a traceback, ``0`` quietly wrote the 20-instrument
+    sample instead: a count is a whole number >= 1 (leave --instruments out for the sample)."""
+    done = CliRunner().invoke(main, ["generate", *args, "--out", str(tmp_path / "gen")])
+    option, value = args[-2:]
+    assert done.exit_code == 2, done.output
+    assert done.output == f"Error: {option}: {value!r} is not a whole number >= 1\n"
+    assert not (tmp_path / "gen").exists()
 
 
 def test_run_hands_recovery_flags_to_bytewax(conf: Path, tmp_path: Path) -> None:
