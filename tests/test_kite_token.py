@@ -10,24 +10,34 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 import redis
 import requests
 import yaml
 
-from connectors.kite.client import OrderFeed
+from connectors.kite import client as kite_client
+from connectors.kite import login
+from connectors.kite.client import CredentialsMissing, OrderFeed, check_session, credentials
 from connectors.kite.intents import IntentStore
 from connectors.kite.orders import KiteOrders
 from operators.account.account import Account, AccountSetup
 from operators.account.zerodha import ZerodhaVenue
 from operators.session import MarketSession
-from schemas.config import BrokerConfig, CostModel, Instrument, KiteConfig, SessionConfig
+from schemas.config import (
+    BrokerConfig,
+    CostModel,
+    Instrument,
+    KiteConfig,
+    SessionConfig,
+    SourceUnavailable,
+)
 from schemas.enums import Broker, TradingState
 from schemas.events import OrderFailed, RejectedSignal, TradingSignal, TradingStateChanged
 from schemas.kite import KiteAlert
 from schemas.redis_keys import LiveKeys
 from tests.live_sim import SECRETS, Sim, live_config, tape
 from tests.redis_server import shared_url
-from tests.support import client, flow_env, free_ports, zerodha_signal
+from tests.support import KEY, SECRET, TOKEN, client, flow_env, free_ports, zerodha_signal
 
 INFY = 408065
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
@@ -52,6 +62,74 @@ def test_a_refused_token_at_start_exits_2_and_leaves_the_last_run_alone(tmp_path
     assert "Traceback" not in done.stderr and "expired-token-8Hq2" not in done.stderr
     assert sorted(p.name for p in earlier.iterdir()) == ["report.json"]
     assert (earlier / "report.json").read_text() == '{"from": "the run before"}'
+
+
+def test_a_token_pasted_with_a_non_ascii_character_exits_2_naming_the_variable_only(
+    tmp_path: Path,
+) -> None:
+    """A zero-width space after the token failed in the HTTP client's header encoding: a
+    52-line traceback quoting the character and its position in the secret."""
+    sim = Sim(tape(tmp_path), tmp_path / "sim.log")
+    token = SECRETS["KITE_ACCESS_TOKEN"]
+    try:
+        cfg = live_config(tmp_path, sim, shared_url(), f"zw-{uuid.uuid4().hex[:6]}:")
+        env = {**flow_env(cfg), **SECRETS, "KITE_ACCESS_TOKEN": token + "\u200b"}
+        cmd = [sys.executable, "-m", "bytewax.run", "flows.main"]
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+    finally:
+        sim.stop()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr == (
+        "alpha-panda: Kite credentials: KITE_ACCESS_TOKEN holds whitespace or a character "
+        "that is not printable ASCII (pasted with it?); set it again\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KITE_API_KEY", "key with space"),
+        ("KITE_API_KEY", "k\u00e9y"),
+        ("KITE_ACCESS_TOKEN", "tok\t"),
+        ("KITE_ACCESS_TOKEN", "\u200btok"),
+    ],
+)
+def test_credentials_are_printable_ascii_without_whitespace(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("KITE_API_KEY", "key")
+    monkeypatch.setenv("KITE_ACCESS_TOKEN", "token")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(CredentialsMissing) as err:
+        credentials()
+    assert str(err.value).startswith(f"Kite credentials: {name} holds whitespace")
+    assert value.strip() not in str(err.value)
+
+
+def test_the_session_check_turns_any_failure_into_one_line_without_the_secret(
+    sim: tuple[object, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the client raises, the message is the exception's type, never its text."""
+    _, root = sim
+    monkeypatch.setattr(kite_client, "credentials", lambda: (KEY, TOKEN + "\u200b"))
+    with pytest.raises(SourceUnavailable) as err:
+        check_session(KiteConfig(api_root=root, timeout_s=2))
+    assert str(err.value) == (
+        f"kite.api_root: {root}: the profile request failed (UnicodeEncodeError)"
+    )
+
+
+def test_login_refuses_an_api_secret_that_is_not_printable_ascii(
+    sim: tuple[object, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, root = sim
+    monkeypatch.setenv("KITE_API_KEY", KEY)
+    monkeypatch.setenv("KITE_API_SECRET", SECRET + "\u200b")
+    assert login.main(["--request-token", "rt", "--root", root, "--env-file", "/dev/null"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("login: Kite credentials: KITE_API_SECRET holds whitespace")
+    assert SECRET not in err and err.count("\n") == 1
 
 
 def test_a_ticker_that_never_connects_ends_the_run_with_exit_1_and_says_so(

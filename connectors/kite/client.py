@@ -36,18 +36,34 @@ _reactor_lock = threading.Lock()
 
 
 class CredentialsMissing(SourceUnavailable):
-    """A Kite credential variable is unset; the message names it (never a value)."""
+    """A Kite credential variable is unset or not usable as one; the message names it
+    (never any part of a value)."""
+
+
+def env_credentials(*names: str) -> tuple[str, ...]:
+    """The values of credential variables ``names``: each set, and printable ASCII without
+    whitespace (Kite's keys, secrets and tokens are; a character pasted with one, such as a
+    zero-width space, would fail deep in the HTTP client, quoting the secret)."""
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        hint = " (python -m connectors.kite.login makes an access token)"
+        raise CredentialsMissing(
+            f"Kite credentials: set {' and '.join(missing)} in the environment"
+            + (hint if ACCESS_TOKEN_ENV in missing else "")
+        )
+    for name in names:
+        if not all("!" <= c <= "~" for c in os.environ[name]):
+            raise CredentialsMissing(
+                f"Kite credentials: {name} holds whitespace or a character that is not "
+                "printable ASCII (pasted with it?); set it again"
+            )
+    return tuple(os.environ[n] for n in names)
 
 
 def credentials() -> tuple[str, str]:
     """(api_key, access_token) from ``KITE_API_KEY`` / ``KITE_ACCESS_TOKEN``."""
-    missing = [n for n in (API_KEY_ENV, ACCESS_TOKEN_ENV) if not os.environ.get(n)]
-    if missing:
-        raise CredentialsMissing(
-            f"Kite credentials: set {' and '.join(missing)} in the environment "
-            "(python -m connectors.kite.login makes an access token)"
-        )
-    return os.environ[API_KEY_ENV], os.environ[ACCESS_TOKEN_ENV]
+    api_key, token = env_credentials(API_KEY_ENV, ACCESS_TOKEN_ENV)
+    return api_key, token
 
 
 def http_client(cfg: KiteConfig) -> KiteConnect:
@@ -69,6 +85,10 @@ def check_session(cfg: KiteConfig) -> None:
     except (requests.RequestException, kex.KiteException) as e:
         raise SourceUnavailable(
             f"kite.api_root: {cfg.api_root} did not answer a profile request ({type(e).__name__})"
+        ) from None
+    except Exception as e:  # its text may quote a credential: the type alone
+        raise SourceUnavailable(
+            f"kite.api_root: {cfg.api_root}: the profile request failed ({type(e).__name__})"
         ) from None
 
 

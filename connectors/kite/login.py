@@ -16,6 +16,7 @@ from pathlib import Path
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
+from connectors.kite.client import CredentialsMissing, env_credentials
 from flows.config import load_config
 from schemas.config import ConfigError
 from schemas.kite import ACCESS_TOKEN_ENV, API_KEY_ENV, API_SECRET_ENV
@@ -28,18 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="config file (its kite.api_root); default as the flow")
     ap.add_argument("--root", help="Kite API base URL, overriding the config")
     args = ap.parse_args(argv)
-    missing = [n for n in (API_KEY_ENV, API_SECRET_ENV) if not os.environ.get(n)]
-    if missing:
-        print(f"login: set {' and '.join(missing)} in the environment", file=sys.stderr)
+    try:
+        api_key, api_secret = env_credentials(API_KEY_ENV, API_SECRET_ENV)
+    except CredentialsMissing as e:
+        print(f"login: {e}", file=sys.stderr)
         return 2
     try:
         root = args.root or load_config(args.config).kite.api_root
     except ConfigError as e:
         print(f"login: configuration error: {e}", file=sys.stderr)
         return 2
-    kite = KiteConnect(os.environ[API_KEY_ENV], root=root)
+    kite = KiteConnect(api_key, root=root)
     try:
-        session = kite.generate_session(args.request_token, os.environ[API_SECRET_ENV])
+        session = kite.generate_session(args.request_token, api_secret)
     except (kex.KiteException, OSError) as e:
         print(f"login: Kite refused the request token: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
