@@ -219,7 +219,7 @@ class _UniqueKeys(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-MAX_CONFIG_VALUES = 200_000
+MAX_CONFIG_VALUES = 100_000
 """Values (keys, scalars, lists, mappings) a config may hold with every YAML alias counted as
 the copy it stands for: nested aliases grow tenfold a level, a billion values in 1 KB."""
 

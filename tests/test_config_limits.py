@@ -52,7 +52,7 @@ def test_yaml_aliases_that_expand_past_the_budget_are_refused_at_once(tmp_path: 
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value) == (
-        f"{path}: config: too large once YAML aliases are expanded (over 200,000 values)"
+        f"{path}: config: too large once YAML aliases are expanded (over 100,000 values)"
     )
     assert time.monotonic() - start < 2
 
