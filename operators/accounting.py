@@ -199,12 +199,28 @@ class Book:
         ``slots``, ``universe``: as for ``slots_for``."""
         if not len(tokens):
             return
-        at, hit = self.slots_for(tokens, slots, universe)
-        if hit is not None:
-            at, prices = at[hit], prices[hit]
+        if (
+            slots is not None
+            and universe == self._universe_id
+            and len(self._slot) == self._universe_n
+        ):
+            at = slots  # ``slots_for``'s first case (``trusts``), inline
+        else:
+            at, hit = self.slots_for(tokens, slots, universe)
+            if hit is not None:
+                at, prices = at[hit], prices[hit]
         self._mark[at] = prices
         self._seen[at] = True
         self._value = None
+
+    def swing(self, slots: I64, hit: npt.NDArray[np.bool_] | None, high: F64, low: F64) -> float:
+        """Σ |quantity| x the larger distance from each slot's mark to ``high`` or ``low``
+        (slots where ``hit`` is false count 0): the most the book can move over a run of
+        marks within those highs and lows."""
+        qty, start = self._qty[slots], self._mark[slots]
+        if hit is not None:
+            qty = np.where(hit, qty, 0.0)
+        return float(np.dot(np.abs(qty), np.maximum(high - start, start - low)))
 
     def quantities(self, slots: I64) -> F64:
         return self._qty[slots]
@@ -244,9 +260,11 @@ class Book:
 
     def market_value(self) -> float:
         """Σ quantity × mark (kept until a quantity, a mark or the slots change)."""
-        if self._value is None:
-            self._value = float(np.dot(self._q(), self._m()))
-        return self._value
+        value = self._value
+        if value is None:
+            n = len(self._slot)
+            value = self._value = float(np.dot(self._qty[:n], self._mark[:n]))
+        return value
 
     def unrealized(self) -> float:
         return self.market_value() - self._basis
@@ -255,7 +273,12 @@ class Book:
         return self.cash + self.market_value()
 
     def net_pnl(self) -> float:
-        return self.realized + self.unrealized() - self.fees
+        """realized + unrealized − fees (the market value inline: asked after every fill
+        and mark)."""
+        value = self._value
+        if value is None:
+            value = self.market_value()
+        return self.realized + (value - self._basis) - self.fees
 
     def short_value(self) -> float:
         """Σ |quantity| × mark over short positions."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from operators.accounting import F64, I64, Book, signed
+from operators.accounting import F64, I64, Book, buys, signed
+from schemas.enums import SignalType
 from schemas.events import FeesSettled, OrderFailed, OrderFilled, OrderPlaced
 from schemas.report import PnlStats
 
@@ -27,7 +28,13 @@ class Tracker:
     max_drawdown: float = 0.0
 
     def fill(self, f: OrderFilled) -> None:
-        applied = self.book.apply(f.instrument_token, f.side, f.quantity, f.fill_price, f.fees)
+        self.take(f.instrument_token, f.side, f.quantity, f.fill_price, f.fees)
+
+    def take(
+        self, token: int, side: SignalType | str, quantity: int, price: float, fee: float
+    ) -> None:
+        """A fill of ``quantity`` at ``price`` paying ``fee`` (``fill``'s fields)."""
+        applied = self.book.apply(token, side, quantity, price, fee)
         self.fills += 1
         if applied.trip_net is not None:
             self.round_trips += 1
@@ -42,8 +49,10 @@ class Tracker:
 
     def observe(self) -> None:
         net = self.book.net_pnl()
-        self.peak = max(self.peak, net)
-        self.max_drawdown = max(self.max_drawdown, self.peak - net)
+        if net > self.peak:  # max(peak, net), as max compares
+            self.peak = net
+        if self.peak - net > self.max_drawdown:
+            self.max_drawdown = self.peak - net
 
     def stats(self, name: str) -> PnlStats:
         b = self.book
@@ -161,19 +170,21 @@ class AccountBook:
 
     def fill(self, f: OrderFilled) -> None:
         """Apply a fill to the broker's and the strategy's book; it marks its instrument."""
-        o = self.open.get(f.order_id)
+        oid, side, qty = f.order_id, f.side, f.quantity
+        token, price, fee = f.instrument_token, f.fill_price, f.fees
+        o = self.open.get(oid)
         if o is not None:
-            o.remaining -= signed(f.side, f.quantity)
-            if o.remaining == 0 or (o.remaining > 0) != (signed(f.side, 1) > 0):
-                del self.open[f.order_id]
+            o.remaining -= signed(side, qty)
+            if o.remaining == 0 or (o.remaining > 0) != buys(side):
+                del self.open[oid]
         strat = self.strategies.get(f.strategy_id)
+        total = self.total.book
         if strat is None:
-            universe = self.total.book.universe
-            strat = self.strategies[f.strategy_id] = Tracker(Book(0.0, universe))
-        self.mark(f.instrument_token, f.fill_price)
-        strat.book.copy_marks(self.total.book)  # strategy books are marked when they are read
-        self.total.fill(f)
-        strat.fill(f)
+            strat = self.strategies[f.strategy_id] = Tracker(Book(0.0, total.universe))
+        total.mark(token, price)  # as ``mark``
+        strat.book.copy_marks(total)  # strategy books are marked when they are read
+        self.total.take(token, side, qty, price, fee)
+        strat.take(token, side, qty, price, fee)
 
     def settle(self, n: FeesSettled) -> None:
         """An order's fees become its contract note's (cash and fees, broker and strategy)."""

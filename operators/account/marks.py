@@ -41,11 +41,7 @@ def may_breach(
     if room <= 0:
         return True
     slots, hit = book.slots_for(m.tokens, m.slots, m.universe)
-    qty, start = book.quantities(slots), book.marks(slots)
-    if hit is not None:
-        qty = np.where(hit, qty, 0.0)
-    move = np.maximum(m.high - start, start - m.low)
-    return float(np.dot(np.abs(qty), move)) >= room
+    return book.swing(slots, hit, m.high, m.low) >= room
 
 
 def loss_candidates(
