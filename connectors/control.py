@@ -51,11 +51,6 @@ class FileControl:
         done = int(cursor or 0)
         return self._us[done] if done < len(self._us) else None
 
-    def rest(self, cursor: Any) -> tuple[list[ControlCommand], Any]:
-        """Every command not yet returned (at the end of the stream)."""
-        done = int(cursor or 0)
-        return self.commands[done:], len(self.commands)
-
 
 class RedisControl:
     """Live commands from this broker's Redis stream, polled at most every ``poll_s`` of wall

@@ -44,6 +44,7 @@ class RecoveryMeta:
     created: str
     data_sha256: str = ""  # a replay's files (names and sizes): changed data is refused too
     finished: str | None = None  # when a bounded run wrote its report at the end of its data
+    control_sha256: str = ""  # the control file's bytes: an edited one is refused too
 
 
 def _digest(value: Any) -> str:
@@ -84,6 +85,17 @@ def data_digest(cfg: AppConfig) -> str:
     return _digest(listing)
 
 
+def control_digest(cfg: AppConfig) -> str:
+    """sha256 of the control file (``control.path``), "" without one: a resume carries on
+    from the commands it applied, which only means the same thing in the same file."""
+    if not cfg.control.path:
+        return ""
+    try:
+        return hashlib.sha256(Path(cfg.control.path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"control.path: cannot read {cfg.control.path}: {exc.strerror}") from None
+
+
 def describe(cfg: AppConfig, out: Path) -> RecoveryMeta:
     """The record a new store gets for a run of ``cfg`` writing into ``out``."""
     fields = config_fields(cfg)
@@ -96,6 +108,7 @@ def describe(cfg: AppConfig, out: Path) -> RecoveryMeta:
         bounded=isinstance(cfg.source, ReplaySourceConfig),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         data_sha256=data_digest(cfg),
+        control_sha256=control_digest(cfg),
     )
 
 
@@ -135,6 +148,8 @@ def changes(old: RecoveryMeta, new: RecoveryMeta) -> list[str]:
         out.append(f"config fields changed: {', '.join(diff) or 'layout'}")
     if old.data_sha256 != new.data_sha256:
         out.append("replay files changed (names or sizes)")
+    if old.control_sha256 != new.control_sha256:
+        out.append("control file changed")
     if old.package_version != new.package_version:
         out.append(f"package version {old.package_version} -> {new.package_version}")
     elif old.code_sha256 != new.code_sha256:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import bytewax.operators as op
@@ -20,6 +19,8 @@ from schemas.keys import route_key
 from schemas.ticks import (
     F64,
     I64,
+    PLAUSIBLE_FROM,
+    PLAUSIBLE_UNTIL,
     US,
     Depth,
     Marks,
@@ -27,7 +28,6 @@ from schemas.ticks import (
     TickBatch,
     WindowCounts,
     from_us,
-    to_us,
 )
 
 MISSING_TS = np.iinfo(np.int64).min
@@ -37,10 +37,6 @@ MAX_VOLUME = 10**12  # shares: far above any day's volume, far below int64 overf
 NO_VOLUME = -1  # the volume column's value for "not given"
 
 DAY_US = 86_400 * US
-PLAUSIBLE_FROM = to_us(datetime(1990, 1, 1, tzinfo=timezone.utc))
-"""No tick is dated earlier (before electronic trading on Indian exchanges)."""
-PLAUSIBLE_UNTIL = to_us(datetime(2100, 1, 1, tzinfo=timezone.utc))
-"""No tick is dated at or after this (keeps every later time computation in range)."""
 MAX_AHEAD_US = DAY_US
 """Live sources: how far a tick may be dated after it arrived (clock skew, time zones)."""
 MAX_SPAN_US = 366 * DAY_US

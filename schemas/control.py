@@ -20,6 +20,8 @@ from pydantic import AwareDatetime
 from schemas.config import ConfigError
 from schemas.enums import Broker
 from schemas.events import Model
+from schemas.files import regular_file
+from schemas.ticks import PLAUSIBLE_FROM, PLAUSIBLE_UNTIL, to_us
 
 FIELDS = ("ts", "broker", "command")
 
@@ -59,6 +61,11 @@ def _object(text: str) -> dict[str, Any]:
         raw = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except ConfigError:
+        raise
+    except (RecursionError, ValueError) as exc:  # nesting or a number too deep/long to read
+        why = type(exc).__name__
+        raise ConfigError(f"invalid JSON ({why}: nested or long beyond reason)") from None
     if not isinstance(raw, dict):
         raise ConfigError('expected a JSON object {"ts": ..., "broker": ..., "command": ...}')
     unknown = [k for k in raw if k not in FIELDS]
@@ -79,6 +86,12 @@ def _ts(value: Any) -> datetime:
         raise ConfigError(f"ts: not an ISO-8601 date-time: {value!r}") from None
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ConfigError(f"ts: no timezone in {value!r} (write e.g. +05:30 or Z)")
+    try:
+        us = to_us(ts)
+    except OverflowError:
+        us = PLAUSIBLE_FROM - 1
+    if not PLAUSIBLE_FROM <= us < PLAUSIBLE_UNTIL:
+        raise ConfigError(f"ts: {value!r} is outside 1990..2099 (as ticks must be)")
     return ts
 
 
@@ -100,6 +113,7 @@ def load_control_file(path: str | Path, brokers: Collection[Broker]) -> list[Con
     """Every command of a JSON-lines file, sorted by ``ts`` (file order among equal ts).
     Blank lines and lines starting with '#' are skipped; commands must name a broker in
     ``brokers``."""
+    regular_file(Path(path), "control.path")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

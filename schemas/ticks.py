@@ -32,6 +32,12 @@ def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
+PLAUSIBLE_FROM = to_us(datetime(1990, 1, 1, tzinfo=timezone.utc))
+"""No tick or command is dated earlier (before electronic trading on Indian exchanges)."""
+PLAUSIBLE_UNTIL = to_us(datetime(2100, 1, 1, tzinfo=timezone.utc))
+"""No tick or command is dated at or after this (keeps every later time computation in range)."""
+
+
 def universe_id(sorted_tokens: I64) -> int:
     """A stable fingerprint of an instrument universe (the same in every process)."""
     digest = hashlib.blake2b(np.ascontiguousarray(sorted_tokens, dtype=np.int64).tobytes())

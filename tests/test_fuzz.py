@@ -33,10 +33,10 @@ from connectors.kite.sim.ticker import Quote, message, packet
 from connectors.kite.ticks import KiteTickState, frame_items
 from connectors.replay import ReplaySource, RowsRead
 from operators.session import MarketSession
-from operators.ticks import MAX_AHEAD_US, MAX_PRICE, MAX_VOLUME, PLAUSIBLE_FROM
+from operators.ticks import MAX_AHEAD_US, MAX_PRICE, MAX_VOLUME
 from schemas.config import ConfigError, SessionConfig
 from schemas.events import DeadLetter
-from schemas.ticks import US, TickBatch, from_us, to_us
+from schemas.ticks import PLAUSIBLE_FROM, US, TickBatch, from_us, to_us
 from tests.support import drain
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))

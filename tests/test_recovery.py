@@ -107,6 +107,21 @@ def test_a_resume_over_changed_replay_files_is_refused(ticks_dir: Path, tmp_path
     assert "replay files changed" in err and "config fields changed" not in err
 
 
+def test_a_resume_over_an_edited_control_file_is_refused(ticks_dir: Path, tmp_path: Path) -> None:
+    ctl = tmp_path / "ops.jsonl"
+    ctl.write_text('{"ts": "2026-11-20T09:20:00+05:30", "broker": "paper", "command": "halt"}\n')
+    config = tmp_path / "copy.yaml"
+    config.write_text(yaml.safe_dump(config_dict(ticks_dir, control={"path": str(ctl)})))
+    store = new_store(tmp_path)
+    recovery_meta.write(store, describe(load_config(config), tmp_path / "out"))  # as a run would
+    ctl.write_text('{"ts": "2026-11-20T09:46:00+05:30", "broker": "paper", "command": "flatten"}\n')
+    p = run(config, store, tmp_path)  # its saved state counts commands of the old file
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert "control file changed" in err and "config fields changed" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 def test_a_stopped_run_resumes_into_its_own_folder_and_says_so(tmp_path: Path) -> None:
     config = long_replay(tmp_path, tmp_path / "unused")
     raw = yaml.safe_load(config.read_text())

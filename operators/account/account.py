@@ -10,6 +10,7 @@ control inbox (file: at their event time; Redis: as they arrive).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,8 +53,11 @@ from schemas.ticks import (
     MarkSet,
     StrategyFailed,
     TickCount,
+    from_us,
     to_us,
 )
+
+log = logging.getLogger("alpha_panda.control")
 
 AccountIn = (
     TradingSignal
@@ -180,14 +184,16 @@ class Account(Closing, MarkRuns):
             return []
         st = self.state
         due, st.control_cursor = self.inbox.due(ts, st.control_cursor)
-        if final and hasattr(self.inbox, "rest"):
-            rest, st.control_cursor = self.inbox.rest(st.control_cursor)
-            due = [*due, *rest]
         out: list[AccountOut] = []
         for cmd in due:  # at its own time (file), or at the event time it arrived (live)
-            at = min(ts, to_us(cmd.ts)) if not final else ts
+            at = min(ts, to_us(cmd.ts))
             verdict = self.trading.command(str(cmd.command), at, cmd.origin)
             out += self._verdict(verdict, at, cmd.origin)
+        nxt = self._next_command() if final else None
+        if nxt is not None:  # the stream ended (or stopped) before event time reached it
+            when = from_us(nxt).isoformat()
+            log.warning("control: %s: not applied from %s on (reason=CONTROL_AFTER_DATA)",
+                        self.broker.value, when)  # fmt: skip
         return out
 
     # -- orders --------------------------------------------------------------------------
