@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 
 from operators.strategies.registry import StrategyImpl, build_strategy
 from schemas.config import AppConfig, ConfigError, Instrument
+from schemas.files import regular_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
@@ -103,7 +103,7 @@ def _instruments(value: Any, base: Path) -> Any:
     if not isinstance(value, str):
         return value
     path = _resolve(base, value, "instruments")
-    _regular(path, "instruments")
+    regular_file(path, "instruments")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM too
             return _csv_instruments(path, csv.reader(fh))
@@ -145,21 +145,6 @@ def _csv_instruments(path: Path, reader: Any) -> list[dict[str, Any]]:
             raise ConfigError(f"{line}: {where}: {msg}" if where else f"{line}: {msg}") from None
         rows.append(row)
     return rows
-
-
-MAX_TEXT_BYTES = 256 * 2**20  # an instruments or config file larger than this is not one
-
-
-def _regular(path: Path, where: str) -> None:
-    """A readable regular file of a sane size (not a device, FIFO or folder)."""
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{where}: {path} is not a regular file")
-    if st.st_size > MAX_TEXT_BYTES:
-        raise ConfigError(f"{where}: {path} is {st.st_size:,} bytes, over {MAX_TEXT_BYTES:,}")
 
 
 def _resolve(base: Path, value: str, where: str) -> Path:
@@ -246,7 +231,7 @@ def _expanded(raw: Any) -> Any:
 def load_config(path: str | Path | None = None) -> AppConfig:
     """Config from ``path``, else ``$ALPHA_PANDA_CONFIG``, else the bundled default."""
     p = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-    _regular(p, "config")
+    regular_file(p, "config")
     try:
         raw = _expanded(yaml.load(p.read_text(), Loader=_UniqueKeys))
     except OSError as exc:
