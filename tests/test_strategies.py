@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import io
 import itertools
 import math
+import sys
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -107,6 +111,7 @@ class _Raises:
         (type("Side", (), {"on_tick": lambda self, t, s: Signal("HOLD", 1)})(), "'HOLD'"),
         (type("Huge", (), {"on_tick": lambda self, t, s: Signal("BUY", 2**70)})(), "beyond"),
         (type("Why", (), {"on_tick": lambda self, t, s: Signal("BUY", 1, _Bad())})(), "no text"),  # type: ignore[arg-type]
+        (type("Exit", (), {"on_tick": lambda self, t, s: sys.exit(3)})(), "SystemExit: 3"),
     ],
 )
 def test_a_failing_strategy_goes_flat_and_stops_while_the_others_go_on(
@@ -127,6 +132,17 @@ def test_a_failing_strategy_goes_flat_and_stops_while_the_others_go_on(
     moms = [(s.target_quantity, s.price) for o in (first, second) for s in o.signals
             if s.strategy_id == "mom"]  # fmt: skip
     assert moms == [(3, 101.0), (-3, 99.0)]  # unaffected
+
+
+def test_user_text_that_is_not_valid_utf8_reaches_the_ledger_as_utf8() -> None:
+    class Surrogate:
+        def on_tick(self, tick: Tick, state: dict[str, Any]) -> Signal | None:
+            return Signal("BUY", 1, "bad \ud800 reason")  # a lone surrogate: no UTF-8 for it
+
+    r = StrategyRunner(Broker.PAPER, 1, [("u", Surrogate())], 60 * US, 30 * US)
+    sig = r.process(_ticks([100.0, 100.5])).signals[0]
+    assert sig.reason == "bad ? reason"
+    pq.write_table(pa.Table.from_pylist([{"reason": sig.reason}]), io.BytesIO())  # writable
 
 
 @settings(max_examples=60, deadline=None)

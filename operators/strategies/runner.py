@@ -157,8 +157,8 @@ class StrategyRunner:
         full = np.concatenate((hist, paise))
         try:
             reg, value = strat.regime(full, len(hist))
-        except Exception as e:
-            raise StrategyFailure(0, f"{type(e).__name__}: {e}", []) from None
+        except (Exception, SystemExit) as e:  # user code: sys.exit() fails it like a raise
+            raise StrategyFailure(0, _text(f"{type(e).__name__}: {e}", 300), []) from None
         fire, last = _entries(reg, st.regime.get(sid, 0))
         st.history[sid] = full[-strat.history :].copy()
         if last is not None:
@@ -184,9 +184,9 @@ class StrategyRunner:
                     continue
                 if not isinstance(sig, Signal):
                     raise TypeError(f"on_tick must return Signal or None, got {sig!r:.200}")
-                target, why = sig.target(), str(sig.reason or "on_tick")[:200]
-            except Exception as e:
-                raise StrategyFailure(i, f"{type(e).__name__}: {e!s:.300}", out) from None
+                target, why = sig.target(), _text(sig.reason or "on_tick", 200)
+            except (Exception, SystemExit) as e:  # user code: sys.exit() fails it like a raise
+                raise StrategyFailure(i, _text(f"{type(e).__name__}: {e}", 300), out) from None
             out.append(self._signal(sid, target, i, b, why))
         return out
 
@@ -338,3 +338,9 @@ def run_strategies(
     """Per ``"{broker}:{token}"`` key, run its strategies; output re-keyed by broker."""
     out = stateful_by_key(f"{step_id}_run", up, factory)
     return op.map(f"{step_id}_by_broker", out, lambda kv: (broker_of(kv[0]), kv[1]))
+
+
+def _text(value: object, limit: int) -> str:
+    """User text (a reason, an error) cut to ``limit`` characters, as valid UTF-8: a lone
+    surrogate cannot be written to the ledger (or any sink), so it becomes '?'."""
+    return str(value)[:limit].encode("utf-8", "replace").decode("utf-8")
