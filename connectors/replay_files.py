@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.replay_kept import (
@@ -51,7 +52,7 @@ from schemas.arrow import (
     tick_column_problem,
 )
 from schemas.config import ConfigError
-from schemas.ticks import Depth
+from schemas.ticks import BAD_VOLUME, NO_VOLUME, Depth
 
 log = logging.getLogger("alpha_panda.replay")
 CHECK_PROGRESS_S = 5.0  # a check of the replay files that long says how far it has got
@@ -83,9 +84,11 @@ class TickColumns:
     depth: Depth | None
 
 
-def int_column(col: pa.ChunkedArray, fill: int) -> np.ndarray:
-    """int64 values; nulls, values outside int64 and non-whole floats → ``fill``."""
+def int_column(col: pa.ChunkedArray, fill: int, null: int | None = None) -> np.ndarray:
+    """int64 values; values outside int64 and non-whole floats (NaN, inf) → ``fill``, nulls
+    → ``null`` (default: ``fill`` too)."""
     vals, ok = values(col)
+    present = ok.copy() if null is not None and null != fill else None
     if vals.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
             ok &= np.isfinite(vals) & (np.floor(vals) == vals) & (np.abs(vals) < 2.0**63)
@@ -95,7 +98,22 @@ def int_column(col: pa.ChunkedArray, fill: int) -> np.ndarray:
         return vals.astype(np.int64, copy=False)  # may be a read-only view of the column
     out = np.full(len(vals), fill, dtype=np.int64)
     out[ok] = vals[ok].astype(np.int64)
+    if present is not None and null is not None:
+        out[~present] = null
     return out
+
+
+def _volume(col: pa.ChunkedArray) -> np.ndarray:
+    """Share counts; null → NO_VOLUME (not given), anything no count can be (negative,
+    fractional, NaN, beyond int64) → BAD_VOLUME (the row check refuses it)."""
+    vol = int_column(col, BAD_VOLUME, null=NO_VOLUME)
+    if pa.types.is_unsigned_integer(col.type) or not len(col):
+        return vol
+    negative = np.asarray(pc.fill_null(pc.less(col, 0), False).to_numpy(zero_copy_only=False))
+    if negative.any():
+        vol = vol.copy()
+        vol[negative] = BAD_VOLUME
+    return vol
 
 
 def float_column(col: pa.ChunkedArray) -> np.ndarray:
@@ -126,10 +144,10 @@ def read_ticks(table: pa.Table, ts_unit: str | None, zone: str = "UTC") -> TickC
     tok = int_column(table["instrument_token"], -1)
     ts, raw_ts = timestamps(table["timestamp"], ts_unit, zone)
     price = float_column(table["last_price"])
-    if "volume" in names:
-        vol = int_column(table["volume"], -1)
+    if "volume" in names:  # a null is a tick without volume; a value it cannot be, refused
+        vol = _volume(table["volume"])
     else:
-        vol = np.full(len(tok), -1, dtype=np.int64)
+        vol = np.full(len(tok), NO_VOLUME, dtype=np.int64)
     return TickColumns(tok, ts, price, vol, raw_ts, read_depth(table))
 
 

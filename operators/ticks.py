@@ -17,8 +17,10 @@ from schemas.events import DeadLetter
 from schemas.ids import content_id
 from schemas.keys import route_key
 from schemas.ticks import (
+    BAD_VOLUME,
     F64,
     I64,
+    NO_VOLUME,
     PLAUSIBLE_FROM,
     PLAUSIBLE_UNTIL,
     US,
@@ -34,7 +36,6 @@ MISSING_TS = np.iinfo(np.int64).min
 MIN_PRICE = 0.01  # one paisa: prices are handled in integer paise
 MAX_PRICE = 1e9  # rupees a share: far above any listed price, far below paise overflow
 MAX_VOLUME = 10**12  # shares: far above any day's volume, far below int64 overflow in sums
-NO_VOLUME = -1  # the volume column's value for "not given"
 
 DAY_US = 86_400 * US
 MAX_AHEAD_US = DAY_US
@@ -115,11 +116,15 @@ def _dead(
             "instrument_token": raw.instrument_token,
             "timestamp": raw_ts.isoformat() if hasattr(raw_ts, "isoformat") else raw_ts,
             "last_price": None if np.isnan(price) else price,
-            "volume": None if raw.volume[i] == NO_VOLUME else int(raw.volume[i]),
+            "volume": _volume(int(raw.volume[i])),
         }
         record_text = json.dumps(record, sort_keys=True, default=str)
         out.append(_dead_letter(raw, i, ts, reason, detail, record_text))
     return out
+
+
+def _volume(v: int) -> int | str | None:
+    return None if v == NO_VOLUME else "unreadable" if v == BAD_VOLUME else v
 
 
 def _dead_letter(

@@ -32,6 +32,9 @@ def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
+NO_VOLUME = -1  # the volume column's value for "not given" (absent, or null)
+BAD_VOLUME = -2  # a volume the column held but a share count cannot be (2.5, NaN, 2**64-1)
+
 PLAUSIBLE_FROM = to_us(datetime(1990, 1, 1, tzinfo=timezone.utc))
 """No tick or command is dated earlier (before electronic trading on Indian exchanges)."""
 PLAUSIBLE_UNTIL = to_us(datetime(2100, 1, 1, tzinfo=timezone.utc))

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from connectors.replay_files import ReplayFileError, list_files, read_ticks
 from flows.config import parse_config
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, ReplayProblem
+from schemas.ticks import BAD_VOLUME, NO_VOLUME
 from tests.support import (
     TOKENS,
     config_dict,
@@ -341,7 +342,7 @@ def test_odd_but_readable_columns_are_rows_not_crashes(tmp_path: Path) -> None:
     cols = read_ticks(pq.read_table(path), None)
     assert cols.ts.tolist() == (ns // 1000).tolist()
     assert cols.tokens.tolist() == [TOKENS[0], -1, -1, TOKENS[1]]
-    assert cols.volume.tolist() == [1, -1, -1, -1]
+    assert cols.volume.tolist() == [1, BAD_VOLUME, BAD_VOLUME, NO_VOLUME]  # NaN, 2.5, null
     assert cols.price[0] == 100.05 and np.isnan(cols.price[1])
 
 
