@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -132,10 +133,25 @@ def _with_bad_rows(table: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=table.schema)
 
 
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``least`` (else one usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = least - 1
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {least}")
+        return n
+
+    return parse
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--instruments", type=int, default=0, help="synthetic instruments (0 = sample)")
-    ap.add_argument("--days", type=int, default=1)
+    ap.add_argument("--instruments", type=_count(0), default=0, help="synthetic (0 = sample)")
+    ap.add_argument("--days", type=_count(1), default=1)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=SAMPLE_FILE)
     args = ap.parse_args()

@@ -125,6 +125,18 @@ def test_generate_refuses_counts_below_one_in_one_line(tmp_path: Path, args: lis
     assert not (tmp_path / "gen").exists()
 
 
+@pytest.mark.parametrize("args", [["--instruments", "-1"], ["--days", "0"], ["--days", "x"]])
+def test_the_generator_module_refuses_bad_counts_without_a_traceback(
+    tmp_path: Path, args: list[str]
+) -> None:
+    out = tmp_path / "gen"
+    cmd = [sys.executable, "-m", "data.generate", *args, "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"argument {args[0]}: {args[1]!r} is not a whole number" in done.stderr
+    assert not out.exists()
+
+
 def test_run_hands_recovery_flags_to_bytewax(conf: Path, tmp_path: Path) -> None:
     _run(tmp_path, "-c", str(conf), "--name", "plain", "--progress", "off")
     store = tmp_path / "store"  # made by the command: one partition
