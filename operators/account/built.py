@@ -123,7 +123,9 @@ class Spec:
             return None
         norms = tuple((k, t.norm) for k, t in zip(keys, tests, strict=True) if t.norm)
         full = keys == self.names
-        return Plan(norms, None if full else {f: d for f, (_, d) in fields.items()})
+        return Plan(
+            norms, None if full else {f: d for f, (_, d) in fields.items()}, frozenset(keys)
+        )
 
     def kept(self, keys: tuple[str, ...], types: tuple[type, ...]) -> Plan | None:
         """``plan``, worked out once (for at most MAX_PLANS combinations)."""
@@ -143,6 +145,7 @@ class Spec:
 class Plan(NamedTuple):
     norms: tuple[tuple[str, Callable[[Any], Any]], ...]  # the values to normalise
     defaults: dict[str, Any] | None  # every field's default; None: the keys are every field
+    given: frozenset[str]  # the fields set (copied: a set from a set takes no rehashing)
 
 
 def spec(cls: type[BaseModel], tests: dict[str, Test]) -> Spec | None:
@@ -199,7 +202,7 @@ def build(cls: type[M], values: dict[str, Any]) -> M:
         values = {f: values.get(f, d) for f, d in plan.defaults.items()}
     m = cls.__new__(cls)
     _set(m, "__dict__", values)
-    _set(m, "__pydantic_fields_set__", set(keys))
+    _set(m, "__pydantic_fields_set__", set(plan.given))
     _set(m, "__pydantic_extra__", None)
     _set(m, "__pydantic_private__", None)
     return m
