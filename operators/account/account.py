@@ -20,7 +20,6 @@ from bytewax.dataflow import Stream
 
 from operators.account import orders
 from operators.account.book import AccountBook
-from operators.account.built import build
 from operators.account.closing import Closing
 from operators.account.exits import ExitRule, Exits, ExitState, Key
 from operators.account.marks import MarkRuns
@@ -234,22 +233,18 @@ class Account(Closing, MarkRuns):
     def _product(self, strategy_id: str) -> Product:
         return self._products.get(strategy_id, Product.MIS)
 
-    def _request(
-        self, s: TradingSignal, event_id: str, side: SignalType, qty: int
-    ) -> dict[str, Any]:
-        """An order request's fields, in their order (see ``built.build``)."""
-        return {
-            "event_id": event_id,
-            "order_id": orders.order_id(s.signal_id),
-            "correlation_id": s.correlation_id,
-            "causation_id": s.signal_id,
-            "broker": self.broker,
-            "timestamp": s.timestamp,
-            "signal": s,
-            "side": side,
-            "quantity": qty,
-            "product": self._product(s.strategy_id),
-        }
+    def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
+        return dict(
+            order_id=orders.order_id(s.signal_id),
+            correlation_id=s.correlation_id,
+            causation_id=s.signal_id,
+            broker=self.broker,
+            timestamp=s.timestamp,
+            signal=s,
+            side=side,
+            quantity=qty,
+            product=self._product(s.strategy_id),
+        )
 
     def decide(self, s: TradingSignal) -> list[AccountOut]:
         """Order the difference between the strategy's target and what it holds."""
@@ -272,16 +267,17 @@ class Account(Closing, MarkRuns):
         kind = self.setup.order_types.get(s.strategy_id, "MARKET")
         req = Request(s, side, abs(diff), kind, ts, product, self.band(token))
         found = self.risk.check(req, st.book, self.trading.state)
-        event_id = content_id("rej" if found else "val", s.signal_id)
-        fields = self._request(s, event_id, side, abs(diff))
+        fields = self._request(s, side, abs(diff))
         offset = self.setup.stops.get(s.strategy_id)
         if offset is not None:
             tick = self.setup.tick_sizes.get(token, 0.05)
             fields["trigger_price"] = stop_trigger(s.price, side is SignalType.BUY, offset, tick)
         if not found:
-            return out + self._send(build(ValidatedSignal, fields))
+            v = ValidatedSignal(event_id=content_id("val", s.signal_id), **fields)
+            return out + self._send(v)
         st.rejections.update(code.value for code, _ in found)
         rejected = RejectedSignal(
+            event_id=content_id("rej", s.signal_id),
             reasons=[code for code, _ in found],
             detail="; ".join(f"{code.value}: {why}" for code, why in found),
             **fields,

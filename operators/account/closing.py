@@ -25,9 +25,7 @@ class Closing:
     exits: Any
     venue: Any
 
-    def _request(
-        self, s: TradingSignal, event_id: str, side: SignalType, qty: int
-    ) -> dict[str, Any]:
+    def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
         raise NotImplementedError
 
     def _send(self, v: ValidatedSignal, kind: str | None = None, square_off: bool = False) -> Any:
@@ -71,7 +69,7 @@ class Closing:
         )
         side = SignalType.BUY if qty > 0 else SignalType.SELL
         val = ValidatedSignal(
-            **self._request(sig, content_id("val", sig.signal_id), side, abs(qty))
+            event_id=content_id("val", sig.signal_id), **self._request(sig, side, abs(qty))
         )
         return [sig, *self._send(val, "MARKET", square_off=square_off)]
 

@@ -7,7 +7,6 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from operators.account.built import build
 from operators.charges import Charges
 from schemas.enums import OrderStatus
 from schemas.events import FeesSettled, OrderFailed, OrderFilled, OrderPlaced, ValidatedSignal
@@ -27,39 +26,36 @@ def placed_id(order_id: str) -> str:
 
 
 def _common(
-    v: ValidatedSignal,
-    event_id: str,
-    causation_id: str,
-    broker_order_id: str | None,
-    status: OrderStatus,
-    ts: datetime,
+    v: ValidatedSignal, broker_order_id: str | None, status: OrderStatus, ts: datetime
 ) -> dict[str, Any]:
-    """The fields every order event shares, in their order (see ``built.build``)."""
     s = v.signal
-    return {
-        "event_id": event_id,
-        "order_id": v.order_id,
-        "correlation_id": v.correlation_id,
-        "causation_id": causation_id,
-        "broker": v.broker,
-        "broker_order_id": broker_order_id,
-        "status": status,
-        "signal_id": s.signal_id,
-        "strategy_id": s.strategy_id,
-        "instrument_token": s.instrument_token,
-        "side": v.side,
-        "timestamp": ts,
-    }
+    return dict(
+        order_id=v.order_id,
+        correlation_id=v.correlation_id,
+        broker=v.broker,
+        broker_order_id=broker_order_id,
+        status=status,
+        signal_id=s.signal_id,
+        strategy_id=s.strategy_id,
+        instrument_token=s.instrument_token,
+        side=v.side,
+        timestamp=ts,
+    )
 
 
 def placed(
     v: ValidatedSignal, broker_order_id: str | None, order_type: str, ts: datetime
 ) -> OrderPlaced:
     """The venue accepted the order."""
-    fields = _common(v, placed_id(v.order_id), v.event_id, broker_order_id, OrderStatus.PLACED, ts)
-    fields["quantity"], fields["order_type"] = v.quantity, order_type
-    fields["price"], fields["trigger_price"] = v.signal.price, v.trigger_price
-    return build(OrderPlaced, fields)
+    return OrderPlaced(
+        **_common(v, broker_order_id, OrderStatus.PLACED, ts),
+        event_id=placed_id(v.order_id),
+        causation_id=v.event_id,
+        quantity=v.quantity,
+        order_type=order_type,
+        price=v.signal.price,
+        trigger_price=v.trigger_price,
+    )
 
 
 def filled(
@@ -77,13 +73,17 @@ def filled(
     filled so far (makes the id); ``auto_square_off``: the broker closed it at the cut-off;
     ``fee``: the fill's share of its order's rounded charges (default: ``charged.total``)."""
     status = OrderStatus.FILLED if cumulative >= v.quantity else OrderStatus.PARTIALLY_FILLED
-    fill_id, cause = content_id("fill", v.order_id, cumulative), placed_id(v.order_id)
-    fields = _common(v, fill_id, cause, broker_order_id, status, ts)
-    fields["quantity"], fields["fill_price"] = quantity, price
-    fields["fees"] = charged.total if fee is None else fee
-    fields["product"], fields["auto_square_off"] = v.product, auto_square_off
-    fields.update(charged.columns())
-    return build(OrderFilled, fields)
+    return OrderFilled(
+        **_common(v, broker_order_id, status, ts),
+        event_id=content_id("fill", v.order_id, cumulative),
+        causation_id=placed_id(v.order_id),
+        quantity=quantity,
+        fill_price=price,
+        fees=charged.total if fee is None else fee,
+        product=v.product,
+        auto_square_off=auto_square_off,
+        **charged.columns(),
+    )
 
 
 def failed(
@@ -95,10 +95,13 @@ def failed(
     ts: datetime,
 ) -> OrderFailed:
     """The order ended (rejected, cancelled) or could not be sent, ``unfilled`` left over."""
-    failed_id, cause = content_id("failed", v.order_id, status.value), placed_id(v.order_id)
-    fields = _common(v, failed_id, cause, broker_order_id, status, ts)
-    fields["quantity"], fields["reason"] = unfilled, reason
-    return build(OrderFailed, fields)
+    return OrderFailed(
+        **_common(v, broker_order_id, status, ts),
+        event_id=content_id("failed", v.order_id, status.value),
+        causation_id=placed_id(v.order_id),
+        quantity=unfilled,
+        reason=reason,
+    )
 
 
 NOTE_CAP_PCT = 1.0  # a note charging more than 1% of the turnover (+ ₹100) is not believed
@@ -145,9 +148,10 @@ def fees_settled(
         raise ValueError(f"contract note total {total} is not the sum of its heads")
     if total > turnover * NOTE_CAP_PCT / 100 + 100:
         raise ValueError(f"contract note total {total} on a turnover of {turnover:.2f}")
-    note_id, cause = content_id("note", v.order_id), placed_id(v.order_id)
     return FeesSettled(
-        **_common(v, note_id, cause, broker_order_id, OrderStatus.FILLED, ts),
+        **_common(v, broker_order_id, OrderStatus.FILLED, ts),
+        event_id=content_id("note", v.order_id),
+        causation_id=placed_id(v.order_id),
         quantity=filled,
         model_fees=round(model_fees, 2),
         note_fees=total,
