@@ -75,6 +75,8 @@ def test_accounting_identity_at_every_snapshot(result: Any) -> None:
         assert s.cash + held == pytest.approx(s.equity, abs=1e-6)
         expect = s.starting_cash + s.realized_pnl + s.unrealized_pnl - s.fees
         assert s.equity == pytest.approx(expect, abs=1e-6)
+        for rupees in (s.cash, s.fees, s.equity):  # sums of whole paise on the tick grid
+            assert len(repr(rupees).partition(".")[2]) <= 2, rupees  # not 962884.2999999999
 
 
 def test_chain_ids_run_from_signal_to_fill(result: Any) -> None:

@@ -25,16 +25,27 @@ def snapshot(broker: Broker, book: AccountBook, ts: int, final: bool) -> PnlSnap
             event_id=content_id("pnl", broker.value, ts, final),
             broker=broker,
             timestamp=from_us(ts),
-            starting_cash=b.starting_cash,
-            cash=b.cash,
-            realized_pnl=b.realized,
-            unrealized_pnl=b.unrealized(),
-            fees=b.fees,
-            equity=b.equity(),
-            positions=b.positions(),
+            starting_cash=_money(b.starting_cash),
+            cash=_money(b.cash),
+            realized_pnl=_money(b.realized),
+            unrealized_pnl=_money(b.unrealized()),
+            fees=_money(b.fees),
+            equity=_money(b.equity()),
+            positions=[_position(p) for p in b.positions()],
             final=final,
         )
     )
+
+
+def _money(rupees: float) -> float:
+    """Rupees to a millionth: off the float noise of long sums (962884.2999999999 →
+    962884.3), far below a paisa, so every identity of the book still holds to 1e-6."""
+    return round(rupees, 6)
+
+
+def _position(p: dict[str, float | int]) -> dict[str, float | int]:
+    return p | {"realized_pnl": _money(p["realized_pnl"]),
+                "unrealized_pnl": _money(p["unrealized_pnl"])}  # fmt: skip
 
 
 def summary(
