@@ -43,19 +43,24 @@ INFY = 408065
 T = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)
 
 
-def test_a_refused_token_at_start_exits_2_and_leaves_the_last_run_alone(tmp_path: Path) -> None:
+def _start_with_token(tmp_path: Path, token: str) -> subprocess.CompletedProcess[str]:
+    """The live flow against the simulator, started with ``token`` as the access token."""
     sim = Sim(tape(tmp_path), tmp_path / "sim.log")
     try:
         cfg = live_config(tmp_path, sim, shared_url(), f"tok-{uuid.uuid4().hex[:6]}:")
-        earlier = tmp_path / "run"
-        earlier.mkdir()
-        (earlier / "report.json").write_text('{"from": "the run before"}')
-        env = {**flow_env(cfg), **SECRETS, "KITE_ACCESS_TOKEN": "expired-token-8Hq2"}
+        env = {**flow_env(cfg), **SECRETS, "KITE_ACCESS_TOKEN": token}
         cmd = [sys.executable, "-m", "bytewax.run", "flows.main"]
-        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=120)  # fmt: skip
     finally:
         sim.stop()
+
+
+def test_a_refused_token_at_start_exits_2_and_leaves_the_last_run_alone(tmp_path: Path) -> None:
+    earlier = tmp_path / "run"
+    earlier.mkdir()
+    (earlier / "report.json").write_text('{"from": "the run before"}')
+    done = _start_with_token(tmp_path, "expired-token-8Hq2")
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Kite refused the access token" in lines[0]
@@ -69,16 +74,7 @@ def test_a_token_pasted_with_a_non_ascii_character_exits_2_naming_the_variable_o
 ) -> None:
     """A zero-width space after the token failed in the HTTP client's header encoding: a
     52-line traceback quoting the character and its position in the secret."""
-    sim = Sim(tape(tmp_path), tmp_path / "sim.log")
-    token = SECRETS["KITE_ACCESS_TOKEN"]
-    try:
-        cfg = live_config(tmp_path, sim, shared_url(), f"zw-{uuid.uuid4().hex[:6]}:")
-        env = {**flow_env(cfg), **SECRETS, "KITE_ACCESS_TOKEN": token + "\u200b"}
-        cmd = [sys.executable, "-m", "bytewax.run", "flows.main"]
-        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
-    finally:
-        sim.stop()
+    done = _start_with_token(tmp_path, SECRETS["KITE_ACCESS_TOKEN"] + "\u200b")
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr == (
         "alpha-panda: Kite credentials: KITE_ACCESS_TOKEN holds whitespace or a character "
