@@ -109,6 +109,8 @@ def _volume(col: pa.ChunkedArray) -> np.ndarray:
     vol = int_column(col, BAD_VOLUME, null=NO_VOLUME)
     if pa.types.is_unsigned_integer(col.type) or not len(col):
         return vol
+    if pa.types.is_float16(col.type):  # no compare kernel for half floats
+        col = col.cast(pa.float32())
     negative = np.asarray(pc.fill_null(pc.less(col, 0), False).to_numpy(zero_copy_only=False))
     if negative.any():
         vol = vol.copy()

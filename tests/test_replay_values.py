@@ -36,6 +36,8 @@ def _table(volume: pa.Array) -> pa.Table:
         (pa.array([10, -1, None, -7, 12], pa.int64()), [1, 3]),
         (pa.array([10, 2**64 - 1, None, 12], pa.uint64()), [1]),
         (pa.array([10, 2**63 + 5, 12], pa.uint64()), [1]),
+        (pa.array(np.array([10, -1, 2.5, np.nan, 12], np.float16)), [1, 2, 3]),
+        (pa.array([10, -3, None, 12], pa.int8()), [1]),
     ],
 )
 def test_a_volume_no_count_can_be_is_a_dead_letter_and_a_null_is_no_volume(

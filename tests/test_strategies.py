@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import signal
 import sys
 from typing import Any
 
@@ -101,6 +102,15 @@ class _Raises:
         return Signal("BUY", 2) if self.n == 2 else None
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text either")
+
+
+def _raise(e: BaseException) -> None:
+    raise e
+
+
 @pytest.mark.parametrize(
     ("bad", "error"),
     [
@@ -112,6 +122,10 @@ class _Raises:
         (type("Huge", (), {"on_tick": lambda self, t, s: Signal("BUY", 2**70)})(), "beyond"),
         (type("Why", (), {"on_tick": lambda self, t, s: Signal("BUY", 1, _Bad())})(), "no text"),  # type: ignore[arg-type]
         (type("Exit", (), {"on_tick": lambda self, t, s: sys.exit(3)})(), "SystemExit: 3"),
+        (
+            type("Mute", (), {"on_tick": lambda self, t, s: _raise(_Unprintable())})(),
+            "_Unprintable: (its message could not be read)",
+        ),
     ],
 )
 def test_a_failing_strategy_goes_flat_and_stops_while_the_others_go_on(
@@ -142,6 +156,9 @@ def test_user_text_that_is_not_valid_utf8_reaches_the_ledger_as_utf8() -> None:
     r = StrategyRunner(Broker.PAPER, 1, [("u", Surrogate())], 60 * US, 30 * US)
     sig = r.process(_ticks([100.0, 100.5])).signals[0]
     assert sig.reason == "bad ? reason"
+    forged = type("F", (), {"on_tick": lambda self, t, s: Signal("BUY", 1, "x\nERROR\x1b[2J\x00")})
+    r = StrategyRunner(Broker.PAPER, 1, [("f", forged())], 60 * US, 30 * US)
+    assert r.process(_ticks([100.0])).signals[0].reason == "x?ERROR?[2J?"  # no forged lines
     pq.write_table(pa.Table.from_pylist([{"reason": sig.reason}]), io.BytesIO())  # writable
 
 
@@ -315,3 +332,22 @@ def test_targets_fire_where_a_tick_by_tick_walk_would(
     got, after = _entries(reg, last)
     assert got.tolist() == fired
     assert after == (side if reg.any() else None)
+
+
+def test_a_keyboard_interrupt_from_a_strategy_is_isolated_unless_it_is_a_real_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Interrupts:
+        def on_tick(self, tick: Tick, state: dict[str, Any]) -> Signal | None:
+            raise KeyboardInterrupt
+
+    def runner() -> StrategyRunner:
+        return StrategyRunner(Broker.PAPER, 1, [("k", Interrupts())], 60 * US, 30 * US)
+
+    with pytest.raises(KeyboardInterrupt):  # SIGINT raises here: it may be the operator's
+        runner().process(_ticks([100.0]))
+    monkeypatch.setattr(signal, "getsignal", lambda _s: lambda *_a: None)  # the flow's handler
+    out = runner().process(_ticks([100.0]))
+    assert [d.reason for d in out.dead] == ["STRATEGY_ERROR"] and "KeyboardInterrupt" in out.dead[
+        0
+    ].detail

@@ -8,6 +8,8 @@ becomes a dead letter (``STRATEGY_ERROR``); the other strategies go on.
 from __future__ import annotations
 
 import json
+import re
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,8 +159,8 @@ class StrategyRunner:
         full = np.concatenate((hist, paise))
         try:
             reg, value = strat.regime(full, len(hist))
-        except (Exception, SystemExit) as e:  # user code: sys.exit() fails it like a raise
-            raise StrategyFailure(0, _text(f"{type(e).__name__}: {e}", 300), []) from None
+        except BaseException as e:  # user code: sys.exit() fails it like a raise
+            raise StrategyFailure(0, _failure(e), []) from None
         fire, last = _entries(reg, st.regime.get(sid, 0))
         st.history[sid] = full[-strat.history :].copy()
         if last is not None:
@@ -185,8 +187,8 @@ class StrategyRunner:
                 if not isinstance(sig, Signal):
                     raise TypeError(f"on_tick must return Signal or None, got {sig!r:.200}")
                 target, why = sig.target(), _text(sig.reason or "on_tick", 200)
-            except (Exception, SystemExit) as e:  # user code: sys.exit() fails it like a raise
-                raise StrategyFailure(i, _text(f"{type(e).__name__}: {e}", 300), out) from None
+            except BaseException as e:  # user code: sys.exit() fails it like a raise
+                raise StrategyFailure(i, _failure(e), out) from None
             out.append(self._signal(sid, target, i, b, why))
         return out
 
@@ -340,7 +342,28 @@ def run_strategies(
     return op.map(f"{step_id}_by_broker", out, lambda kv: (broker_of(kv[0]), kv[1]))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _text(value: object, limit: int) -> str:
-    """User text (a reason, an error) cut to ``limit`` characters, as valid UTF-8: a lone
-    surrogate cannot be written to the ledger (or any sink), so it becomes '?'."""
-    return str(value)[:limit].encode("utf-8", "replace").decode("utf-8")
+    """User text (a reason, an error) cut to ``limit`` characters, printable and valid
+    UTF-8: a lone surrogate cannot be written to any sink, and a newline or escape code
+    could forge a report or log line; each becomes '?'."""
+    text = str(value)[:limit].encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL.sub("?", text)
+
+
+def _failure(e: BaseException) -> str:
+    """A user strategy's exception as text (its own ``__str__`` may fail too). A
+    KeyboardInterrupt is the operator's Ctrl-C where SIGINT still raises one (no stop
+    handler installed, e.g. a library call): that one ends the run."""
+    if (
+        isinstance(e, KeyboardInterrupt)
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        raise e
+    try:
+        detail = str(e)
+    except BaseException:
+        detail = "(its message could not be read)"
+    return _text(f"{type(e).__name__}: {detail}", 300)
