@@ -16,6 +16,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
 
+from connectors import stop
 from connectors.control import FileControl, RedisControl
 from connectors.kite.placement import PlacementWorker
 from connectors.ledger import LedgerOpenSource, ParquetLedger, shard_key
@@ -153,12 +154,13 @@ def signals(step_id: str, batches: Stream[TickBatch], plan: Plan) -> Signals:
         return StrategyRunner(broker, tok, mine, mark_us, window_us, resume, options)
 
     to_run, progress = route_ticks("route", batches, cfg.routes(), _brokers(plan), window_us)
-    outputs = run_strategies("strategies", to_run, make_runner)
+    outputs = run_strategies("strategies", to_run, make_runner, stop.requested)
     dead = op.flat_map("failures", outputs, lambda kv: list(kv[1].dead))
     merged = op.merge("outputs", outputs, progress)
     tokens = [i.instrument_token for i in cfg.instruments]
     max_delay_us = int(max_delay_s * US) if max_delay_s is not None else None
-    return Signals(order_by_event_time("order", merged, tokens, grids, max_delay_us), dead)
+    ordered = order_by_event_time("order", merged, tokens, grids, max_delay_us, stop.requested)
+    return Signals(ordered, dead)
 
 
 def _inbox(plan: Plan, broker: Broker) -> Inbox | None:
@@ -215,7 +217,7 @@ def accounts(
 
         return Account(b, bc, setup, venue, _inbox(plan, b), resume)
 
-    return account("logic", op.merge("in", ordered, updates), make)
+    return account("logic", op.merge("in", ordered, updates), make, stop.requested)
 
 
 @operator

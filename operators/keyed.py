@@ -38,10 +38,15 @@ Factory = Callable[[str, Any], KeyedLogic[V, W]]
 
 class _Shim(StatefulBatchLogic[tuple[str, Any], Any, tuple[str, Any]], Generic[V, W]):
     def __init__(
-        self, factory: Factory[V, W], resume: tuple[str, Any] | None, batched: bool
+        self,
+        factory: Factory[V, W],
+        resume: tuple[str, Any] | None,
+        batched: bool,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.factory = factory
         self.batched = batched
+        self.stopping = stopping
         self.logic: KeyedLogic[V, W] | None = None
         self.key: str | None = None
         if resume is not None:
@@ -79,7 +84,11 @@ class _Shim(StatefulBatchLogic[tuple[str, Any], Any, tuple[str, Any]], Generic[V
     def on_eof(self) -> tuple[list[Any], bool]:
         if self.logic is None:
             return [], False
-        tail = list(self.logic.on_eof())
+        on_stop = getattr(self.logic, "on_stop", None)
+        if on_stop is not None and self.stopping is not None and self.stopping():
+            tail = list(on_stop())  # a stop, not the end of the data: nothing final
+        else:
+            tail = list(self.logic.on_eof())
         if self.batched:
             return ([tail] if tail else []), False
         return tail, False
@@ -90,16 +99,23 @@ class _Shim(StatefulBatchLogic[tuple[str, Any], Any, tuple[str, Any]], Generic[V
 
 
 def stateful_by_key(
-    step_id: str, up: Stream[tuple[str, Any]], factory: Factory[V, W], batched: bool = False
+    step_id: str,
+    up: Stream[tuple[str, Any]],
+    factory: Factory[V, W],
+    batched: bool = False,
+    stopping: Callable[[], bool] | None = None,
 ) -> Stream[tuple[str, Any]]:
     """Run ``factory(key, resume_state)``'s logic per key; items come out in logic order.
 
     With ``batched``, each upstream value is a list of items and each list of outputs
-    travels as one value: the per-broker stages move few, large items.
+    travels as one value: the per-broker stages move few, large items. When the input ends
+    because ``stopping()`` (a stop asked of the run, which a resume continues), a logic
+    with ``on_stop`` has that called instead of ``on_eof``: the state snapshotted then must
+    be the one an uninterrupted run would have, with nothing done as if the data ended.
     """
     tagged = op.map(f"{step_id}_tag", up, lambda kv: (kv[0], (kv[0], kv[1])))
     return op.stateful_batch(
         f"{step_id}_logic",
         tagged,
-        lambda resume: _Shim(factory, resume, batched),
+        lambda resume: _Shim(factory, resume, batched, stopping),
     )

@@ -161,6 +161,11 @@ class EventTimeOrder:
             return None
         return datetime.fromtimestamp(due, tz=timezone.utc)
 
+    def on_stop(self) -> list[list[BrokerItem]]:
+        """A stop: release only what every instrument has passed; the rest stays queued
+        in the state a resume starts from, as if the run had not stopped."""
+        return self.on_wake()
+
     def on_wake(self) -> list[list[BrokerItem]]:
         released = self.release()
         return [released] if released else []
@@ -261,6 +266,7 @@ def order_by_event_time(
     tokens: Iterable[int],
     grids_us: dict[str, int],
     max_delay_us: int | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> Stream[tuple[str, list[BrokerItem]]]:
     """Keyed by broker: release strategy outputs in event-time order (see module doc), as
     lists of items. ``max_delay_us`` (live sources): an instrument silent that long in WALL
@@ -271,4 +277,5 @@ def order_by_event_time(
         step_id,
         up,
         lambda _key, resume: EventTimeOrder(toks, grids_us, resume, max_delay_us),
+        stopping=stopping,
     )

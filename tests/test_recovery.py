@@ -8,7 +8,9 @@ import json
 import shutil
 import signal
 import subprocess
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 import pytest
@@ -188,3 +190,51 @@ def test_a_folder_that_is_not_a_recovery_store_is_refused_in_one_line(
     assert p.returncode == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
     assert "not a recovery store" in err and "panicked" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_stop_mid_replay_with_a_control_file_resumes_to_the_uninterrupted_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole-day batches: at a stop, the instruments already read are a day ahead of the
+    others. The stop used to end the stream as the data's end does (every queued item
+    released, end-of-stream marks, due commands applied, orders expired) and the store kept
+    that: the resumed run started halted by a command hours ahead of its ticks."""
+    from bytewax.recovery import RecoveryConfig
+
+    from connectors import stop
+    from connectors.replay import _ReplayPartition
+
+    ctl = tmp_path / "ops.jsonl"
+    ctl.write_text("\n".join(json.dumps({"ts": ts, "broker": "paper", "command": c}) for ts, c in
+                   [("2026-11-20T05:00:00Z", "halt"), ("2026-11-20T07:00:00Z", "resume"),
+                    ("2026-11-20T08:30:00Z", "flatten")]))  # fmt: skip
+    cfg = load_config(long_replay(tmp_path, tmp_path / "unused"))
+    cfg = cfg.model_copy(update={
+        "source": cfg.source.model_copy(update={"batch_size": 20_000}),
+        "control": cfg.control.model_copy(update={"path": str(ctl)}),
+    })  # fmt: skip
+    run_main(build_flow(prepare(cfg, out_dir=tmp_path / "whole")))
+    calls, read = [0], _ReplayPartition.next_batch
+
+    def stop_at_twelve(self: _ReplayPartition) -> Any:
+        calls[0] += 1
+        if calls[0] == 12:  # a few instruments' whole day read, most not yet
+            stop.request()
+        return read(self)
+
+    store, out = new_store(tmp_path), tmp_path / "resumed"
+    monkeypatch.setattr(_ReplayPartition, "next_batch", stop_at_twelve)
+    try:
+        run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
+                 recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+    finally:
+        stop.reset()
+    monkeypatch.setattr(_ReplayPartition, "next_batch", read)
+    assert (
+        ds.dataset(out / "fills").count_rows()
+        < ds.dataset(tmp_path / "whole" / "fills").count_rows()
+    )
+    run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
+             recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+    for kind in ("signals", "orders", "fills", "trading_states"):
+        assert read_ledger(out, kind) == read_ledger(tmp_path / "whole", kind), kind

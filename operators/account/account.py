@@ -368,6 +368,14 @@ class Account(Closing, MarkRuns):
             out.append(snapshot(self.broker, book, item.ts, final=False))
         return [*out, item]
 
+    def on_stop(self) -> list[AccountOut]:
+        """A stop: the book for the report, nothing the data's end does (a resume goes on)."""
+        st = self.state
+        if st.book.last_ts is None:
+            return []
+        pnl = snapshot(self.broker, st.book, st.book.last_ts, final=True)
+        return [pnl, summary(self.broker, st.book, st.rejections, st.changes, st.failed)]
+
     def on_eof(self) -> list[AccountOut]:
         st = self.state
         if st.book.last_ts is None:
@@ -390,7 +398,8 @@ def account(
     step_id: str,
     up: Stream[tuple[str, list[AccountIn]]],
     make: Callable[[str, AccountState | None], Account],
+    stopping: Callable[[], bool] | None = None,
 ) -> Stream[tuple[str, list[AccountOut]]]:
     """Keyed by broker: the account's decisions, orders, fills, snapshots and state changes;
     clocks, tick counts and strategy failures pass on for stage health."""
-    return stateful_by_key(step_id, up, make, batched=True)
+    return stateful_by_key(step_id, up, make, batched=True, stopping=stopping)

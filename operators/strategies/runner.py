@@ -247,6 +247,10 @@ class StrategyRunner:
         mark = Marks(np.array([end], dtype=np.int64), np.array([st.last_price]))
         return [StrategyOutput(self.token, (), mark, _EMPTY, end)]
 
+    def on_stop(self) -> list[StrategyOutput]:
+        """A stop: no end-of-stream mark (a resume goes on with this instrument's ticks)."""
+        return []
+
     def _run_all(self, b: TickBatch) -> tuple[list[TradingSignal], list[Any]]:
         signals: list[TradingSignal] = []
         failures: list[Any] = []
@@ -336,9 +340,10 @@ def run_strategies(
     step_id: str,
     up: Stream[tuple[str, TickBatch]],
     factory: Callable[[str, KeyState | None], StrategyRunner],
+    stopping: Callable[[], bool] | None = None,
 ) -> Stream[tuple[str, StrategyOutput]]:
     """Per ``"{broker}:{token}"`` key, run its strategies; output re-keyed by broker."""
-    out = stateful_by_key(f"{step_id}_run", up, factory)
+    out = stateful_by_key(f"{step_id}_run", up, factory, stopping=stopping)
     return op.map(f"{step_id}_by_broker", out, lambda kv: (broker_of(kv[0]), kv[1]))
 
 
