@@ -2,11 +2,9 @@
 executes, and every outcome (fill, partial fill, rejection, cancellation, broker down)
 updates it at once. Strategies state targets; the account orders the difference.
 
-Items arrive in event-time order (see operators.ordering): target signals, marks (every
-``risk.mark_interval_s`` and each instrument's last tick at the end), clocks, tick counts,
-strategy failures, and (zerodha) Kite's order updates. Operator commands come from a
-control inbox (file: at their event time; Redis: as they arrive).
-"""
+Items arrive in event-time order (operators.ordering): target signals, marks, clocks, tick
+counts, strategy failures, (zerodha) Kite's order updates; operator commands from a control
+inbox (file: at their event time; Redis: as they arrive). A stop is not the data's end."""
 
 from __future__ import annotations
 
@@ -326,8 +324,7 @@ class Account(Closing, MarkRuns):
         return out
 
     def _held(self, item: AccountIn) -> list[AccountOut]:
-        """Halts found before the first event time: applied at the first item that has
-        one, before it is decided."""
+        """Halts found before the first event time: applied at the first item with one."""
         if not self.state.held_alerts or self.state.book.last_ts is not None:
             return []
         ts = _ts(item)
@@ -369,12 +366,14 @@ class Account(Closing, MarkRuns):
         return [*out, item]
 
     def on_stop(self) -> list[AccountOut]:
-        """A stop: the book for the report, nothing the data's end does (a resume goes on)."""
+        """A stop: orders already sent are booked (Kite's placements under way awaited), then
+        the book for the report; nothing the data's end does (a resume goes on)."""
         st = self.state
         if st.book.last_ts is None:
             return []
-        pnl = snapshot(self.broker, st.book, st.book.last_ts, final=True)
-        return [pnl, summary(self.broker, st.book, st.rejections, st.changes, st.failed)]
+        out = self._apply(self.venue.collect(final=True))
+        out.append(snapshot(self.broker, st.book, st.book.last_ts, final=True))
+        return [*out, summary(self.broker, st.book, st.rejections, st.changes, st.failed)]
 
     def on_eof(self) -> list[AccountOut]:
         st = self.state
