@@ -89,6 +89,8 @@ def int_column(col: pa.ChunkedArray, fill: int, null: int | None = None) -> np.n
     → ``null`` (default: ``fill`` too)."""
     vals, ok = values(col)
     present = ok.copy() if null is not None and null != fill else None
+    if vals.dtype == np.float16:  # its range cannot hold the int64 bound below
+        vals = vals.astype(np.float64)
     if vals.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
             ok &= np.isfinite(vals) & (np.floor(vals) == vals) & (np.abs(vals) < 2.0**63)
