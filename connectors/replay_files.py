@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.replay_kept import (
@@ -84,9 +83,11 @@ class TickColumns:
     depth: Depth | None
 
 
-def int_column(col: pa.ChunkedArray, fill: int, null: int | None = None) -> np.ndarray:
-    """int64 values; values outside int64 and non-whole floats (NaN, inf) → ``fill``, nulls
-    → ``null`` (default: ``fill`` too)."""
+def int_column(
+    col: pa.ChunkedArray, fill: int, null: int | None = None, least: int | None = None
+) -> np.ndarray:
+    """int64 values; values outside int64 (or below ``least``) and non-whole floats (NaN,
+    inf) → ``fill``, nulls → ``null`` (default: ``fill`` too)."""
     vals, ok = values(col)
     present = ok.copy() if null is not None and null != fill else None
     if vals.dtype == np.float16:  # its range cannot hold the int64 bound below
@@ -96,6 +97,9 @@ def int_column(col: pa.ChunkedArray, fill: int, null: int | None = None) -> np.n
             ok &= np.isfinite(vals) & (np.floor(vals) == vals) & (np.abs(vals) < 2.0**63)
     elif vals.dtype == np.uint64:
         ok &= vals <= np.uint64(I64_MAX)
+    if least is not None and vals.dtype.kind in "if":
+        with np.errstate(invalid="ignore"):
+            ok &= vals >= least
     if ok.all():
         return vals.astype(np.int64, copy=False)  # may be a read-only view of the column
     out = np.full(len(vals), fill, dtype=np.int64)
@@ -103,21 +107,6 @@ def int_column(col: pa.ChunkedArray, fill: int, null: int | None = None) -> np.n
     if present is not None and null is not None:
         out[~present] = null
     return out
-
-
-def _volume(col: pa.ChunkedArray) -> np.ndarray:
-    """Share counts; null → NO_VOLUME (not given), anything no count can be (negative,
-    fractional, NaN, beyond int64) → BAD_VOLUME (the row check refuses it)."""
-    vol = int_column(col, BAD_VOLUME, null=NO_VOLUME)
-    if pa.types.is_unsigned_integer(col.type) or not len(col):
-        return vol
-    if pa.types.is_float16(col.type):  # no compare kernel for half floats
-        col = col.cast(pa.float32())
-    negative = np.asarray(pc.fill_null(pc.less(col, 0), False).to_numpy(zero_copy_only=False))
-    if negative.any():
-        vol = vol.copy()
-        vol[negative] = BAD_VOLUME
-    return vol
 
 
 def float_column(col: pa.ChunkedArray) -> np.ndarray:
@@ -149,7 +138,7 @@ def read_ticks(table: pa.Table, ts_unit: str | None, zone: str = "UTC") -> TickC
     ts, raw_ts = timestamps(table["timestamp"], ts_unit, zone)
     price = float_column(table["last_price"])
     if "volume" in names:  # a null is a tick without volume; a value it cannot be, refused
-        vol = _volume(table["volume"])
+        vol = int_column(table["volume"], BAD_VOLUME, null=NO_VOLUME, least=0)
     else:
         vol = np.full(len(tok), NO_VOLUME, dtype=np.int64)
     return TickColumns(tok, ts, price, vol, raw_ts, read_depth(table))
