@@ -199,12 +199,8 @@ class Book:
         ``slots``, ``universe``: as for ``slots_for``."""
         if not len(tokens):
             return
-        if (
-            slots is not None
-            and universe == self._universe_id
-            and len(self._slot) == self._universe_n
-        ):
-            at = slots  # ``slots_for``'s first case (``trusts``), inline
+        if slots is not None and self.trusts(universe):
+            at = slots  # ``slots_for``'s first case, without its tuple
         else:
             at, hit = self.slots_for(tokens, slots, universe)
             if hit is not None:
