@@ -1,6 +1,7 @@
 """Replay column values the row check must refuse, not pass on as something else: a volume
 no share count can be (negative, fractional, NaN, inf, beyond int64) is an INVALID_FIELD
-dead letter; a null volume is a tick without volume."""
+dead letter; a null volume is a tick without volume. A file's plausible time bounds are
+the quantiles of its times, in time order or not."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.replay_files import read_ticks
-from operators.ticks import RawTicks, validate
-from schemas.ticks import NO_VOLUME, to_us
+from operators.ticks import (
+    DAY_US,
+    MAX_SPAN_US,
+    MISSING_TS,
+    RawTicks,
+    recording_bounds,
+    validate,
+)
+from schemas.ticks import NO_VOLUME, PLAUSIBLE_FROM, PLAUSIBLE_UNTIL, to_us
 from tests.support import TOKENS
 
 T0 = to_us(datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc))
@@ -56,3 +66,32 @@ def test_a_volume_no_count_can_be_is_a_dead_letter_and_a_null_is_no_volume(
     given = volume.to_pylist()
     assert batch.volume.tolist() == [NO_VOLUME if given[i] is None else int(given[i])
                                      for i in kept]  # fmt: skip
+
+
+_TIMES = st.lists(
+    st.one_of(
+        st.integers(T0 - 400 * DAY_US, T0 + 400 * DAY_US),
+        st.sampled_from([MISSING_TS, PLAUSIBLE_FROM - 1, PLAUSIBLE_UNTIL, T0]),
+    ),
+    max_size=60,
+)
+
+
+@given(_TIMES, st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_recording_bounds_are_the_quantiles_of_the_plausible_times(
+    times: list[int], in_order: bool
+) -> None:
+    """A file in time order takes the no-sort path; either way the bounds are those of the
+    sorted plausible times, worked out here with sorted()."""
+    ts = np.array(sorted(times) if in_order else times, dtype=np.int64)
+    sane = sorted(t for t in times if PLAUSIBLE_FROM <= t < PLAUSIBLE_UNTIL)
+    if not sane:
+        assert recording_bounds(ts) == (PLAUSIBLE_FROM, PLAUSIBLE_UNTIL - 1)
+        return
+    n = len(sane)
+    k = max(1, n // 1000) if n >= 20 else 0
+    mid, lo, hi = sane[n // 2], sane[k], sane[n - 1 - k]
+    first = max(mid - MAX_SPAN_US, lo - DAY_US, PLAUSIBLE_FROM)
+    last = min(mid + MAX_SPAN_US, hi + DAY_US, PLAUSIBLE_UNTIL - 1)
+    assert recording_bounds(ts) == (first, last)
