@@ -238,3 +238,45 @@ def test_a_stop_mid_replay_with_a_control_file_resumes_to_the_uninterrupted_ledg
              recovery_config=RecoveryConfig(str(store)))  # fmt: skip
     for kind in ("signals", "orders", "fills", "trading_states"):
         assert read_ledger(out, kind) == read_ledger(tmp_path / "whole", kind), kind
+
+
+def test_a_stop_inside_a_piece_of_a_file_resumes_to_the_ledger_of_whole_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file is replayed in pieces (connectors.replay_decode; small ones here): a stop
+    inside its third piece resumes from there, and the ledger is that of the file read
+    as one piece, uninterrupted."""
+    from bytewax.recovery import RecoveryConfig
+
+    from connectors import replay_decode, stop
+    from connectors.replay import _ReplayPartition
+
+    cfg = load_config(long_replay(tmp_path, tmp_path / "unused"))
+    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"batch_size": 400})})
+    monkeypatch.setattr(replay_decode, "PIECE_ROWS", 10**9)
+    run_main(build_flow(prepare(cfg, out_dir=tmp_path / "whole")))
+    monkeypatch.setattr(replay_decode, "PIECE_ROWS", 20_000)
+    monkeypatch.setattr(replay_decode, "MAX_PIECE_ROWS", 40_000)
+    read, at = _ReplayPartition.next_batch, list[int]()
+
+    def stop_in_the_third_piece(self: _ReplayPartition) -> Any:
+        if self.state.piece_idx == 2 and self.state.chunk_idx == 9 and not at:
+            at.append(self.state.chunk_idx)
+            stop.request()
+        return read(self)
+
+    store, out = new_store(tmp_path), tmp_path / "resumed"
+    monkeypatch.setattr(_ReplayPartition, "next_batch", stop_in_the_third_piece)
+    try:
+        run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
+                 recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+    finally:
+        stop.reset()
+    monkeypatch.setattr(_ReplayPartition, "next_batch", read)
+    assert at and ds.dataset(out / "signals").count_rows() < len(
+        read_ledger(tmp_path / "whole", "signals")
+    )
+    run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
+             recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+    for kind in ("signals", "orders", "fills", "rejections", "trading_states"):
+        assert read_ledger(out, kind) == read_ledger(tmp_path / "whole", kind), kind
