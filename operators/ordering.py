@@ -41,6 +41,7 @@ SortKey = tuple[int, int, int, str]
 Queued = tuple[SortKey, int, "BrokerItem"]
 RunAt = tuple[int, MarkSet]  # a mark run and the index of the released item it precedes
 _NEVER = -(2**62)
+BLOCK_WINDOWS = 16  # health windows of marks run at once (operators.ordering._blocks)
 
 
 def sort_key(item: BrokerItem) -> SortKey:
@@ -241,12 +242,32 @@ class EventTimeOrder:
                 break
             count, last = st.counts.pop(w)
             self._enqueue(TickCount(last, 0, count))
-        times, tok, px = self._due_marks(limit)
-        items: list[Queued] = []
-        while st.pending and (limit is None or st.pending[0][0][0] < limit):
-            items.append(heapq.heappop(st.pending))
-        runs = self._mark_runs(times, tok, px, items)
         out: list[BrokerItem] = []
+        for until in self._blocks(limit):
+            times, tok, px = self._due_marks(until)
+            items: list[Queued] = []
+            while st.pending and (until is None or st.pending[0][0][0] < until):
+                items.append(heapq.heappop(st.pending))
+            self._emit(out, items, self._mark_runs(times, tok, px, items))
+        return out
+
+    def _blocks(self, limit: int | None) -> Iterable[int | None]:
+        """Release limits up to ``limit``, BLOCK_WINDOWS health windows apart, so that the
+        marks of a long stretch are run in parts that stay in cache. Each lies just after a
+        health boundary: no mark run spans two (runs are cut there), so the output is the
+        same as at once."""
+        st, size = self.state, self.grids["health"] * BLOCK_WINDOWS
+        while True:
+            first = min(st.marks_from, st.pending[0][0][0] if st.pending else 2**62)
+            if first >= 2**62:
+                break
+            until = (first - 1) // size * size + size + 1  # after the block's last boundary
+            if limit is not None and until >= limit:
+                break
+            yield until
+        yield limit
+
+    def _emit(self, out: list[BrokerItem], items: list[Queued], runs: list[RunAt]) -> None:
         r = 0
         for s in range(len(items) + 1):
             while r < len(runs) and runs[r][0] == s:
@@ -257,7 +278,6 @@ class EventTimeOrder:
                 key, _, item = items[s]
                 out.extend(self._clocks_before(key))
                 out.append(item)
-        return out
 
 
 def order_by_event_time(

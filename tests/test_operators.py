@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.account.account import Account, AccountSetup, account
 from operators.account.paper import PaperVenue
@@ -267,3 +269,45 @@ def test_health_windows_judge_each_stage() -> None:
         ("warning", "NO_TICKS", 0),  # heartbeats only: the feed went silent for a window
         ("healthy", "OK", 10),
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_releasing_a_long_stretch_in_blocks_gives_what_one_release_gives(
+    data: st.DataObject,
+) -> None:
+    """Marks and signals of three instruments, pushed in batches (marks on health
+    boundaries and just after them included): released in blocks of one health window,
+    the items, clocks and mark runs are those released with no blocks at all."""
+    from operators import ordering
+
+    grids = {"health": 60 * US, "snapshot": 300 * US}
+    moments = st.integers(0, 40).map(lambda k: T0 + k * 30 * US) | st.integers(0, 1200).map(
+        lambda s: T0 + s * US + 1
+    )
+    pushes: list[StrategyOutput] = []
+    last = dict.fromkeys((1, 2, 3), T0)
+    for _ in range(data.draw(st.integers(1, 8))):
+        tok = data.draw(st.sampled_from([1, 2, 3]))
+        times = sorted(data.draw(st.lists(moments, max_size=12)))
+        times = [t for t in times if t > last[tok]]
+        sig = data.draw(st.lists(st.sampled_from(times), max_size=3, unique=True)) if times else []
+        last[tok] = max([last[tok], *times])
+        marks = marks_at(*((t, 100.0 + t % 7) for t in times))
+        signals = tuple(_target(tok, t) for t in sorted(sig))
+        pushes.append(StrategyOutput(tok, signals, marks, EMPTY, last[tok]))
+
+    def released(block: int) -> list[Any]:
+        old, ordering.BLOCK_WINDOWS = ordering.BLOCK_WINDOWS, block
+        try:
+            order, out = ordering.EventTimeOrder([1, 2, 3], grids), []
+            for p in pushes:
+                out += [i for batch in order.on_item(p) for i in batch]
+            return out + [i for batch in order.on_eof() for i in batch]
+        finally:
+            ordering.BLOCK_WINDOWS = old
+
+    whole = released(10**9)
+    assert released(1) == whole and any(isinstance(i, MarkSet) for i in whole) == any(
+        len(p.marks) for p in pushes
+    )
