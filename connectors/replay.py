@@ -3,10 +3,9 @@ read in time order (connectors.replay_files).
 
 Partition k of P owns instruments whose ``token % P == k`` (rows without a token go to
 partition 0), so each instrument's ticks stay in order on one partition. Within a file,
-each instrument's rows of a piece (connectors.replay_decode) are cut into chunks, emitted
-roughly in time order across instruments. Rows are validated here (bad rows → dead
-letters); the snapshot holds (file, piece, chunk, last valid time per instrument), so a
-resume continues exactly.
+each instrument's rows are cut into chunks, emitted roughly in time order across
+instruments. Rows are validated here (bad rows → dead letters); the snapshot holds
+(file, chunk, last valid time per instrument), so a resume continues exactly.
 """
 
 from __future__ import annotations
@@ -25,10 +24,9 @@ import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors import stop
-from connectors.replay_decode import FileData, Piece
 from connectors.replay_files import ReplayFileError, checked
 from connectors.replay_kept import forget
-from connectors.replay_read import FileReader
+from connectors.replay_read import FileData, FileReader
 from operators.session import MarketSession
 from operators.ticks import MISSING_TS, RawTicks, TradingDays, validate
 from schemas.arrow import ReplayProblem
@@ -74,7 +72,6 @@ class ReplayState:
     file_idx: int = 0
     chunk_idx: int = 0
     last_ts: dict[int, int] = field(default_factory=dict)
-    piece_idx: int = 0
 
 
 class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
@@ -96,37 +93,32 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
         self.state = state or ReplayState()
         self.chunks: list[tuple[int, int, int]] | None = None  # token, rows [a, b)
         self.data: FileData | None = None
-        self.piece: Piece | None = None
         self.rows = 0
         self.logged = time.monotonic()
         reader.join(name, self.state.file_idx)
         stop.tick_part_open(name)
 
     def _load(self) -> None:
-        """The chunks of this partition's instruments in the current piece of the file."""
-        path = self.files[self.state.file_idx]
         try:
-            if self.data is None:
-                self.data = self.reader.take(self.name, self.state.file_idx)
-            piece = self.data.piece(self.state.piece_idx)
+            data = self.reader.take(self.name, self.state.file_idx)
         except Exception as exc:
-            _unreadable(self.reader, path, exc)
+            _unreadable(self.reader, self.files[self.state.file_idx], exc)
         chunks: list[tuple[tuple[int, int, int], int, int, int]] = []
-        for token, (first, end) in piece.spans.items():
+        for token, (first, end) in data.spans.items():
             if (0 if token < 0 else token % self.buckets) != self.bucket:
                 continue
             key = MISSING_TS
             for j, start in enumerate(range(first, end, self.batch_size)):
-                key = max(key, int(piece.ts[start]))
+                key = max(key, int(data.ts[start]))
                 chunks.append(((key, token, j), token, start, min(end, start + self.batch_size)))
         chunks.sort(key=lambda c: c[0])
         self.chunks = [(token, a, b) for _, token, a, b in chunks]
-        self.piece = piece
+        self.data = data
 
     def _chunk(self, token: int, a: int, b: int) -> list[SourceItem]:
-        """Rows [a, b) of the piece's grouped columns: one instrument's, validated."""
-        assert self.data is not None and self.piece is not None
-        d = self.piece
+        """Rows [a, b) of the file's grouped columns: one instrument's, validated."""
+        assert self.data is not None
+        d = self.data
         raw = RawTicks(
             source=str(self.files[self.state.file_idx].name),
             partition=self.name,
@@ -139,7 +131,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
             depth=d.depth.take(slice(a, b)) if d.depth is not None else None,
         )
         last = self.state.last_ts.get(token, MISSING_TS)
-        batch, dead, new_last = validate(raw, self.known, last, self.trading, self.data.bounds)
+        batch, dead, new_last = validate(raw, self.known, last, self.trading, d.bounds)
         if token in self.known:
             self.state.last_ts[token] = new_last
         items: list[SourceItem] = [RowsRead(b - a), *dead]
@@ -173,14 +165,9 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
             self.rows += b - a
             self._progress()
             return self._chunk(token, a, b)
-        assert self.data is not None
-        self.chunks, self.piece = None, None
-        if st.piece_idx + 1 < len(self.data.pieces):
-            st.piece_idx, st.chunk_idx = st.piece_idx + 1, 0
-            return self.next_batch()
         items = self._file_end()
-        st.file_idx, st.piece_idx, st.chunk_idx = st.file_idx + 1, 0, 0
-        self.data = None
+        st.file_idx, st.chunk_idx = st.file_idx + 1, 0
+        self.chunks = None
         return items
 
     def _progress(self) -> None:
@@ -197,7 +184,7 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, ReplayState]):
 
     def snapshot(self) -> ReplayState:
         st = self.state
-        return ReplayState(st.file_idx, st.chunk_idx, dict(st.last_ts), st.piece_idx)
+        return ReplayState(st.file_idx, st.chunk_idx, dict(st.last_ts))
 
 
 class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):

@@ -124,17 +124,18 @@ def used_columns(names: list[str]) -> list[str]:
     return [*REQUIRED_TICK_COLUMNS, *(c for c in optional if c in names)]
 
 
-def read_ticks(
-    table: pa.Table,
-    ts_unit: str | None,
-    zone: str = "UTC",
-    times: tuple[np.ndarray, list[Any] | None] | None = None,
-) -> TickColumns:
-    """Decode a replay table (its column types checked by ``check_file``); ``times``: its
-    timestamps already decoded (``timestamps``), when the table has no timestamp column."""
+def read_file(path: Path) -> pa.Table:
+    """The columns the replay reads of one (checked) file; a wide export's other columns
+    are never decoded."""
+    with pq.ParquetFile(path, pre_buffer=True) as pf:
+        return pf.read(columns=used_columns(pf.schema_arrow.names), use_threads=True)
+
+
+def read_ticks(table: pa.Table, ts_unit: str | None, zone: str = "UTC") -> TickColumns:
+    """Decode a replay table (its column types checked by ``check_file``)."""
     names = set(table.column_names)
     tok = int_column(table["instrument_token"], -1)
-    ts, raw_ts = times if times is not None else timestamps(table["timestamp"], ts_unit, zone)
+    ts, raw_ts = timestamps(table["timestamp"], ts_unit, zone)
     price = float_column(table["last_price"])
     if "volume" in names:  # a null is a tick without volume; a value it cannot be, refused
         vol = int_column(table["volume"], BAD_VOLUME, null=NO_VOLUME, least=0)

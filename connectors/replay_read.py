@@ -1,8 +1,6 @@
 """Reading replay files for the partitions of one process: each file decoded once into
-columns grouped by instrument (so a partition's chunk is a slice; connectors.replay_decode),
-the next file read on a background thread while one is replayed. A file no one read ahead
-is replayed from its first piece while its others are decoded on a thread; the next file
-is read ahead once they are.
+columns grouped by instrument (so a partition's chunk is a slice), the next file read on a
+background thread while one is replayed.
 
 Partitions drift apart (a partition with few instruments runs ahead): a file stays held
 until every partition of the process has taken it, and only the ``MAX_HELD`` files from the
@@ -17,15 +15,77 @@ import atexit
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from connectors import stop
-from connectors.replay_decode import Check, Decoding, FileData
-from connectors.replay_files import ReplayFileError
+from connectors.replay_files import ReplayFileError, read_file, read_ticks
 from connectors.replay_kept import Stamp, stamp
+from operators.ticks import MISSING_TS, Bounds, implausible, recording_bounds
 from schemas.arrow import ReplayProblem
+from schemas.ticks import Depth
 
 MAX_HELD = 4  # files held at once: the slowest partition's next and those just after it
+
+
+@dataclass
+class FileData:
+    """A file's columns with each instrument's rows side by side (so a chunk is a slice),
+    each instrument's in file order; ``rows`` holds their row numbers in the file."""
+
+    rows: np.ndarray  # int64
+    ts: np.ndarray
+    price: np.ndarray
+    volume: np.ndarray
+    raw_ts: list[Any] | None
+    max_ts: int
+    spans: dict[int, tuple[int, int]]  # token (-1: none) → its [start, end) in the columns
+    depth: Depth | None = None
+    bounds: Bounds | None = None  # plausible tick times (operators.ticks.recording_bounds)
+
+
+def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices of each token, in file order."""
+    order, spans = group_order(tok)
+    return {t: order[a:b] for t, (a, b) in spans.items()}
+
+
+def group_order(tok: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """The row order that puts each token's rows side by side, each token's in file order
+    (dictionary codes + a stable radix sort), and each token's [start, end) in it."""
+    enc = pc.dictionary_encode(pa.array(tok))
+    codes = enc.indices.to_numpy()
+    codes = codes.astype(np.int16) if len(enc.dictionary) < 2**15 else codes
+    order = np.argsort(codes, kind="stable").astype(np.int64, copy=False)
+    if not len(order):
+        return order, {}
+    cuts = [0, *(np.flatnonzero(np.diff(codes[order])) + 1).tolist(), len(order)]
+    firsts = tok[order[cuts[:-1]]].tolist()
+    return order, {t: (a, b) for t, a, b in zip(firsts, cuts[:-1], cuts[1:], strict=True)}
+
+
+def decode(path: Path, ts_unit: str | None, zone: str) -> FileData:
+    """One checked file's columns, grouped by instrument (each source column is dropped
+    once grouped, so at most one column is held twice)."""
+    c = read_ticks(read_file(path), ts_unit, zone)
+    tokens, ts, price, volume, raw, depth = c.tokens, c.ts, c.price, c.volume, c.raw_ts, c.depth
+    del c
+    bounds = recording_bounds(ts)
+    sane = ts[~implausible(ts, bounds)]  # a wild time never moves the file-end mark
+    max_ts = int(sane.max()) if len(sane) else MISSING_TS  # MISSING_TS is the int64 minimum
+    rows, spans = group_order(tokens)
+    del tokens, sane
+    ts = ts[rows]
+    price = price[rows]
+    volume = volume[rows]
+    raw_ts = [raw[i] for i in rows.tolist()] if raw is not None else None
+    depth = depth.take(rows) if depth is not None else None
+    return FileData(rows, ts, price, volume, raw_ts, max_ts, spans, depth, bounds)
 
 
 _READING: set[threading.Thread] = set()  # read-ahead threads not yet done
@@ -52,7 +112,7 @@ class FileReader:
         stamps: Sequence[Stamp | None],
         ts_unit: str | None = None,
         zone: str = "UTC",
-        read: Callable[[Path, str | None, str, Check], Decoding] = Decoding,
+        read: Callable[[Path, str | None, str], FileData] = decode,
     ) -> None:
         self.files, self.stamps = list(files), list(stamps)
         self.ts_unit, self.zone, self._read = ts_unit, zone, read
@@ -67,9 +127,8 @@ class FileReader:
             self._prune()
 
     def take(self, part: str, idx: int) -> FileData:
-        """File ``idx`` for ``part`` (errors of its read raised here or by its pieces; a
-        read ahead that failed is tried once more); the next file is read ahead once this
-        one's pieces are decoded."""
+        """File ``idx`` for ``part`` (errors of its read raised here; a read ahead that
+        failed is tried once more); then reads ahead the next file."""
         with self._lock:
             fut = self._held.get(idx)
             mine = fut is None
@@ -78,41 +137,27 @@ class FileReader:
                 if self._in_window(idx):
                     self._held[idx] = fut
         if mine:
-            _fill(fut, lambda: self._streamed(idx))
+            _fill(fut, lambda: self._checked_read(idx))
         try:
             data = fut.result()
         except Exception:
             if mine:
                 raise
-            data = self._whole(idx)
+            data = self._checked_read(idx)
         with self._lock:
             self._next[part] = idx + 1
             self._prune()
-        data.when_done(lambda: self._ahead(idx + 1))
+        self._ahead(idx + 1)
         return data
 
-    def _open(self, idx: int) -> Decoding:
+    def _checked_read(self, idx: int) -> FileData:
         path, want = self.files[idx], self.stamps[idx]
-
-        def check() -> None:
-            if stamp(path) != want:  # changed since its check, or while it was read
-                raise _changed(path)
-
-        check()
-        return self._read(path, self.ts_unit, self.zone, check)
-
-    def _whole(self, idx: int) -> FileData:
-        """File ``idx``, every piece decoded."""
-        dec = self._open(idx)
-        dec.run()
-        return dec.data
-
-    def _streamed(self, idx: int) -> FileData:
-        """File ``idx`` once its times are decoded, its pieces decoded on a thread."""
-        dec = self._open(idx)
-        if not _start(lambda: _quietly(dec.run)):  # no thread to be had: all of it here
-            dec.run()
-        return dec.data
+        if stamp(path) != want:
+            raise _changed(path)
+        data = self._read(path, self.ts_unit, self.zone)
+        if stamp(path) != want:  # changed while it was read
+            raise _changed(path)
+        return data
 
     def _ahead(self, idx: int) -> None:
         """Read file ``idx`` on a thread, unless held, beyond the window or stopping."""
@@ -123,10 +168,22 @@ class FileReader:
             if idx in self._held or not self._in_window(idx):
                 return
             self._held[idx] = fut
-        if not _start(lambda: _fill(fut, lambda: self._whole(idx))):
-            with self._lock:  # no thread to be had: the taker reads it itself
+
+        def run() -> None:
+            try:
+                _fill(fut, lambda: self._checked_read(idx))
+            finally:
+                _READING.discard(thread)
+
+        thread = threading.Thread(target=run, name="replay-read", daemon=True)
+        try:
+            _READING.add(thread)
+            thread.start()
+        except Exception as exc:  # no thread to be had: the taker reads it itself
+            _READING.discard(thread)
+            with self._lock:
                 self._held.pop(idx, None)
-            fut.set_exception(RuntimeError("no thread to read ahead"))
+            fut.set_exception(exc)
 
     def _in_window(self, idx: int) -> bool:
         """Files held are those the slowest partition takes next and the MAX_HELD - 1
@@ -155,30 +212,3 @@ def _fill(fut: Future[FileData], read: Callable[[], FileData]) -> None:
         fut.set_result(read())
     except BaseException as exc:  # the taker raises it
         fut.set_exception(exc)
-
-
-def _quietly(run: Callable[[], None]) -> None:
-    try:
-        run()
-    except BaseException:  # the pieces hold it: the taker raises it
-        pass
-
-
-def _start(target: Callable[[], None]) -> bool:
-    """Run ``target`` on a daemon thread (a stop never waits on it), joined at a normal
-    exit; False if no thread can be had."""
-
-    def run() -> None:
-        try:
-            target()
-        finally:
-            _READING.discard(thread)
-
-    thread = threading.Thread(target=run, name="replay-read", daemon=True)
-    _READING.add(thread)
-    try:
-        thread.start()
-    except Exception:
-        _READING.discard(thread)
-        return False
-    return True

@@ -118,7 +118,7 @@ def phase_passthrough(data: Path, batch: int) -> dict[str, Any]:
 
 
 def phase_plain(data: Path, batch: int) -> dict[str, Any]:
-    from connectors.replay_decode import decode
+    from connectors.replay_read import decode
     from flows.config import build_strategies
     from operators.strategies.runner import StrategyRunner
     from schemas.enums import Broker
@@ -133,19 +133,17 @@ def phase_plain(data: Path, batch: int) -> dict[str, Any]:
     runners: dict[int, StrategyRunner] = {}
     ticks = signals = 0
     for f in sorted(data.glob("*.parquet")):
-        file = decode(f, None, "UTC")  # the replay source's own reader: same columns, pieces
-        for d in (file.piece(j) for j in range(len(file.pieces))):
-            ts, price, vol = d.ts, d.price, d.volume
-            for token, (first, end) in d.spans.items():
-                r = runners.setdefault(
-                    token, StrategyRunner(Broker.PAPER, token, by_token[token], 300 * US, 60 * US)
-                )
-                for a in range(first, end, batch):
-                    b = min(end, a + batch)
-                    batch_ = TickBatch(token, ts[a:b], price[a:b], vol[a:b], int(ts[b - 1]))
-                    out = r.process(batch_)
-                    ticks += b - a
-                    signals += len(out.signals)
+        d = decode(f, None, "UTC")  # the replay source's own reader: same columns, grouping
+        ts, price, vol = d.ts, d.price, d.volume
+        for token, (first, end) in d.spans.items():
+            r = runners.setdefault(
+                token, StrategyRunner(Broker.PAPER, token, by_token[token], 300 * US, 60 * US)
+            )
+            for a in range(first, end, batch):
+                b = min(end, a + batch)
+                out = r.process(TickBatch(token, ts[a:b], price[a:b], vol[a:b], int(ts[b - 1])))
+                ticks += b - a
+                signals += len(out.signals)
     return {"ticks": ticks, "seconds": time.perf_counter() - t0, "signals": signals}
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from connectors import replay_decode
 from data.generate import BAD_ROWS
 from flows.config import parse_config
 from flows.graph import build_flow
@@ -119,11 +118,8 @@ def test_health_is_truthful(result: Any) -> None:
     assert all(h.latency_p99_ms is None for h in health)  # replay has no latency
 
 
-def test_results_do_not_depend_on_batch_size_partitions_or_pieces(
-    ticks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def shards(batch: int, parts: int, piece: int = 10**9) -> dict[str, list[Any]]:
-        monkeypatch.setattr(replay_decode, "PIECE_ROWS", piece)  # rows of a file's first piece
+def test_results_do_not_depend_on_batch_size_or_partitions(ticks_dir: Path, tmp_path: Path) -> None:
+    def shards(batch: int, parts: int) -> dict[str, list[Any]]:
         src = {"path": str(ticks_dir), "batch_size": batch, "partitions": parts}
         out: dict[str, list[Any]] = {}
         run_graph(make_config(ticks_dir, source=src), tmp_path, out)
@@ -131,8 +127,8 @@ def test_results_do_not_depend_on_batch_size_partitions_or_pieces(
 
     base = shards(700, 3)
     assert any(k.startswith("fills/") for k in base)
-    for batch, parts, piece in ((97, 1, 10**9), (5000, 5, 10**9), (700, 3, 333), (5000, 2, 5)):
-        assert shards(batch, parts, piece) == base
+    for batch, parts in ((97, 1), (5000, 5)):
+        assert shards(batch, parts) == base
 
 
 def test_user_strategy_runs_in_the_flow(ticks_dir: Path, tmp_path: Path) -> None:

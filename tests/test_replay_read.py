@@ -10,19 +10,17 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from connectors import replay_decode, stop
+from connectors import stop
 from connectors.replay import ReplaySource
-from connectors.replay_decode import Check, Decoding, FileData, decode
-from connectors.replay_files import ReplayFileError
+from connectors.replay_files import ReplayFileError, read_file
 from connectors.replay_kept import stamp
-from connectors.replay_read import MAX_HELD, FileReader
+from connectors.replay_read import MAX_HELD, FileData, FileReader, decode
 from tests.support import TOKENS, python_script, small_ticks
 
 
@@ -35,39 +33,29 @@ class Reads:
         self.lock = threading.Lock()
         self.gate = gate or {}
 
-        def read(path: Path, unit: str | None, zone: str, check: Check) -> Decoding:
+        def read(path: Path, unit: str | None, zone: str) -> FileData:
             with self.lock:
                 self.n[path] += 1
             if path in self.gate:
                 assert self.gate[path].wait(30)
-            return Decoding(path, unit, zone, check)
+            return decode(path, unit, zone)
 
         self.reader = FileReader(files, [stamp(f) for f in files], read=read)
 
 
-def _take(reader: FileReader, part: str, idx: int) -> FileData:
-    """The file, once its pieces are decoded (so the next file's read ahead has begun)."""
-    data = reader.take(part, idx)
-    assert data.done.wait(30)
-    return data
-
-
 def _same(a: FileData, b: FileData) -> None:
-    assert (a.max_ts, a.bounds, len(a.pieces)) == (b.max_ts, b.bounds, len(b.pieces))
-    for j in range(len(a.pieces)):
-        x, y = a.piece(j), b.piece(j)
-        for col in ("rows", "ts", "price", "volume"):
-            np.testing.assert_array_equal(getattr(x, col), getattr(y, col))
-        assert x.spans == y.spans
+    for col in ("rows", "ts", "price", "volume"):
+        np.testing.assert_array_equal(getattr(a, col), getattr(b, col))
+    assert (a.max_ts, a.bounds, a.spans) == (b.max_ts, b.bounds, b.spans)
 
 
 def test_a_file_read_ahead_is_the_file_a_direct_read_gives(tmp_path: Path) -> None:
     files = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
     r = Reads(files)
     r.reader.join("p", 0)
-    _same(_take(r.reader, "p", 0), decode(files[0], None, "UTC"))
+    _same(r.reader.take("p", 0), decode(files[0], None, "UTC"))
     assert r.reader.held() == [1]  # the first let go, the second read while it is replayed
-    _same(_take(r.reader, "p", 1), decode(files[1], None, "UTC"))
+    _same(r.reader.take("p", 1), decode(files[1], None, "UTC"))
     assert r.reader.held() == [] and r.n == Counter(files)
 
 
@@ -76,11 +64,11 @@ def test_partitions_apart_in_the_files_read_each_file_once(tmp_path: Path) -> No
     r = Reads(files)
     r.reader.join("a", 0)
     r.reader.join("b", 0)
-    got = {part: [_take(r.reader, part, i).max_ts for i in range(3)] for part in "ab"}
+    got = {part: [r.reader.take(part, i).max_ts for i in range(3)] for part in "ab"}
     assert r.reader.held() == [3]  # both passed the first three; the fourth read ahead
-    _take(r.reader, "b", 3)
+    r.reader.take("b", 3)
     assert r.reader.held() == [3]  # "a" still needs it
-    _take(r.reader, "a", 3)
+    r.reader.take("a", 3)
     assert r.reader.held() == [] and r.n == Counter(files) and got["a"] == got["b"]
 
 
@@ -92,7 +80,7 @@ def test_two_partitions_asking_for_a_file_at_once_read_it_once(tmp_path: Path) -
     for part in "ab":
         r.reader.join(part, 0)
     threads = [
-        threading.Thread(target=lambda p=part: got.setdefault(p, _take(r.reader, p, 0)))
+        threading.Thread(target=lambda p=part: got.setdefault(p, r.reader.take(p, 0)))
         for part in "ab"
     ]
     for t in threads:
@@ -113,11 +101,11 @@ def test_a_partition_far_ahead_reads_alone_and_memory_stays_capped(tmp_path: Pat
     r.reader.join("slow", 0)
     r.reader.join("fast", 0)
     for i in range(7):
-        _take(r.reader, "fast", i)
+        r.reader.take("fast", i)
         assert len(r.reader.held()) <= MAX_HELD
     assert r.reader.held() == list(range(MAX_HELD))  # what the slow one takes next
     for i in range(7):
-        _same(_take(r.reader, "slow", i), decode(files[i], None, "UTC"))
+        _same(r.reader.take("slow", i), decode(files[i], None, "UTC"))
         assert len(r.reader.held()) <= MAX_HELD
     # each file read once, but for those the fast one took beyond the window: twice
     assert r.n == Counter({f: 1 if i < MAX_HELD else 2 for i, f in enumerate(files)})
@@ -131,9 +119,9 @@ def test_partitions_of_one_source_share_its_reads(
     n: Counter[Path] = Counter()
     real = src.reader._read
 
-    def counted(path: Path, unit: str | None, zone: str, check: Check) -> Decoding:
+    def counted(path: Path, unit: str | None, zone: str) -> FileData:
         n[path] += 1
-        return real(path, unit, zone, check)
+        return real(path, unit, zone)
 
     monkeypatch.setattr(src.reader, "_read", counted)
     parts = [src.build_part("s", name, None) for name in src.list_parts()]
@@ -154,12 +142,12 @@ def test_no_read_ahead_once_a_stop_is_asked(
     gate = {files[1]: threading.Event()}
     r = Reads(files, gate)
     r.reader.join("p", 0)
-    _take(r.reader, "p", 0)
+    r.reader.take("p", 0)
     reading = [t for t in threading.enumerate() if t.name == "replay-read" and t.is_alive()]
     assert reading and all(t.daemon for t in reading)  # a stop (os._exit) never waits on it
     monkeypatch.setattr(stop, "requested", lambda: True)
     gate[files[1]].set()
-    _take(r.reader, "p", 1)  # read ahead before the stop; the third is never started
+    r.reader.take("p", 1)  # read ahead before the stop; the third is never started
     assert r.reader.held() == [] and r.n == Counter(files[:2])
 
 
@@ -170,24 +158,24 @@ def test_a_file_changed_after_its_check_is_refused_and_a_failed_read_ahead_retri
     r = Reads([first, second], {second: threading.Event()})
     r.reader.join("p", 0)
     r.reader.join("q", 0)
-    took = _take(r.reader, "p", 0)  # the second is read ahead: held at the gate
+    took = r.reader.take("p", 0)  # the second is read ahead: held at the gate
     shutil.copyfile(first, second)  # another day's ticks under the second day's name
-    assert _take(r.reader, "q", 0) is took  # held before the change: what every part sees
+    assert r.reader.take("q", 0) is took  # held before the change: what every part sees
     r.gate[second].set()
     with pytest.raises(ReplayFileError, match=r"changed during the run.*\[CHANGED\]"):
-        _take(r.reader, "p", 1)  # changed while read ahead, and again when retried
+        r.reader.take("p", 1)  # changed while read ahead, and again when retried
     calls: list[Path] = []
 
-    def flaky(path: Path, unit: str | None, zone: str, check: Check) -> Decoding:
+    def flaky(path: Path, unit: str | None, zone: str) -> FileData:
         calls.append(path)
         if len(calls) == 2:  # the read ahead
             raise OSError("Too many open files")
-        return Decoding(path, unit, zone, check)
+        return decode(path, unit, zone)
 
     again = FileReader([second, second], [stamp(second)] * 2, read=flaky)
     again.join("p", 0)
-    _take(again, "p", 0)  # reads the next ahead, which fails once
-    _same(_take(again, "p", 1), decode(second, None, "UTC"))
+    again.take("p", 0)  # reads the next ahead, which fails once
+    _same(again.take("p", 1), decode(second, None, "UTC"))
     assert len(calls) == 3
 
 
@@ -220,42 +208,21 @@ def test_a_file_damaged_after_the_check_stops_the_run_with_one_line_and_loses_it
     assert len(list((kept / "replay-checks").iterdir())) == 1  # the next run checks it again
 
 
-def test_each_instruments_rows_lie_side_by_side_as_the_file_holds_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """In pieces of 7, 20, 20, ... rows (row groups of 50: reads cut across pieces):
-    each piece's rows are its own, each instrument's side by side in file order; piece after
-    piece, every row once, in file order."""
-    monkeypatch.setattr(replay_decode, "PIECE_ROWS", 7)
-    monkeypatch.setattr(replay_decode, "MAX_PIECE_ROWS", 20)
+def test_each_instruments_rows_lie_side_by_side_as_the_file_holds_them(tmp_path: Path) -> None:
     (day,) = sorted(small_ticks(tmp_path).glob("*.parquet"))  # with bad rows, null tokens
-    pq.write_table(pq.read_table(day), day, row_group_size=50)
     table = pq.read_table(day).to_pydict()
-    n = len(table["timestamp"])
-    tokens = [-1 if t is None else t for t in table["instrument_token"]]
     data = decode(day, None, "UTC")
-    assert len(data.pieces) == 2 + -(-(n - 27) // 20) and n > 47
-    seen: dict[int, list[int]] = {}
-    start = 0
-    for j in range(len(data.pieces)):
-        piece = data.piece(j)
-        end = start + len(piece.rows)
-        assert sorted(piece.rows.tolist()) == list(range(start, end))
-        for token, (a, b) in piece.spans.items():
-            rows = piece.rows[a:b].tolist()
-            assert rows == sorted(rows) and {tokens[i] for i in rows} == {token}
-            seen.setdefault(token, []).extend(rows)
-            prices = [table["last_price"][i] for i in rows]
-            expected = np.array([np.nan if p is None else p for p in prices], dtype=float)
-            np.testing.assert_array_equal(piece.price[a:b], expected)
-        start = end
-    assert start == n
-    assert seen == {t: [i for i, u in enumerate(tokens) if u == t] for t in set(tokens)}
+    assert sum(b - a for a, b in data.spans.values()) == len(table["timestamp"])
+    for token, (a, b) in data.spans.items():
+        tokens = [-1 if t is None else t for t in table["instrument_token"]]
+        want = [i for i, t in enumerate(tokens) if t == token]
+        assert data.rows[a:b].tolist() == want
+        prices = [table["last_price"][i] for i in want]
+        expected = np.array([np.nan if p is None else p for p in prices], dtype=float)
+        np.testing.assert_array_equal(data.price[a:b], expected)
 
 
-def test_columns_the_replay_does_not_use_are_never_decoded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_columns_the_replay_does_not_use_are_never_decoded(tmp_path: Path) -> None:
     (day,) = sorted(small_ticks(tmp_path).glob("*.parquet"))
     table = pq.read_table(day)
     n = len(table)
@@ -263,18 +230,10 @@ def test_columns_the_replay_does_not_use_are_never_decoded(
         "note", pa.array([b"\xff" * 8] * n, pa.binary())
     )
     pq.write_table(wide, tmp_path / "wide.parquet")
-    asked: list[str] = []
-    for name in ("read", "iter_batches"):
-        real = getattr(pq.ParquetFile, name)
-
-        def spy(self: pq.ParquetFile, *args: Any, _real: Any = real, **kw: Any) -> Any:
-            asked.extend(kw["columns"])
-            return _real(self, *args, **kw)
-
-        monkeypatch.setattr(pq.ParquetFile, name, spy)
+    assert read_file(tmp_path / "wide.parquet").column_names == table.column_names
     plain, extra = (
         decode(day, None, "UTC"),
         decode(tmp_path / "wide.parquet", None, "UTC"),
     )
-    assert set(asked) == set(table.column_names)
-    _same(plain, extra)
+    for col in ("rows", "ts", "price", "volume"):
+        np.testing.assert_array_equal(getattr(plain, col), getattr(extra, col))

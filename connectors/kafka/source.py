@@ -31,7 +31,7 @@ from connectors.kafka import client_config, partitions_of
 from connectors.kafka.lost import LostTopic
 from connectors.kafka.parse import parse_batch
 from connectors.replay import RowsRead, SourceItem
-from connectors.replay_decode import group_rows
+from connectors.replay_read import group_rows
 from operators.ticks import MISSING_TS, RawTicks, TradingDays, arrival_bounds, validate
 from schemas.config import KafkaConfig, KafkaSourceConfig
 from schemas.ticks import I64, FeedStale

@@ -35,7 +35,7 @@ from connectors import stop
 from connectors.kite.client import OrderFeed, call_in_reactor, start_ticker, ticker
 from connectors.kite.packets import BadPacket, parse_frame
 from connectors.replay import RowsRead
-from connectors.replay_decode import group_rows
+from connectors.replay_read import group_rows
 from operators.session import MarketSession
 from operators.ticks import MISSING_TS, RawTicks, arrival_bounds, dead_letter, validate
 from schemas.arrow import DEPTH_FIELDS, TICK_SCHEMA, depth_columns
