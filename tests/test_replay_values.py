@@ -15,15 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.replay_files import read_ticks
+from operators import ticks
 from operators.ticks import (
     DAY_US,
+    MAX_PRICE,
     MAX_SPAN_US,
+    MAX_VOLUME,
+    MIN_PRICE,
     MISSING_TS,
     RawTicks,
     recording_bounds,
     validate,
 )
-from schemas.ticks import NO_VOLUME, PLAUSIBLE_FROM, PLAUSIBLE_UNTIL, to_us
+from schemas.ticks import NO_VOLUME, PLAUSIBLE_FROM, PLAUSIBLE_UNTIL, US, to_us
 from tests.support import TOKENS
 
 T0 = to_us(datetime(2026, 11, 20, 4, 0, tzinfo=timezone.utc))
@@ -95,3 +99,63 @@ def test_recording_bounds_are_the_quantiles_of_the_plausible_times(
     first = max(mid - MAX_SPAN_US, lo - DAY_US, PLAUSIBLE_FROM)
     last = min(mid + MAX_SPAN_US, hi + DAY_US, PLAUSIBLE_UNTIL - 1)
     assert recording_bounds(ts) == (first, last)
+
+
+_PRICES = st.sampled_from([100.0, MIN_PRICE, MAX_PRICE, 0.0, float("nan"), float("inf"), 2e9])
+_VOLUMES = st.sampled_from([0, 5, MAX_VOLUME, MAX_VOLUME + 1, NO_VOLUME, -3])
+_SPOIL = {  # one row made to fail one check (or pass at its edge)
+    "early": lambda r: (1, *r[1:]),
+    "missing": lambda r: (-1, *r[1:]),
+    "price": lambda r: (r[0], float("nan"), r[2]),
+    "cheap": lambda r: (r[0], MIN_PRICE / 2, r[2]),
+    "edge": lambda r: (r[0], MAX_PRICE, MAX_VOLUME),
+    "volume": lambda r: (r[0], r[1], MAX_VOLUME + 1),
+    "none": lambda r: (r[0], r[1], NO_VOLUME),
+}
+
+
+@given(
+    st.lists(st.tuples(st.integers(-3, 40), _PRICES, _VOLUMES), min_size=1, max_size=12),
+    st.sampled_from([None, (T0 + 2 * US, T0 + 30 * US)]),
+    st.sampled_from([MISSING_TS, T0, T0 + 5 * US, T0 + 9 * US]),
+    st.booleans(),
+    st.sampled_from([None, "clean", *_SPOIL]),
+    st.integers(0, 11),
+)
+@settings(max_examples=500, deadline=None)
+def test_a_batch_that_passes_whole_is_what_the_row_checks_give(
+    rows: list[tuple[int, float, int]],
+    bounds: tuple[int, int] | None,
+    last: int,
+    weekend: bool,
+    spoil: str | None,
+    at: int,
+) -> None:
+    """The whole-batch test (no row copied) never passes what a row check refuses: the
+    batch, dead letters and order mark are those of the row-by-row checks; and a clean
+    batch is taken whole."""
+    if spoil is not None:  # clean rows, in order, in range; one of them spoiled
+        rows = sorted((max(k, 6), 100.0 + max(k, 6), max(k, 6)) for k, _, _ in rows)
+        i = at % len(rows)
+        rows[i] = _SPOIL[spoil](rows[i]) if spoil in _SPOIL else rows[i]
+    ts = np.array([MISSING_TS if k < 0 else T0 + k * US for k, _, _ in rows], dtype=np.int64)
+    price, volume = np.array([p for _, p, _ in rows]), np.array([v for _, _, v in rows])
+    raw = RawTicks("f.parquet", "replay-0", TOKENS[0], np.arange(len(rows)), ts, price, volume)
+    trading = (lambda t: t < T0 + 20 * US) if weekend else None
+    known = frozenset(TOKENS)
+    whole = ticks._all_pass(raw, known, last, trading, bounds)
+    got = validate(raw, known, last, trading, bounds)
+    real, ticks._all_pass = ticks._all_pass, lambda *a: False
+    try:
+        want = validate(raw, known, last, trading, bounds)
+    finally:
+        ticks._all_pass = real
+    assert [d.model_dump() for d in got[1]] == [d.model_dump() for d in want[1]]
+    assert got[2] == want[2] and (got[0] is None) == (want[0] is None)
+    if got[0] is not None and want[0] is not None:
+        for col in ("ts", "price", "volume"):
+            np.testing.assert_array_equal(getattr(got[0], col), getattr(want[0], col))
+        assert got[0].watermark == want[0].watermark
+    assert whole <= (not want[1])  # never past a refused row
+    if spoil in ("clean", "edge") and bounds is None and not weekend and last <= T0 + 6 * US:
+        assert whole  # a clean batch is taken whole
