@@ -12,6 +12,7 @@ instrument.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import time
 from collections.abc import Callable, Iterable
@@ -41,7 +42,13 @@ SortKey = tuple[int, int, int, str]
 Queued = tuple[SortKey, int, "BrokerItem"]
 RunAt = tuple[int, MarkSet]  # a mark run and the index of the released item it precedes
 _NEVER = -(2**62)
-BLOCK_WINDOWS = 16  # health windows of marks run at once (operators.ordering._blocks)
+BLOCK_MARKS = 1 << 17  # marks run at once in a long release (EventTimeOrder._blocks)
+BLOCK_WINDOWS = 16  # health windows: the least a part of a long release spans
+
+
+def _first(chunk: tuple[I64, I64, F64]) -> int:
+    """A pending mark chunk's first time."""
+    return int(chunk[1][0])
 
 
 def sort_key(item: BrokerItem) -> SortKey:
@@ -87,6 +94,7 @@ class EventTimeOrder:
         self.max_delay_s = max_delay_us / 1e6 if max_delay_us is not None else None
         self.clock = clock
         self.state = state or OrderState(watermarks={t: _NEVER for t in self.universe.tolist()})
+        self.state.marks.sort(key=_first)  # kept in order of first mark (see _due_marks)
         self.started = clock()
         self.state.heard.clear()  # a resume starts every instrument's silence afresh
 
@@ -105,7 +113,8 @@ class EventTimeOrder:
             self._enqueue(ex)
         if len(out.marks):
             m = out.marks
-            st.marks.append((np.full(len(m), out.instrument_token, dtype=np.int64), m.ts, m.price))
+            chunk = (np.full(len(m), out.instrument_token, dtype=np.int64), m.ts, m.price)
+            bisect.insort(st.marks, chunk, key=_first)
             st.marks_from = min(st.marks_from, int(m.ts[0]))
         c = out.counts
         for w, n, last in zip(c.window.tolist(), c.count.tolist(), c.last_ts.tolist(), strict=True):
@@ -173,24 +182,22 @@ class EventTimeOrder:
 
     def _due_marks(self, limit: int | None) -> tuple[I64, I64, F64]:
         """Pending marks below ``limit`` (all if None): grouped by instrument (tokens
-        ascending), each instrument's in time order. No global sort (see _mark_runs)."""
+        ascending), each instrument's in time order. No global sort (see _mark_runs).
+        Pending chunks are kept in order of their first mark, so only those that start
+        below ``limit`` are touched (a release in many blocks stays linear)."""
         st = self.state
         empty = np.zeros(0, dtype=np.int64)
         if limit is not None and limit <= st.marks_from:
             return empty, empty, np.zeros(0)  # nothing due: skip the scan
+        k = len(st.marks) if limit is None else bisect.bisect_left(st.marks, limit, key=_first)
+        taken, st.marks = st.marks[:k], st.marks[k:]
         due: list[tuple[I64, I64, F64]] = []
-        rest: list[tuple[I64, I64, F64]] = []
-        for tok, ts, px in st.marks:
-            if limit is not None and ts[0] >= limit:
-                rest.append((tok, ts, px))
-                continue
-            k = len(ts) if limit is None or ts[-1] < limit else int(np.searchsorted(ts, limit))
-            if k:
-                due.append((tok[:k], ts[:k], px[:k]))
-            if k < len(ts):
-                rest.append((tok[k:], ts[k:], px[k:]))
-        st.marks = rest
-        st.marks_from = min((int(ts[0]) for _, ts, _ in rest), default=2**62)
+        for tok, ts, px in taken:
+            n = len(ts) if limit is None or ts[-1] < limit else int(np.searchsorted(ts, limit))
+            due.append((tok[:n], ts[:n], px[:n]))
+            if n < len(ts):
+                bisect.insort(st.marks, (tok[n:], ts[n:], px[n:]), key=_first)
+        st.marks_from = _first(st.marks[0]) if st.marks else 2**62
         if not due:
             return empty, empty, np.zeros(0)
         due.sort(key=lambda c: (int(c[0][0]), int(c[1][0])))
@@ -252,11 +259,18 @@ class EventTimeOrder:
         return out
 
     def _blocks(self, limit: int | None) -> Iterable[int | None]:
-        """Release limits up to ``limit``, BLOCK_WINDOWS health windows apart, so that the
-        marks of a long stretch are run in parts that stay in cache. Each lies just after a
-        health boundary: no mark run spans two (runs are cut there), so the output is the
-        same as at once."""
-        st, size = self.state, self.grids["health"] * BLOCK_WINDOWS
+        """Release limits up to ``limit``, so that the marks of a long stretch are run in
+        parts of about BLOCK_MARKS marks that stay in cache (at least BLOCK_WINDOWS health
+        windows long: a part has fixed costs). Each lies just after a health boundary: no
+        mark run spans two (runs are cut there), so the output is the same as at once."""
+        st, width = self.state, self.grids["health"]
+        marks = sum(len(c[1]) for c in st.marks)
+        if marks <= BLOCK_MARKS or not st.marks:
+            yield limit
+            return
+        end = max(int(c[1][-1]) for c in st.marks) if limit is None else limit
+        windows = (end - st.marks_from) // width + 1
+        size = width * max(BLOCK_WINDOWS, -(-windows * BLOCK_MARKS // marks))
         while True:
             first = min(st.marks_from, st.pending[0][0][0] if st.pending else 2**62)
             if first >= 2**62:

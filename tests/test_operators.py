@@ -271,19 +271,30 @@ def test_health_windows_judge_each_stage() -> None:
     ]
 
 
-@settings(max_examples=60, deadline=None)
+def _full(item: Any) -> Any:
+    """An item, a mark run with every field (MarkSet equality compares times and entries)."""
+    if not isinstance(item, MarkSet):
+        return item
+    arrays = (item.tokens, item.last, item.high, item.low, *item.entries.by_time())
+    slots = None if item.slots is None else item.slots.tolist()
+    return (item.first, item.until, [a.tolist() for a in arrays], slots)
+
+
+@settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_releasing_a_long_stretch_in_blocks_gives_what_one_release_gives(
     data: st.DataObject,
 ) -> None:
-    """Marks and signals of three instruments, pushed in batches (marks on health
-    boundaries and just after them included): released in blocks of one health window,
-    the items, clocks and mark runs are those released with no blocks at all."""
+    """Marks, signals and tick counts of three instruments, pushed in batches (marks on
+    health boundaries and just after them included), with a snapshot grid of one or five health
+    windows: released in blocks of one health window, the items,
+    clocks and mark runs (every field) are those released at once."""
     from operators import ordering
 
-    grids = {"health": 60 * US, "snapshot": 300 * US}
-    moments = st.integers(0, 40).map(lambda k: T0 + k * 30 * US) | st.integers(0, 1200).map(
-        lambda s: T0 + s * US + 1
+    health = data.draw(st.sampled_from([60 * US, US]))  # health.window_s: whole seconds
+    grids = {"health": health, "snapshot": data.draw(st.sampled_from([5 * health, health]))}
+    moments = st.integers(0, 40).map(lambda k: T0 + k * health // 2) | st.integers(0, 1200).map(
+        lambda s: T0 + s * health // 60 + 1
     )
     pushes: list[StrategyOutput] = []
     last = dict.fromkeys((1, 2, 3), T0)
@@ -295,19 +306,25 @@ def test_releasing_a_long_stretch_in_blocks_gives_what_one_release_gives(
         last[tok] = max([last[tok], *times])
         marks = marks_at(*((t, 100.0 + t % 7) for t in times))
         signals = tuple(_target(tok, t) for t in sorted(sig))
-        pushes.append(StrategyOutput(tok, signals, marks, EMPTY, last[tok]))
+        windows = sorted({t // health for t in times})
+        ends = [max(t for t in times if t // health == w) for w in windows]
+        counts = WindowCounts(
+            *(np.array(v, dtype=np.int64) for v in (windows, [1] * len(windows), ends))
+        )
+        pushes.append(StrategyOutput(tok, signals, marks, counts, last[tok]))
 
-    def released(block: int) -> list[Any]:
-        old, ordering.BLOCK_WINDOWS = ordering.BLOCK_WINDOWS, block
+    def released(marks: int, windows: int) -> list[Any]:
+        old = ordering.BLOCK_MARKS, ordering.BLOCK_WINDOWS
+        ordering.BLOCK_MARKS, ordering.BLOCK_WINDOWS = marks, windows
         try:
             order, out = ordering.EventTimeOrder([1, 2, 3], grids), []
             for p in pushes:
                 out += [i for batch in order.on_item(p) for i in batch]
-            return out + [i for batch in order.on_eof() for i in batch]
+            return [_full(i) for i in out + [i for batch in order.on_eof() for i in batch]]
         finally:
-            ordering.BLOCK_WINDOWS = old
+            ordering.BLOCK_MARKS, ordering.BLOCK_WINDOWS = old
 
-    whole = released(10**9)
-    assert released(1) == whole and any(isinstance(i, MarkSet) for i in whole) == any(
+    whole = released(10**9, 1)
+    assert released(1, 1) == whole and any(isinstance(i, tuple) for i in whole) == any(
         len(p.marks) for p in pushes
     )
