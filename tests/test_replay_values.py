@@ -23,7 +23,9 @@ from operators.ticks import (
     MAX_VOLUME,
     MIN_PRICE,
     MISSING_TS,
+    Bounds,
     RawTicks,
+    arrival_bounds,
     recording_bounds,
     validate,
 )
@@ -116,8 +118,9 @@ _SPOIL = {  # one row made to fail one check (or pass at its edge)
 
 @given(
     st.lists(st.tuples(st.integers(-3, 40), _PRICES, _VOLUMES), min_size=1, max_size=12),
-    st.sampled_from([None, (T0 + 2 * US, T0 + 30 * US)]),
+    st.sampled_from([None, (T0 + 2 * US, T0 + 30 * US), "arrival"]),
     st.sampled_from([MISSING_TS, T0, T0 + 5 * US, T0 + 9 * US]),
+    st.sampled_from([TOKENS[0], TOKENS[0] + 10**9, None]),
     st.booleans(),
     st.sampled_from([None, "clean", *_SPOIL]),
     st.integers(0, 11),
@@ -125,22 +128,27 @@ _SPOIL = {  # one row made to fail one check (or pass at its edge)
 @settings(max_examples=500, deadline=None)
 def test_a_batch_that_passes_whole_is_what_the_row_checks_give(
     rows: list[tuple[int, float, int]],
-    bounds: tuple[int, int] | None,
+    given: tuple[int, int] | str | None,
     last: int,
+    token: int | None,
     weekend: bool,
     spoil: str | None,
     at: int,
 ) -> None:
     """The whole-batch test (no row copied) never passes what a row check refuses: the
-    batch, dead letters and order mark are those of the row-by-row checks; and a clean
-    batch is taken whole."""
+    batch, dead letters and order mark are those of the row-by-row checks (unknown or
+    missing tokens, a live source's per-row bounds included); and a clean batch is taken
+    whole."""
     if spoil is not None:  # clean rows, in order, in range; one of them spoiled
         rows = sorted((max(k, 6), 100.0 + max(k, 6), max(k, 6)) for k, _, _ in rows)
         i = at % len(rows)
         rows[i] = _SPOIL[spoil](rows[i]) if spoil in _SPOIL else rows[i]
     ts = np.array([MISSING_TS if k < 0 else T0 + k * US for k, _, _ in rows], dtype=np.int64)
     price, volume = np.array([p for _, p, _ in rows]), np.array([v for _, _, v in rows])
-    raw = RawTicks("f.parquet", "replay-0", TOKENS[0], np.arange(len(rows)), ts, price, volume)
+    raw = RawTicks("f.parquet", "replay-0", token, np.arange(len(rows)), ts, price, volume)
+    bounds: Bounds | None = given if isinstance(given, tuple) else None
+    if given == "arrival":  # a live source's: per row, from each tick's receipt time
+        bounds = arrival_bounds(ts)
     trading = (lambda t: t < T0 + 20 * US) if weekend else None
     known = frozenset(TOKENS)
     whole = ticks._all_pass(raw, known, last, trading, bounds)
@@ -158,4 +166,4 @@ def test_a_batch_that_passes_whole_is_what_the_row_checks_give(
         assert got[0].watermark == want[0].watermark
     assert whole <= (not want[1])  # never past a refused row
     if spoil in ("clean", "edge") and bounds is None and not weekend and last <= T0 + 6 * US:
-        assert whole  # a clean batch is taken whole
+        assert whole == (token == TOKENS[0])  # a clean batch is taken whole (known token)
