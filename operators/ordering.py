@@ -215,7 +215,8 @@ class EventTimeOrder:
         item_ts = np.array([key[0] for key, _, _ in items], dtype=np.int64)
         seg = np.searchsorted(item_ts, times, side="left")
         epoch = (times - 1) // self.grids["health"]  # a mark on a boundary precedes its Clock
-        run = (seg.astype(np.int64, copy=False) << 40) + epoch  # epochs < 2**40 (36,000 years)
+        epoch -= epoch.min()  # counted from the release's first: below 2**40 whatever the grid
+        run = (seg.astype(np.int64, copy=False) << 40) + epoch
         cut = np.flatnonzero((tok[1:] != tok[:-1]) | (run[1:] != run[:-1])) + 1
         starts = np.concatenate((np.zeros(1, dtype=np.int64), cut))
         ends = np.concatenate((cut, np.full(1, len(times), dtype=np.int64)))

@@ -328,3 +328,22 @@ def test_releasing_a_long_stretch_in_blocks_gives_what_one_release_gives(
     assert released(1, 1) == whole and any(isinstance(i, tuple) for i in whole) == any(
         len(p.marks) for p in pushes
     )
+
+
+def test_a_mark_run_is_released_whatever_the_health_grid() -> None:
+    """A run packs its item and health window into one int64: windows are counted from the
+    release's first, so a fine grid (a window of microseconds, as a test may use) loses no
+    mark."""
+    from operators.ordering import EventTimeOrder
+
+    at = T0 + 3
+    for health in (7, 60 * US):
+        order = EventTimeOrder([1, 2], {"health": health, "snapshot": 5 * health})
+        counts = WindowCounts(*(np.array([v], dtype=np.int64) for v in (at // health, 1, at)))
+        order.push(StrategyOutput(1, (_target(1, at),), marks_at((at, 101.0)), counts, at))
+        got = [i for batch in order.on_eof() for i in batch]
+        runs = [i for i in got if isinstance(i, MarkSet)]
+        assert len(runs) == 1 and runs[0].last.tolist() == [101.0], health
+        assert got.index(runs[0]) < next(
+            i for i, x in enumerate(got) if isinstance(x, TradingSignal)
+        )
