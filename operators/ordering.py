@@ -73,7 +73,6 @@ class OrderState:
     pushed: int = 0
     counts: dict[int, list[int]] = field(default_factory=dict)  # window → [count, last ts]
     marks: list[tuple[I64, I64, F64]] = field(default_factory=list)  # (tokens, ts, prices)
-    marks_from: int = 2**62  # the earliest pending mark
     heard: dict[int, float] = field(default_factory=dict)  # live: wall time a watermark moved
 
 
@@ -115,7 +114,6 @@ class EventTimeOrder:
             m = out.marks
             chunk = (np.full(len(m), out.instrument_token, dtype=np.int64), m.ts, m.price)
             bisect.insort(st.marks, chunk, key=_first)
-            st.marks_from = min(st.marks_from, int(m.ts[0]))
         c = out.counts
         for w, n, last in zip(c.window.tolist(), c.count.tolist(), c.last_ts.tolist(), strict=True):
             acc = st.counts.setdefault(w, [0, last])
@@ -180,6 +178,12 @@ class EventTimeOrder:
         released = self.release()
         return [released] if released else []
 
+    def _due_chunks(self, limit: int | None) -> int:
+        """How many pending mark chunks start below ``limit`` (all if None): they come
+        first, the chunks being kept in order of their first mark."""
+        marks = self.state.marks
+        return len(marks) if limit is None else bisect.bisect_left(marks, limit, key=_first)
+
     def _due_marks(self, limit: int | None) -> tuple[I64, I64, F64]:
         """Pending marks below ``limit`` (all if None): grouped by instrument (tokens
         ascending), each instrument's in time order. No global sort (see _mark_runs).
@@ -187,9 +191,9 @@ class EventTimeOrder:
         below ``limit`` are touched (a release in many blocks stays linear)."""
         st = self.state
         empty = np.zeros(0, dtype=np.int64)
-        if limit is not None and limit <= st.marks_from:
-            return empty, empty, np.zeros(0)  # nothing due: skip the scan
-        k = len(st.marks) if limit is None else bisect.bisect_left(st.marks, limit, key=_first)
+        k = self._due_chunks(limit)
+        if not k:
+            return empty, empty, np.zeros(0)  # nothing due: nothing touched
         taken, st.marks = st.marks[:k], st.marks[k:]
         due: list[tuple[I64, I64, F64]] = []
         for tok, ts, px in taken:
@@ -197,9 +201,6 @@ class EventTimeOrder:
             due.append((tok[:n], ts[:n], px[:n]))
             if n < len(ts):
                 bisect.insort(st.marks, (tok[n:], ts[n:], px[n:]), key=_first)
-        st.marks_from = _first(st.marks[0]) if st.marks else 2**62
-        if not due:
-            return empty, empty, np.zeros(0)
         due.sort(key=lambda c: (int(c[0][0]), int(c[1][0])))
         tok, ts, px = (np.concatenate(cols) for cols in zip(*due, strict=True))
         return ts, tok, px
@@ -265,15 +266,18 @@ class EventTimeOrder:
         windows long: a part has fixed costs). Each lies just after a health boundary: no
         mark run spans two (runs are cut there), so the output is the same as at once."""
         st, width = self.state, self.grids["health"]
-        marks = sum(len(c[1]) for c in st.marks)
-        if marks <= BLOCK_MARKS or not st.marks:
+        due = st.marks[: self._due_chunks(limit)]  # those a long release would run
+        marks = sum(len(c[1]) for c in due)
+        if marks <= BLOCK_MARKS:
             yield limit
             return
-        end = max(int(c[1][-1]) for c in st.marks) if limit is None else limit
-        windows = (end - st.marks_from) // width + 1
+        start = _first(due[0])
+        end = max(int(c[1][-1]) for c in due) if limit is None else limit
+        windows = (end - start) // width + 1
         size = width * max(BLOCK_WINDOWS, -(-windows * BLOCK_MARKS // marks))
         while True:
-            first = min(st.marks_from, st.pending[0][0][0] if st.pending else 2**62)
+            first = min(_first(st.marks[0]) if st.marks else 2**62,
+                        st.pending[0][0][0] if st.pending else 2**62)  # fmt: skip
             if first >= 2**62:
                 break
             until = (first - 1) // size * size + size + 1  # after the block's last boundary
