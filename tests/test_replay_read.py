@@ -15,12 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from connectors import stop
 from connectors.replay import ReplaySource
 from connectors.replay_files import ReplayFileError, read_file
 from connectors.replay_kept import stamp
-from connectors.replay_read import MAX_HELD, FileData, FileReader, decode
+from connectors.replay_read import MAX_HELD, FileData, FileReader, decode, group_order, grouped
 from tests.support import TOKENS, python_script, small_ticks
 
 
@@ -237,3 +239,27 @@ def test_columns_the_replay_does_not_use_are_never_decoded(tmp_path: Path) -> No
     )
     for col in ("rows", "ts", "price", "volume"):
         np.testing.assert_array_equal(getattr(plain, col), getattr(extra, col))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hs.lists(
+        hs.sampled_from([-1, 0, 7, 101, 2**40, -(2**62), 2**62]) | hs.integers(-(2**63), 2**63 - 1),
+        max_size=60,
+    )
+)
+def test_grouping_puts_each_tokens_rows_side_by_side_in_order_of_first_row(
+    tokens: list[int],
+) -> None:
+    tok = np.array(tokens, dtype=np.int64)
+    order, spans = group_order(tok)
+    want: dict[int, list[int]] = {}
+    for i, t in enumerate(tokens):
+        want.setdefault(t, []).append(i)
+    assert list(spans) == list(want)  # in order of each token's first row
+    assert {t: order[a:b].tolist() for t, (a, b) in spans.items()} == want
+    assert sorted(order.tolist()) == list(range(len(tokens)))
+    price = np.arange(len(tokens), dtype=float) / 4 - 3
+    cols = grouped(order, [tok.copy(), price.copy()])
+    assert cols[0].tolist() == [tokens[i] for i in order.tolist()]
+    assert cols[1].tolist() == [price[i] for i in order.tolist()]
