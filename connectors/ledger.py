@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from schemas.arrow import model_schema
+from schemas.arrow import ledger_row, model_schema
 from schemas.events import Model
 from schemas.ledger import LEDGER_KINDS
 
@@ -88,7 +88,7 @@ class _LedgerPartition(StatefulSinkPartition[Model | LedgerOpen, LedgerPartState
         self.seq += 1
 
     def write_batch(self, values: list[Model | LedgerOpen]) -> None:
-        self.pending.extend(v.model_dump() for v in values if not isinstance(v, LedgerOpen))
+        self.pending.extend(ledger_row(v) for v in values if not isinstance(v, LedgerOpen))
         while len(self.pending) >= self.rows:
             chunk, self.pending = self.pending[: self.rows], self.pending[self.rows :]
             self._flush(chunk)

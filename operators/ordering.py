@@ -95,6 +95,7 @@ class EventTimeOrder:
         self.state = state or OrderState(watermarks={t: _NEVER for t in self.universe.tolist()})
         self.state.marks.sort(key=_first)  # kept in order of first mark (see _due_marks)
         self.started = clock()
+        self._soonest = _NEVER  # the earliest next boundary (known once every grid has one)
         self.state.heard.clear()  # a resume starts every instrument's silence afresh
 
     def _enqueue(self, item: BrokerItem) -> None:
@@ -114,11 +115,15 @@ class EventTimeOrder:
             m = out.marks
             chunk = (np.full(len(m), out.instrument_token, dtype=np.int64), m.ts, m.price)
             bisect.insort(st.marks, chunk, key=_first)
-        c = out.counts
+        c, counts = out.counts, st.counts
         for w, n, last in zip(c.window.tolist(), c.count.tolist(), c.last_ts.tolist(), strict=True):
-            acc = st.counts.setdefault(w, [0, last])
-            acc[0] += n
-            acc[1] = max(acc[1], last)
+            acc = counts.get(w)
+            if acc is None:
+                counts[w] = [n, last]
+            else:
+                acc[0] += n
+                if last > acc[1]:
+                    acc[1] = last
         tok = out.instrument_token
         if out.watermark > st.watermarks.get(tok, _NEVER):
             st.watermarks[tok] = out.watermark
@@ -126,6 +131,8 @@ class EventTimeOrder:
                 st.heard[tok] = self.clock()
 
     def _clocks_before(self, key: SortKey) -> list[Clock]:
+        if key[0] < self._soonest:  # no boundary crossed yet (the common case)
+            return []
         out = []
         for grid, length in self.grids.items():
             nxt = self.state.next_boundary.get(grid)
@@ -135,6 +142,8 @@ class EventTimeOrder:
                 out.append(Clock(nxt, grid))
                 self.state.next_boundary[grid] = max(nxt, key[0] // length * length) + length
         out.sort(key=sort_key)
+        ahead = self.state.next_boundary
+        self._soonest = min(ahead.values()) if len(ahead) == len(self.grids) else _NEVER
         return out
 
     def on_item(self, out: StrategyOutput) -> list[list[BrokerItem]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas.arrow import model_schema
+from schemas.arrow import ledger_row, model_schema
 from schemas.enums import Broker, Stage
 from schemas.envelope import EventEnvelope, wrap
 from schemas.events import (
@@ -84,3 +84,28 @@ def test_arrow_schema_holds_the_models_rows(model: type[Model]) -> None:
     table = pa.Table.from_pylist([row], schema=model_schema(model))
     assert table.column_names == list(model.model_fields)
     assert table.to_pylist()[0]["event_id" if "event_id" in row else next(iter(row))] is not None
+
+
+@pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: m.__name__)
+def test_a_ledger_row_is_the_models_dump(model: type[Model]) -> None:
+    event = model.model_validate(EXAMPLES[model])
+    row, dumped = ledger_row(event), event.model_dump()
+    assert row == dumped and list(row) == list(dumped)
+    assert [type(v) for v in row.values()] == [type(v) for v in dumped.values()]
+    assert ledger_row(event) is not ledger_row(event)  # a row of its own, never the model's
+
+
+def test_a_ledger_row_never_holds_private_or_nested_models() -> None:
+    from pydantic import BaseModel
+
+    from schemas.events import RejectedSignal, TradingSignal
+
+    sig = TradingSignal.model_validate(EXAMPLES[TradingSignal]).received(123)
+    assert "_received_us" not in ledger_row(sig) and "received_us" not in ledger_row(sig)
+    rej = RejectedSignal.model_validate(EXAMPLES[RejectedSignal])
+    assert isinstance(ledger_row(rej)["signal"], dict)
+    held = dict(instrument_token=1, quantity=5, average_price=10.0, last_price=11.0,
+                realized_pnl=0.0, unrealized_pnl=5.0)  # fmt: skip
+    snap = PnlSnapshot.model_validate({**EXAMPLES[PnlSnapshot], "positions": [held]})
+    assert ledger_row(snap) == snap.model_dump() and ledger_row(snap)["positions"] == [held]
+    assert not any(isinstance(p, BaseModel) for p in ledger_row(snap)["positions"])
