@@ -58,6 +58,7 @@ class Applied:
     trip_net: float | None
 
 
+MONEY_DIGITS = 6  # reported rupees: to a millionth (off the float noise of long sums)
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -298,7 +299,8 @@ class Book:
         return float(self._mark[slot]) if slot is not None and self._seen[slot] else None
 
     def positions(self) -> list[dict[str, float | int]]:
-        """Open or traded positions, as Position field dicts (validated by the snapshot)."""
+        """Open or traded positions, as Position field dicts (validated by the snapshot),
+        PnL to MONEY_DIGITS."""
         out: list[dict[str, float | int]] = []
         marks, slots = self._mark.tolist(), self._slot  # Python floats, as float() gives
         lots = self.lots
@@ -306,15 +308,15 @@ class Book:
             lot = lots[token]
             if lot.quantity == 0 and lot.realized == 0.0:
                 continue
-            mark = marks[slots[token]]
+            mark, q = marks[slots[token]], lot.quantity
             out.append(
                 {
                     "instrument_token": token,
                     "quantity": lot.quantity,
                     "average_price": lot.average_price,
                     "last_price": mark,
-                    "realized_pnl": lot.realized,
-                    "unrealized_pnl": lot.quantity * (mark - lot.average_price),
+                    "realized_pnl": round(lot.realized, MONEY_DIGITS),
+                    "unrealized_pnl": round(q * (mark - lot.average_price), MONEY_DIGITS),
                 }
             )
         return out

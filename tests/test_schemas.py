@@ -109,3 +109,14 @@ def test_a_ledger_row_never_holds_private_or_nested_models() -> None:
     snap = PnlSnapshot.model_validate({**EXAMPLES[PnlSnapshot], "positions": [held]})
     assert ledger_row(snap) == snap.model_dump() and ledger_row(snap)["positions"] == [held]
     assert not any(isinstance(p, BaseModel) for p in ledger_row(snap)["positions"])
+
+
+def test_content_ids_are_the_blake2b_of_the_parts_joined() -> None:
+    from hashlib import blake2b
+
+    from schemas.ids import content_id, tick_id
+
+    want = blake2b(b"sig\x1fpaper\x1f738561\x1f-5\x1f2.5\x1fNone", digest_size=8).hexdigest()
+    assert content_id("x", "sig", "paper", 738561, -5, 2.5, None) == f"x-{want}"
+    assert tick_id(7, 11, 0) == "tick-" + blake2b(b"7\x1f11\x1f0", digest_size=8).hexdigest()
+    assert content_id("y") == "y-" + blake2b(b"", digest_size=8).hexdigest()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from operators.account.book import AccountBook
+from operators.accounting import MONEY_DIGITS
 from schemas.enums import Broker
 from schemas.events import PnlSnapshot, TradingStateChanged
 from schemas.ids import content_id
@@ -31,7 +32,7 @@ def snapshot(broker: Broker, book: AccountBook, ts: int, final: bool) -> PnlSnap
             unrealized_pnl=_money(b.unrealized()),
             fees=_money(b.fees),
             equity=_money(b.equity()),
-            positions=[_position(p) for p in b.positions()],
+            positions=b.positions(),
             final=final,
         )
     )
@@ -40,12 +41,7 @@ def snapshot(broker: Broker, book: AccountBook, ts: int, final: bool) -> PnlSnap
 def _money(rupees: float) -> float:
     """Rupees to a millionth: off the float noise of long sums (962884.2999999999 →
     962884.3), far below a paisa, so every identity of the book still holds to 1e-6."""
-    return round(rupees, 6)
-
-
-def _position(p: dict[str, float | int]) -> dict[str, float | int]:
-    return p | {"realized_pnl": _money(p["realized_pnl"]),
-                "unrealized_pnl": _money(p["unrealized_pnl"])}  # fmt: skip
+    return round(rupees, MONEY_DIGITS)
 
 
 def summary(
