@@ -217,6 +217,10 @@ class ReplaySource(FixedPartitionedSource[SourceItem, ReplayState]):
     def part_names(self) -> list[str]:
         return [f"replay-{k}" for k in range(self.partitions)]
 
+    def read_first(self) -> None:
+        """A fresh run starts at the first file: read it while the dataflow is built."""
+        self.reader.read_first()
+
     def list_parts(self) -> list[str]:
         return self.part_names()
 

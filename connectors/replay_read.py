@@ -146,6 +146,15 @@ class FileReader:
             self._next[part] = idx
             self._prune()
 
+    def read_first(self) -> None:
+        """Start reading the first file on a thread, before any partition asks for it (a
+        fresh run, while its dataflow is built); nothing once a partition has joined (a
+        resume may start further on)."""
+        with self._lock:
+            joined = bool(self._next)
+        if not joined:
+            self._ahead(0)
+
     def take(self, part: str, idx: int) -> FileData:
         """File ``idx`` for ``part`` (errors of its read raised here; a read ahead that
         failed is tried once more); then reads ahead the next file."""

@@ -99,7 +99,9 @@ def phase_e2e(data: Path, batch: int, redis_url: str | None = None) -> dict[str,
         reports: list[Any] = []
         _warm_imports()
         t0 = time.perf_counter()
-        run_main(build_flow(prepare(cfg, report=TestingSink(reports))))
+        plan = prepare(cfg, report=TestingSink(reports))
+        plan.read_ahead()  # as flows.main does for a fresh run
+        run_main(build_flow(plan))
         secs = time.perf_counter() - t0
     r = reports[0]
     fills = sum(b.total.fills for b in r.brokers)

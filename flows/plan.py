@@ -60,6 +60,13 @@ class Plan:
     started: float = field(default_factory=time.perf_counter)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # wall clock
 
+    def read_ahead(self) -> None:
+        """A fresh run (no recovery store): a replay source starts reading its first file
+        now, so that it is read while the dataflow is built and started."""
+        read_first = getattr(self.source, "read_first", None)
+        if read_first is not None:
+            read_first()
+
     def broker_config(self, broker: Broker) -> BrokerConfig:
         """A broker's config; the zerodha account starts from the day's opening cash Kite's
         margins report (config ``starting_cash`` only when there is no Kite to ask)."""

@@ -61,6 +61,26 @@ def test_a_file_read_ahead_is_the_file_a_direct_read_gives(tmp_path: Path) -> No
     assert r.reader.held() == [] and r.n == Counter(files)
 
 
+def test_a_fresh_run_reads_its_first_file_before_any_partition_asks(tmp_path: Path) -> None:
+    files = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
+    gate = {files[0]: threading.Event()}
+    r = Reads(files, gate)
+    r.reader.read_first()
+    deadline = time.monotonic() + 10
+    while r.n[files[0]] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert r.n[files[0]] == 1 and r.reader.held() == [0]  # under way, no partition yet
+    r.reader.read_first()  # asked again: still the one read
+    gate[files[0]].set()
+    r.reader.join("p", 0)
+    _same(r.reader.take("p", 0), decode(files[0], None, "UTC"))
+    assert r.n[files[0]] == 1  # the partition took the read already made
+    resumed = Reads(files)
+    resumed.reader.join("p", 1)  # a resume past the first file: nothing read for it
+    resumed.reader.read_first()
+    assert resumed.reader.held() == [] and not resumed.n
+
+
 def test_partitions_apart_in_the_files_read_each_file_once(tmp_path: Path) -> None:
     files = sorted(small_ticks(tmp_path, days=4).glob("*.parquet"))
     r = Reads(files)
