@@ -61,8 +61,9 @@ class Plan:
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # wall clock
 
     def read_ahead(self) -> None:
-        """A fresh run (no recovery store): a replay source starts reading its first file
-        now, so that it is read while the dataflow is built and started."""
+        """A replay source starts reading its first file now, so that it is read while the
+        dataflow is built and started: for a fresh run (no recovery store) of one process,
+        whose partitions all start there."""
         read_first = getattr(self.source, "read_first", None)
         if read_first is not None:
             read_first()
