@@ -5,22 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import bytewax.operators as op
 import numpy as np
 from bytewax.dataflow import Stream
-from bytewax.operators.windowing import (
-    UTC_MAX,
-    Clock,
-    ClockLogic,
-    TumblingWindower,
-    fold_window,
-)
 
 from operators.keyed import stateful_by_key
 from operators.session import MarketSession
+from operators.windows import tumbling_fold
 from schemas.config import HealthConfig
 from schemas.enums import Broker, HealthReason, HealthStatus, Stage
 from schemas.events import (
@@ -47,8 +40,6 @@ from schemas.ticks import (
     to_us,
 )
 from schemas.ticks import Clock as FlowClock
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -136,38 +127,6 @@ def stage_events(
     return extract
 
 
-class _InOrderClockLogic(ClockLogic[StageEvent, datetime]):
-    """Event time of an already ordered stream: the watermark is the latest timestamp."""
-
-    def __init__(self, resume: datetime | None) -> None:
-        self.wm = resume or datetime.min.replace(tzinfo=timezone.utc)
-
-    def before_batch(self) -> None:
-        return None
-
-    def on_item(self, value: StageEvent) -> tuple[datetime, datetime]:
-        ts = from_us(value.ts)
-        self.wm = max(self.wm, ts)
-        return ts, self.wm
-
-    def on_notify(self) -> datetime:
-        return self.wm
-
-    def on_eof(self) -> datetime:
-        return UTC_MAX
-
-    def to_system_utc(self, timestamp: datetime) -> datetime | None:
-        return None
-
-    def snapshot(self) -> datetime:
-        return self.wm
-
-
-class InOrderEventClock(Clock[StageEvent, datetime]):
-    def build(self, resume_state: datetime | None) -> _InOrderClockLogic:
-        return _InOrderClockLogic(resume_state)
-
-
 @dataclass
 class WindowAcc:
     count: int = 0
@@ -193,20 +152,6 @@ def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
         acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
     acc.latencies.extend(e.latencies)
     return acc
-
-
-def _merge(a: WindowAcc, b: WindowAcc) -> WindowAcc:
-    a.count += b.count
-    a.ticks += b.ticks
-    a.stale += b.stale
-    a.lost += b.lost
-    a.errors += b.errors
-    if b.trading is not None and b.trading_ts >= a.trading_ts:
-        a.trading, a.trading_ts = b.trading, b.trading_ts
-    if b.last_ts is not None:
-        a.last_ts = b.last_ts if a.last_ts is None else max(a.last_ts, b.last_ts)
-    a.latencies.extend(b.latencies)
-    return a
 
 
 @dataclass
@@ -316,16 +261,14 @@ def stage_health(
     make_judge: Callable[[str, JudgeState | None], HealthJudge],
 ) -> Stream[tuple[str, StageHealth]]:
     """Keyed ``"{broker}:{stage}"``: tumbling event-time windows, then a judged status."""
-    windows = fold_window(
-        f"{step_id}_window",
-        events,
-        InOrderEventClock(),
-        TumblingWindower(length=timedelta(seconds=cfg.window_s), align_to=EPOCH),
-        WindowAcc,
-        _fold,
-        _merge,
+    windows = tumbling_fold(
+        f"{step_id}_window", events, cfg.window_s * US, WindowAcc, _fold, _event_ts
     )
-    return stateful_by_key(f"{step_id}_judge", windows.down, make_judge)
+    return stateful_by_key(f"{step_id}_judge", windows, make_judge)
+
+
+def _event_ts(e: StageEvent) -> int:
+    return e.ts
 
 
 def health_events(

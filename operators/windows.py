@@ -1,0 +1,89 @@
+"""Tumbling event-time windows over a stream in event-time order per key, in integer µs.
+
+What Bytewax's ``fold_window`` gives with a tumbling windower aligned to the epoch and a
+clock whose watermark is the latest time seen, without a datetime per item: an item older
+than one already seen of its key is late and left out (as Bytewax's late stream, which the
+flow does not read); a window closes, oldest first, once an item at or after its end
+arrives; the end of the stream closes every window and starts the key afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from bytewax.dataflow import Stream
+
+from operators.keyed import stateful_by_key
+
+V = TypeVar("V")
+A = TypeVar("A")
+
+_NEVER = -(2**63)
+
+
+@dataclass
+class WindowState(Generic[A]):
+    watermark: int = _NEVER  # latest item time seen (µs)
+    open: dict[int, A] = field(default_factory=dict)  # window index → accumulator, oldest first
+
+
+class TumblingFold(Generic[V, A]):
+    """Pure logic of one key's windows: ``fold(acc, item)`` into the window of
+    ``ts_of(item) // length_us``; emits ``(window index, acc)`` as windows close."""
+
+    def __init__(
+        self,
+        length_us: int,
+        new: Callable[[], A],
+        fold: Callable[[A, V], A],
+        ts_of: Callable[[V], int],
+        state: WindowState[A] | None = None,
+    ) -> None:
+        self.length, self.new, self.fold, self.ts_of = length_us, new, fold, ts_of
+        self.state: WindowState[A] = state or WindowState()
+
+    def on_item(self, item: V) -> list[tuple[int, A]]:
+        st, ts = self.state, self.ts_of(item)
+        if ts < st.watermark:
+            return []  # late
+        st.watermark = ts
+        idx = ts // self.length
+        acc = st.open.get(idx)
+        st.open[idx] = self.fold(self.new() if acc is None else acc, item)
+        first = next(iter(st.open))
+        if (first + 1) * self.length > ts:
+            return []
+        return self._close(ts)
+
+    def _close(self, watermark: int | None) -> list[tuple[int, A]]:
+        """Windows ending at or before ``watermark`` (all if None), oldest first."""
+        out: list[tuple[int, A]] = []
+        opened = self.state.open
+        for idx in list(opened):
+            if watermark is not None and (idx + 1) * self.length > watermark:
+                break
+            out.append((idx, opened.pop(idx)))
+        return out
+
+    def on_eof(self) -> list[tuple[int, A]]:
+        out = self._close(None)
+        self.state = WindowState()  # as a Bytewax window step left empty: dropped
+        return out
+
+
+def tumbling_fold(
+    step_id: str,
+    up: Stream[tuple[str, V]],
+    length_us: int,
+    new: Callable[[], A],
+    fold: Callable[[A, V], A],
+    ts_of: Callable[[V], int],
+) -> Stream[tuple[str, Any]]:
+    """Keyed: ``(window index, accumulator)`` of each closed window (see the module)."""
+    return stateful_by_key(
+        step_id,
+        up,
+        lambda _key, resume: TumblingFold(length_us, new, fold, ts_of, resume),
+    )

@@ -1,0 +1,96 @@
+"""The stage-health windows (operators.windows) give what Bytewax's own fold_window gives
+with a tumbling windower on the epoch and an in-order event clock: the same windows, the
+same sums, late items left out, whatever the batch cuts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.operators.windowing import UTC_MAX, Clock, ClockLogic, TumblingWindower, fold_window
+from bytewax.testing import TestingSink, TestingSource, run_main
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.windows import TumblingFold, WindowState, tumbling_fold
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LENGTH = 60_000_000  # µs
+
+
+class _InOrder(ClockLogic[tuple[int, int], datetime]):
+    """Bytewax clock: the watermark is the latest item time seen."""
+
+    def __init__(self, resume: datetime | None) -> None:
+        self.wm = resume or datetime.min.replace(tzinfo=timezone.utc)
+
+    def before_batch(self) -> None:
+        return None
+
+    def on_item(self, value: tuple[int, int]) -> tuple[datetime, datetime]:
+        ts = EPOCH + timedelta(microseconds=value[0])
+        self.wm = max(self.wm, ts)
+        return ts, self.wm
+
+    def on_notify(self) -> datetime:
+        return self.wm
+
+    def on_eof(self) -> datetime:
+        return UTC_MAX
+
+    def to_system_utc(self, timestamp: datetime) -> datetime | None:
+        return None
+
+    def snapshot(self) -> datetime:
+        return self.wm
+
+
+class InOrderClock(Clock[tuple[int, int], datetime]):
+    def build(self, resume_state: datetime | None) -> _InOrder:
+        return _InOrder(resume_state)
+
+
+def _fold(acc: list[int], item: tuple[int, int]) -> list[int]:
+    return [*acc, item[1]]  # every item's value, in the order folded
+
+
+def _run(events: list[tuple[str, tuple[int, int]]], batch: int, ours: bool) -> list[Any]:
+    flow = Dataflow("windows")
+    up = op.input("in", flow, TestingSource(events, batch_size=batch))
+    if ours:
+        down = tumbling_fold("w", up, LENGTH, list, _fold, lambda v: v[0])
+    else:
+        windower = TumblingWindower(length=timedelta(microseconds=LENGTH), align_to=EPOCH)
+        down = fold_window("w", up, InOrderClock(), windower, list, _fold, list.__add__).down
+    out: list[Any] = []
+    op.output("out", down, TestingSink(out))
+    run_main(flow)
+    return sorted(out, key=lambda kv: kv[0])  # per key, in the order emitted
+
+
+times = st.integers(0, 8).map(lambda k: k * LENGTH // 2) | st.integers(-LENGTH, 5 * LENGTH)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("ab"), times), max_size=40),
+    st.integers(1, 7),
+)
+def test_windows_are_bytewax_tumbling_windows_with_an_in_order_clock(
+    raw: list[tuple[str, int]], batch: int
+) -> None:
+    events = [(key, (ts, n)) for n, (key, ts) in enumerate(raw)]  # some go back: late
+    assert _run(events, batch, ours=True) == _run(events, batch, ours=False)
+
+
+def test_a_window_closes_at_its_end_and_a_late_item_is_left_out() -> None:
+    w = TumblingFold(10, list, _fold, lambda v: v[0])
+    assert w.on_item((3, 1)) == [] and w.on_item((9, 2)) == []
+    assert w.on_item((5, 3)) == []  # older than the 9 seen: late, not in window 0
+    assert w.on_item((10, 4)) == [(0, [1, 2])]  # the first item at window 0's end
+    assert w.on_item((35, 5)) == [(1, [4])]
+    assert w.on_eof() == [(3, [5])] and w.state == WindowState()
+    assert w.on_item((1, 6)) == []  # a fresh start after the end: nothing is late
+    assert w.on_eof() == [(0, [6])]
