@@ -81,12 +81,19 @@ def stage_events(
             got = keys[(broker, stage)] = stage_key(broker, stage)
         return got
 
+    kinds: dict[type, Stage | bool] = {}  # an item type's count stage; True: ``one``; False: none
+
     def extract(kv: tuple[str, list[Any]]) -> list[tuple[str, StageEvent]]:
         broker, items = kv
         out: list[tuple[str, StageEvent]] = []
         for item in items:
-            if not isinstance(item, MarkSet):  # the most frequent item: no stage event
+            kind = kinds.get(type(item))
+            if kind is None:
+                kind = kinds[type(item)] = _kind(type(item), stages)
+            if kind is True:
                 out.extend(one(broker, item))
+            elif kind is not False:  # one event of its stage, as ``one`` gives
+                out.append((key_of(broker, kind), StageEvent(to_us(item.timestamp), 1)))
         return out
 
     def one(broker: str, item: Any) -> list[tuple[str, StageEvent]]:
@@ -125,6 +132,21 @@ def stage_events(
         return [(key_of(broker, stage), StageEvent(to_us(item.timestamp), 1))]
 
     return extract
+
+
+def _kind(t: type, stages: tuple[Stage, ...]) -> Stage | bool:
+    """What ``stage_events`` makes of an item of type ``t``: the stage of its one count
+    event, True when ``one`` decides per item, False when it gives none (mark runs, the
+    most frequent items, among them)."""
+    if issubclass(t, MarkSet):
+        return False
+    if issubclass(t, (FlowClock, TickCount, OrderLatency, StrategyFailed, TradingStateChanged)):
+        return True
+    stage = _STAGE_OF.get(t)
+    if issubclass(t, (OrderFilled, PnlSnapshot)):
+        both = Stage.PORTFOLIO_UPDATES in stages
+        stage = Stage.PORTFOLIO_UPDATES if both else Stage.ORDER_EXECUTION
+    return stage if stage is not None and stage in stages else False
 
 
 @dataclass

@@ -130,3 +130,31 @@ def test_live_feed_latency_is_receipt_minus_exchange_time_and_fires_latency_high
     assert h.latency_p99_ms == 20_000.0 and h.latency_p50_ms is not None
     replayed = TickBatch(1, ts, np.full(n, 100.0), np.full(n, -1, dtype=np.int64), int(ts[-1]))
     assert feed_latency([Broker.PAPER], W)(replayed) == []  # replay: no receipt time
+
+
+def test_every_kind_of_item_gives_its_stage_events_on_each_of_its_arrivals() -> None:
+    from schemas import events as ev
+    from schemas.ticks import OrderLatency, StrategyFailed
+    from tests.support import EXAMPLES, T
+
+    at = to_us(T)
+    kinds = ["TradingSignal", "ValidatedSignal", "RejectedSignal", "OrderPlaced", "OrderFailed",
+             "OrderFilled", "PnlSnapshot", "TradingStateChanged", "StageHealth"]  # fmt: skip
+    models = [getattr(ev, k).model_validate(EXAMPLES[getattr(ev, k)]) for k in kinds]
+    items = [*models, Clock(at, "health"), Clock(at, "snapshot"), OrderLatency(at, 12.5),
+             StrategyFailed(at, 1, "mom", "boom")]  # fmt: skip
+    rv, oe, pu = "paper:risk_validation", "paper:order_execution", "paper:portfolio_updates"
+    account = (Stage.RISK_VALIDATION, Stage.ORDER_EXECUTION, Stage.PORTFOLIO_UPDATES)
+    want = [(rv, 1), (rv, 1), (oe, 1), (oe, 1), (pu, 1), (pu, 1), (rv, "REDUCING"),
+            (rv, 0), (oe, 0), (pu, 0), (oe, (12.5,))]  # fmt: skip
+    extract = stage_events(account)
+    for _ in range(2):  # the first arrival of each kind, then the kinds already seen
+        got = [(k, e.trading or e.latencies or e.count) for k, e in extract(("paper", items))]
+        assert got == want
+    signals = stage_events((Stage.MARKET_DATA, Stage.SIGNAL_GENERATION))
+    sg, md = "paper:signal_generation", "paper:market_data"
+    for _ in range(2):
+        got = [(k, e.count, e.errors) for k, e in signals(("paper", items))]
+        assert got == [(sg, 1, 0), (md, 0, 0), (sg, 0, 0), (sg, 0, 1)]
+    fills_only = stage_events((Stage.ORDER_EXECUTION,))
+    assert [k for k, _ in fills_only(("paper", items[5:7]))] == [oe, oe]  # no portfolio stage
