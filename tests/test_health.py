@@ -154,7 +154,7 @@ def test_every_kind_of_item_gives_its_stage_events_on_each_of_its_arrivals() -> 
     signals = stage_events((Stage.MARKET_DATA, Stage.SIGNAL_GENERATION))
     sg, md = "paper:signal_generation", "paper:market_data"
     for _ in range(2):
-        got = [(k, e.count, e.errors) for k, e in signals(("paper", items))]
-        assert got == [(sg, 1, 0), (md, 0, 0), (sg, 0, 0), (sg, 0, 1)]
+        counted = [(k, e.count, e.errors) for k, e in signals(("paper", items))]
+        assert counted == [(sg, 1, 0), (md, 0, 0), (sg, 0, 0), (sg, 0, 1)]
     fills_only = stage_events((Stage.ORDER_EXECUTION,))
     assert [k for k, _ in fills_only(("paper", items[5:7]))] == [oe, oe]  # no portfolio stage
