@@ -38,7 +38,7 @@ class FileData:
     """A file's columns with each instrument's rows side by side (so a chunk is a slice),
     each instrument's in file order; ``rows`` holds their row numbers in the file."""
 
-    rows: np.ndarray  # int64
+    rows: np.ndarray  # int64, read-only
     ts: np.ndarray
     price: np.ndarray
     volume: np.ndarray
@@ -57,9 +57,12 @@ def group_rows(tok: np.ndarray) -> dict[int, np.ndarray]:
 
 def group_order(tok: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
     """The row order that puts each token's rows side by side, each token's in file order
-    (Arrow's stable sort), and each token's [start, end) in it, in order of first row."""
+    (Arrow's stable sort: the blocks lie in token order), read-only, and each token's
+    [start, end) in it, in order of each token's first row."""
     if not len(tok):
-        return np.zeros(0, dtype=np.int64), {}
+        empty = np.zeros(0, dtype=np.int64)
+        empty.setflags(write=False)
+        return empty, {}
     arr = pa.array(tok)
     order = pc.sort_indices(arr).to_numpy().view(np.int64)
     counts = pc.value_counts(arr)
@@ -150,10 +153,7 @@ class FileReader:
         """Start reading the first file on a thread, before any partition asks for it (a
         fresh run, while its dataflow is built); nothing once a partition has joined (a
         resume may start further on)."""
-        with self._lock:
-            joined = bool(self._next)
-        if not joined:
-            self._ahead(0)
+        self._ahead(0, unjoined=True)
 
     def take(self, part: str, idx: int) -> FileData:
         """File ``idx`` for ``part`` (errors of its read raised here; a read ahead that
@@ -188,13 +188,14 @@ class FileReader:
             raise _changed(path)
         return data
 
-    def _ahead(self, idx: int) -> None:
-        """Read file ``idx`` on a thread, unless held, beyond the window or stopping."""
+    def _ahead(self, idx: int, unjoined: bool = False) -> None:
+        """Read file ``idx`` on a thread, unless held, beyond the window or stopping (or,
+        ``unjoined``, once any partition has joined: decided under the same lock)."""
         if idx >= len(self.files) or stop.requested():
             return
         fut: Future[FileData] = Future()
         with self._lock:
-            if idx in self._held or not self._in_window(idx):
+            if idx in self._held or not self._in_window(idx) or (unjoined and self._next):
                 return
             self._held[idx] = fut
 

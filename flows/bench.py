@@ -86,7 +86,7 @@ def phase_e2e(data: Path, batch: int, redis_url: str | None = None) -> dict[str,
 
     from flows.config import parse_config
     from flows.graph import build_flow
-    from flows.plan import prepare
+    from flows.plan import RunFlags, prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = _raw_config(data, Path(tmp), batch)
@@ -100,7 +100,7 @@ def phase_e2e(data: Path, batch: int, redis_url: str | None = None) -> dict[str,
         _warm_imports()
         t0 = time.perf_counter()
         plan = prepare(cfg, report=TestingSink(reports))
-        plan.read_ahead()  # as flows.main does for a fresh run
+        plan.read_ahead(RunFlags())  # as flows.main does for a fresh run of one process
         run_main(build_flow(plan))
         secs = time.perf_counter() - t0
     r = reports[0]

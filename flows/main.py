@@ -43,8 +43,7 @@ def _flow() -> Dataflow:
         recovery_meta.begin(store, cfg, plan.out, writer=process == 0)
     if process == 0:  # runs before stop's exit hook (atexit: last in, first out)
         atexit.register(_after, plan.out, time.time(), cfg.output.analysis)
-    if not store and flags.processes == 1:  # a resume may start past the first file; in a
-        plan.read_ahead()  # cluster a process may hold no replay partition
+    plan.read_ahead(flags)
     return build_flow(plan)
 
 

@@ -60,13 +60,16 @@ class Plan:
     started: float = field(default_factory=time.perf_counter)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # wall clock
 
-    def read_ahead(self) -> None:
+    def read_ahead(self, flags: RunFlags) -> bool:
         """A replay source starts reading its first file now, so that it is read while the
-        dataflow is built and started: for a fresh run (no recovery store) of one process,
-        whose partitions all start there."""
+        dataflow is built and started: for a fresh run (no recovery store, whose partitions
+        all start there) of one process (in a cluster a process may hold no replay
+        partition, and would keep a file it never replays). True if it started."""
         read_first = getattr(self.source, "read_first", None)
-        if read_first is not None:
-            read_first()
+        if read_first is None or flags.recovery_dir is not None or flags.processes != 1:
+            return False
+        read_first()
+        return True
 
     def broker_config(self, broker: Broker) -> BrokerConfig:
         """A broker's config; the zerodha account starts from the day's opening cash Kite's
@@ -106,8 +109,30 @@ def run_flags(argv: list[str] | None = None, env: Mapping[str, str] | None = Non
     ns, _ = ap.parse_known_args(argv)
     addresses = [a for a in (ns.addresses or "").split(";") if a.strip()]
     recovery = Path(ns.recovery_directory) if ns.recovery_directory else None
-    pid = int(ns.process_id) if ns.process_id is not None else None
+    pid = int(ns.process_id) if ns.process_id is not None else _pod_process(env)
+    if pid is not None and not addresses and env.get("BYTEWAX_HOSTFILE_PATH"):
+        addresses = _hostfile(env["BYTEWAX_HOSTFILE_PATH"])
     return RunFlags(pid, max(len(addresses), 1), recovery)
+
+
+def _pod_process(env: Mapping[str, str]) -> int | None:
+    """The process id Bytewax takes from a cluster's pod name (``<statefulset>-<k>``)."""
+    pod, sets = env.get("BYTEWAX_POD_NAME"), env.get("BYTEWAX_STATEFULSET_NAME")
+    if not pod or not sets:
+        return None
+    try:
+        return int(pod.replace(sets + "-", ""))
+    except ValueError:
+        return None
+
+
+def _hostfile(path: str) -> list[str]:
+    """The addresses of a cluster's host file (one per line), as Bytewax reads them."""
+    try:
+        with open(path) as fh:
+            return [a.strip() for a in fh if a.strip()]
+    except OSError:
+        return []
 
 
 def config_file() -> Path:

@@ -5,7 +5,7 @@ from hashlib import blake2b
 
 def content_id(prefix: str, *parts: object) -> str:
     """Return ``prefix-<16 hex>`` hashed from the parts, stable across processes and runs."""
-    return prefix + "-" + blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).hexdigest()
+    return f"{prefix}-" + blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).hexdigest()
 
 
 def tick_id(instrument_token: int, ts_us: int, seq: int) -> str:

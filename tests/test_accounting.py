@@ -167,3 +167,18 @@ def test_charges_follow_the_published_schedules_per_product() -> None:
     want += 0.18 * (brokerage + exch + sebi + 50.0)
     assert mis.square_off == 50.0 and mis.total == round(want, 2)
     assert buy.total / charges(costs, "BUY", 10, 2500.0, "MIS").total > 2.5  # delivery costs more
+
+
+def test_snapshot_positions_carry_pnl_to_a_millionth_of_a_rupee() -> None:
+    book = Book(1_000_000.0, universe=[7])
+    book.apply(7, "BUY", 3, 1.1, 0.0)
+    book.apply(7, "SELL", 1, 3.3, 0.0)  # the last fill marks it: 3.3
+    lot = book.lots[7]
+    assert lot.realized == 2.1999999999999997  # the float noise of 3.3 - 1.1
+    (p,) = book.positions()
+    assert (p["quantity"], p["last_price"], p["realized_pnl"], p["unrealized_pnl"]) == (
+        2,
+        3.3,
+        2.2,
+        4.4,  # 2 x (3.3 - 1.1) is 4.3999999999999995 unrounded
+    )

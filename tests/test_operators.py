@@ -347,3 +347,42 @@ def test_a_mark_run_is_released_whatever_the_health_grid() -> None:
         assert got.index(runs[0]) < next(
             i for i, x in enumerate(got) if isinstance(x, TradingSignal)
         )
+
+
+def _plain_clocks(keys: list[Any], grids: dict[str, int], ahead: dict[str, int]) -> list[Any]:
+    """The clocks each key crosses, grid by grid: once the key passes a grid's next
+    boundary, that boundary's Clock, and the next boundary moves past the key."""
+    from operators.ordering import sort_key
+
+    out = []
+    for key in keys:
+        got = []
+        for grid, length in grids.items():
+            if grid not in ahead:
+                ahead[grid] = (key[0] // length + 1) * length
+            elif key > (ahead[grid], 1, 0, grid):
+                got.append(Clock(ahead[grid], grid))
+                ahead[grid] = max(ahead[grid], key[0] // length * length) + length
+        out.append(sorted(got, key=sort_key))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_clocks_before_each_item_are_every_grids_first_boundary_crossed(
+    data: st.DataObject,
+) -> None:
+    from operators.ordering import EventTimeOrder, OrderState
+
+    health = data.draw(st.sampled_from([60, 7, 1])) * US
+    grids = {"health": health, "snapshot": health * data.draw(st.sampled_from([1, 3, 5]))}
+    at = st.integers(0, 60).map(lambda k: T0 + k * health // 2) | st.integers(0, 40 * health).map(
+        lambda d: T0 + d
+    )
+    times = sorted(data.draw(st.lists(at, min_size=1, max_size=30)))
+    kinds = st.sampled_from([0, 1, 2, 3])
+    keys = [(t, data.draw(kinds), 0, data.draw(st.sampled_from(["", "health"]))) for t in times]
+    resumed = data.draw(st.sampled_from([{}, {"health": T0 + health}, {"snapshot": T0}]))
+    order = EventTimeOrder([1], grids, OrderState({1: 0}, next_boundary=dict(resumed)))
+    got = [order._clocks_before(k) for k in keys]
+    assert got == _plain_clocks(keys, grids, dict(resumed))

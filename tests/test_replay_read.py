@@ -81,6 +81,26 @@ def test_a_fresh_run_reads_its_first_file_before_any_partition_asks(tmp_path: Pa
     assert resumed.reader.held() == [] and not resumed.n
 
 
+def test_a_first_file_read_ahead_that_fails_is_read_again_by_its_taker(tmp_path: Path) -> None:
+    files = sorted(small_ticks(tmp_path, days=1).glob("*.parquet"))
+    calls: list[Path] = []
+
+    def flaky(path: Path, unit: str | None, zone: str) -> FileData:
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError("the disk hiccuped")
+        return decode(path, unit, zone)
+
+    reader = FileReader(files, [stamp(f) for f in files], read=flaky)
+    reader.read_first()
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    reader.join("p", 0)
+    _same(reader.take("p", 0), decode(files[0], None, "UTC"))
+    assert calls == [files[0], files[0]]
+
+
 def test_partitions_apart_in_the_files_read_each_file_once(tmp_path: Path) -> None:
     files = sorted(small_ticks(tmp_path, days=4).glob("*.parquet"))
     r = Reads(files)
@@ -278,7 +298,7 @@ def test_grouping_puts_each_tokens_rows_side_by_side_in_order_of_first_row(
         want.setdefault(t, []).append(i)
     assert list(spans) == list(want)  # in order of each token's first row
     assert {t: order[a:b].tolist() for t, (a, b) in spans.items()} == want
-    assert sorted(order.tolist()) == list(range(len(tokens)))
+    assert sorted(order.tolist()) == list(range(len(tokens))) and not order.flags.writeable
     price = np.arange(len(tokens), dtype=float) / 4 - 3
     cols = grouped(order, [tok.copy(), price.copy()])
     assert cols[0].tolist() == [tokens[i] for i in order.tolist()]

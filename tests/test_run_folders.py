@@ -110,6 +110,31 @@ def test_bytewax_flags_are_read_from_its_command_line_or_environment() -> None:
     assert run_flags() == RunFlags()  # not python -m bytewax.run (pytest here)
 
 
+def test_a_cluster_pod_is_one_of_the_processes_its_host_file_names(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("bw-0.bw:9999\n\nbw-1.bw:9999\nbw-2.bw:9999\n")
+    env = {"BYTEWAX_POD_NAME": "bw-2", "BYTEWAX_STATEFULSET_NAME": "bw",
+           "BYTEWAX_HOSTFILE_PATH": str(hosts)}  # fmt: skip
+    assert run_flags(["flows.main"], env) == RunFlags(2, 3, None)  # as Bytewax reads them
+    assert run_flags(["flows.main", "-i", "1"], env) == RunFlags(1, 3, None)
+    lone = {"BYTEWAX_POD_NAME": "bw-x", "BYTEWAX_STATEFULSET_NAME": "bw"}
+    assert run_flags(["flows.main"], lone) == RunFlags()
+
+
+def test_only_a_fresh_run_of_one_process_reads_its_first_file_ahead(
+    ticks_dir: Path, tmp_path: Path
+) -> None:
+    for flags, reads in [
+        (RunFlags(0, 2, None), False),  # a cluster: this process may replay nothing
+        (RunFlags(None, 1, tmp_path / "store"), False),  # a resume may start further on
+        (RunFlags(), True),
+    ]:
+        plan = prepare(make_config(ticks_dir), out_dir=tmp_path / "out")
+        assert plan.read_ahead(flags) is reads
+        held = plan.source.reader.held()  # type: ignore[attr-defined]
+        assert held == ([0] if reads else [])
+
+
 def test_relative_outputs_resolve_against_the_config_file(
     ticks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -120,3 +120,19 @@ def test_content_ids_are_the_blake2b_of_the_parts_joined() -> None:
     assert content_id("x", "sig", "paper", 738561, -5, 2.5, None) == f"x-{want}"
     assert tick_id(7, 11, 0) == "tick-" + blake2b(b"7\x1f11\x1f0", digest_size=8).hexdigest()
     assert content_id("y") == "y-" + blake2b(b"", digest_size=8).hexdigest()
+
+
+def test_a_ledger_row_of_a_model_with_a_list_or_a_model_in_a_union_is_its_dump() -> None:
+    from schemas.events import Position
+
+    class Tagged(Model):
+        tags: list[str]
+        held: int | Position
+
+    held = Position(instrument_token=1, quantity=5, average_price=10.0, last_price=11.0,
+                    realized_pnl=0.0, unrealized_pnl=5.0)  # fmt: skip
+    event = Tagged(tags=["a"], held=held)
+    row = ledger_row(event)
+    assert row == event.model_dump() and isinstance(row["held"], dict)
+    row["tags"].append("b")  # a row of its own: the event is untouched
+    assert event.tags == ["a"]
