@@ -254,7 +254,7 @@ def health(
         b, stage = parse_stage_key(key)
         return HealthJudge(b, stage, cfg.health, b in trading, session, resume)
 
-    return stage_health("judge", events, cfg.health, make_judge)
+    return stage_health("judge", events, cfg.health, make_judge, stop.requested)
 
 
 def _to_ledger(kinds: Iterable[str]) -> Any:

@@ -281,10 +281,13 @@ def stage_health(
     events: Stream[tuple[str, StageEvent]],
     cfg: HealthConfig,
     make_judge: Callable[[str, JudgeState | None], HealthJudge],
+    stopping: Callable[[], bool] | None = None,
 ) -> Stream[tuple[str, StageHealth]]:
-    """Keyed ``"{broker}:{stage}"``: tumbling event-time windows, then a judged status."""
+    """Keyed ``"{broker}:{stage}"``: tumbling event-time windows, then a judged status;
+    ``stopping()``: the input ended at a stop (open windows wait for the resume)."""
+    length = cfg.window_s * US
     windows = tumbling_fold(
-        f"{step_id}_window", events, cfg.window_s * US, WindowAcc, _fold, _event_ts
+        f"{step_id}_window", events, length, WindowAcc, _fold, _event_ts, stopping
     )
     return stateful_by_key(f"{step_id}_judge", windows, make_judge)
 

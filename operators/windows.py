@@ -4,7 +4,8 @@ What Bytewax's ``fold_window`` gives with a tumbling windower aligned to the epo
 clock whose watermark is the latest time seen, without a datetime per item: an item older
 than one already seen of its key is late and left out (as Bytewax's late stream, which the
 flow does not read); a window closes, oldest first, once an item at or after its end
-arrives; the end of the stream closes every window and starts the key afresh.
+arrives; the end of the stream closes every window and starts the key afresh. A stop of the
+run (which a resume continues) closes nothing: its open windows go on after the resume.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class TumblingFold(Generic[V, A]):
         self.state = WindowState()  # as a Bytewax window step left empty: dropped
         return out
 
+    def on_stop(self) -> list[tuple[int, A]]:
+        """A stop, not the data's end: the open windows stay in the state a resume starts
+        from (closing them would write part-filled windows the resume writes again)."""
+        return []
+
 
 def tumbling_fold(
     step_id: str,
@@ -80,10 +86,13 @@ def tumbling_fold(
     new: Callable[[], A],
     fold: Callable[[A, V], A],
     ts_of: Callable[[V], int],
+    stopping: Callable[[], bool] | None = None,
 ) -> Stream[tuple[str, Any]]:
-    """Keyed: ``(window index, accumulator)`` of each closed window (see the module)."""
+    """Keyed: ``(window index, accumulator)`` of each closed window (see the module);
+    ``stopping()``: the input ended because the run was asked to stop."""
     return stateful_by_key(
         step_id,
         up,
         lambda _key, resume: TumblingFold(length_us, new, fold, ts_of, resume),
+        stopping=stopping,
     )

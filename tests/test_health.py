@@ -149,8 +149,9 @@ def test_every_kind_of_item_gives_its_stage_events_on_each_of_its_arrivals() -> 
             (rv, 0), (oe, 0), (pu, 0), (oe, (12.5,))]  # fmt: skip
     extract = stage_events(account)
     for _ in range(2):  # the first arrival of each kind, then the kinds already seen
-        got = [(k, e.trading or e.latencies or e.count) for k, e in extract(("paper", items))]
-        assert got == want
+        events = extract(("paper", items))
+        assert [(k, e.trading or e.latencies or e.count) for k, e in events] == want
+        assert all((e.ts, e.ticks, e.stale, e.errors) == (at, 0, 0, 0) for _, e in events)
     signals = stage_events((Stage.MARKET_DATA, Stage.SIGNAL_GENERATION))
     sg, md = "paper:signal_generation", "paper:market_data"
     for _ in range(2):

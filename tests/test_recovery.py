@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import subprocess
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,50 @@ def test_a_stop_mid_replay_with_a_control_file_resumes_to_the_uninterrupted_ledg
              recovery_config=RecoveryConfig(str(store)))  # fmt: skip
     for kind in ("signals", "orders", "fills", "trading_states"):
         assert read_ledger(out, kind) == read_ledger(tmp_path / "whole", kind), kind
+
+
+def test_a_stop_and_resume_write_each_health_window_once_as_the_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop used to close every open health window as the data's end does: the part
+    before the stop was judged (a busy window read as NO_TICKS) and the resume wrote the
+    window again under the same id. Now each window is written once, as without the stop
+    (portfolio_updates also counts the pnl snapshot each broker writes at the stop)."""
+    from bytewax.recovery import RecoveryConfig
+
+    from connectors import stop
+    from connectors.replay import _ReplayPartition
+
+    cfg = load_config(long_replay(tmp_path, tmp_path / "unused"))
+    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"batch_size": 2_000})})
+    run_main(build_flow(prepare(cfg, out_dir=tmp_path / "whole")))
+    calls, read = [0], _ReplayPartition.next_batch
+
+    def stop_at_thirty(self: _ReplayPartition) -> Any:
+        calls[0] += 1
+        if calls[0] == 30:  # mid-session: windows open on every stage
+            stop.request()
+        return read(self)
+
+    store, out = new_store(tmp_path), tmp_path / "resumed"
+    monkeypatch.setattr(_ReplayPartition, "next_batch", stop_at_thirty)
+    try:
+        run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
+                 recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+    finally:
+        stop.reset()
+    monkeypatch.setattr(_ReplayPartition, "next_batch", read)
+    stopped = read_ledger(out, "health")
+    whole = read_ledger(tmp_path / "whole", "health")
+    assert 0 < len(stopped) < len(whole) and all(r in whole for r in stopped)
+    run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
+             recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+    resumed = read_ledger(out, "health")
+    assert Counter(r["event_id"] for r in resumed).most_common(1)[0][1] == 1
+    pu = "portfolio_updates"  # counts the stop's own pnl snapshot (for the stopped run's report)
+    assert sorted((r for r in resumed if r["stage"] != pu), key=str) == sorted(
+        (r for r in whole if r["stage"] != pu), key=str
+    )
+    at_stop = len(read_ledger(out, "pnl")) - len(read_ledger(tmp_path / "whole", "pnl"))
+    counts = [sum(r["count"] for r in rows if r["stage"] == pu) for rows in (resumed, whole)]
+    assert at_stop > 0 and counts[0] - counts[1] == at_stop
