@@ -312,3 +312,20 @@ def test_a_long_check_of_the_replay_files_says_how_far_it_has_got(
     days[2].write_bytes(b"")
     with pytest.raises(rf.ReplayFileError, match=days[1].name):
         rf.list_files(days[0].parent)
+
+
+def test_a_replay_collects_garbage_less_often_than_a_live_run(
+    ticks_dir: Path, tmp_path: Path
+) -> None:
+    import gc
+
+    from flows.plan import LIVE_GC, REPLAY_GC, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        prepare(make_config(ticks_dir), out_dir=tmp_path / "out")
+        assert gc.get_threshold() == REPLAY_GC
+        tune_gc(live=True)
+        assert gc.get_threshold() == LIVE_GC and LIVE_GC[0] < REPLAY_GC[0]
+    finally:
+        gc.set_threshold(*before)
