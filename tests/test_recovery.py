@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -200,10 +201,6 @@ def test_a_stop_mid_replay_with_a_control_file_resumes_to_the_uninterrupted_ledg
     others. The stop used to end the stream as the data's end does (every queued item
     released, end-of-stream marks, due commands applied, orders expired) and the store kept
     that: the resumed run started halted by a command hours ahead of its ticks."""
-    from bytewax.recovery import RecoveryConfig
-
-    from connectors import stop
-    from connectors.replay import _ReplayPartition
 
     ctl = tmp_path / "ops.jsonl"
     ctl.write_text("\n".join(json.dumps({"ts": ts, "broker": "paper", "command": c}) for ts, c in
@@ -215,28 +212,13 @@ def test_a_stop_mid_replay_with_a_control_file_resumes_to_the_uninterrupted_ledg
         "control": cfg.control.model_copy(update={"path": str(ctl)}),
     })  # fmt: skip
     run_main(build_flow(prepare(cfg, out_dir=tmp_path / "whole")))
-    calls, read = [0], _ReplayPartition.next_batch
-
-    def stop_at_twelve(self: _ReplayPartition) -> Any:
-        calls[0] += 1
-        if calls[0] == 12:  # a few instruments' whole day read, most not yet
-            stop.request()
-        return read(self)
-
-    store, out = new_store(tmp_path), tmp_path / "resumed"
-    monkeypatch.setattr(_ReplayPartition, "next_batch", stop_at_twelve)
-    try:
-        run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
-                 recovery_config=RecoveryConfig(str(store)))  # fmt: skip
-    finally:
-        stop.reset()
-    monkeypatch.setattr(_ReplayPartition, "next_batch", read)
+    # at the 12th batch: a few instruments' whole day read, most not yet
+    out, resume = _stopped_at(cfg, tmp_path, monkeypatch, 12)
     assert (
         ds.dataset(out / "fills").count_rows()
         < ds.dataset(tmp_path / "whole" / "fills").count_rows()
     )
-    run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
-             recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+    resume()
     for kind in ("signals", "orders", "fills", "trading_states"):
         assert read_ledger(out, kind) == read_ledger(tmp_path / "whole", kind), kind
 
@@ -248,35 +230,15 @@ def test_a_stop_and_resume_write_each_health_window_once_as_the_uninterrupted_ru
     before the stop was judged (a busy window read as NO_TICKS) and the resume wrote the
     window again under the same id. Now each window is written once, as without the stop
     (portfolio_updates also counts the pnl snapshot each broker writes at the stop)."""
-    from bytewax.recovery import RecoveryConfig
-
-    from connectors import stop
-    from connectors.replay import _ReplayPartition
 
     cfg = load_config(long_replay(tmp_path, tmp_path / "unused"))
     cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"batch_size": 2_000})})
     run_main(build_flow(prepare(cfg, out_dir=tmp_path / "whole")))
-    calls, read = [0], _ReplayPartition.next_batch
-
-    def stop_at_thirty(self: _ReplayPartition) -> Any:
-        calls[0] += 1
-        if calls[0] == 30:  # mid-session: windows open on every stage
-            stop.request()
-        return read(self)
-
-    store, out = new_store(tmp_path), tmp_path / "resumed"
-    monkeypatch.setattr(_ReplayPartition, "next_batch", stop_at_thirty)
-    try:
-        run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
-                 recovery_config=RecoveryConfig(str(store)))  # fmt: skip
-    finally:
-        stop.reset()
-    monkeypatch.setattr(_ReplayPartition, "next_batch", read)
+    out, resume = _stopped_at(cfg, tmp_path, monkeypatch, 30)  # mid-session: windows open
     stopped = read_ledger(out, "health")
     whole = read_ledger(tmp_path / "whole", "health")
     assert 0 < len(stopped) < len(whole) and all(r in whole for r in stopped)
-    run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
-             recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+    resume()
     resumed = read_ledger(out, "health")
     assert Counter(r["event_id"] for r in resumed).most_common(1)[0][1] == 1
     pu = "portfolio_updates"  # counts the stop's own pnl snapshot (for the stopped run's report)
@@ -286,3 +248,36 @@ def test_a_stop_and_resume_write_each_health_window_once_as_the_uninterrupted_ru
     at_stop = len(read_ledger(out, "pnl")) - len(read_ledger(tmp_path / "whole", "pnl"))
     counts = [sum(r["count"] for r in rows if r["stage"] == pu) for rows in (resumed, whole)]
     assert at_stop > 0 and counts[0] - counts[1] == at_stop
+
+
+def _stopped_at(
+    cfg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> tuple[Path, Callable[[], None]]:
+    """Run ``cfg`` on a new store, asking a stop at the ``batch``-th replay batch: the run
+    folder, and what resumes it (on the same store, into the same folder)."""
+    from bytewax.recovery import RecoveryConfig
+
+    from connectors import stop
+    from connectors.replay import _ReplayPartition
+
+    calls, read = [0], _ReplayPartition.next_batch
+
+    def stop_at(self: _ReplayPartition) -> Any:
+        calls[0] += 1
+        if calls[0] == batch:
+            stop.request()
+        return read(self)
+
+    store, out = new_store(tmp_path), tmp_path / "resumed"
+
+    def run() -> None:
+        run_main(build_flow(prepare(cfg, out_dir=out)), epoch_interval=timedelta(seconds=0),
+                 recovery_config=RecoveryConfig(str(store)))  # fmt: skip
+
+    monkeypatch.setattr(_ReplayPartition, "next_batch", stop_at)
+    try:
+        run()
+    finally:
+        stop.reset()
+    monkeypatch.setattr(_ReplayPartition, "next_batch", read)
+    return out, run
