@@ -88,7 +88,6 @@ def grouped(order: np.ndarray, columns: list[np.ndarray]) -> list[np.ndarray]:
         o = np.empty_like(c)
         o[inv] = c
         out.append(o)
-        del c
     return out
 
 

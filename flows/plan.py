@@ -306,7 +306,7 @@ def prepare(
     ``flows.main`` loads), where the first process writes ``config.yaml`` once every check
     has passed."""
     started = time.perf_counter()
-    tune_gc(isinstance(cfg.source, (KiteSourceConfig, KafkaSourceConfig)))
+    tune_gc(cfg.is_live())
     flags = flags or run_flags()
     fresh = out_dir is None
     out = out_dir or run_folder(
