@@ -71,7 +71,7 @@ class OrderState:
     pending: list[Queued] = field(default_factory=list)
     next_boundary: dict[str, int] = field(default_factory=dict)
     pushed: int = 0
-    counts: dict[int, list[int]] = field(default_factory=dict)  # window → [count, last ts]
+    counts: list[tuple[I64, I64, I64]] = field(default_factory=list)  # (window, count, last)
     marks: list[tuple[I64, I64, F64]] = field(default_factory=list)  # (tokens, ts, prices)
     heard: dict[int, float] = field(default_factory=dict)  # live: wall time a watermark moved
 
@@ -96,6 +96,7 @@ class EventTimeOrder:
         self.state.marks.sort(key=_first)  # kept in order of first mark (see _due_marks)
         self.started = clock()
         self._soonest = _NEVER  # the earliest next boundary (known once every grid has one)
+        self._counts_low = min((int(c[0][0]) for c in self.state.counts), default=2**62)
         self.state.heard.clear()  # a resume starts every instrument's silence afresh
 
     def _enqueue(self, item: BrokerItem) -> None:
@@ -115,15 +116,9 @@ class EventTimeOrder:
             m = out.marks
             chunk = (np.full(len(m), out.instrument_token, dtype=np.int64), m.ts, m.price)
             bisect.insort(st.marks, chunk, key=_first)
-        c, counts = out.counts, st.counts
-        for w, n, last in zip(c.window.tolist(), c.count.tolist(), c.last_ts.tolist(), strict=True):
-            acc = counts.get(w)
-            if acc is None:
-                counts[w] = [n, last]
-            else:
-                acc[0] += n
-                if last > acc[1]:
-                    acc[1] = last
+        if len(out.counts.window):
+            st.counts.append((out.counts.window, out.counts.count, out.counts.last_ts))
+            self._counts_low = min(self._counts_low, int(out.counts.window[0]))
         tok = out.instrument_token
         if out.watermark > st.watermarks.get(tok, _NEVER):
             st.watermarks[tok] = out.watermark
@@ -223,19 +218,22 @@ class EventTimeOrder:
         if not len(times):
             return []
         item_ts = np.array([key[0] for key, _, _ in items], dtype=np.int64)
-        seg = np.searchsorted(item_ts, times, side="left")
+        newtok = tok[1:] != tok[:-1]
+        heads = np.concatenate(([0], np.flatnonzero(newtok) + 1, [len(times)]))  # per token
+        seg = np.searchsorted(item_ts, times, side="left").astype(np.int64, copy=False)
         epoch = (times - 1) // self.grids["health"]  # a mark on a boundary precedes its Clock
         epoch -= epoch.min()  # counted from the release's first: below 2**40 whatever the grid
-        run = (seg.astype(np.int64, copy=False) << 40) + epoch
-        cut = np.flatnonzero((tok[1:] != tok[:-1]) | (run[1:] != run[:-1])) + 1
+        run = (seg << 40) + epoch
+        cut = np.flatnonzero(newtok | (run[1:] != run[:-1])) + 1
         starts = np.concatenate((np.zeros(1, dtype=np.int64), cut))
         ends = np.concatenate((cut, np.full(1, len(times), dtype=np.int64)))
         high, low = np.maximum.reduceat(px, starts), np.minimum.reduceat(px, starts)
+        group = np.concatenate(([0], np.cumsum(newtok[cut - 1])))  # each stretch's token
+        slots = np.searchsorted(self.universe, tok[heads[:-1]])[group]  # its book slot
         order = np.argsort(run[starts], kind="stable")  # stretches by run, tokens ascending
         starts, ends, high, low = starts[order], ends[order], high[order], low[order]
-        runs = run[starts]
+        runs, slots = run[starts], slots[order]
         last, first_t, last_t = px[ends - 1], times[starts], times[ends - 1]
-        slots = np.searchsorted(self.universe, tok[starts])  # the instruments' book slots
         heads = np.concatenate((np.zeros(1, dtype=np.int64), np.flatnonzero(np.diff(runs)) + 1))
         firsts = np.minimum.reduceat(first_t, heads).tolist()
         untils = np.maximum.reduceat(last_t, heads).tolist()
@@ -254,11 +252,7 @@ class EventTimeOrder:
         clocks they cross and the mark runs before them."""
         st = self.state
         limit = None if final else self._limit()
-        width = self.grids["health"]
-        for w in sorted(st.counts):
-            if limit is not None and (w + 1) * width > limit:
-                break
-            count, last = st.counts.pop(w)
+        for last, count in self._window_counts(limit):
             self._enqueue(TickCount(last, 0, count))
         out: list[BrokerItem] = []
         for until in self._blocks(limit):
@@ -268,6 +262,24 @@ class EventTimeOrder:
                 items.append(heapq.heappop(st.pending))
             self._emit(out, items, self._mark_runs(times, tok, px, items))
         return out
+
+    def _window_counts(self, limit: int | None) -> list[tuple[int, int]]:
+        """(last tick time, count) of each health window every instrument has passed (all
+        if None), windows ascending, summed over the pending chunks; the rest stay pending."""
+        chunks = self.state.counts
+        end = None if limit is None else limit // self.grids["health"]  # windows below: done
+        if not chunks or (end is not None and self._counts_low >= end):
+            return []
+        win, count, last = (np.concatenate(cols) for cols in zip(*chunks, strict=True))
+        done = np.ones(len(win), dtype=bool) if end is None else win < end
+        kept = (win[~done], count[~done], last[~done])
+        self.state.counts = [kept] if len(kept[0]) else []
+        self._counts_low = int(kept[0].min()) if len(kept[0]) else 2**62
+        wins, at = np.unique(win[done], return_inverse=True)
+        sums, lasts = np.zeros(len(wins), dtype=np.int64), np.full(len(wins), _NEVER)
+        np.add.at(sums, at, count[done])
+        np.maximum.at(lasts, at, last[done])
+        return list(zip(lasts.tolist(), sums.tolist(), strict=True))
 
     def _blocks(self, limit: int | None) -> Iterable[int | None]:
         """Release limits up to ``limit``, so that the marks of a long stretch are run in

@@ -362,7 +362,7 @@ class StubVenue:
     def on_exec(self, e: Any) -> list[Any]:
         return []
 
-    def waiting(self) -> bool:
+    def waiting(self, until: int) -> bool:
         return False
 
     def next_fill(self, times: Any, tokens: Any, prices: Any) -> int | None:

@@ -219,6 +219,25 @@ def test_a_limit_is_cancelled_after_its_timeout_at_the_time_it_expired() -> None
     assert a.state.book.pending(1) == 0
 
 
+def test_a_resting_order_asks_for_the_marks_only_of_runs_that_reach_its_end() -> None:
+    """Marks end a seen order only at the session's close or its timeout: runs before
+    that skip the one-by-one scan; the account's own orders take any run."""
+    session, t0 = MarketSession(SessionConfig()), to_us(OPEN)
+    close = session.closes(t0)
+    for timeout_s, end in ((5, t0 + 5 * US + 1), (0, close)):
+        a = _limit_account(timeout_s)
+        a.on_item(_signal(10, OPEN))
+        venue = a.venue
+        assert venue.waiting(close + US) is False  # not seen yet: no mark ends it
+        a.on_item(ExecTick(t0 + 5, 1, 101.0, ("s1",)))  # seen, resting above its limit
+        assert (venue.waiting(end - 1), venue.waiting(end)) == (False, True)
+    b, _ = _account(max_daily_loss=50)
+    b.on_item(_signal(10, OPEN))
+    b.on_item(ExecTick(t0 + 1, 1, 100.0, ("s1",)))
+    b.on_item(MarkSet.of(t0 + US, ((1, 94.0),)))  # a breach: the account's own flatten
+    assert b.venue.waiting(t0 + US) is True
+
+
 def test_limit_orders_in_the_flow_fill_only_at_or_better_than_their_price(tmp_path: Path) -> None:
     ticks = small_ticks(tmp_path, bad_rows=False)
     raw = make_config(ticks).model_dump(mode="json", by_alias=True)

@@ -171,15 +171,16 @@ def test_a_live_limit_is_cancelled_at_kite_after_its_timeout(sim) -> None:
     acct, venue = _limit_account(root, timeout_us=60 * 1_000_000)
     acct.on_item(_low_limit(T))  # BUY 5 at 1450: rests at Kite
     [order] = api.ex.orders.values()
-    assert order.status == "OPEN" and venue.waiting()
     t0 = int(T.timestamp() * 1_000_000)
+    assert order.status == "OPEN" and venue.waiting(t0 + 60_000_000)
+    assert not venue.waiting(t0 + 59_999_999)  # marks before its timeout cannot end it
     times = np.array([t0 + 30_000_000, t0 + 61_000_000], dtype=np.int64)
     prices, tokens = np.array([1500.0, 1500.0]), np.array([INFY, INFY], dtype=np.int64)
     assert venue.next_fill(times, tokens, prices) == t0 + 61_000_000  # the first mark past it
     venue.on_marks(times[:1], tokens[:1], prices[:1])
     assert order.status == "OPEN"  # not yet
     venue.on_marks(times, tokens, prices)
-    assert order.status == "CANCELLED" and not venue.waiting()
+    assert order.status == "CANCELLED" and not venue.waiting(t0 + 10**12)
     feed = OrderFeed(KiteConfig(api_root=root), client(root))
     feed.poll_once()
     items, _ = feed.drain("kite", 0)

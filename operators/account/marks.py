@@ -126,7 +126,7 @@ class MarkRuns:
             (nxt is not None and nxt <= m.until)
             or self.setup.session.day_end(m.first) <= m.until
             or (cut is not None and m.first < cut <= m.until)
-            or self.venue.waiting()
+            or self.venue.waiting(m.until)
             or self.exits.may_trigger(m.tokens, m.high, m.low)
             or (
                 not status.loss_breached

@@ -250,9 +250,17 @@ class PaperVenue:
             if r.stop_market:
                 r.limit = self._protected(r.v, e.price)
 
-    def waiting(self) -> bool:
-        """Some order waits for marks (the account's own to fill; others to end)."""
-        return any(r.on_mark or r.seen for r in self.state.resting.values())
+    def waiting(self, until: int) -> bool:
+        """Some order may take a mark at or before ``until``: the account's own fill at
+        their first; others only end, at the session's close or their timeout."""
+        for r in self.state.resting.values():
+            if r.on_mark:
+                return True
+            if r.seen:
+                ends = [t for t in (self._close_after(r), self._expiry(r)) if t is not None]
+                if ends and min(ends) <= until:
+                    return True
+        return False
 
     def _first(self, r: Resting, times: I64, tokens: I64, prices: F64) -> int | None:
         """Index of the first mark (time-sorted) that fills or ends waiting order ``r``."""

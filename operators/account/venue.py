@@ -27,8 +27,9 @@ class Venue(Protocol):
         """The tick that executes the orders of ``e.signals`` (simulated venues)."""
         ...
 
-    def waiting(self) -> bool:
-        """Some order waits for marks to fill (simulated venues)."""
+    def waiting(self, until: int) -> bool:
+        """Some order may fill or end at a mark at or before event time ``until`` (a run's
+        last): only then are the run's marks scanned one by one (simulated venues)."""
         ...
 
     def next_fill(self, times: I64, tokens: I64, prices: F64) -> int | None:

@@ -109,12 +109,16 @@ class ZerodhaVenue:
             if not t.done and t.cancel is None and self._kind(t) == "LIMIT"
         ]
 
-    def waiting(self) -> bool:
-        return bool(self._timed())
+    def waiting(self, until: int) -> bool:
+        return any(self._due(t) <= until for t in self._timed())
+
+    def _due(self, t: Tracked) -> int:
+        """When an open LIMIT's timeout passes."""
+        return to_us(t.validated.timestamp) + self.limit_timeout_us
 
     def next_fill(self, times: I64, tokens: I64, prices: F64) -> int | None:
         """The first mark at which an open LIMIT's timeout has passed."""
-        due = [to_us(t.validated.timestamp) + self.limit_timeout_us for t in self._timed()]
+        due = [self._due(t) for t in self._timed()]
         k = int(np.searchsorted(times, min(due), "left")) if due else len(times)
         return int(times[k]) if k < len(times) else None
 
