@@ -330,6 +330,45 @@ def test_releasing_a_long_stretch_in_blocks_gives_what_one_release_gives(
     )
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_windows_tick_count_is_released_once_every_instrument_passed_its_end(
+    data: st.DataObject,
+) -> None:
+    """Tick counts of three instruments pushed in batches: each health window's total and
+    last tick time come out once, as soon as the least watermark reaches the window's end
+    (the rest at the end of the data), as an independent tally gives them."""
+    from operators.ordering import EventTimeOrder
+    from schemas.ticks import TickCount
+
+    health = 10 * US
+    order = EventTimeOrder([1, 2, 3], {"health": health, "snapshot": 6 * health})
+    wm = dict.fromkeys((1, 2, 3), T0)
+    tally: dict[int, list[int]] = {}
+    got: list[TickCount] = []
+    want: list[TickCount] = []
+    for _ in range(data.draw(st.integers(1, 10))):
+        tok = data.draw(st.sampled_from([1, 2, 3]))
+        steps = data.draw(
+            st.lists(st.integers(1, 30).map(lambda k: k * US // 2), min_size=1, max_size=6)
+        )
+        times = np.cumsum([wm[tok], *steps])[1:]
+        wm[tok] = int(times[-1])
+        wins, idx, n = np.unique(times // health, return_index=True, return_counts=True)
+        lasts = times[idx + n - 1]
+        for w, k, t in zip(wins.tolist(), n.tolist(), lasts.tolist(), strict=True):
+            acc = tally.setdefault(w, [0, t])
+            acc[0], acc[1] = acc[0] + k, max(acc[1], t)
+        counts = WindowCounts(wins, n.astype(np.int64), lasts)
+        got += [i for b in order.on_item(StrategyOutput(tok, (), Marks.none(), counts, wm[tok]))
+                for i in b if isinstance(i, TickCount)]  # fmt: skip
+        done = sorted(w for w in tally if (w + 1) * health <= min(wm.values()))
+        want += [TickCount(tally[w][1], 0, tally.pop(w)[0]) for w in done]
+        assert got == want
+    got += [i for b in order.on_eof() for i in b if isinstance(i, TickCount)]
+    assert got == want + [TickCount(tally[w][1], 0, tally[w][0]) for w in sorted(tally)]
+
+
 def test_a_mark_run_is_released_whatever_the_health_grid() -> None:
     """A run packs its item and health window into one int64: windows are counted from the
     release's first, so a fine grid (a window of microseconds, as a test may use) loses no
