@@ -46,7 +46,7 @@ BLOCK_MARKS = 1 << 17  # marks run at once in a long release (EventTimeOrder._bl
 BLOCK_WINDOWS = 16  # health windows: the least a part of a long release spans
 
 
-def _first(chunk: tuple[I64, I64, F64]) -> int:
+def _first(chunk: tuple[int, I64, F64]) -> int:
     """A pending mark chunk's first time."""
     return int(chunk[1][0])
 
@@ -72,7 +72,7 @@ class OrderState:
     next_boundary: dict[str, int] = field(default_factory=dict)
     pushed: int = 0
     counts: list[tuple[I64, I64, I64]] = field(default_factory=list)  # (window, count, last)
-    marks: list[tuple[I64, I64, F64]] = field(default_factory=list)  # (tokens, ts, prices)
+    marks: list[tuple[int, I64, F64]] = field(default_factory=list)  # (token, ts, prices)
     heard: dict[int, float] = field(default_factory=dict)  # live: wall time a watermark moved
 
 
@@ -114,8 +114,7 @@ class EventTimeOrder:
             self._enqueue(ex)
         if len(out.marks):
             m = out.marks
-            chunk = (np.full(len(m), out.instrument_token, dtype=np.int64), m.ts, m.price)
-            bisect.insort(st.marks, chunk, key=_first)
+            bisect.insort(st.marks, (out.instrument_token, m.ts, m.price), key=_first)
         if len(out.counts.window):
             st.counts.append((out.counts.window, out.counts.count, out.counts.last_ts))
             self._counts_low = min(self._counts_low, int(out.counts.window[0]))
@@ -199,15 +198,16 @@ class EventTimeOrder:
         if not k:
             return empty, empty, np.zeros(0)  # nothing due: nothing touched
         taken, st.marks = st.marks[:k], st.marks[k:]
-        due: list[tuple[I64, I64, F64]] = []
+        due: list[tuple[int, I64, F64]] = []
         for tok, ts, px in taken:
             n = len(ts) if limit is None or ts[-1] < limit else int(np.searchsorted(ts, limit))
-            due.append((tok[:n], ts[:n], px[:n]))
+            due.append((tok, ts[:n], px[:n]))
             if n < len(ts):
-                bisect.insort(st.marks, (tok[n:], ts[n:], px[n:]), key=_first)
-        due.sort(key=lambda c: (int(c[0][0]), int(c[1][0])))
-        tok, ts, px = (np.concatenate(cols) for cols in zip(*due, strict=True))
-        return ts, tok, px
+                bisect.insort(st.marks, (tok, ts[n:], px[n:]), key=_first)
+        due.sort(key=lambda c: (c[0], int(c[1][0])))
+        sizes = np.fromiter((len(c[1]) for c in due), dtype=np.int64, count=len(due))
+        tokens = np.repeat(np.array([c[0] for c in due], dtype=np.int64), sizes)
+        return np.concatenate([c[1] for c in due]), tokens, np.concatenate([c[2] for c in due])
 
     def _mark_runs(self, times: I64, tok: I64, px: F64, items: list[Queued]) -> list[RunAt]:
         """The due marks (grouped by instrument, each in time order) as MarkSet runs, each
