@@ -31,6 +31,8 @@ from schemas.arrow import ReplayProblem
 from schemas.ticks import Depth
 
 MAX_HELD = 4  # files held at once: the slowest partition's next and those just after it
+WIDE_ROWS = 1 << 16  # a file read that a taker waits on is grouped on two threads from here
+Read = Callable[[Path, str | None, str, bool], "FileData"]  # (path, unit, zone, wide)
 
 
 @dataclass
@@ -75,25 +77,67 @@ def group_order(tok: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, int]]
     return order, {t: (a, b) for _, t, a, b in groups}
 
 
-def grouped(order: np.ndarray, columns: list[np.ndarray]) -> list[np.ndarray]:
+def grouped(order: np.ndarray, columns: list[np.ndarray], wide: bool = False) -> list[np.ndarray]:
     """``[c[order] for c in columns]`` for a permutation ``order``, emptying ``columns``
     (each source column dropped once written). Written through the inverse permutation:
     putting a row in its place costs a fraction of fetching it from a distant one, and an
-    instrument's rows lie far apart in a recording."""
-    inv = np.empty(len(order), dtype=np.int64)
-    inv[order] = np.arange(len(order), dtype=np.int64)
+    instrument's rows lie far apart in a recording. ``wide``: each step in two halves, one
+    on a helper thread (numpy lets go of the GIL while it moves rows; the halves write
+    disjoint rows), for a read that the flow waits on with the other core idle."""
+    n = len(order)
+    parts = [(0, n // 2), (n // 2, n)] if wide and n >= WIDE_ROWS else [(0, n)]
+    inv = np.empty(n, dtype=np.int64)
+
+    def place(a: int, b: int) -> None:
+        inv[order[a:b]] = np.arange(a, b, dtype=np.int64)
+
+    _in_parts(parts, place)
     out = []
     while columns:
-        c = columns.pop(0)
-        o = np.empty_like(c)
-        o[inv] = c
-        out.append(o)
+        out.append(np.empty_like(columns[0]))
+        _in_parts(parts, _scatter(inv, columns.pop(0), out[-1]))
     return out
 
 
-def decode(path: Path, ts_unit: str | None, zone: str) -> FileData:
+def _scatter(inv: np.ndarray, src: np.ndarray, dst: np.ndarray) -> Callable[[int, int], None]:
+    """The step that puts rows [a, b) of ``src`` in their places ``inv[a:b]`` of ``dst``."""
+
+    def step(a: int, b: int) -> None:
+        dst[inv[a:b]] = src[a:b]
+
+    return step
+
+
+def _in_parts(parts: list[tuple[int, int]], step: Callable[[int, int], None]) -> None:
+    """``step`` over each [a, b) of ``parts``: the first here, the others on threads (or
+    here, when no thread can be had); the first error raised once all are done."""
+    errors: list[BaseException] = []
+
+    def run(a: int, b: int) -> None:
+        try:
+            step(a, b)
+        except BaseException as exc:  # raised by the caller, below
+            errors.append(exc)
+
+    threads = []
+    for a, b in parts[1:]:
+        t = threading.Thread(target=run, args=(a, b), name="replay-group", daemon=True)
+        try:
+            t.start()
+            threads.append(t)
+        except RuntimeError:
+            run(a, b)
+    run(*parts[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def decode(path: Path, ts_unit: str | None, zone: str, wide: bool = False) -> FileData:
     """One checked file's columns, grouped by instrument (each source column is dropped
-    once grouped, so at most one column and the grouping's inverse are held twice)."""
+    once grouped, so at most one column and the grouping's inverse are held twice);
+    ``wide``: grouped on two threads (see ``grouped``)."""
     c = read_ticks(read_file(path), ts_unit, zone)
     tokens, ts, price, volume, raw, depth = c.tokens, c.ts, c.price, c.volume, c.raw_ts, c.depth
     del c
@@ -104,7 +148,7 @@ def decode(path: Path, ts_unit: str | None, zone: str) -> FileData:
     del tokens, sane
     cols = [ts, price, volume]
     del ts, price, volume
-    ts, price, volume = grouped(rows, cols)
+    ts, price, volume = grouped(rows, cols, wide)
     raw_ts = [raw[i] for i in rows.tolist()] if raw is not None else None
     depth = depth.take(rows) if depth is not None else None
     return FileData(rows, ts, price, volume, raw_ts, max_ts, spans, depth, bounds)
@@ -134,7 +178,7 @@ class FileReader:
         stamps: Sequence[Stamp | None],
         ts_unit: str | None = None,
         zone: str = "UTC",
-        read: Callable[[Path, str | None, str], FileData] = decode,
+        read: Read = decode,
     ) -> None:
         self.files, self.stamps = list(files), list(stamps)
         self.ts_unit, self.zone, self._read = ts_unit, zone, read
@@ -152,7 +196,7 @@ class FileReader:
         """Start reading the first file on a thread, before any partition asks for it (a
         fresh run, while its dataflow is built); nothing once a partition has joined (a
         resume may start further on)."""
-        self._ahead(0, unjoined=True)
+        self._ahead(0, unjoined=True, wide=True)
 
     def take(self, part: str, idx: int) -> FileData:
         """File ``idx`` for ``part`` (errors of its read raised here; a read ahead that
@@ -165,31 +209,33 @@ class FileReader:
                 if self._in_window(idx):
                     self._held[idx] = fut
         if mine:
-            _fill(fut, lambda: self._checked_read(idx))
+            _fill(fut, lambda: self._checked_read(idx, wide=True))
         try:
             data = fut.result()
         except Exception:
             if mine:
                 raise
-            data = self._checked_read(idx)
+            data = self._checked_read(idx, wide=True)
         with self._lock:
             self._next[part] = idx + 1
             self._prune()
         self._ahead(idx + 1)
         return data
 
-    def _checked_read(self, idx: int) -> FileData:
+    def _checked_read(self, idx: int, wide: bool = False) -> FileData:
+        """File ``idx`` read and checked; ``wide``: a taker waits for it (see ``grouped``)."""
         path, want = self.files[idx], self.stamps[idx]
         if stamp(path) != want:
             raise _changed(path)
-        data = self._read(path, self.ts_unit, self.zone)
+        data = self._read(path, self.ts_unit, self.zone, wide)
         if stamp(path) != want:  # changed while it was read
             raise _changed(path)
         return data
 
-    def _ahead(self, idx: int, unjoined: bool = False) -> None:
+    def _ahead(self, idx: int, unjoined: bool = False, wide: bool = False) -> None:
         """Read file ``idx`` on a thread, unless held, beyond the window or stopping (or,
-        ``unjoined``, once any partition has joined: decided under the same lock)."""
+        ``unjoined``, once any partition has joined: decided under the same lock);
+        ``wide``: nothing else runs meanwhile (see ``grouped``)."""
         if idx >= len(self.files) or stop.requested():
             return
         fut: Future[FileData] = Future()
@@ -200,7 +246,7 @@ class FileReader:
 
         def run() -> None:
             try:
-                _fill(fut, lambda: self._checked_read(idx))
+                _fill(fut, lambda: self._checked_read(idx, wide))
             finally:
                 _READING.discard(thread)
 

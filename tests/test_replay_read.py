@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,25 +23,36 @@ from connectors import stop
 from connectors.replay import ReplaySource
 from connectors.replay_files import ReplayFileError, read_file
 from connectors.replay_kept import stamp
-from connectors.replay_read import MAX_HELD, FileData, FileReader, decode, group_order, grouped
+from connectors.replay_read import (
+    MAX_HELD,
+    WIDE_ROWS,
+    FileData,
+    FileReader,
+    _in_parts,
+    decode,
+    group_order,
+    grouped,
+)
 from tests.support import TOKENS, python_script, small_ticks
 
 
 class Reads:
-    """A reader over ``files`` (stamped now) that counts the decodes of each file; the
-    reads of files behind ``gate`` wait for it."""
+    """A reader over ``files`` (stamped now) that counts the decodes of each file (and
+    notes whether each was grouped wide); the reads of files behind ``gate`` wait for it."""
 
     def __init__(self, files: list[Path], gate: dict[Path, threading.Event] | None = None):
         self.n: Counter[Path] = Counter()
         self.lock = threading.Lock()
         self.gate = gate or {}
+        self.wide: list[tuple[str, bool]] = []
 
-        def read(path: Path, unit: str | None, zone: str) -> FileData:
+        def read(path: Path, unit: str | None, zone: str, wide: bool) -> FileData:
             with self.lock:
                 self.n[path] += 1
+                self.wide.append((path.name, wide))
             if path in self.gate:
                 assert self.gate[path].wait(30)
-            return decode(path, unit, zone)
+            return decode(path, unit, zone, wide)
 
         self.reader = FileReader(files, [stamp(f) for f in files], read=read)
 
@@ -81,15 +93,70 @@ def test_a_fresh_run_reads_its_first_file_before_any_partition_asks(tmp_path: Pa
     assert resumed.reader.held() == [] and not resumed.n
 
 
+def test_reads_the_flow_waits_on_are_grouped_on_two_threads_reads_ahead_on_one(
+    tmp_path: Path,
+) -> None:
+    files = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
+    first = Reads(files)
+    first.reader.read_first()  # the flow is being built: the other core is free
+    deadline = time.monotonic() + 10
+    while not first.wide and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.reader.join("p", 0)
+    first.reader.take("p", 0)
+    first.reader.take("p", 1)  # read ahead while the first was replayed
+    assert first.wide == [(files[0].name, True), (files[1].name, False)]
+    taker = Reads(files)
+    taker.reader.join("p", 0)
+    taker.reader.take("p", 0)  # nothing read ahead: the taker waits on its own read
+    assert taker.wide[0] == (files[0].name, True)
+
+
+def test_grouping_on_two_threads_moves_every_row_as_on_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors import replay_read
+
+    split: list[int] = []
+
+    def spy(parts: list[tuple[int, int]], step: Any) -> None:
+        if threading.current_thread() is here:  # not an earlier test's read ahead
+            split.append(len(parts))
+        _in_parts(parts, step)
+
+    here = threading.current_thread()
+
+    monkeypatch.setattr(replay_read, "_in_parts", spy)
+    rng = np.random.default_rng(5)
+    n = WIDE_ROWS + 17
+    tok = rng.integers(0, 300, n)
+    order, _ = group_order(tok)
+    cols = [tok, rng.random(n), rng.integers(-5, 5, n)]
+    one = grouped(order, [c.copy() for c in cols])
+    assert split == [1] * 4  # the inverse, then each column
+    two = grouped(order, [c.copy() for c in cols], wide=True)
+    assert split == [1] * 4 + [2] * 4
+    for a, b, c in zip(one, two, cols, strict=True):
+        assert np.array_equal(a, b) and np.array_equal(b, c[order])
+    ran: list[tuple[int, str]] = []
+    _in_parts([(0, 5), (5, 9)], lambda a, b: ran.append((a, threading.current_thread().name)))
+    assert sorted(ran) == [(0, threading.current_thread().name), (5, "replay-group")]
+
+    def broken(a: int, b: int) -> None:
+        if a:
+            raise MemoryError(f"rows {a}-{b}")
+
+    with pytest.raises(MemoryError, match="rows 5-9"):  # the helper's error reaches the caller
+        _in_parts([(0, 5), (5, 9)], broken)
+
+
 def test_a_first_file_read_ahead_that_fails_is_read_again_by_its_taker(tmp_path: Path) -> None:
     files = sorted(small_ticks(tmp_path, days=1).glob("*.parquet"))
     calls: list[Path] = []
 
-    def flaky(path: Path, unit: str | None, zone: str) -> FileData:
+    def flaky(path: Path, unit: str | None, zone: str, wide: bool) -> FileData:
         calls.append(path)
         if len(calls) == 1:
             raise OSError("the disk hiccuped")
-        return decode(path, unit, zone)
+        return decode(path, unit, zone, wide)
 
     reader = FileReader(files, [stamp(f) for f in files], read=flaky)
     reader.read_first()
@@ -161,9 +228,9 @@ def test_partitions_of_one_source_share_its_reads(
     n: Counter[Path] = Counter()
     real = src.reader._read
 
-    def counted(path: Path, unit: str | None, zone: str) -> FileData:
+    def counted(path: Path, unit: str | None, zone: str, wide: bool) -> FileData:
         n[path] += 1
-        return real(path, unit, zone)
+        return real(path, unit, zone, wide)
 
     monkeypatch.setattr(src.reader, "_read", counted)
     parts = [src.build_part("s", name, None) for name in src.list_parts()]
@@ -208,11 +275,11 @@ def test_a_file_changed_after_its_check_is_refused_and_a_failed_read_ahead_retri
         r.reader.take("p", 1)  # changed while read ahead, and again when retried
     calls: list[Path] = []
 
-    def flaky(path: Path, unit: str | None, zone: str) -> FileData:
+    def flaky(path: Path, unit: str | None, zone: str, wide: bool) -> FileData:
         calls.append(path)
         if len(calls) == 2:  # the read ahead
             raise OSError("Too many open files")
-        return decode(path, unit, zone)
+        return decode(path, unit, zone, wide)
 
     again = FileReader([second, second], [stamp(second)] * 2, read=flaky)
     again.join("p", 0)
