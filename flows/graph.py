@@ -238,7 +238,10 @@ def health(
         "stale",
         stale,
         lambda f: [
-            (stage_key(b, md), StageEvent(f.ts, 0, stale=int(not f.lost), lost=int(f.lost)))
+            (
+                stage_key(b, md),
+                StageEvent(f.ts, 0, stale=int(not f.lost), lost=int(f.lost), feed=True),
+            )
             for b in brokers
         ],
     )

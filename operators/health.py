@@ -55,6 +55,8 @@ class StageEvent:
     lost: int = 0  # market_data: the Kafka tick topic vanished or was recreated
     errors: int = 0  # signal_generation: a strategy failed and stopped on an instrument
     trading: str | None = None  # risk_validation: the account's trading state changed to this
+    feed: bool = False  # from the feed itself, ahead of the event-time ordered stream (latency
+    # samples, feed notes): folded into its window while open, never moving one on
 
 
 _STAGE_OF: dict[type, Stage] = {
@@ -287,13 +289,17 @@ def stage_health(
     ``stopping()``: the input ended at a stop (open windows wait for the resume)."""
     length = cfg.window_s * US
     windows = tumbling_fold(
-        f"{step_id}_window", events, length, WindowAcc, _fold, _event_ts, stopping
+        f"{step_id}_window", events, length, WindowAcc, _fold, _event_ts, stopping, _from_feed
     )
     return stateful_by_key(f"{step_id}_judge", windows, make_judge)
 
 
 def _event_ts(e: StageEvent) -> int:
     return e.ts
+
+
+def _from_feed(e: StageEvent) -> bool:
+    return e.feed
 
 
 def health_events(
@@ -326,7 +332,7 @@ def feed_latency(
             part = lat[start:end]
             if len(part) > MAX_LATENCY_SAMPLES:
                 part = part[np.linspace(0, len(part) - 1, MAX_LATENCY_SAMPLES).astype(np.int64)]
-            e = StageEvent(int(ts[end - 1]), 0, latencies=tuple(part.tolist()))
+            e = StageEvent(int(ts[end - 1]), 0, latencies=tuple(part.tolist()), feed=True)
             out.extend((stage_key(br, Stage.MARKET_DATA), e) for br in brokers)
             start = end
         return out

@@ -6,6 +6,11 @@ than one already seen of its key is late and left out (as Bytewax's late stream,
 flow does not read); a window closes, oldest first, once an item at or after its end
 arrives; the end of the stream closes every window and starts the key afresh. A stop of the
 run (which a resume continues) closes nothing: its open windows go on after the resume.
+
+Items a ``passive`` test picks (those that reach the key ahead of the event-time ordered
+stream, such as a live feed's latency samples) are folded into their window while it is
+open, and late once it closed; they neither move the watermark nor close a window, so the
+ordered items of earlier windows that come after them still count.
 """
 
 from __future__ import annotations
@@ -41,22 +46,37 @@ class TumblingFold(Generic[V, A]):
         fold: Callable[[A, V], A],
         ts_of: Callable[[V], int],
         state: WindowState[A] | None = None,
+        passive: Callable[[V], bool] | None = None,
     ) -> None:
         self.length, self.new, self.fold, self.ts_of = length_us, new, fold, ts_of
         self.state: WindowState[A] = state or WindowState()
+        self.passive = passive
 
     def on_item(self, item: V) -> list[tuple[int, A]]:
         st, ts = self.state, self.ts_of(item)
+        idx = ts // self.length
+        if self.passive is not None and self.passive(item):
+            if (idx + 1) * self.length > st.watermark:  # its window is still open
+                self._fold_into(idx, item)
+            return []
         if ts < st.watermark:
             return []  # late
         st.watermark = ts
-        idx = ts // self.length
-        acc = st.open.get(idx)
-        st.open[idx] = self.fold(self.new() if acc is None else acc, item)
+        self._fold_into(idx, item)
         first = next(iter(st.open))
         if (first + 1) * self.length > ts:
             return []
         return self._close(ts)
+
+    def _fold_into(self, idx: int, item: V) -> None:
+        """Fold ``item`` into window ``idx``, the open windows kept oldest first (a passive
+        item may have opened a later one)."""
+        opened = self.state.open
+        acc = opened.get(idx)
+        before = acc is None and bool(opened) and idx < next(reversed(opened))
+        opened[idx] = self.fold(self.new() if acc is None else acc, item)
+        if before:  # opened behind a later window
+            self.state.open = dict(sorted(opened.items()))
 
     def _close(self, watermark: int | None) -> list[tuple[int, A]]:
         """Windows ending at or before ``watermark`` (all if None), oldest first."""
@@ -87,12 +107,14 @@ def tumbling_fold(
     fold: Callable[[A, V], A],
     ts_of: Callable[[V], int],
     stopping: Callable[[], bool] | None = None,
+    passive: Callable[[V], bool] | None = None,
 ) -> Stream[tuple[str, Any]]:
     """Keyed: ``(window index, accumulator)`` of each closed window (see the module);
-    ``stopping()``: the input ended because the run was asked to stop."""
+    ``stopping()``: the input ended because the run was asked to stop; ``passive``: items
+    that fold into open windows only (see the module)."""
     return stateful_by_key(
         step_id,
         up,
-        lambda _key, resume: TumblingFold(length_us, new, fold, ts_of, resume),
+        lambda _key, resume: TumblingFold(length_us, new, fold, ts_of, resume, passive),
         stopping=stopping,
     )

@@ -94,3 +94,50 @@ def test_a_window_closes_at_its_end_and_a_late_item_is_left_out() -> None:
     assert w.on_eof() == [(3, [5])] and w.state == WindowState()
     assert w.on_item((1, 6)) == []  # a fresh start after the end: nothing is late
     assert w.on_eof() == [(0, [6])]
+
+
+def _passive(v: tuple[int, int]) -> bool:
+    return v[1] < 0  # items of negative value stand for the feed's own (latency samples)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(times, st.booleans()), max_size=40))
+def test_passive_items_fold_into_open_windows_and_never_move_one_on(
+    raw: list[tuple[int, bool]],
+) -> None:
+    """An independent tally: an ordered item is late behind a later ordered one, else it
+    closes every window ending at or before it; a passive item counts in its window if no
+    ordered item has reached that window's end, and closes nothing. Windows come out oldest
+    first, the rest at the end of the data."""
+    w = TumblingFold(LENGTH, list, _fold, lambda v: v[0], passive=_passive)
+    got: list[tuple[int, list[int]]] = []
+    want: list[tuple[int, list[int]]] = []
+    wm: int | None = None
+    tally: dict[int, list[int]] = {}
+    for n, (ts, passive) in enumerate(raw, start=1):
+        item = (ts, -n if passive else n)
+        got += w.on_item(item)
+        idx = ts // LENGTH
+        if passive:
+            if wm is None or (idx + 1) * LENGTH > wm:
+                tally.setdefault(idx, []).append(item[1])
+            continue
+        if wm is not None and ts < wm:
+            continue
+        wm = ts
+        tally.setdefault(idx, []).append(item[1])
+        done = sorted(k for k in tally if (k + 1) * LENGTH <= ts)
+        want += [(k, tally.pop(k)) for k in done]
+        assert got == want
+    assert got + w.on_eof() == want + sorted(tally.items())
+
+
+def test_a_passive_item_ahead_keeps_the_ordered_windows_before_it() -> None:
+    w = TumblingFold(10, list, _fold, lambda v: v[0], passive=_passive)
+    assert w.on_item((3, 1)) == []
+    assert w.on_item((25, -2)) == []  # a latency sample of window 2 arrives first
+    assert w.on_item((8, 3)) == []  # window 0's count still counts: not late
+    assert w.on_item((14, 4)) == [(0, [1, 3])]  # window 1 opened behind window 2
+    assert w.on_item((9, -5)) == []  # window 0 closed: a late sample is left out
+    assert w.on_item((21, 6)) == [(1, [4])]
+    assert w.on_eof() == [(2, [-2, 6])]
