@@ -110,7 +110,8 @@ def _scatter(inv: np.ndarray, src: np.ndarray, dst: np.ndarray) -> Callable[[int
 
 def _in_parts(parts: list[tuple[int, int]], step: Callable[[int, int], None]) -> None:
     """``step`` over each [a, b) of ``parts``: the first here, the others on threads (or
-    here, when no thread can be had); the first error raised once all are done."""
+    here, when no thread can be had); once all are done, this thread's own error (an
+    interrupt included) or else a helper's is raised."""
     errors: list[BaseException] = []
 
     def run(a: int, b: int) -> None:
@@ -127,9 +128,11 @@ def _in_parts(parts: list[tuple[int, int]], step: Callable[[int, int], None]) ->
             threads.append(t)
         except RuntimeError:
             run(a, b)
-    run(*parts[0])
-    for t in threads:
-        t.join()
+    try:
+        step(*parts[0])
+    finally:
+        for t in threads:
+            t.join()
     if errors:
         raise errors[0]
 

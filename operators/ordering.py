@@ -44,11 +44,24 @@ RunAt = tuple[int, MarkSet]  # a mark run and the index of the released item it 
 _NEVER = -(2**62)
 BLOCK_MARKS = 1 << 17  # marks run at once in a long release (EventTimeOrder._blocks)
 BLOCK_WINDOWS = 16  # health windows: the least a part of a long release spans
+COUNT_CHUNKS = 256  # pending tick-count chunks summed into one past this (a lagging instrument)
 
 
 def _first(chunk: tuple[int, I64, F64]) -> int:
     """A pending mark chunk's first time."""
     return int(chunk[1][0])
+
+
+def _summed(chunks: list[tuple[I64, I64, I64]]) -> tuple[I64, I64, I64]:
+    """Tick-count chunks as one: each window once, ascending, its counts summed and its
+    last tick time the latest."""
+    win, count, last = (np.concatenate(cols) for cols in zip(*chunks, strict=True))
+    wins, at = np.unique(win, return_inverse=True)
+    sums = np.zeros(len(wins), dtype=np.int64)
+    lasts = np.full(len(wins), np.iinfo(np.int64).min, dtype=np.int64)
+    np.add.at(sums, at, count)
+    np.maximum.at(lasts, at, last)
+    return wins, sums, lasts
 
 
 def sort_key(item: BrokerItem) -> SortKey:
@@ -96,7 +109,7 @@ class EventTimeOrder:
         self.state.marks.sort(key=_first)  # kept in order of first mark (see _due_marks)
         self.started = clock()
         self._soonest = _NEVER  # the earliest next boundary (known once every grid has one)
-        self._counts_low = min((int(c[0][0]) for c in self.state.counts), default=2**62)
+        self._counts_low = min((int(c[0].min()) for c in self.state.counts), default=2**62)
         self.state.heard.clear()  # a resume starts every instrument's silence afresh
 
     def _enqueue(self, item: BrokerItem) -> None:
@@ -117,7 +130,9 @@ class EventTimeOrder:
             bisect.insort(st.marks, (out.instrument_token, m.ts, m.price), key=_first)
         if len(out.counts.window):
             st.counts.append((out.counts.window, out.counts.count, out.counts.last_ts))
-            self._counts_low = min(self._counts_low, int(out.counts.window[0]))
+            self._counts_low = min(self._counts_low, int(out.counts.window.min()))
+            if len(st.counts) > COUNT_CHUNKS:
+                st.counts = [_summed(st.counts)]
         tok = out.instrument_token
         if out.watermark > st.watermarks.get(tok, _NEVER):
             st.watermarks[tok] = out.watermark
@@ -270,16 +285,11 @@ class EventTimeOrder:
         end = None if limit is None else limit // self.grids["health"]  # windows below: done
         if not chunks or (end is not None and self._counts_low >= end):
             return []
-        win, count, last = (np.concatenate(cols) for cols in zip(*chunks, strict=True))
-        done = np.ones(len(win), dtype=bool) if end is None else win < end
-        kept = (win[~done], count[~done], last[~done])
-        self.state.counts = [kept] if len(kept[0]) else []
-        self._counts_low = int(kept[0].min()) if len(kept[0]) else 2**62
-        wins, at = np.unique(win[done], return_inverse=True)
-        sums, lasts = np.zeros(len(wins), dtype=np.int64), np.full(len(wins), _NEVER)
-        np.add.at(sums, at, count[done])
-        np.maximum.at(lasts, at, last[done])
-        return list(zip(lasts.tolist(), sums.tolist(), strict=True))
+        win, count, last = _summed(chunks)
+        k = len(win) if end is None else int(np.searchsorted(win, end))
+        self.state.counts = [(win[k:], count[k:], last[k:])] if k < len(win) else []
+        self._counts_low = int(win[k]) if k < len(win) else 2**62
+        return list(zip(last[:k].tolist(), count[:k].tolist(), strict=True))
 
     def _blocks(self, limit: int | None) -> Iterable[int | None]:
         """Release limits up to ``limit``, so that the marks of a long stretch are run in

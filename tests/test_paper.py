@@ -12,6 +12,8 @@ from typing import Any
 
 import pyarrow.dataset as ds
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.account.account import Account, AccountSetup
 from operators.account.paper import PaperVenue
@@ -20,7 +22,7 @@ from schemas.config import BrokerConfig, CostModel, RiskConfig, SessionConfig
 from schemas.enums import Broker
 from schemas.events import OrderFailed, OrderFilled, TradingSignal, ValidatedSignal
 from schemas.ids import tick_id
-from schemas.ticks import US, ExecTick, MarkSet, to_us
+from schemas.ticks import US, ExecTick, MarkSet, from_us, to_us
 from tests.support import INSTRUMENTS, make_config, run_graph, small_ticks
 
 OPEN = datetime(2026, 11, 20, 5, 0, tzinfo=timezone.utc)  # Fri 10:30 IST
@@ -236,6 +238,38 @@ def test_a_resting_order_asks_for_the_marks_only_of_runs_that_reach_its_end() ->
     b.on_item(ExecTick(t0 + 1, 1, 100.0, ("s1",)))
     b.on_item(MarkSet.of(t0 + US, ((1, 94.0),)))  # a breach: the account's own flatten
     assert b.venue.waiting(t0 + US) is True
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from([0, 5, 3600]),
+    st.lists(st.tuples(st.integers(1, 900), st.integers(95, 105), st.booleans()), max_size=25),
+)
+def test_runs_no_waiting_order_can_take_give_what_the_mark_by_mark_scan_gives(
+    timeout_s: int, steps: list[tuple[int, int, bool]]
+) -> None:
+    """Resting LIMIT orders (one seen, one not), then marks every few seconds to minutes
+    across the MIS cut-off (its square-off fills at marks) and the close, now and then a new
+    target and its tick: the account that scans only the runs an order may take gives the
+    very events and book of one that scans every run."""
+    t0, outs = to_us(OPEN.replace(hour=9, minute=30)), []  # 15:00 IST, the close at 15:30
+    for scan_all in (False, True):
+        a = _limit_account(timeout_s)
+        if scan_all:
+            a.venue.waiting = lambda until: True
+        out = a.on_item(_signal(10, from_us(t0)))  # BUY 10, limit 100
+        out += a.on_item(ExecTick(t0 + 5, 1, 101.0, ("s1",), seq=1))  # seen: rests
+        out += a.on_item(_signal(-10, from_us(t0 + 7), tok=2, sid="s2"))  # never ticked
+        at = t0 + US
+        for n, (gap_s, price, again) in enumerate(steps):
+            at += gap_s * US
+            if again:  # a new target, and the next tick: fills it if at its limit or better
+                out += a.on_item(_signal(10 * (n % 3 - 1), from_us(at), sid=f"t{n}"))
+                out += a.on_item(ExecTick(at + 1, 1, float(price), (f"t{n}",), seq=n + 2))
+            out += a.on_item(MarkSet.of(at + 2, ((1, float(price)), (2, float(200 - price)))))
+        out += a.on_eof()
+        outs.append((list(map(repr, out)), a.state.book.position(1), a.state.book.position(2)))
+    assert outs[0] == outs[1]
 
 
 def test_limit_orders_in_the_flow_fill_only_at_or_better_than_their_price(tmp_path: Path) -> None:

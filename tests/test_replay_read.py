@@ -94,8 +94,11 @@ def test_a_fresh_run_reads_its_first_file_before_any_partition_asks(tmp_path: Pa
 
 
 def test_reads_the_flow_waits_on_are_grouped_on_two_threads_reads_ahead_on_one(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from connectors import replay_read
+
+    monkeypatch.setattr(replay_read, "WIDE_ROWS", 1)  # the sample's files split too
     files = sorted(small_ticks(tmp_path, days=2).glob("*.parquet"))
     first = Reads(files)
     first.reader.read_first()  # the flow is being built: the other core is free
@@ -103,7 +106,7 @@ def test_reads_the_flow_waits_on_are_grouped_on_two_threads_reads_ahead_on_one(
     while not first.wide and time.monotonic() < deadline:
         time.sleep(0.01)
     first.reader.join("p", 0)
-    first.reader.take("p", 0)
+    _same(first.reader.take("p", 0), decode(files[0], None, "UTC"))  # as one thread gives it
     first.reader.take("p", 1)  # read ahead while the first was replayed
     assert first.wide == [(files[0].name, True), (files[1].name, False)]
     taker = Reads(files)
@@ -146,6 +149,19 @@ def test_grouping_on_two_threads_moves_every_row_as_on_one(monkeypatch: pytest.M
 
     with pytest.raises(MemoryError, match="rows 5-9"):  # the helper's error reaches the caller
         _in_parts([(0, 5), (5, 9)], broken)
+
+    failed = threading.Event()
+
+    def interrupted(a: int, b: int) -> None:
+        if a:
+            failed.set()
+            raise MemoryError(f"rows {a}-{b}")
+        assert failed.wait(10)
+        time.sleep(0.05)  # the helper's error is in first
+        raise KeyboardInterrupt  # this thread's own: it wins over the helper's
+
+    with pytest.raises(KeyboardInterrupt):
+        _in_parts([(0, 5), (5, 9)], interrupted)
 
 
 def test_a_first_file_read_ahead_that_fails_is_read_again_by_its_taker(tmp_path: Path) -> None:
