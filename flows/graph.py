@@ -31,8 +31,8 @@ from operators.account.paper import PaperVenue
 from operators.account.zerodha import ZerodhaVenue
 from operators.health import (
     HealthJudge,
-    StageEvent,
     feed_latency,
+    feed_notes,
     health_events,
     stage_health,
 )
@@ -57,7 +57,7 @@ from schemas.events import (
     StageHealth,
     TradingStateChanged,
 )
-from schemas.keys import parse_route_key, parse_stage_key, stage_key
+from schemas.keys import parse_route_key, parse_stage_key
 from schemas.kite import KiteAlert, KitePositions, OrderUpdate
 from schemas.ledger import KIND_OF, LEDGER_KINDS
 from schemas.redis_keys import RunMeta
@@ -233,24 +233,12 @@ def health(
     cfg = plan.cfg
     brokers, trading = _brokers(plan), cfg.routes_brokers()
     session = MarketSession(cfg.session)
-    md = Stage.MARKET_DATA
-    stale_events = op.flat_map(
-        "stale",
-        stale,
-        lambda f: [
-            (
-                stage_key(b, md),
-                StageEvent(f.ts, 0, stale=int(not f.lost), lost=int(f.lost), feed=True),
-            )
-            for b in brokers
-        ],
-    )
-    events = op.merge(
+    events = op.merge(  # the feed's own first: ahead of the ordered stream, as they came
         "events",
-        health_events("ordered", ordered, (md, Stage.SIGNAL_GENERATION)),
-        health_events("account", booked, ACCOUNT_STAGES),
-        stale_events,
         op.flat_map("feed_latency", batches, feed_latency(brokers, cfg.health.window_s * US)),
+        op.flat_map("stale", stale, feed_notes(brokers)),
+        health_events("ordered", ordered, (Stage.MARKET_DATA, Stage.SIGNAL_GENERATION)),
+        health_events("account", booked, ACCOUNT_STAGES),
     )
 
     def make_judge(key: str, resume: Any) -> HealthJudge:

@@ -31,6 +31,7 @@ from schemas.ids import content_id
 from schemas.keys import stage_key
 from schemas.ticks import (
     US,
+    FeedStale,
     MarkSet,
     OrderLatency,
     StrategyFailed,
@@ -162,6 +163,8 @@ class WindowAcc:
     errors: int = 0
     trading: str | None = None
     trading_ts: int = -1
+    samples: int = 0  # latencies seen (every ``stride``-th kept: MAX_WINDOW_SAMPLES at most)
+    stride: int = 1
 
 
 def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
@@ -174,7 +177,12 @@ def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
     if e.count:
         acc.count += e.count
         acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
-    acc.latencies.extend(e.latencies)
+    if e.latencies:  # every ``stride``-th sample of the window: an even sample of them all
+        acc.latencies.extend(e.latencies[-acc.samples % acc.stride :: acc.stride])
+        acc.samples += len(e.latencies)
+        if len(acc.latencies) > MAX_WINDOW_SAMPLES:
+            del acc.latencies[1::2]
+            acc.stride *= 2
     return acc
 
 
@@ -289,8 +297,9 @@ def stage_health(
     ``stopping()``: the input ended at a stop (open windows wait for the resume)."""
     length = cfg.window_s * US
     windows = tumbling_fold(
-        f"{step_id}_window", events, length, WindowAcc, _fold, _event_ts, stopping, _from_feed
-    )
+        f"{step_id}_window", events, length, WindowAcc, _fold, _event_ts, stopping, _from_feed,
+        FEED_AHEAD_WINDOWS,
+    )  # fmt: skip
     return stateful_by_key(f"{step_id}_judge", windows, make_judge)
 
 
@@ -309,6 +318,19 @@ def health_events(
 
 
 MAX_LATENCY_SAMPLES = 256  # per batch and window: percentiles from an even sample
+MAX_WINDOW_SAMPLES = 8192  # per window: past this, every other sample is let go
+FEED_AHEAD_WINDOWS = 1440  # feed events keep windows open this far behind them (see windows)
+
+
+def feed_notes(brokers: Sequence[Broker]) -> Callable[[FeedStale], list[tuple[str, StageEvent]]]:
+    """market_data events of a live feed's note: silent with its socket open (stale), or
+    its Kafka topic lost; feed events, as the latency samples (see StageEvent.feed)."""
+
+    def events(f: FeedStale) -> list[tuple[str, StageEvent]]:
+        e = StageEvent(f.ts, 0, stale=int(not f.lost), lost=int(f.lost), feed=True)
+        return [(stage_key(b, Stage.MARKET_DATA), e) for b in brokers]
+
+    return events
 
 
 def feed_latency(

@@ -9,8 +9,10 @@ run (which a resume continues) closes nothing: its open windows go on after the 
 
 Items a ``passive`` test picks (those that reach the key ahead of the event-time ordered
 stream, such as a live feed's latency samples) are folded into their window while it is
-open, and late once it closed; they neither move the watermark nor close a window, so the
-ordered items of earlier windows that come after them still count.
+open, and late once it closed. They move the watermark only to ``ahead`` windows behind
+them: the ordered items of earlier windows that come after them still count (a live feed
+catching up on a backlog runs far ahead of the ordered stream), and the windows of a stream
+that stopped (a live instrument holding the ordering back) are bounded in number.
 """
 
 from __future__ import annotations
@@ -47,10 +49,11 @@ class TumblingFold(Generic[V, A]):
         ts_of: Callable[[V], int],
         state: WindowState[A] | None = None,
         passive: Callable[[V], bool] | None = None,
+        ahead: int = 1,
     ) -> None:
         self.length, self.new, self.fold, self.ts_of = length_us, new, fold, ts_of
         self.state: WindowState[A] = state or WindowState()
-        self.passive = passive
+        self.passive, self.ahead = passive, ahead
 
     def on_item(self, item: V) -> list[tuple[int, A]]:
         st, ts = self.state, self.ts_of(item)
@@ -58,7 +61,11 @@ class TumblingFold(Generic[V, A]):
         if self.passive is not None and self.passive(item):
             if (idx + 1) * self.length > st.watermark:  # its window is still open
                 self._fold_into(idx, item)
-            return []
+            behind = ts - self.ahead * self.length  # ordered items older than this: late
+            if behind <= st.watermark:
+                return []
+            st.watermark = behind
+            return self._close(behind)
         if ts < st.watermark:
             return []  # late
         st.watermark = ts
@@ -108,13 +115,14 @@ def tumbling_fold(
     ts_of: Callable[[V], int],
     stopping: Callable[[], bool] | None = None,
     passive: Callable[[V], bool] | None = None,
+    ahead: int = 1,
 ) -> Stream[tuple[str, Any]]:
     """Keyed: ``(window index, accumulator)`` of each closed window (see the module);
     ``stopping()``: the input ended because the run was asked to stop; ``passive``: items
-    that fold into open windows only (see the module)."""
+    that fold into open windows only, up to ``ahead`` windows before them (see the module)."""
     return stateful_by_key(
         step_id,
         up,
-        lambda _key, resume: TumblingFold(length_us, new, fold, ts_of, resume, passive),
+        lambda _key, resume: TumblingFold(length_us, new, fold, ts_of, resume, passive, ahead),
         stopping=stopping,
     )

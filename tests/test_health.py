@@ -116,6 +116,7 @@ def test_live_feed_latency_is_receipt_minus_exchange_time_and_fires_latency_high
     batch = TickBatch(1, ts, np.full(n, 100.0), np.full(n, -1, dtype=np.int64), int(ts[-1]), recv)
     events = feed_latency([Broker.PAPER, Broker.ZERODHA], W)(batch)
     assert {k for k, _ in events} == {"paper:market_data", "zerodha:market_data"}
+    assert all(e.feed for _, e in events)  # ahead of the ordered stream: closes no window
     paper = WindowAcc()
     for k, e in events:
         if k == "paper:market_data":
@@ -130,6 +131,36 @@ def test_live_feed_latency_is_receipt_minus_exchange_time_and_fires_latency_high
     assert h.latency_p99_ms == 20_000.0 and h.latency_p50_ms is not None
     replayed = TickBatch(1, ts, np.full(n, 100.0), np.full(n, -1, dtype=np.int64), int(ts[-1]))
     assert feed_latency([Broker.PAPER], W)(replayed) == []  # replay: no receipt time
+
+
+def test_feed_notes_are_feed_events_and_a_windows_samples_stay_bounded() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from connectors.kafka.source import _TickPartition
+    from operators.health import MAX_WINDOW_SAMPLES, StageEvent, _fold, feed_notes
+    from operators.ticks import MISSING_TS
+    from schemas.ticks import FeedStale
+
+    notes = feed_notes([Broker.PAPER, Broker.ZERODHA])
+    silent, lost = notes(FeedStale(OPEN, 12.5)), notes(FeedStale(OPEN, 0.0, lost=True))
+    assert [(k, e.stale, e.lost, e.feed) for k, e in silent + lost] == [
+        ("paper:market_data", 1, 0, True), ("zerodha:market_data", 1, 0, True),
+        ("paper:market_data", 0, 1, True), ("zerodha:market_data", 0, 1, True),
+    ]  # fmt: skip
+    w = WindowAcc()
+    for i in range(3 * MAX_WINDOW_SAMPLES):
+        _fold(w, StageEvent(OPEN, 0, latencies=(float(i),), feed=True))
+    assert MAX_WINDOW_SAMPLES // 2 <= len(w.latencies) <= MAX_WINDOW_SAMPLES
+    assert w.latencies == sorted(w.latencies) and w.latencies[0] == 0.0  # an even sample
+    gaps = set(np.diff(w.latencies).tolist())
+    assert len(gaps) <= 2 and max(w.latencies) >= 2.5 * MAX_WINDOW_SAMPLES  # spans them all
+    # a lost Kafka topic before any usable tick time: no note (its time would be none)
+    none = SimpleNamespace(last_ts={1: MISSING_TS})
+    assert _TickPartition._lost_note(none) == []  # type: ignore[arg-type]
+    some = SimpleNamespace(last_ts={1: MISSING_TS, 2: OPEN})
+    assert _TickPartition._lost_note(some) == [FeedStale(OPEN, 0.0, lost=True)]  # type: ignore[arg-type]
 
 
 def test_every_kind_of_item_gives_its_stage_events_on_each_of_its_arrivals() -> None:

@@ -101,15 +101,15 @@ def _passive(v: tuple[int, int]) -> bool:
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(times, st.booleans()), max_size=40))
-def test_passive_items_fold_into_open_windows_and_never_move_one_on(
-    raw: list[tuple[int, bool]],
+@given(st.lists(st.tuples(times, st.booleans()), max_size=40), st.sampled_from([1, 3]))
+def test_passive_items_fold_into_open_windows_and_move_them_on_windows_behind(
+    raw: list[tuple[int, bool]], ahead: int
 ) -> None:
-    """An independent tally: an ordered item is late behind a later ordered one, else it
-    closes every window ending at or before it; a passive item counts in its window if no
-    ordered item has reached that window's end, and closes nothing. Windows come out oldest
-    first, the rest at the end of the data."""
-    w = TumblingFold(LENGTH, list, _fold, lambda v: v[0], passive=_passive)
+    """An independent tally: an ordered item is late behind the watermark, else it moves
+    the watermark to its time; a passive item counts in its window if that window has not
+    closed, and moves the watermark only to ``ahead`` window lengths behind it. Every move
+    closes the windows ending at or before the watermark, oldest first; the rest at the end."""
+    w = TumblingFold(LENGTH, list, _fold, lambda v: v[0], passive=_passive, ahead=ahead)
     got: list[tuple[int, list[int]]] = []
     want: list[tuple[int, list[int]]] = []
     wm: int | None = None
@@ -121,23 +121,32 @@ def test_passive_items_fold_into_open_windows_and_never_move_one_on(
         if passive:
             if wm is None or (idx + 1) * LENGTH > wm:
                 tally.setdefault(idx, []).append(item[1])
-            continue
-        if wm is not None and ts < wm:
-            continue
-        wm = ts
-        tally.setdefault(idx, []).append(item[1])
-        done = sorted(k for k in tally if (k + 1) * LENGTH <= ts)
-        want += [(k, tally.pop(k)) for k in done]
+            to = ts - ahead * LENGTH
+        else:
+            if wm is not None and ts < wm:
+                continue
+            tally.setdefault(idx, []).append(item[1])
+            to = ts
+        if wm is None or to > wm or (not passive and to == wm):
+            wm = to
+            done = sorted(k for k in tally if (k + 1) * LENGTH <= wm)
+            want += [(k, tally.pop(k)) for k in done]
         assert got == want
     assert got + w.on_eof() == want + sorted(tally.items())
 
 
-def test_a_passive_item_ahead_keeps_the_ordered_windows_before_it() -> None:
+def test_a_passive_item_keeps_the_ordered_windows_of_its_last_window_length() -> None:
     w = TumblingFold(10, list, _fold, lambda v: v[0], passive=_passive)
     assert w.on_item((3, 1)) == []
-    assert w.on_item((25, -2)) == []  # a latency sample of window 2 arrives first
+    assert w.on_item((15, -2)) == []  # a latency sample of window 1 arrives first
     assert w.on_item((8, 3)) == []  # window 0's count still counts: not late
-    assert w.on_item((14, 4)) == [(0, [1, 3])]  # window 1 opened behind window 2
+    assert w.on_item((12, 4)) == [(0, [1, 3])]
     assert w.on_item((9, -5)) == []  # window 0 closed: a late sample is left out
-    assert w.on_item((21, 6)) == [(1, [4])]
-    assert w.on_eof() == [(2, [-2, 6])]
+    assert w.on_item((21, 6)) == [(1, [-2, 4])]
+    assert w.on_item((45, -7)) == [(2, [6])]  # the ordered stream stalled: a window behind
+    assert w.on_item((34, 8)) == []  # late: behind the feed's window
+    assert w.on_eof() == [(4, [-7])]
+    v = TumblingFold(10, list, _fold, lambda v: v[0], passive=_passive)
+    assert v.on_item((3, 1)) == [] and v.on_item((22, -2)) == [(0, [1])]
+    assert v.on_item((14, 3)) == []  # window 1 opened behind window 2
+    assert v.on_item((20, 4)) == [(1, [3])] and v.on_eof() == [(2, [-2, 4])]

@@ -210,11 +210,18 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
             inner._offset = offsets[-1] + 1
         return values, offsets, stamps
 
+    def _lost_note(self) -> list[Any]:
+        """The topic was lost: a note for health at the last tick's time (none before a
+        tick with a usable time, as the Kite source's silent-feed note)."""
+        last = max((t for t in self.last_ts.values() if t != MISSING_TS), default=None)
+        return [] if last is None else [FeedStale(last, 0.0, lost=True)]
+
     def next_batch(self) -> list[SourceItem]:
         if self.resumed_lost and self.last_ts:  # say so to health first
             self.resumed_lost = False
-            note: list[Any] = [FeedStale(max(self.last_ts.values()), 0.0, lost=True)]
-            return note  # not a SourceItem: a note for health, as the Kite source sends
+            note: list[Any] = self._lost_note()
+            if note:
+                return note  # not a SourceItem: a note for health, as the Kite source sends
         values, offsets, stamps = self._poll()
         if not values:
             idle = self.idle_stop_s
@@ -244,9 +251,7 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         if restart:  # a new consumer: the old one's view of the topic is of the lost one
             self.inner.close()
             self.inner = reopen(OFFSET_BEGINNING)
-        if report and self.last_ts:
-            return [FeedStale(max(self.last_ts.values()), 0.0, lost=True)]
-        return []
+        return self._lost_note() if report else []
 
     def snapshot(self) -> KafkaTickState:
         topic_id = self.lost[0].topic_id() if self.lost is not None else ""
