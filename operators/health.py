@@ -163,8 +163,8 @@ class WindowAcc:
     errors: int = 0
     trading: str | None = None
     trading_ts: int = -1
-    samples: int = 0  # latencies seen (every ``stride``-th kept: MAX_WINDOW_SAMPLES at most)
-    stride: int = 1
+    samples: int = 0  # latencies seen (a uniform sample of MAX_WINDOW_SAMPLES at most kept)
+    rng: np.random.Generator | None = None  # for that sample, from its first overflow
 
 
 def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
@@ -177,13 +177,25 @@ def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
     if e.count:
         acc.count += e.count
         acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
-    if e.latencies:  # every ``stride``-th sample of the window: an even sample of them all
-        acc.latencies.extend(e.latencies[-acc.samples % acc.stride :: acc.stride])
-        acc.samples += len(e.latencies)
-        if len(acc.latencies) > MAX_WINDOW_SAMPLES:
-            del acc.latencies[1::2]
-            acc.stride *= 2
+    if e.latencies:
+        _sample(acc, e.latencies)
     return acc
+
+
+def _sample(acc: WindowAcc, lat: tuple[float, ...]) -> None:
+    """Keep a uniform random sample of at most MAX_WINDOW_SAMPLES of the window's latencies
+    (reservoir sampling, Algorithm R), from a generator seeded alike for every window."""
+    room = max(0, MAX_WINDOW_SAMPLES - len(acc.latencies))
+    acc.latencies.extend(lat[:room])
+    rest = lat[room:]
+    if rest:
+        if acc.rng is None:
+            acc.rng = np.random.default_rng(SAMPLE_SEED)
+        seen = acc.samples + room + np.arange(len(rest))  # each one's number in the window
+        slot = acc.rng.integers(0, seen + 1)  # it replaces that slot if it is a kept one
+        for j in np.flatnonzero(slot < MAX_WINDOW_SAMPLES).tolist():
+            acc.latencies[int(slot[j])] = rest[j]
+    acc.samples += len(lat)
 
 
 @dataclass
@@ -318,7 +330,8 @@ def health_events(
 
 
 MAX_LATENCY_SAMPLES = 256  # per batch and window: percentiles from an even sample
-MAX_WINDOW_SAMPLES = 8192  # per window: past this, every other sample is let go
+MAX_WINDOW_SAMPLES = 8192  # per window: a uniform sample of its latencies past this
+SAMPLE_SEED = 20261203  # the window samples' generator: the same sample for the same feed
 FEED_AHEAD_WINDOWS = 1440  # feed events keep windows open this far behind them (see windows)
 
 

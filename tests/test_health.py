@@ -134,6 +134,7 @@ def test_live_feed_latency_is_receipt_minus_exchange_time_and_fires_latency_high
 
 
 def test_feed_notes_are_feed_events_and_a_windows_samples_stay_bounded() -> None:
+    from collections.abc import Sequence
     from types import SimpleNamespace
 
     import numpy as np
@@ -149,16 +150,29 @@ def test_feed_notes_are_feed_events_and_a_windows_samples_stay_bounded() -> None
         ("paper:market_data", 1, 0, True), ("zerodha:market_data", 1, 0, True),
         ("paper:market_data", 0, 1, True), ("zerodha:market_data", 0, 1, True),
     ]  # fmt: skip
-    w = WindowAcc()
-    for i in range(3 * MAX_WINDOW_SAMPLES):
-        _fold(w, StageEvent(OPEN, 0, latencies=(float(i),), feed=True))
-    assert MAX_WINDOW_SAMPLES // 2 <= len(w.latencies) <= MAX_WINDOW_SAMPLES
-    assert w.latencies == sorted(w.latencies) and w.latencies[0] == 0.0  # an even sample
-    gaps = set(np.diff(w.latencies).tolist())
-    assert len(gaps) <= 2 and max(w.latencies) >= 2.5 * MAX_WINDOW_SAMPLES  # spans them all
-    # a lost Kafka topic before any usable tick time: no note (its time would be none)
+
+    def window(events: Sequence[tuple[float, ...]]) -> WindowAcc:
+        w = WindowAcc()
+        for lat in events:
+            _fold(w, StageEvent(OPEN, 0, latencies=lat, feed=True))
+        return w
+
+    polls = [(500.0,) + (5.0,) * 7] * 3000  # one slow instrument in every poll of eight
+    w = window(polls)
+    assert w.samples == 24_000 and len(w.latencies) == MAX_WINDOW_SAMPLES
+    slow = w.latencies.count(500.0) / len(w.latencies)
+    assert 0.10 < slow < 0.15 and np.percentile(w.latencies, 50) == 5.0  # a fair sample
+    assert window(polls).latencies == w.latencies  # the same sample for the same feed
+    ramp = window([tuple(range(i, i + 256)) for i in range(0, 40_000, 256)])
+    assert abs(np.percentile(ramp.latencies, 50) - 20_000) < 1_000  # not the first of each
+    # a lost Kafka topic before any usable tick time: no note yet (it would have no time),
+    # kept to send once there is one
     none = SimpleNamespace(last_ts={1: MISSING_TS})
     assert _TickPartition._lost_note(none) == []  # type: ignore[arg-type]
+    watch = SimpleNamespace(look=lambda: (True, False))  # the topic was lost: said once
+    idle = SimpleNamespace(last_ts={1: MISSING_TS}, lost=(watch, None), resumed_lost=False)
+    idle._lost_note = lambda: _TickPartition._lost_note(idle)  # type: ignore[arg-type]
+    assert _TickPartition._look(idle) == [] and idle.resumed_lost  # type: ignore[arg-type]
     some = SimpleNamespace(last_ts={1: MISSING_TS, 2: OPEN})
     assert _TickPartition._lost_note(some) == [FeedStale(OPEN, 0.0, lost=True)]  # type: ignore[arg-type]
 

@@ -217,10 +217,10 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         return [] if last is None else [FeedStale(last, 0.0, lost=True)]
 
     def next_batch(self) -> list[SourceItem]:
-        if self.resumed_lost and self.last_ts:  # say so to health first
-            self.resumed_lost = False
+        if self.resumed_lost:  # say so to health first, once a tick's time can date it
             note: list[Any] = self._lost_note()
             if note:
+                self.resumed_lost = False
                 return note  # not a SourceItem: a note for health, as the Kite source sends
         values, offsets, stamps = self._poll()
         if not values:
@@ -251,7 +251,11 @@ class _TickPartition(StatefulSourcePartition[SourceItem, KafkaTickState]):
         if restart:  # a new consumer: the old one's view of the topic is of the lost one
             self.inner.close()
             self.inner = reopen(OFFSET_BEGINNING)
-        return self._lost_note() if report else []
+        if not report:
+            return []
+        note = self._lost_note()
+        self.resumed_lost = self.resumed_lost or not note  # no time yet: sent once there is
+        return note
 
     def snapshot(self) -> KafkaTickState:
         topic_id = self.lost[0].topic_id() if self.lost is not None else ""
