@@ -57,7 +57,8 @@ class StageEvent:
     errors: int = 0  # signal_generation: a strategy failed and stopped on an instrument
     trading: str | None = None  # risk_validation: the account's trading state changed to this
     feed: bool = False  # from the feed itself, ahead of the event-time ordered stream (latency
-    # samples, feed notes): folded into its window while open, never moving one on
+    # samples, feed notes): folded into its window while open; windows close only
+    # FEED_AHEAD_WINDOWS behind it (operators.windows, ``passive``)
 
 
 _STAGE_OF: dict[type, Stage] = {

@@ -234,7 +234,7 @@ class EventTimeOrder:
             return []
         item_ts = np.array([key[0] for key, _, _ in items], dtype=np.int64)
         newtok = tok[1:] != tok[:-1]
-        heads = np.concatenate(([0], np.flatnonzero(newtok) + 1, [len(times)]))  # per token
+        firsts_of = np.concatenate(([0], np.flatnonzero(newtok) + 1))  # each token's first mark
         seg = np.searchsorted(item_ts, times, side="left").astype(np.int64, copy=False)
         epoch = (times - 1) // self.grids["health"]  # a mark on a boundary precedes its Clock
         epoch -= epoch.min()  # counted from the release's first: below 2**40 whatever the grid
@@ -244,7 +244,7 @@ class EventTimeOrder:
         ends = np.concatenate((cut, np.full(1, len(times), dtype=np.int64)))
         high, low = np.maximum.reduceat(px, starts), np.minimum.reduceat(px, starts)
         group = np.concatenate(([0], np.cumsum(newtok[cut - 1])))  # each stretch's token
-        slots = np.searchsorted(self.universe, tok[heads[:-1]])[group]  # its book slot
+        slots = np.searchsorted(self.universe, tok[firsts_of])[group]  # its book slot
         order = np.argsort(run[starts], kind="stable")  # stretches by run, tokens ascending
         starts, ends, high, low = starts[order], ends[order], high[order], low[order]
         runs, slots = run[starts], slots[order]

@@ -256,10 +256,9 @@ class PaperVenue:
         for r in self.state.resting.values():
             if r.on_mark:
                 return True
-            if r.seen:
-                ends = [t for t in (self._close_after(r), self._expiry(r)) if t is not None]
-                if ends and min(ends) <= until:
-                    return True
+            end = self._ended_by_marks(r) if r.seen else None
+            if end is not None and end <= until:
+                return True
         return False
 
     def _first(self, r: Resting, times: I64, tokens: I64, prices: F64) -> int | None:
@@ -270,11 +269,16 @@ class PaperVenue:
             hit = mine.copy()
             if self.in_session is not None and hit.any():
                 hit[hit] = self.in_session(times[hit])
-        ends = [t for t in (self._close_after(r), self._expiry(r)) if t is not None]
-        if ends:
-            hit = hit | (mine & (times >= min(ends)))
+        end = self._ended_by_marks(r)
+        if end is not None:
+            hit = hit | (mine & (times >= end))
         found = np.flatnonzero(hit)
         return int(found[0]) if len(found) else None
+
+    def _ended_by_marks(self, r: Resting) -> int | None:
+        """From when marks end waiting order ``r``: the session's close or its timeout."""
+        ends = [t for t in (self._close_after(r), self._expiry(r)) if t is not None]
+        return min(ends) if ends else None
 
     def _close_after(self, r: Resting) -> int | None:
         close = self.session_end(r.placed_us) if self.session_end is not None else None
