@@ -4,7 +4,7 @@ with a reason. Event-time windows over the ordered per-broker stream in replay."
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import bytewax.operators as op
@@ -86,6 +86,7 @@ def stage_events(
         return got
 
     kinds: dict[type, Stage | bool] = {}  # an item type's count stage; True: ``one``; False: none
+    latest: dict[str, int] = {}  # per stage key: the latest event time given
 
     def extract(kv: tuple[str, list[Any]]) -> list[tuple[str, StageEvent]]:
         broker, items = kv
@@ -98,7 +99,7 @@ def stage_events(
                 out.extend(one(broker, item))
             elif kind is not False:  # one event of its stage, as ``one`` gives
                 out.append((key_of(broker, kind), StageEvent(to_us(item.timestamp), 1)))
-        return out
+        return not_late(out, latest)
 
     def one(broker: str, item: Any) -> list[tuple[str, StageEvent]]:
         if isinstance(item, FlowClock):
@@ -136,6 +137,21 @@ def stage_events(
         return [(key_of(broker, stage), StageEvent(to_us(item.timestamp), 1))]
 
     return extract
+
+
+def not_late(
+    out: list[tuple[str, StageEvent]], latest: dict[str, int]
+) -> list[tuple[str, StageEvent]]:
+    """Each event no earlier than the last one given for its key: one stamped before it
+    (an order Kite confirmed, and its signal → order latency, after later ticks and
+    heartbeats went by) counts in the window open when it came, not dropped as late."""
+    for i, (key, e) in enumerate(out):
+        last = latest.get(key)
+        if last is not None and e.ts < last:
+            out[i] = (key, replace(e, ts=last))
+        else:
+            latest[key] = e.ts
+    return out
 
 
 def _kind(t: type, stages: tuple[Stage, ...]) -> Stage | bool:

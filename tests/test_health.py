@@ -204,3 +204,38 @@ def test_every_kind_of_item_gives_its_stage_events_on_each_of_its_arrivals() -> 
         assert counted == [(sg, 1, 0), (md, 0, 0), (sg, 0, 0), (sg, 0, 1)]
     fills_only = stage_events((Stage.ORDER_EXECUTION,))
     assert [k for k, _ in fills_only(("paper", items[5:7]))] == [oe, oe]  # no portfolio stage
+
+
+def test_an_account_event_stamped_before_later_heartbeats_counts_in_the_open_window() -> None:
+    """Kite's answer to an order comes off the dataflow thread, after heartbeats of later
+    windows passed: its count and latency go into the window open then, never dropped."""
+    from datetime import timedelta
+
+    from operators.health import _event_ts, _fold
+    from operators.windows import TumblingFold
+    from schemas import events as ev
+    from schemas.ticks import OrderLatency
+    from tests.support import EXAMPLES, T
+
+    at = to_us(T)
+    placed = ev.OrderPlaced.model_validate(EXAMPLES[ev.OrderPlaced])
+    fill = ev.OrderFilled.model_validate(EXAMPLES[ev.OrderFilled])
+    later = fill.model_copy(update={"timestamp": T + timedelta(minutes=3)})
+    account = (Stage.ORDER_EXECUTION, Stage.PORTFOLIO_UPDATES)
+    extract = stage_events(account)
+    stream = [Clock(at + 2 * W, "health"), placed, OrderLatency(at, 40.0), later, fill]
+    events = extract(("paper", stream))
+    oe, pu = "paper:order_execution", "paper:portfolio_updates"
+    assert [(k, e.ts) for k, e in events] == [
+        (oe, at + 2 * W), (pu, at + 2 * W),  # the heartbeat
+        (oe, at + 2 * W), (oe, at + 2 * W),  # the order and its latency: in the open window
+        (pu, at + 3 * W), (pu, at + 3 * W),  # a later fill at its own time; the early one: up
+    ]  # fmt: skip
+    assert extract(("paper", [fill]))[0][1].ts == at + 3 * W  # across batches too
+    counted: dict[str, list[tuple[int, int, int]]] = {}
+    for key in (oe, pu):
+        fold = TumblingFold(W, WindowAcc, _fold, _event_ts)
+        closed = [w for k, e in events if k == key for w in fold.on_item(e)] + fold.on_eof()
+        counted[key] = [(i, a.count, len(a.latencies)) for i, a in closed]
+    assert counted[oe] == [(at // W + 2, 1, 1)]
+    assert counted[pu] == [(at // W + 2, 0, 0), (at // W + 3, 2, 0)]

@@ -126,6 +126,14 @@ def test_live_session_against_the_simulator(tmp_path: Path) -> None:
     }
     assert "silent" in err.read_text() and "reconnecting" in err.read_text()
 
+    # Kite answers off the dataflow thread, after later heartbeats: every zerodha order and
+    # failure still counts in an order_execution window, with its signal → order latency.
+    failed = [f for f in read_ledger(run, "order_failures") if f["broker"] == "zerodha"]
+    oe = [h for h in read_ledger(run, "health")
+          if (h["broker"], h["stage"]) == ("zerodha", "order_execution")]  # fmt: skip
+    assert sum(h["count"] for h in oe) == len(placed) + len(failed)
+    assert any(h["latency_p50_ms"] is not None for h in oe)
+
     # The capture replays: the same ticks give the same signals.
     captured = pq.read_table(capture)
     assert captured.num_rows == total
