@@ -143,8 +143,9 @@ def not_late(
     out: list[tuple[str, StageEvent]], latest: dict[str, int]
 ) -> list[tuple[str, StageEvent]]:
     """Each event no earlier than the last one given for its key: one stamped before it
-    (an order Kite confirmed, and its signal → order latency, after later ticks and
-    heartbeats went by) counts in the window open when it came, not dropped as late."""
+    counts in the window open when it came, not dropped as late (an order Kite confirmed,
+    and its latency, after later heartbeats went by; the ticks of an instrument released
+    as quiet, after their window went out)."""
     for i, (key, e) in enumerate(out):
         last = latest.get(key)
         if last is not None and e.ts < last:

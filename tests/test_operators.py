@@ -110,6 +110,42 @@ def test_max_delay_keeps_a_quiet_instrument_from_holding_the_others_back() -> No
     assert got == [early, late, later]
 
 
+def test_a_quiet_instruments_late_ticks_count_in_the_window_open_when_they_come() -> None:
+    """Released without a quiet instrument, a window's count goes out without its ticks;
+    when they come they count in the window then open: every tick once, none dropped."""
+    from operators.health import WindowAcc, _event_ts, _fold, stage_events
+    from operators.ordering import EventTimeOrder
+    from operators.windows import TumblingFold
+
+    w = 60 * US
+    w0 = T0 // w
+    now = [1000.0]
+    live = EventTimeOrder([1, 2], {"health": w}, max_delay_us=10 * US, clock=lambda: now[0])
+    extract = stage_events((Stage.MARKET_DATA,))
+    fold = TumblingFold(w, WindowAcc, _fold, _event_ts)
+    closed: list[tuple[int, WindowAcc]] = []
+
+    def ticks(token: int, n: int, window: int, watermark_s: int) -> None:
+        at = np.array([w0 + window], dtype=np.int64)
+        counts = WindowCounts(at, np.array([n], dtype=np.int64), at * w + US)
+        live.push(StrategyOutput(token, (), Marks.none(), counts, T0 + watermark_s * US))
+        for _, e in extract(("paper", live.release())):
+            closed.extend(fold.on_item(e))
+
+    ticks(1, 5, 0, 10)
+    ticks(1, 4, 1, 70)
+    ticks(1, 3, 2, 130)
+    now[0] = 1011.0  # 2 silent for 11 s of wall time: windows 0-2 go out without it
+    ticks(1, 2, 3, 190)
+    now[0] = 1012.0
+    ticks(2, 7, 0, 200)  # 2 wakes with ticks of window 0, long counted
+    ticks(1, 1, 4, 250)
+    for _, e in extract(("paper", live.release(final=True))):
+        closed.extend(fold.on_item(e))
+    got = {i - w0: a.count for i, a in closed + fold.on_eof()}
+    assert got == {0: 5, 1: 4, 2: 3 + 7, 3: 2, 4: 1}  # window 2 was open when the 7 came
+
+
 def test_a_live_order_stage_sleeps_when_every_instrument_is_quiet() -> None:
     """A wake-up is asked for only while some instrument can still turn quiet; once all
     are, only new items can release more (no busy loop overnight)."""
