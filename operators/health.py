@@ -4,7 +4,7 @@ with a reason. Event-time windows over the ordered per-broker stream in replay."
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import bytewax.operators as op
@@ -13,7 +13,7 @@ from bytewax.dataflow import Stream
 
 from operators.keyed import stateful_by_key
 from operators.session import MarketSession
-from operators.windows import tumbling_fold
+from operators.windows import TumblingFold, WindowState, tumbling_fold
 from schemas.config import HealthConfig
 from schemas.enums import Broker, HealthReason, HealthStatus, Stage
 from schemas.events import (
@@ -86,7 +86,6 @@ def stage_events(
         return got
 
     kinds: dict[type, Stage | bool] = {}  # an item type's count stage; True: ``one``; False: none
-    latest: dict[str, int] = {}  # per stage key: the latest event time given
 
     def extract(kv: tuple[str, list[Any]]) -> list[tuple[str, StageEvent]]:
         broker, items = kv
@@ -99,7 +98,7 @@ def stage_events(
                 out.extend(one(broker, item))
             elif kind is not False:  # one event of its stage, as ``one`` gives
                 out.append((key_of(broker, kind), StageEvent(to_us(item.timestamp), 1)))
-        return not_late(out, latest)
+        return out
 
     def one(broker: str, item: Any) -> list[tuple[str, StageEvent]]:
         if isinstance(item, FlowClock):
@@ -139,22 +138,6 @@ def stage_events(
     return extract
 
 
-def not_late(
-    out: list[tuple[str, StageEvent]], latest: dict[str, int]
-) -> list[tuple[str, StageEvent]]:
-    """Each event no earlier than the last one given for its key: one stamped before it
-    counts in the window open when it came, not dropped as late (an order Kite confirmed,
-    and its latency, after later heartbeats went by; the ticks of an instrument released
-    as quiet, after their window went out)."""
-    for i, (key, e) in enumerate(out):
-        last = latest.get(key)
-        if last is not None and e.ts < last:
-            out[i] = (key, replace(e, ts=last))
-        else:
-            latest[key] = e.ts
-    return out
-
-
 def _kind(t: type, stages: tuple[Stage, ...]) -> Stage | bool:
     """What ``stage_events`` makes of an item of type ``t``: the stage of its one count
     event, True when ``one`` decides per item, False when it gives none (mark runs, the
@@ -180,7 +163,6 @@ class WindowAcc:
     lost: int = 0
     errors: int = 0
     trading: str | None = None
-    trading_ts: int = -1
     samples: int = 0  # latencies seen (a uniform sample of MAX_WINDOW_SAMPLES at most kept)
     rng: np.random.Generator | None = None  # for that sample, from its first overflow
 
@@ -190,8 +172,8 @@ def _fold(acc: WindowAcc, e: StageEvent) -> WindowAcc:
     acc.stale += e.stale
     acc.lost += e.lost
     acc.errors += e.errors
-    if e.trading is not None and e.ts >= acc.trading_ts:
-        acc.trading, acc.trading_ts = e.trading, e.ts
+    if e.trading is not None:  # the account's changes arrive in the order it made them
+        acc.trading = e.trading  # (a late one's time may be older: its order counts)
     if e.count:
         acc.count += e.count
         acc.last_ts = e.ts if acc.last_ts is None else max(acc.last_ts, e.ts)
@@ -246,8 +228,8 @@ class HealthJudge:
     def judge(self, start_us: int, acc: WindowAcc) -> tuple[HealthStatus, HealthReason]:
         st, cfg = self.state, self.cfg
         st.windows += 1
-        if acc.last_ts is not None:
-            st.last_ts = acc.last_ts
+        if acc.last_ts is not None:  # a late event keeps its own time: never backwards
+            st.last_ts = acc.last_ts if st.last_ts is None else max(st.last_ts, acc.last_ts)
         st.failed += acc.errors
         st.trading = acc.trading or st.trading
         end_us = start_us + cfg.window_s * US
@@ -327,10 +309,22 @@ def stage_health(
     ``stopping()``: the input ended at a stop (open windows wait for the resume)."""
     length = cfg.window_s * US
     windows = tumbling_fold(
-        f"{step_id}_window", events, length, WindowAcc, _fold, _event_ts, stopping, _from_feed,
-        FEED_AHEAD_WINDOWS,
-    )  # fmt: skip
+        f"{step_id}_window", events, lambda resume: health_windows(length, resume), stopping
+    )
     return stateful_by_key(f"{step_id}_judge", windows, make_judge)
+
+
+def health_windows(
+    length_us: int, state: WindowState[WindowAcc] | None = None
+) -> TumblingFold[StageEvent, WindowAcc]:
+    """One stage key's windows: the feed's events passive, up to FEED_AHEAD_WINDOWS ahead;
+    an event stamped before one already counted counts in the window open when it came
+    (see operators.windows): an outcome the account decides after later events (a LIMIT
+    timeout, a square-off), Kite's answer after later heartbeats, the ticks of an
+    instrument released as quiet after their window went out."""
+    return TumblingFold(
+        length_us, WindowAcc, _fold, _event_ts, state, _from_feed, FEED_AHEAD_WINDOWS, True
+    )
 
 
 def _event_ts(e: StageEvent) -> int:

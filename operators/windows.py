@@ -7,6 +7,10 @@ flow does not read); a window closes, oldest first, once an item at or after its
 arrives; the end of the stream closes every window and starts the key afresh. A stop of the
 run (which a resume continues) closes nothing: its open windows go on after the resume.
 
+With ``keep_late``, a late item is folded into the window open at the watermark instead
+(its own has closed): counted when it came, never dropped, and kept in the state a resume
+starts from, so an interrupted run counts it where an uninterrupted one does.
+
 Items a ``passive`` test picks (those that reach the key ahead of the event-time ordered
 stream, such as a live feed's latency samples) are folded into their window while it is
 open, and late once it closed. They move the watermark only to ``ahead`` windows behind
@@ -50,10 +54,11 @@ class TumblingFold(Generic[V, A]):
         state: WindowState[A] | None = None,
         passive: Callable[[V], bool] | None = None,
         ahead: int = 1,
+        keep_late: bool = False,
     ) -> None:
         self.length, self.new, self.fold, self.ts_of = length_us, new, fold, ts_of
         self.state: WindowState[A] = state or WindowState()
-        self.passive, self.ahead = passive, ahead
+        self.passive, self.ahead, self.keep_late = passive, ahead, keep_late
 
     def on_item(self, item: V) -> list[tuple[int, A]]:
         st, ts = self.state, self.ts_of(item)
@@ -66,8 +71,10 @@ class TumblingFold(Generic[V, A]):
                 return []
             st.watermark = behind
             return self._close(behind)
-        if ts < st.watermark:
-            return []  # late
+        if ts < st.watermark:  # late
+            if self.keep_late:  # into the window open at the watermark (see the module)
+                self._fold_into(st.watermark // self.length, item)
+            return []
         st.watermark = ts
         self._fold_into(idx, item)
         first = next(iter(st.open))
@@ -109,20 +116,10 @@ class TumblingFold(Generic[V, A]):
 def tumbling_fold(
     step_id: str,
     up: Stream[tuple[str, V]],
-    length_us: int,
-    new: Callable[[], A],
-    fold: Callable[[A, V], A],
-    ts_of: Callable[[V], int],
+    make: Callable[[WindowState[A] | None], TumblingFold[V, A]],
     stopping: Callable[[], bool] | None = None,
-    passive: Callable[[V], bool] | None = None,
-    ahead: int = 1,
 ) -> Stream[tuple[str, Any]]:
-    """Keyed: ``(window index, accumulator)`` of each closed window (see the module);
-    ``stopping()``: the input ended because the run was asked to stop; ``passive``: items
-    that fold into open windows only, up to ``ahead`` windows before them (see the module)."""
-    return stateful_by_key(
-        step_id,
-        up,
-        lambda _key, resume: TumblingFold(length_us, new, fold, ts_of, resume, passive, ahead),
-        stopping=stopping,
-    )
+    """Keyed: ``(window index, accumulator)`` of each closed window of the ``TumblingFold``
+    that ``make(resume state)`` builds per key (see the module); ``stopping()``: the input
+    ended because the run was asked to stop."""
+    return stateful_by_key(step_id, up, lambda _key, resume: make(resume), stopping=stopping)

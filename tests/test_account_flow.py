@@ -146,3 +146,38 @@ def test_a_loss_breach_is_caught_within_one_mark_interval(
     assert first_tick is not None and first_second is not None
     # never before the book really lost that much; at the latest at the first mark after
     assert first_tick <= caught <= first_second
+
+
+@pytest.mark.parametrize("rules", ["limit_timeouts", "circuit_rejections"])
+def test_health_counts_every_order_outcome_a_replay_books(tmp_path: Path, rules: str) -> None:
+    """LIMIT timeouts, square-offs and circuit refusals leave the account after later
+    events of their stage: each still counts in one health window, as the ledger books it."""
+    from tests.support import INSTRUMENTS, small_ticks
+
+    ticks_dir = small_ticks(tmp_path / "ticks", days=2, bad_rows=False)
+
+    if rules == "limit_timeouts":
+        base = config_dict(ticks_dir)["strategies"]
+        over: dict[str, Any] = dict(
+            strategies=[dict(s, order_type="LIMIT") for s in base],
+            execution={"limit_timeout_s": 5.0, "max_participation": None},
+        )
+    else:
+        inst = [{"instrument_token": t, "tradingsymbol": s, "tick_size": ts}
+                | ({"circuit_pct": 3.0} if t == TOKENS[1] else {})
+                for t, s, ts in INSTRUMENTS]  # fmt: skip
+        paper = {"starting_cash": 1_000_000, "risk": {"circuit_pct": 0.5}}
+        over = dict(instruments=inst, brokers={"paper": paper})
+    rows, _ = run_graph(make_config(ticks_dir, **over), tmp_path / "run")
+    counted: dict[str, int] = {}
+    for h in rows["health"]:
+        if h.broker == "paper":
+            counted[h.stage] = counted.get(h.stage, 0) + h.count
+    ours = {k: [r for r in v if getattr(r, "broker", "paper") == "paper"] for k, v in rows.items()}
+    orders, failures, refused = (len(ours[k]) for k in ("orders", "order_failures", "rejections"))
+    assert failures and (refused or rules == "limit_timeouts")  # the rule's outcomes to count
+    assert counted["order_execution"] == orders + failures
+    assert counted["risk_validation"] == orders + refused  # each approval places one order
+    assert counted["portfolio_updates"] == len(ours["fills"]) + len(ours["pnl"])
+    strategies = [s for s in ours["signals"] if not s.reason.startswith("AUTO_SQUARE_OFF")]
+    assert counted["signal_generation"] == len(strategies)  # square-offs are the account's

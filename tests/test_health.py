@@ -208,34 +208,44 @@ def test_every_kind_of_item_gives_its_stage_events_on_each_of_its_arrivals() -> 
 
 def test_an_account_event_stamped_before_later_heartbeats_counts_in_the_open_window() -> None:
     """Kite's answer to an order comes off the dataflow thread, after heartbeats of later
-    windows passed: its count and latency go into the window open then, never dropped."""
+    windows passed: its count and latency go into the window open then, never dropped; it
+    keeps its own time, so the stage's last event time never goes back; trading states
+    count in the order the account made them, whatever their times."""
     from datetime import timedelta
 
-    from operators.health import _event_ts, _fold
-    from operators.windows import TumblingFold
+    from operators.health import health_windows
     from schemas import events as ev
     from schemas.ticks import OrderLatency
     from tests.support import EXAMPLES, T
 
-    at = to_us(T)
+    at, minute = to_us(T), timedelta(minutes=1)
     placed = ev.OrderPlaced.model_validate(EXAMPLES[ev.OrderPlaced])
     fill = ev.OrderFilled.model_validate(EXAMPLES[ev.OrderFilled])
-    later = fill.model_copy(update={"timestamp": T + timedelta(minutes=3)})
-    account = (Stage.ORDER_EXECUTION, Stage.PORTFOLIO_UPDATES)
-    extract = stage_events(account)
-    stream = [Clock(at + 2 * W, "health"), placed, OrderLatency(at, 40.0), later, fill]
-    events = extract(("paper", stream))
-    oe, pu = "paper:order_execution", "paper:portfolio_updates"
-    assert [(k, e.ts) for k, e in events] == [
-        (oe, at + 2 * W), (pu, at + 2 * W),  # the heartbeat
-        (oe, at + 2 * W), (oe, at + 2 * W),  # the order and its latency: in the open window
-        (pu, at + 3 * W), (pu, at + 3 * W),  # a later fill at its own time; the early one: up
-    ]  # fmt: skip
-    assert extract(("paper", [fill]))[0][1].ts == at + 3 * W  # across batches too
-    counted: dict[str, list[tuple[int, int, int]]] = {}
-    for key in (oe, pu):
-        fold = TumblingFold(W, WindowAcc, _fold, _event_ts)
-        closed = [w for k, e in events if k == key for w in fold.on_item(e)] + fold.on_eof()
-        counted[key] = [(i, a.count, len(a.latencies)) for i, a in closed]
-    assert counted[oe] == [(at // W + 2, 1, 1)]
-    assert counted[pu] == [(at // W + 2, 0, 0), (at // W + 3, 2, 0)]
+    later = fill.model_copy(update={"timestamp": T + 3 * minute})
+    change = ev.TradingStateChanged.model_validate(EXAMPLES[ev.TradingStateChanged])
+    halted = change.model_copy(update={"state": "HALTED", "timestamp": T + 2 * minute})
+    active = change.model_copy(update={"state": "ACTIVE", "timestamp": T})  # as validated
+    beat = [Clock(at + k * W, "health") for k in range(5)]
+    stream = [halted, beat[2], placed, OrderLatency(at, 40.0), later, fill, beat[3], active,
+              beat[4], fill]  # fmt: skip
+    rv, oe, pu = "paper:risk_validation", "paper:order_execution", "paper:portfolio_updates"
+    stages = (Stage.RISK_VALIDATION, Stage.ORDER_EXECUTION, Stage.PORTFOLIO_UPDATES)
+    events = stage_events(stages)(("paper", stream))
+    assert [e.ts for k, e in events if k == oe] == [at + 2 * W, at, at, at + 3 * W, at + 4 * W]
+    windows = {k: health_windows(W) for k in (rv, oe, pu)}
+    closed: dict[str, list[tuple[int, WindowAcc]]] = {k: [] for k in windows}
+    for k, e in events:
+        closed[k] += windows[k].on_item(e)
+    for k, w in windows.items():
+        closed[k] += w.on_eof()
+    got = {k: [(i - at // W, a.count, len(a.latencies)) for i, a in c] for k, c in closed.items()}
+    assert got[oe] == [(2, 1, 1), (3, 0, 0), (4, 0, 0)]  # order and latency: window 2, open then
+    assert got[pu] == [(2, 0, 0), (3, 2, 0), (4, 1, 0)]  # each fill once, in the window open
+    session = MarketSession(SessionConfig())
+    portfolio = HealthJudge(Broker.PAPER, Stage.PORTFOLIO_UPDATES, CFG, True, session)
+    rows = [h for closing in closed[pu] for h in portfolio.on_item(closing)]
+    assert [h.last_event_time for h in rows] == [None, later.timestamp, later.timestamp]
+    risk = HealthJudge(Broker.PAPER, Stage.RISK_VALIDATION, CFG, True, session)
+    for closing in closed[rv]:
+        risk.on_item(closing)
+    assert risk.state.trading == "ACTIVE"  # made after the halt, though stamped before it

@@ -113,16 +113,15 @@ def test_max_delay_keeps_a_quiet_instrument_from_holding_the_others_back() -> No
 def test_a_quiet_instruments_late_ticks_count_in_the_window_open_when_they_come() -> None:
     """Released without a quiet instrument, a window's count goes out without its ticks;
     when they come they count in the window then open: every tick once, none dropped."""
-    from operators.health import WindowAcc, _event_ts, _fold, stage_events
+    from operators.health import WindowAcc, health_windows, stage_events
     from operators.ordering import EventTimeOrder
-    from operators.windows import TumblingFold
 
     w = 60 * US
     w0 = T0 // w
     now = [1000.0]
     live = EventTimeOrder([1, 2], {"health": w}, max_delay_us=10 * US, clock=lambda: now[0])
     extract = stage_events((Stage.MARKET_DATA,))
-    fold = TumblingFold(w, WindowAcc, _fold, _event_ts)
+    fold = health_windows(w)
     closed: list[tuple[int, WindowAcc]] = []
 
     def ticks(token: int, n: int, window: int, watermark_s: int) -> None:

@@ -1,6 +1,7 @@
 """The stage-health windows (operators.windows) give what Bytewax's own fold_window gives
 with a tumbling windower on the epoch and an in-order event clock: the same windows, the
-same sums, late items left out, whatever the batch cuts."""
+same sums, late items left out, whatever the batch cuts; and, as an independent tally
+says, what the feed's passive items and late items kept (``keep_late``) do to them."""
 
 from __future__ import annotations
 
@@ -56,11 +57,19 @@ def _fold(acc: list[int], item: tuple[int, int]) -> list[int]:
     return [*acc, item[1]]  # every item's value, in the order folded
 
 
+def _ts(item: tuple[int, int]) -> int:
+    return item[0]
+
+
+def _windows(state: WindowState[list[int]] | None) -> TumblingFold[tuple[int, int], list[int]]:
+    return TumblingFold(LENGTH, list[int], _fold, _ts, state)
+
+
 def _run(events: list[tuple[str, tuple[int, int]]], batch: int, ours: bool) -> list[Any]:
     flow = Dataflow("windows")
     up = op.input("in", flow, TestingSource(events, batch_size=batch))
     if ours:
-        down = tumbling_fold("w", up, LENGTH, list, _fold, lambda v: v[0])
+        down = tumbling_fold("w", up, _windows)
     else:
         windower = TumblingWindower(length=timedelta(microseconds=LENGTH), align_to=EPOCH)
         down = fold_window("w", up, InOrderClock(), windower, list, _fold, list.__add__).down
@@ -100,16 +109,21 @@ def _passive(v: tuple[int, int]) -> bool:
     return v[1] < 0  # items of negative value stand for the feed's own (latency samples)
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(times, st.booleans()), max_size=40), st.sampled_from([1, 3]))
-def test_passive_items_fold_into_open_windows_and_move_them_on_windows_behind(
-    raw: list[tuple[int, bool]], ahead: int
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(st.tuples(times, st.booleans()), max_size=40),
+    st.sampled_from([1, 3]),
+    st.booleans(),
+)
+def test_passive_and_late_items_as_an_independent_tally_says(
+    raw: list[tuple[int, bool]], ahead: int, keep_late: bool
 ) -> None:
-    """An independent tally: an ordered item is late behind the watermark, else it moves
-    the watermark to its time; a passive item counts in its window if that window has not
-    closed, and moves the watermark only to ``ahead`` window lengths behind it. Every move
-    closes the windows ending at or before the watermark, oldest first; the rest at the end."""
-    w = TumblingFold(LENGTH, list, _fold, lambda v: v[0], passive=_passive, ahead=ahead)
+    """An ordered item behind the watermark is late: left out, or with ``keep_late`` counted
+    in the window of the watermark; else it moves the watermark to its time. A passive item
+    counts in its window if that window has not closed, and moves the watermark only to
+    ``ahead`` window lengths behind it. Every move closes the windows ending at or before the
+    watermark, oldest first; the rest at the end."""
+    w = TumblingFold(LENGTH, list, _fold, _ts, passive=_passive, ahead=ahead, keep_late=keep_late)
     got: list[tuple[int, list[int]]] = []
     want: list[tuple[int, list[int]]] = []
     wm: int | None = None
@@ -124,6 +138,9 @@ def test_passive_items_fold_into_open_windows_and_move_them_on_windows_behind(
             to = ts - ahead * LENGTH
         else:
             if wm is not None and ts < wm:
+                if keep_late:
+                    tally.setdefault(wm // LENGTH, []).append(item[1])
+                assert got == want
                 continue
             tally.setdefault(idx, []).append(item[1])
             to = ts
