@@ -169,6 +169,8 @@ def test_health_counts_every_order_outcome_a_replay_books(tmp_path: Path, rules:
         paper = {"starting_cash": 1_000_000, "risk": {"circuit_pct": 0.5}}
         over = dict(instruments=inst, brokers={"paper": paper})
     rows, _ = run_graph(make_config(ticks_dir, **over), tmp_path / "run")
+    windows = [(h.broker, h.stage, h.window_start) for h in rows["health"]]
+    assert len(set(windows)) == len(windows)  # each window judged once
     counted: dict[str, int] = {}
     for h in rows["health"]:
         if h.broker == "paper":

@@ -223,10 +223,10 @@ def test_an_account_event_stamped_before_later_heartbeats_counts_in_the_open_win
     fill = ev.OrderFilled.model_validate(EXAMPLES[ev.OrderFilled])
     later = fill.model_copy(update={"timestamp": T + 3 * minute})
     change = ev.TradingStateChanged.model_validate(EXAMPLES[ev.TradingStateChanged])
-    halted = change.model_copy(update={"state": "HALTED", "timestamp": T + 2 * minute})
+    halted = change.model_copy(update={"state": "HALTED", "timestamp": T + 2.5 * minute})
     active = change.model_copy(update={"state": "ACTIVE", "timestamp": T})  # as validated
     beat = [Clock(at + k * W, "health") for k in range(5)]
-    stream = [halted, beat[2], placed, OrderLatency(at, 40.0), later, fill, beat[3], active,
+    stream = [beat[2], halted, placed, OrderLatency(at, 40.0), later, fill, active, beat[3],
               beat[4], fill]  # fmt: skip
     rv, oe, pu = "paper:risk_validation", "paper:order_execution", "paper:portfolio_updates"
     stages = (Stage.RISK_VALIDATION, Stage.ORDER_EXECUTION, Stage.PORTFOLIO_UPDATES)
@@ -248,4 +248,5 @@ def test_an_account_event_stamped_before_later_heartbeats_counts_in_the_open_win
     risk = HealthJudge(Broker.PAPER, Stage.RISK_VALIDATION, CFG, True, session)
     for closing in closed[rv]:
         risk.on_item(closing)
+    assert [a.trading for _, a in closed[rv]] == ["ACTIVE", None, None]  # in one window
     assert risk.state.trading == "ACTIVE"  # made after the halt, though stamped before it
