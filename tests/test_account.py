@@ -227,18 +227,22 @@ def test_grouping_marks_into_runs_never_changes_what_the_account_does() -> None:
         for k, (tok, step) in enumerate(moves):
             price[tok] = round(max(1.0, price[tok] + step * 0.05), 2)
             entries.append((to_us(OPEN) + (k + 1) * US, tok, price[tok]))
-        for paper in (False, True):  # paper: the flatten waits for marks to fill it
+        # paper: the flatten waits for marks to fill it; down: the broker stops answering
+        # after the entries, so a flatten fails and is sent again at every mark
+        for kind in ("stub", "paper", "down"):
             outs = []
             variants = [([[e] for e in entries], False), (_split(entries, cuts), False)]
             variants.append((_split(entries, cuts), True))  # the slots fast path
             for groups, slots in variants:
-                venue = PaperVenue(0.0, CostModel(), {}) if paper else None
+                venue = PaperVenue(0.0, CostModel(), {}) if kind == "paper" else StubVenue()
                 a = make(venue, max_daily_loss=limit, universe=(1, 2, 3) if slots else ())
                 for s in (target(10, tok=1), target(-20, tok=2, price=50.0, sid="s")):
                     a.on_item(s)
                     a.on_item(
                         ExecTick(to_us(OPEN) + 1, s.instrument_token, s.price, (s.signal_id,))
                     )
+                if isinstance(venue, StubVenue) and kind == "down":
+                    venue.down = frozenset({2})
                 got = [x for g in groups for x in a.on_item(_run(g, slots))]
                 got += a.on_eof()
                 outs.append([x.model_dump() if hasattr(x, "model_dump") else x for x in got])

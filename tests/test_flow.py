@@ -16,7 +16,7 @@ from operators.report import RunReport
 from schemas.config import AppConfig
 from schemas.events import OrderFilled, PnlSnapshot, StageHealth, TradingSignal
 from schemas.ledger import LEDGER_KINDS
-from tests.support import config_dict, make_config, run_graph
+from tests.support import INSTRUMENTS, TOKENS, config_dict, make_config, run_graph, small_ticks
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +118,33 @@ def test_health_is_truthful(result: Any) -> None:
     assert all(h.latency_p99_ms is None for h in health)  # replay has no latency
 
 
-def test_results_do_not_depend_on_batch_size_or_partitions(ticks_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rules", ["default", "circuits"])
+def test_results_do_not_depend_on_batch_size_or_partitions(
+    ticks_dir: Path, tmp_path: Path, rules: str
+) -> None:
+    """Also where closes are refused (price bands) and sent again at every mark: the MIS
+    square-off of two days and the rounds after it, whatever the cuts of the mark runs."""
+    over: dict[str, Any] = {}
+    if rules == "circuits":
+        ticks_dir = small_ticks(tmp_path / "ticks", days=2, bad_rows=False)
+        inst = [{"instrument_token": t, "tradingsymbol": s, "tick_size": ts}
+                | ({"circuit_pct": 3.0} if t == TOKENS[1] else {})
+                for t, s, ts in INSTRUMENTS]  # fmt: skip
+        paper = {"starting_cash": 1_000_000, "risk": {"circuit_pct": 0.5}}
+        over = dict(instruments=inst, brokers={"paper": paper})
+
     def shards(batch: int, parts: int) -> dict[str, list[Any]]:
         src = {"path": str(ticks_dir), "batch_size": batch, "partitions": parts}
         out: dict[str, list[Any]] = {}
-        run_graph(make_config(ticks_dir, source=src), tmp_path, out)
+        run_graph(make_config(ticks_dir, source=src, **over), tmp_path / f"{batch}", out)
         return {k: v for k, v in out.items() if not k.startswith("dead_letters")}
 
     base = shards(700, 3)
     assert any(k.startswith("fills/") for k in base)
-    for batch, parts in ((97, 1), (5000, 5)):
+    if rules == "circuits":  # closes refused, then sent again
+        assert any("AUTO_SQUARE_OFF" in s.reason for s in base["signals/paper"])
+        assert any(f.status == "CANCELLED" for f in base["order_failures/paper"])
+    for batch, parts in ((97, 1), (5000, 5), (13, 2)):
         assert shards(batch, parts) == base
 
 

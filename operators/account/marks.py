@@ -116,16 +116,16 @@ class MarkRuns:
         only where the bound could be reached, a command or a new day falls inside."""
         book, status = self.state.book, self.trading.status
         out = self._verdict(self.trading.on_time(m.first, self._net()), m.first)
-        first_cut = self.square_off_due(m.first)
-        if first_cut is not None:
-            out += self.square_off(first_cut)
-        nxt = self._next_command()
         cut = self.setup.session.cutoff(m.first)
+        if cut is not None and self.state.squared_off < cut < m.first:  # passed between runs
+            out += self.square_off(cut)
+        nxt = self._next_command()
         limit = self.trading.risk.max_daily_loss
         if (
             (nxt is not None and nxt <= m.until)
             or self.setup.session.day_end(m.first) <= m.until
-            or (cut is not None and m.first < cut <= m.until)
+            or (cut is not None and self.state.squared_off < cut and m.first <= cut <= m.until)
+            or self._retry_due(m.first)
             or self.venue.waiting(m.until)
             or self.exits.may_trigger(m.tokens, m.high, m.low)
             or (
@@ -138,7 +138,16 @@ class MarkRuns:
             book.mark_many(m.tokens, m.last, m.slots, m.universe)
             self.exits.observe(m.tokens, m.high, m.low)
         self._after_marks(m)
-        return out + self.reflatten(m.until)
+        return out
+
+    def _retry_due(self, t: int) -> bool:
+        """A close to send again at mark time ``t``, as at every mark until none is left
+        (never per run, whose cuts vary): a flatten in progress left a position (a close
+        failed, or an open order filled since), or today's MIS square-off did."""
+        st = self.state
+        if st.flattening is not None and t > st.flattened_at and st.book.close_plan():
+            return True
+        return self.square_off_due(t) is not None
 
     def _after_marks(self, m: MarkSet) -> None:
         last = m.until
@@ -154,7 +163,7 @@ class MarkRuns:
         out: list[Any] = []
         while len(times):
             at, what, exiting = self._next_event(times, tokens, prices)
-            right = what in ("mis", "fill", "exit")  # marks at that time come first
+            right = what in ("mis", "fill", "exit", "retry")  # marks at that time come first
             k = int(np.searchsorted(times, at, "right" if right else "left"))
             done, took = self._scan(times[:k], tokens[:k], prices[:k])
             out += done
@@ -171,6 +180,9 @@ class MarkRuns:
                 out += self.exit_positions(at, exiting)  # exits due at the same mark
             elif what == "exit":
                 out += self.exit_positions(at, exiting)
+            elif what == "retry":
+                again = self.square_off_due(at)
+                out += (self.square_off(again) if again is not None else []) + self.reflatten(at)
             else:
                 if k == len(times):
                     break
@@ -200,6 +212,8 @@ class MarkRuns:
         nxt = self._next_command()
         if nxt is not None and nxt < day:
             found.append((nxt, 4, "command"))
+        if self._retry_due(t0):
+            found.append((t0, 3, "retry"))
         at, _, what = min(found)
         return at, what, exiting if exit_at == at else []
 
