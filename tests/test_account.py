@@ -251,6 +251,35 @@ def test_grouping_marks_into_runs_never_changes_what_the_account_does() -> None:
     check()
 
 
+def test_a_refused_square_off_is_sent_again_at_each_mark_until_the_close() -> None:
+    """Every mark from the cut-off, one close per position the broker refused, stamped at
+    that mark (ids from the cut-off and the round); none after the close; the same
+    whatever the runs; past the broker's per-minute cap, the next mark with room."""
+    ist = timezone(timedelta(hours=5, minutes=30))
+    cut = to_us(datetime(2026, 11, 20, 15, 20, tzinfo=ist))
+    close = to_us(datetime(2026, 11, 20, 15, 30, tzinfo=ist))
+    marks = [(t, tok, 100.0) for t in range(cut - 2 * US, close + 3 * US, US) for tok in (1, 2)]
+    sent: list[list[tuple[int, int, str]]] = []
+    by_instant = [marks[i : i + 2] for i in range(0, len(marks), 2)]
+    for runs in ([marks], by_instant, _split(marks, [6, 78, 400, 1202])):  # whole instants
+        venue = StubVenue()
+        a = make(venue, max_orders_per_minute=100)
+        for tok in (1, 2):
+            a.on_item(target(10, tok=tok))
+        venue.reject = frozenset({1, 2})  # every close refused from now on
+        for run in runs:
+            a.on_item(_run(run))
+        sent.append([(to_us(v.signal.timestamp), v.signal.instrument_token, v.signal.signal_id)
+                     for v in venue.sent[2:]])  # fmt: skip
+    assert sent[0] == sent[1] == sent[2]
+    times = [t for t, _, _ in sent[0]]
+    per_minute = {m: sum(1 for t in times if (t - cut) // (60 * US) == m) for m in range(10)}
+    assert set(per_minute.values()) == {100}  # the cap, every minute of the ten
+    assert times[:4] == [cut, cut, cut + US, cut + US]  # both positions, at each mark
+    assert min(times) == cut and max(times) < close and len(set(times)) == len(times) // 2
+    assert len({sid for _, _, sid in sent[0]}) == len(times)  # each round its own ids
+
+
 def _split(entries: list[Any], cuts: list[int]) -> list[list[Any]]:
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(entries)}), len(entries)]
     return [entries[a:b] for a, b in itertools.pairwise(bounds)]

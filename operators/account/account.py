@@ -347,14 +347,15 @@ class Account(Closing, MarkRuns):
             self._new_day(ts)
         out += self._commands(ts) if ts is not None else []
         cut = self.square_off_due(ts) if ts is not None and not isinstance(item, MarkSet) else None
-        if cut is not None:
-            out += self.square_off(cut)
+        if cut is not None and (cut > self.state.squared_off or not self.risk.rates.breach(ts)):
+            out += self.square_off(cut, ts)  # again within the broker's order caps
         if isinstance(item, TradingSignal):  # on to the ledger with the account's own signals
             return [*out, item, *self.decide(item)]
         if isinstance(item, MarkSet):
             return out + self._marks(item)
-        if isinstance(item, ExecTick):
-            return out + self._apply(self.venue.on_exec(item))
+        if isinstance(item, ExecTick):  # a fill's fees may breach the loss limit: judged now
+            out += self._apply(self.venue.on_exec(item))
+            return out + self._verdict(self.trading.on_time(item.ts, self._net()), item.ts)
         if isinstance(item, OrderUpdate):
             return out + self._apply(self.venue.update(item))
         if isinstance(item, (KiteAlert, KitePositions)):

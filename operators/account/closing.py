@@ -103,7 +103,9 @@ class Closing:
         cut = self.setup.session.cutoff(ts)
         if cut is None or ts < cut or cut < self.state.squared_off:
             return None
-        if cut == self.state.squared_off and not self._mis_left():
+        if cut == self.state.squared_off and not (
+            self.setup.session.is_open(ts) and self._mis_left()
+        ):  # again only while the session is open: after the close, the broker's settlement
             return None
         return cut
 
@@ -134,15 +136,21 @@ class Closing:
             if lot.quantity  # a flat lot has nothing to close
         )
 
-    def square_off(self, cut: int) -> list[Any]:
+    def square_off(self, cut: int, at: int | None = None) -> list[Any]:
         """The broker's MIS square-off at the cut-off: pending MIS orders cancelled, then
         every MIS strategy position closed (net of closing orders the venue could not
-        cancel), flagged AUTO_SQUARE_OFF (its charge applies)."""
+        cancel), flagged AUTO_SQUARE_OFF (its charge applies). Again at ``at`` (a later
+        round, for what a refused close left): stamped then, the orders out kept."""
         st = self.state
         st.square_rounds = st.square_rounds + 1 if st.squared_off == cut else 0
         st.squared_off = cut
-        why = "CANCELLED: MIS cut-off, pending MIS orders end before the square-off"
-        out = self._cancel_open(cut, why, lambda o: self._product(o.strategy_id) is Product.MIS)
+        out: list[Any] = []
+        if not st.square_rounds:
+            why = "CANCELLED: MIS cut-off, pending MIS orders end before the square-off"
+            out += self._cancel_open(
+                cut, why, lambda o: self._product(o.strategy_id) is Product.MIS
+            )
+        when = cut if at is None or not st.square_rounds else max(at, cut)
         for sid in sorted(st.book.strategies):
             if self._product(sid) is not Product.MIS:
                 continue
@@ -154,7 +162,7 @@ class Closing:
                     if not st.square_rounds
                     else ("squareoff", cut, st.square_rounds)
                 )
-                out += self._close(ids, (sid, token), qty, cut, why, True)
+                out += self._close(ids, (sid, token), qty, when, why, True)
         return out
 
     def exit_positions(self, at: int, found: list[tuple[Key, str]]) -> list[Any]:

@@ -99,7 +99,7 @@ class MarkRuns:
     def square_off_due(self, ts: int) -> int | None:
         raise NotImplementedError
 
-    def square_off(self, cut: int) -> list[Any]:
+    def square_off(self, cut: int, at: int | None = None) -> list[Any]:
         raise NotImplementedError
 
     def exit_positions(self, at: int, found: list[Any]) -> list[Any]:
@@ -143,11 +143,21 @@ class MarkRuns:
     def _retry_due(self, t: int) -> bool:
         """A close to send again at mark time ``t``, as at every mark until none is left
         (never per run, whose cuts vary): a flatten in progress left a position (a close
-        failed, or an open order filled since), or today's MIS square-off did."""
+        failed, or an open order filled since), or today's MIS square-off did; while the
+        session is open."""
         st = self.state
-        if st.flattening is not None and t > st.flattened_at and st.book.close_plan():
-            return True
-        return self.square_off_due(t) is not None
+        due = st.flattening is not None and t > st.flattened_at and st.book.close_plan()
+        if not due and self.square_off_due(t) is None:
+            return False
+        return self.setup.session.is_open(t)
+
+    def _retry(self, at: int) -> list[Any]:
+        """The closes ``_retry_due`` found, unless the broker's order caps are reached (the
+        next mark tries again)."""
+        if self.risk.rates.breach(at) is not None:
+            return []
+        again = self.square_off_due(at)
+        return (self.square_off(again, at) if again is not None else []) + self.reflatten(at)
 
     def _after_marks(self, m: MarkSet) -> None:
         last = m.until
@@ -177,12 +187,12 @@ class MarkRuns:
                 out += self.exit_positions(at, exiting)  # exits due at the same mark
             elif what == "fill":
                 out += self._apply(self.venue.on_marks(times[:k], tokens[:k], prices[:k]))
+                out += self._verdict(self.trading.on_time(at, self._net()), at)  # its fees
                 out += self.exit_positions(at, exiting)  # exits due at the same mark
             elif what == "exit":
                 out += self.exit_positions(at, exiting)
             elif what == "retry":
-                again = self.square_off_due(at)
-                out += (self.square_off(again) if again is not None else []) + self.reflatten(at)
+                out += self._retry(at)
             else:
                 if k == len(times):
                     break
