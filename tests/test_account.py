@@ -251,32 +251,53 @@ def test_grouping_marks_into_runs_never_changes_what_the_account_does() -> None:
     check()
 
 
+def test_a_fills_fees_alone_breach_the_loss_limit_at_the_fill() -> None:
+    """The fees are a loss the moment the fill books them: judged at the fill, not at a
+    later mark (whose time the batch cuts would decide)."""
+    a = make(PaperVenue(0.0, CostModel(), {}), max_daily_loss=0.4)
+    s = target(10)
+    a.on_item(s)
+    out = a.on_item(ExecTick(to_us(OPEN) + 1, 1, 100.0, (s.signal_id,)))
+    [fill] = of(out, OrderFilled)
+    assert fill.fees > 0.4 and fill.fill_price == 100.0  # no price move: fees alone
+    [change] = of(out, TradingStateChanged)
+    assert (change.state, change.reason) == ("REDUCING", "DAILY_LOSS_BREACHED")
+    assert to_us(change.timestamp) == to_us(OPEN) + 1
+
+
 def test_a_refused_square_off_is_sent_again_at_each_mark_until_the_close() -> None:
-    """Every mark from the cut-off, one close per position the broker refused, stamped at
-    that mark (ids from the cut-off and the round); none after the close; the same
-    whatever the runs; past the broker's per-minute cap, the next mark with room."""
+    """Every mark from the cut-off, a close per position the broker refused, stamped at that
+    mark (ids from the cut-off and the round), within the broker's order caps (positions
+    taking turns), none after the close; the same whatever the runs."""
     ist = timezone(timedelta(hours=5, minutes=30))
     cut = to_us(datetime(2026, 11, 20, 15, 20, tzinfo=ist))
     close = to_us(datetime(2026, 11, 20, 15, 30, tzinfo=ist))
-    marks = [(t, tok, 100.0) for t in range(cut - 2 * US, close + 3 * US, US) for tok in (1, 2)]
+    toks = (1, 2, 3)
+    marks = [(t, tok, 100.0) for t in range(cut - 2 * US, close + 3 * US, US) for tok in toks]
     sent: list[list[tuple[int, int, str]]] = []
-    by_instant = [marks[i : i + 2] for i in range(0, len(marks), 2)]
-    for runs in ([marks], by_instant, _split(marks, [6, 78, 400, 1202])):  # whole instants
+    by_instant = [marks[i : i + 3] for i in range(0, len(marks), 3)]
+    for runs in ([marks], by_instant, _split(marks, [6, 78, 402, 1203])):  # whole instants
         venue = StubVenue()
-        a = make(venue, max_orders_per_minute=100)
-        for tok in (1, 2):
-            a.on_item(target(10, tok=tok))
-        venue.reject = frozenset({1, 2})  # every close refused from now on
+        a = make(venue, max_orders_per_second=2, max_orders_per_minute=100)
+        for tok in toks:  # a second apart: within the per-second cap
+            a.on_item(target(10, tok=tok, at=OPEN + timedelta(seconds=tok)))
+        venue.reject = frozenset(toks)  # every close refused from now on
         for run in runs:
             a.on_item(_run(run))
         sent.append([(to_us(v.signal.timestamp), v.signal.instrument_token, v.signal.signal_id)
-                     for v in venue.sent[2:]])  # fmt: skip
+                     for v in venue.sent[3:]])  # fmt: skip
     assert sent[0] == sent[1] == sent[2]
     times = [t for t, _, _ in sent[0]]
-    per_minute = {m: sum(1 for t in times if (t - cut) // (60 * US) == m) for m in range(10)}
-    assert set(per_minute.values()) == {100}  # the cap, every minute of the ten
-    assert times[:4] == [cut, cut, cut + US, cut + US]  # both positions, at each mark
-    assert min(times) == cut and max(times) < close and len(set(times)) == len(times) // 2
+    assert times[:3] == [cut] * 3  # the square-off itself: every position at once
+    later = times[3:]
+    assert min(later) == cut + US and max(later) < close  # then at marks, until the close
+
+    def most(w: int, among: list[int]) -> int:  # the most closes in any window of w µs
+        return max(sum(1 for u in among if t <= u < t + w) for t in among)
+
+    assert most(US, later) == 2 and most(60 * US, times) == 100  # the caps
+    for m in range(10):  # every position is tried again every minute: they take turns
+        assert {k for t, k, _ in sent[0][3:] if (t - cut) // (60 * US) == m} == set(toks)
     assert len({sid for _, _, sid in sent[0]}) == len(times)  # each round its own ids
 
 

@@ -6,13 +6,15 @@ after a restart never sends a second close."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from operators.account.exits import Key
 from schemas.enums import Broker, Product, SignalType, StateReason
 from schemas.events import TradingSignal, ValidatedSignal
 from schemas.ids import content_id
 from schemas.ticks import from_us
+
+T = TypeVar("T")
 
 
 class Closing:
@@ -24,6 +26,7 @@ class Closing:
     trading: Any
     exits: Any
     venue: Any
+    risk: Any
 
     def _request(self, s: TradingSignal, side: SignalType, qty: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -48,12 +51,16 @@ class Closing:
         ts: int,
         reason: str,
         square_off: bool = False,
+        capped: bool = False,
     ) -> list[Any]:
         """A MARKET order of ``qty`` (signed) for strategy/instrument ``key``, with its signal;
-        ``ids``: what asked (the signal id derives from it and the key)."""
+        ``ids``: what asked (the signal id derives from it and the key); ``capped`` (a close
+        sent again): none past the broker's order caps."""
         sid, token = key
         price = self.state.book.price(token, 0.0)
         if not qty or price <= 0:
+            return []
+        if capped and self.risk.rates.breach(ts) is not None:
             return []
         b = self.broker.value
         sig = TradingSignal(
@@ -73,18 +80,20 @@ class Closing:
         )
         return [sig, *self._send(val, "MARKET", square_off=square_off)]
 
-    def flatten(self, reason: StateReason, ts: int) -> list[Any]:
-        """Close every instrument's net position at once. Called again on every mark while
-        a flatten is in progress, for what open orders filled since (or a failed close left)."""
+    def flatten(self, reason: StateReason, ts: int, again: bool = False) -> list[Any]:
+        """Close every instrument's net position at once. Called ``again`` on every mark
+        while a flatten is in progress, for what open orders filled since (or a failed close
+        left): within the order caps, each round starting one further along the plan."""
         st, out = self.state, list[Any]()
         plan = st.book.close_plan()
         if not plan:
             return out
         st.flattens, st.flattened_at = st.flattens + 1, ts
         tag = st.flattening or reason.value
-        for sid, token, qty in plan:
+        for sid, token, qty in _turn(plan, st.flattens if again else 0):
             ids = ("flatten", tag, st.flattens)
-            out += self._close(ids, (sid, token), qty, ts, f"FLATTEN: {reason.value}")
+            why = f"FLATTEN: {reason.value}"
+            out += self._close(ids, (sid, token), qty, ts, why, capped=again)
         return out
 
     def reflatten(self, ts: int) -> list[Any]:
@@ -94,7 +103,7 @@ class Closing:
         reason = StateReason.DAILY_LOSS_BREACHED
         if self.trading.state == "HALTED":
             reason = StateReason.OPERATOR_FLATTEN
-        return self.flatten(reason, ts)
+        return self.flatten(reason, ts, again=True)
 
     def square_off_due(self, ts: int) -> int | None:
         """The MIS cut-off at or before ``ts`` whose square-off is still to do, if any: a
@@ -150,19 +159,15 @@ class Closing:
             out += self._cancel_open(
                 cut, why, lambda o: self._product(o.strategy_id) is Product.MIS
             )
-        when = cut if at is None or not st.square_rounds else max(at, cut)
-        for sid in sorted(st.book.strategies):
-            if self._product(sid) is not Product.MIS:
-                continue
-            for token in sorted(st.book.strategies[sid].book.lots):
-                qty = self._left_to_close((sid, token))
-                why = "AUTO_SQUARE_OFF: MIS cut-off"
-                ids = (
-                    ("squareoff", cut)
-                    if not st.square_rounds
-                    else ("squareoff", cut, st.square_rounds)
-                )
-                out += self._close(ids, (sid, token), qty, when, why, True)
+        again = st.square_rounds
+        when = cut if at is None or not again else max(at, cut)
+        ids = ("squareoff", cut, again) if again else ("squareoff", cut)
+        book = st.book.strategies
+        keys = [(sid, token) for sid in sorted(book) if self._product(sid) is Product.MIS
+                for token in sorted(book[sid].book.lots)]  # fmt: skip
+        for key in _turn(keys, again):  # a later round: one further along, within the caps
+            qty, why = self._left_to_close(key), "AUTO_SQUARE_OFF: MIS cut-off"
+            out += self._close(ids, key, qty, when, why, True, capped=bool(again))
         return out
 
     def exit_positions(self, at: int, found: list[tuple[Key, str]]) -> list[Any]:
@@ -193,6 +198,12 @@ class Closing:
         held = self.state.book.strategy_position(sid, token)
         qty = -(held + self.state.book.closing(token, sid, held))
         return qty if held and qty and (qty > 0) != (held > 0) else 0
+
+
+def _turn(items: list[T], by: int) -> list[T]:
+    """``items`` started ``by`` places along (rounds of closes under a cap take turns)."""
+    k = by % len(items) if items else 0
+    return items[k:] + items[:k]
 
 
 def _adding_to(key: Key, held: int) -> Callable[[Any], bool]:
