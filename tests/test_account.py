@@ -45,6 +45,7 @@ def make(
     inbox: Any = None,
     order_types: dict[str, str] | None = None,
     universe: tuple[int, ...] = (),
+    products: dict[str, Any] | None = None,
     **risk: Any,
 ) -> Account:
     cfg = BrokerConfig(starting_cash=cash, slippage_bps=0, risk=RiskConfig(**risk))
@@ -54,6 +55,7 @@ def make(
         lot_sizes={7: 25},
         order_types=order_types or {},
         universe=universe,
+        products=products or {},
     )
     v = venue or StubVenue()  # fills at once, at the signal's price (the paper fill model:
     # tests/test_paper.py)
@@ -299,6 +301,34 @@ def test_a_refused_square_off_is_sent_again_at_each_mark_until_the_close() -> No
     for m in range(10):  # every position is tried again every minute: they take turns
         assert {k for t, k, _ in sent[0][3:] if (t - cut) // (60 * US) == m} == set(toks)
     assert len({sid for _, _, sid in sent[0]}) == len(times)  # each round its own ids
+
+
+def test_a_flatten_sent_again_gets_its_turn_beside_the_square_off() -> None:
+    """Past the cut-off, a breach's flatten and the MIS square-off both send again what the
+    broker refused, under one per-second cap smaller than the MIS positions: the flatten
+    goes first every other round, so the CNC position is still tried every minute."""
+    from schemas.enums import Product
+
+    ist = timezone(timedelta(hours=5, minutes=30))
+    start = to_us(datetime(2026, 11, 20, 15, 18, tzinfo=ist))
+    cut, close = start + 120 * US, start + 720 * US
+    toks = (1, 2, 3, 4, 9)  # 9: the CNC strategy's
+    marks = [(t, tok, 90.0) for t in range(start, close + 2 * US, US) for tok in toks]
+    sent: list[list[tuple[int, int, str]]] = []
+    for runs in ([marks], _split(marks, [500, 1305, 2000])):  # whole instants
+        venue = StubVenue()
+        a = make(venue, products={"c": Product.CNC}, max_orders_per_second=2, max_daily_loss=100)
+        for k, tok in enumerate(toks):
+            a.on_item(target(10, tok=tok, sid="c" if tok == 9 else "t",
+                             at=OPEN + timedelta(seconds=k)))  # fmt: skip
+        venue.reject = frozenset(toks)
+        for run in runs:
+            a.on_item(_run(run))
+        sent.append([(to_us(v.signal.timestamp), v.signal.instrument_token, v.signal.reason)
+                     for v in venue.sent[len(toks):]])  # fmt: skip
+    assert sent[0] == sent[1]
+    cnc = [t for t, tok, why in sent[0] if tok == 9 and why.startswith("FLATTEN")]
+    assert {(t - cut) // (60 * US) for t in cnc if t >= cut} == set(range(10))
 
 
 def _split(entries: list[Any], cuts: list[int]) -> list[list[Any]]:

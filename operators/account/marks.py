@@ -153,11 +153,15 @@ class MarkRuns:
 
     def _retry(self, at: int) -> list[Any]:
         """The closes ``_retry_due`` found, unless the broker's order caps are reached (the
-        next mark tries again)."""
+        next mark tries again). The flatten's round goes first every other round (its count
+        says which), so a square-off's closes cannot take every place under the caps."""
         if self.risk.rates.breach(at) is not None:
             return []
+        flatten_first = self.state.flattens % 2 == 1
+        out = self.reflatten(at) if flatten_first else []
         again = self.square_off_due(at)
-        return (self.square_off(again, at) if again is not None else []) + self.reflatten(at)
+        out += self.square_off(again, at) if again is not None else []
+        return out if flatten_first else out + self.reflatten(at)
 
     def _after_marks(self, m: MarkSet) -> None:
         last = m.until
