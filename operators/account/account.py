@@ -247,7 +247,7 @@ class Account(Closing, MarkRuns):
     def decide(self, s: TradingSignal) -> list[AccountOut]:
         """Order the difference between the strategy's target and what it holds."""
         st, ts = self.state, to_us(s.timestamp)
-        out = self._verdict(self.trading.on_time(ts, self._net()), ts)
+        out = self._judge(ts)
         token, key = s.instrument_token, (s.strategy_id, s.instrument_token)
         st.targets[key] = s.target_quantity
         if self.exits.holds_back(key, s.target_quantity):
@@ -355,7 +355,7 @@ class Account(Closing, MarkRuns):
             return out + self._marks(item)
         if isinstance(item, ExecTick):  # a fill's fees may breach the loss limit: judged now
             out += self._apply(self.venue.on_exec(item))
-            return out + self._verdict(self.trading.on_time(item.ts, self._net()), item.ts)
+            return out + self._judge(item.ts)
         if isinstance(item, OrderUpdate):
             return out + self._apply(self.venue.update(item))
         if isinstance(item, (KiteAlert, KitePositions)):

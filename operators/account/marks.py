@@ -90,6 +90,10 @@ class MarkRuns:
     def _verdict(self, v: Any, ts: int, why: str | None = None) -> list[Any]:
         raise NotImplementedError
 
+    def _judge(self, ts: int) -> list[Any]:
+        """The trading day and the loss limit at ``ts``, against the book as it is now."""
+        return self._verdict(self.trading.on_time(ts, self._net()), ts)
+
     def _commands(self, ts: int, final: bool = False) -> list[Any]:
         raise NotImplementedError
 
@@ -115,7 +119,7 @@ class MarkRuns:
         holds after every boundary: a cheap bound on the run's summary, and an exact scan
         only where the bound could be reached, a command or a new day falls inside."""
         book, status = self.state.book, self.trading.status
-        out = self._verdict(self.trading.on_time(m.first, self._net()), m.first)
+        out = self._judge(m.first)
         cut = self.setup.session.cutoff(m.first)
         if cut is not None and self.state.squared_off < cut < m.first:  # passed between runs
             out += self.square_off(cut)
@@ -191,7 +195,7 @@ class MarkRuns:
                 out += self.exit_positions(at, exiting)  # exits due at the same mark
             elif what == "fill":
                 out += self._apply(self.venue.on_marks(times[:k], tokens[:k], prices[:k]))
-                out += self._verdict(self.trading.on_time(at, self._net()), at)  # its fees
+                out += self._judge(at)  # its fees
                 out += self.exit_positions(at, exiting)  # exits due at the same mark
             elif what == "exit":
                 out += self.exit_positions(at, exiting)
@@ -203,7 +207,7 @@ class MarkRuns:
                 if what == "command":
                     out += self._commands(at)
                 t = int(times[k])
-                out += self._verdict(self.trading.on_time(t, self._net()), t)  # a new day rolls
+                out += self._judge(t)  # a new day rolls
             times, tokens, prices = times[k:], tokens[k:], prices[k:]
         return out
 
@@ -248,7 +252,7 @@ class MarkRuns:
         for end in found.tolist():
             book.mark_many(tokens[k:end], prices[k:end])
             k, at = end, int(times[end - 1])
-            out += self._verdict(self.trading.on_time(at, self._net()), at)
+            out += self._judge(at)
             if status.loss_breached:
                 self.exits.observe(tokens[:k], prices[:k], prices[:k])
                 return out, k
